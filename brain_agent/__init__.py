@@ -1,0 +1,1 @@
+"""robobus brain_agent."""

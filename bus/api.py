@@ -1,0 +1,307 @@
+"""The one async API: ``async with Bus.connect(url, name=...) as bus``."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import msgspec
+import structlog
+
+from bus.errors import (
+    BusError,
+    DecodeError,
+    DisconnectedError,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnknownSchemeError,
+)
+from bus.message import Message, Will
+from bus.subscription import Overflow, Subscription
+from bus.topics import validate_filter, validate_topic
+from bus.transport import Transport, TransportConfig
+
+T = TypeVar("T")
+log = structlog.get_logger("bus")
+
+#: Scheme -> "module:Class". Backends are imported lazily, only when their scheme is used.
+BACKENDS: dict[str, str] = {
+    "memory": "bus.backends.memory:MemoryTransport",
+    "zmq": "bus.backends.zmq:ZmqTransport",
+    "zmq+tcp": "bus.backends.zmq:ZmqTransport",
+    "zmq+ipc": "bus.backends.zmq:ZmqTransport",
+    "mqtt": "bus.backends.mqtt:MqttTransport",
+    "mqtts": "bus.backends.mqtt:MqttTransport",
+}
+
+DEFAULT_URL = "zmq://127.0.0.1:7650"
+Payload = bytes | bytearray | memoryview | str | msgspec.Struct | dict | list
+
+
+@dataclass(slots=True)
+class BusOptions:
+    """Small set of knobs shared by every backend."""
+
+    prefix: str = "robobus"
+    max_payload: int = 1 << 20
+    will: Will | None = None
+    keepalive_s: float = 1.0
+    request_timeout: float = 5.0
+    report_errors: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_url() -> str:
+    """``$ROBOBUS_URL`` or the embedded ZeroMQ default."""
+    return os.environ.get("ROBOBUS_URL", DEFAULT_URL)
+
+
+def encode(payload: Payload) -> bytes:
+    """Bytes pass through, text is UTF-8, structs and dicts become msgpack."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray | memoryview):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode()
+    return msgspec.msgpack.encode(payload)
+
+
+def _load_backend(url: str) -> Transport:
+    scheme = urlsplit(url).scheme
+    if scheme not in BACKENDS:
+        known = ", ".join(sorted(BACKENDS))
+        raise UnknownSchemeError(f"unknown bus URL scheme {scheme!r} in {url!r}; known: {known}")
+    module, _, cls = BACKENDS[scheme].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+class Bus:
+    """A connected participant. Create it with :meth:`Bus.connect`."""
+
+    def __init__(self, url: str, name: str, options: BusOptions, transport: Transport) -> None:
+        self.url = url
+        self.name = name
+        self.options = options
+        self.client_id = f"{name}-{secrets.token_hex(4)}"
+        self._transport = transport
+        self._subs: dict[int, Subscription] = {}
+        self._ids = itertools.count(1)
+        self._inbox = f"{options.prefix}/_inbox/{self.client_id}"
+        self._inbox_live = False
+        self._inbox_lock = anyio.Lock()
+        self._pending: dict[bytes, Any] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.connected = False
+        self.log = log.bind(client=self.client_id)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, url: str | None = None, *, name: str = "client", options: BusOptions | None = None
+    ) -> AsyncIterator[Bus]:
+        """Connect to ``url`` (``memory://``, ``zmq://``, ``zmq+ipc://``, ``mqtt://``, ``mqtts://``)."""
+        url = url or default_url()
+        opts = options or BusOptions()
+        bus = cls(url, name, opts, _load_backend(url))
+        async with anyio.create_task_group() as tg:
+            bus._tg = tg
+            await bus._transport.start(
+                TransportConfig(
+                    url=url,
+                    client_id=bus.client_id,
+                    will=opts.will,
+                    deliver=bus._deliver,
+                    snapshot=bus._snapshot,
+                    on_state=bus._on_state,
+                    keepalive_s=opts.keepalive_s,
+                )
+            )
+            bus.connected = True
+            try:
+                yield bus
+            finally:
+                bus.connected = False
+                with anyio.CancelScope(shield=True):
+                    await bus._transport.close(graceful=True)
+                for sub in bus._subs.values():
+                    sub.close()
+                tg.cancel_scope.cancel()
+
+    async def abort(self) -> None:
+        """Drop the connection without goodbye, so the last will fires (tests, fault drills)."""
+        await self._transport.close(graceful=False)
+
+    def _on_state(self, state: str) -> None:
+        self.log.info("bus_state", state=state, url=self.url)
+        if state == "lost":
+            for sub in self._subs.values():
+                sub.close(DisconnectedError(f"connection to {self.url} lost"))
+
+    # -- publish ------------------------------------------------------------------------
+    def topic(self, *parts: str) -> str:
+        """Join ``parts`` under the configured prefix: ``bus.topic("robots", "g1", "state")``."""
+        return "/".join((self.options.prefix, *parts))
+
+    async def publish(
+        self,
+        topic: str,
+        payload: Payload,
+        *,
+        retain: bool = False,
+        qos: int = 0,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> None:
+        """Publish ``payload`` on ``topic``. With ``qos=1``, wait for the hub/broker's ack."""
+        data = encode(payload)
+        if len(data) > self.options.max_payload:
+            raise PayloadTooLarge(topic, len(data), self.options.max_payload)
+        msg = Message(
+            validate_topic(topic),
+            data,
+            retain=retain,
+            qos=qos,
+            response_topic=response_topic,
+            correlation=correlation,
+            sender=self.name,
+        )
+        await self._transport.publish(msg)
+
+    # -- subscribe ----------------------------------------------------------------------
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        pattern: str,
+        type: type[T] | None = None,
+        *,
+        maxsize: int = 10_000,
+        overflow: Overflow = Overflow.BLOCK,
+    ) -> AsyncIterator[Subscription]:
+        """Subscribe to an MQTT-style filter; typed subscriptions set ``msg.data``.
+
+        A message that fails to decode into ``type`` is reported on ``{prefix}/errors`` and
+        skipped; the subscription goes on.
+        """
+        validate_filter(pattern)
+        sub_id = next(self._ids)
+        decode = self._decoder(type) if type is not None else None
+        sub = Subscription(pattern, maxsize=maxsize, overflow=overflow, decode=decode, sub_id=sub_id)
+        self._subs[sub_id] = sub
+        try:
+            await self._transport.subscribe(pattern, sub_id)
+            yield sub
+        finally:
+            self._subs.pop(sub_id, None)
+            sub.close()
+            if self.connected:
+                with anyio.CancelScope(shield=True):
+                    await self._transport.unsubscribe(pattern, sub_id)
+
+    def _decoder(self, type_: type[Any]) -> Any:
+        from schemas.codec import decode_as
+
+        def decode(msg: Message) -> Message | None:
+            try:
+                return dataclasses.replace(msg, data=decode_as(msg.payload, type_, msg.topic))
+            except DecodeError as exc:
+                self.report_error_soon(msg.topic, exc.reason, "decode", msg.payload)
+                return None
+
+        return decode
+
+    async def _deliver(self, msg: Message, sub_ids: tuple[int, ...] | None) -> None:
+        if msg.topic.startswith(self._inbox):
+            self._resolve(msg)
+            return
+        if len(msg.payload) > self.options.max_payload:
+            reason = f"payload of {len(msg.payload)} bytes exceeds {self.options.max_payload}"
+            self.report_error_soon(msg.topic, reason, "too_large", msg.payload[:64])
+            return
+        if sub_ids is None:
+            from bus.topics import matches
+
+            targets = [s for s in self._subs.values() if matches(s.pattern, msg.topic)]
+        else:
+            targets = [self._subs[i] for i in sub_ids if i in self._subs]
+        for sub in targets:
+            await sub.put(msg)
+
+    def _snapshot(self, sub_id: int, msg: Message) -> None:
+        sub = self._subs.get(sub_id)
+        if sub is not None:
+            sub.put_snapshot(msg)
+
+    # -- request / reply ----------------------------------------------------------------
+    async def request(
+        self, topic: str, payload: Payload, *, timeout: float | None = None, qos: int = 0
+    ) -> Message:
+        """Publish a request and wait for the one reply (response topic + correlation data)."""
+        await self._ensure_inbox()
+        corr = secrets.token_bytes(8)
+        done = anyio.Event()
+        self._pending[corr] = [done, None]
+        limit = timeout if timeout is not None else self.options.request_timeout
+        try:
+            await self.publish(topic, payload, qos=qos, response_topic=self._inbox + "/r",
+                               correlation=corr)
+            with anyio.fail_after(limit):
+                await done.wait()
+        except TimeoutError as exc:
+            raise RequestTimeout(topic, limit) from exc
+        finally:
+            slot = self._pending.pop(corr, None)
+        return slot[1]
+
+    async def reply(self, request: Message, payload: Payload) -> None:
+        """Answer ``request`` on its response topic, echoing its correlation data."""
+        if not request.response_topic:
+            raise ValueError(f"message on {request.topic!r} has no response topic")
+        await self.publish(request.response_topic, payload, correlation=request.correlation)
+
+    async def _ensure_inbox(self) -> None:
+        async with self._inbox_lock:
+            if not self._inbox_live:
+                await self._transport.subscribe(self._inbox + "/#", 0)
+                self._inbox_live = True
+
+    def _resolve(self, msg: Message) -> None:
+        slot = self._pending.get(msg.correlation or b"")
+        if slot is not None and slot[1] is None:
+            slot[1] = msg
+            slot[0].set()
+
+    # -- errors -------------------------------------------------------------------------
+    async def report_error(
+        self, topic: str, reason: str, code: str = "invalid", payload: bytes = b""
+    ) -> None:
+        """Log a rejected input and publish it on ``{prefix}/errors``."""
+        from schemas.messages import ErrorReport
+
+        self.log.warning("input_rejected", topic=topic, code=code, reason=reason)
+        if not self.options.report_errors or topic == self.topic("errors"):
+            return
+        report = ErrorReport(source=self.name, topic=topic, code=code, reason=reason,
+                             excerpt=bytes(payload[:64]).hex())
+        try:
+            await self.publish(self.topic("errors"), report)
+        except BusError as exc:  # the error channel must never take the agent down
+            self.log.error("error_report_failed", error=repr(exc))
+
+    def report_error_soon(self, topic: str, reason: str, code: str, payload: bytes) -> None:
+        """Schedule :meth:`report_error` from synchronous code."""
+        if self._tg is not None:
+            self._tg.start_soon(self.report_error, topic, reason, code, payload)
+
+
+connect = Bus.connect

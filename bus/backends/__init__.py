@@ -1,0 +1,1 @@
+"""Transport backends, loaded lazily by scheme (see ``bus.api.BACKENDS``)."""

@@ -1,0 +1,1 @@
+"""The ``robobus`` command line."""

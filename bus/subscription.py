@@ -1,0 +1,156 @@
+"""A subscription: an async iterator over a bounded buffer with an explicit overflow policy."""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import structlog
+
+from bus.errors import DisconnectedError
+from bus.message import Message
+
+log = structlog.get_logger("bus.subscription")
+
+
+class Overflow(enum.Enum):
+    """What a full subscription buffer does with the next message.
+
+    * ``BLOCK``: the delivering side waits (backpressure into the transport). Commands use it:
+      nothing is ever dropped.
+    * ``LATEST``: keep only the newest message per topic (like ZeroMQ CONFLATE). State topics.
+    * ``DROP_OLDEST``: drop the oldest buffered message and count it. Telemetry.
+    """
+
+    BLOCK = "block"
+    LATEST = "latest"
+    DROP_OLDEST = "drop_oldest"
+
+
+class Subscription:
+    """Buffered stream of :class:`Message` for one topic filter.
+
+    Created by :meth:`bus.Bus.subscribe`; iterate it with ``async for``.
+    """
+
+    def __init__(
+        self,
+        pattern: str,
+        *,
+        maxsize: int = 10_000,
+        overflow: Overflow = Overflow.BLOCK,
+        decode: Callable[[Message], Any] | None = None,
+        sub_id: int = 0,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.pattern = pattern
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self.sub_id = sub_id
+        self.dropped = 0
+        self._decode = decode
+        self._queue: deque[Message] = deque()
+        self._latest: OrderedDict[str, Message] = OrderedDict()
+        self._readable = anyio.Event()
+        self._writable = anyio.Event()
+        self._closed: BaseException | None = None
+        self._seen_topics: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._latest) if self.overflow is Overflow.LATEST else len(self._queue)
+
+    # -- producer side (called by the Bus dispatcher) -------------------------------------
+    async def put(self, msg: Message) -> None:
+        """Deliver ``msg``, applying the overflow policy."""
+        if self._closed is not None:
+            return
+        if self.overflow is Overflow.LATEST:
+            self._latest.pop(msg.topic, None)
+            self._latest[msg.topic] = msg
+            if len(self._latest) > self.maxsize:
+                self._latest.popitem(last=False)
+                self.dropped += 1
+        elif len(self._queue) < self.maxsize:
+            self._queue.append(msg)
+        elif self.overflow is Overflow.DROP_OLDEST:
+            self._queue.popleft()
+            self._queue.append(msg)
+            self._count_drop()
+        else:
+            while len(self._queue) >= self.maxsize and self._closed is None:
+                if self._writable.is_set():
+                    self._writable = anyio.Event()
+                await self._writable.wait()
+            self._queue.append(msg)
+        self._seen_topics.add(msg.topic)
+        self._readable.set()
+
+    def put_snapshot(self, msg: Message) -> None:
+        """Deliver a retained value, unless a live message on that topic already arrived."""
+        if msg.topic in self._seen_topics or self._closed is not None:
+            return
+        if self.overflow is Overflow.LATEST:
+            self._latest.setdefault(msg.topic, msg)
+        else:
+            self._queue.append(msg)
+        self._readable.set()
+
+    def close(self, exc: BaseException | None = None) -> None:
+        """End the stream; with ``exc``, the iterator raises it after the buffer drains."""
+        self._closed = exc or StopAsyncIteration()
+        self._readable.set()
+        self._writable.set()
+
+    def _count_drop(self) -> None:
+        self.dropped += 1
+        if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+            log.warning("subscription_overflow", pattern=self.pattern, dropped=self.dropped)
+
+    # -- consumer side ---------------------------------------------------------------------
+    def _pop(self) -> Message | None:
+        if self.overflow is Overflow.LATEST:
+            return self._latest.popitem(last=False)[1] if self._latest else None
+        if not self._queue:
+            return None
+        msg = self._queue.popleft()
+        self._writable.set()
+        return msg
+
+    async def get(self) -> Message:
+        """Wait for the next message (decoded if the subscription is typed)."""
+        while True:
+            msg = self._pop()
+            if msg is not None:
+                if self._decode is not None:
+                    msg = self._decode(msg)
+                    if msg is None:
+                        continue
+                return msg
+            if self._closed is not None:
+                if isinstance(self._closed, StopAsyncIteration):
+                    raise self._closed
+                raise DisconnectedError(f"subscription {self.pattern!r} closed") from self._closed
+            if self._readable.is_set():
+                self._readable = anyio.Event()
+                continue
+            await self._readable.wait()
+
+    def get_nowait(self) -> Message | None:
+        """The next buffered message, or None (decoding skipped messages as ``get`` does)."""
+        while (msg := self._pop()) is not None:
+            if self._decode is None:
+                return msg
+            decoded = self._decode(msg)
+            if decoded is not None:
+                return decoded
+        return None
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        return await self.get()

@@ -1,0 +1,163 @@
+"""Test helpers users can reuse: free ports, a private Mosquitto, a hub, agent processes.
+
+Everything binds to loopback, and every process started here is killed (with its process
+group) when its context exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(span: int = 1) -> int:
+    """A loopback TCP port P such that P .. P+span-1 are all free right now."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        if port + span < 65535 and all(_is_free(port + i) for i in range(1, span)):
+            return port
+    raise RuntimeError(f"no {span} consecutive free loopback ports")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = LOOPBACK) -> None:
+    """Block until something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+MOSQUITTO_CONF = """\
+listener {port} {host}
+allow_anonymous true
+persistence {persistence}
+persistence_location {dir}/
+max_queued_messages 1000000
+max_inflight_messages 0
+max_packet_size {max_packet}
+# Nagle plus delayed ACK turns a QoS 1 round trip into ~88 ms; always disable it.
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+"""
+
+
+def mosquitto_binary() -> str:
+    path = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(path).exists():
+        raise FileNotFoundError("mosquitto not installed: run the README test command")
+    return path
+
+
+def write_mosquitto_conf(directory: Path, port: int, *, persistence: bool = True,
+                         max_packet: int = 4 << 20) -> Path:
+    """Generate a loopback-only Mosquitto config in ``directory``."""
+    conf = directory / "mosquitto.conf"
+    conf.write_text(
+        MOSQUITTO_CONF.format(
+            port=port, host=LOOPBACK, dir=directory, max_packet=max_packet,
+            persistence="true" if persistence else "false",
+        )
+    )
+    return conf
+
+
+@contextlib.contextmanager
+def mosquitto(port: int | None = None, directory: Path | None = None) -> Iterator[str]:
+    """Run a private Mosquitto on a free loopback port; yields ``mqtt://127.0.0.1:PORT``."""
+    port = port or free_port()
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mosq-")))
+        conf = write_mosquitto_conf(directory, port)
+        proc = stack.enter_context(spawn([mosquitto_binary(), "-c", str(conf)], name="mosquitto"))
+        wait_port(port)
+        if proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited with {proc.returncode}")
+        yield f"mqtt://{LOOPBACK}:{port}"
+
+
+@contextlib.contextmanager
+def hub(port: int | None = None, extra: Sequence[str] = ()) -> Iterator[str]:
+    """Run ``robobus hub`` as a separate process; yields ``zmq://127.0.0.1:PORT``."""
+    port = port or free_port(span=3)
+    url = f"zmq://{LOOPBACK}:{port}"
+    with spawn(robobus_cmd("hub", "--bus", url, *extra), name="hub"):
+        for p in (port, port + 1, port + 2):
+            wait_port(p)
+        yield url
+
+
+def robobus_cmd(*args: str) -> list[str]:
+    """The argv that runs ``robobus ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "bus.cli.main", *args]
+
+
+@contextlib.contextmanager
+def spawn(
+    argv: Sequence[str], *, name: str = "proc", env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``argv`` in its own process group; on exit, SIGTERM then SIGKILL the group."""
+    full_env = {**os.environ, **(env or {})}
+    out: int | object = subprocess.DEVNULL
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(list(argv), env=full_env, stdout=out, stderr=subprocess.STDOUT
+                            if log_dir is not None else None, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+        if hasattr(out, "close"):
+            out.close()  # type: ignore[union-attr]
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Terminate ``proc`` and its process group, escalating to SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+
+
+def kill9(proc: subprocess.Popen[bytes]) -> None:
+    """``kill -9`` the process group, as a crash would."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(5)

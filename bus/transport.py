@@ -1,0 +1,50 @@
+"""The byte-moving layer each backend implements. User code never touches it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bus.message import Message, Will
+
+#: Delivery callback: (message, subscription ids that matched, or None to match by pattern).
+Deliver = Callable[[Message, "tuple[int, ...] | None"], Awaitable[None]]
+#: Called with the subscription id and a retained message for that subscription only.
+Snapshot = Callable[[int, Message], None]
+
+
+@dataclass(slots=True)
+class TransportConfig:
+    """What every backend is given when it starts."""
+
+    url: str
+    client_id: str
+    will: Will | None
+    deliver: Deliver
+    snapshot: Snapshot
+    on_state: Callable[[str], None]
+    keepalive_s: float = 1.0
+
+
+class Transport(Protocol):
+    """A backend: moves bytes, keeps subscriptions, retained values and the last will."""
+
+    async def start(self, config: TransportConfig) -> None:
+        """Connect; returns once publishes and subscriptions work."""
+
+    async def close(self, graceful: bool = True) -> None:
+        """Disconnect; ``graceful`` discards the last will."""
+
+    async def publish(self, msg: Message) -> None:
+        """Send ``msg``; for qos >= 1, return only once the hub or broker acknowledged it."""
+
+    async def subscribe(self, pattern: str, sub_id: int) -> None:
+        """Start receiving ``pattern``; returns once the subscription is live.
+
+        Retained values matching it are handed to ``config.snapshot`` (or delivered with
+        ``sub_id``) before this returns or shortly after.
+        """
+
+    async def unsubscribe(self, pattern: str, sub_id: int) -> None:
+        """Stop receiving ``pattern`` for ``sub_id``."""

@@ -1,0 +1,1 @@
+"""robobus edge_agent."""

@@ -1,0 +1,1 @@
+"""robobus memory_store."""

@@ -1,0 +1,26 @@
+"""Typed robobus messages and the public topic contract."""
+
+from schemas.codec import decode_as, encode, parse_instruction
+from schemas.messages import (
+    MESSAGE_TYPES,
+    Alive,
+    ErrorReport,
+    Instruction,
+    Plan,
+    PlanStep,
+    Pose,
+    RobotRegistration,
+    RobotState,
+    SkillCommand,
+    SkillFeedback,
+    SkillSpec,
+    TaskStatus,
+    now_ns,
+)
+from schemas.topics import TOPICS, Topics
+
+__all__ = [
+    "MESSAGE_TYPES", "TOPICS", "Alive", "ErrorReport", "Instruction", "Plan", "PlanStep", "Pose",
+    "RobotRegistration", "RobotState", "SkillCommand", "SkillFeedback", "SkillSpec", "TaskStatus",
+    "Topics", "decode_as", "encode", "now_ns", "parse_instruction",
+]

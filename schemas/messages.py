@@ -1,0 +1,186 @@
+"""Typed messages. Every struct encodes to plain msgpack (a map with these field names)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import msgspec
+
+
+def now_ns() -> int:
+    """Wall-clock time in integer nanoseconds (data, never a timer)."""
+    return time.time_ns()
+
+
+class Base(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """Common base: unknown fields are ignored so that newer senders stay compatible."""
+
+
+class Instruction(Base):
+    """A natural-language instruction published on ``robobus/instructions``."""
+
+    text: str
+    priority: int = 0
+    task_id: str | None = None
+    source: str | None = None
+    ts_ns: int = msgspec.field(default_factory=now_ns)
+
+
+class PlanStep(Base):
+    """One skill call of a plan. ``after`` lists the step ids it waits for."""
+
+    id: str
+    robot: str
+    skill: str
+    args: dict[str, Any] = {}
+    after: list[str] = []
+    est_s: float = 0.0
+
+
+class Plan(Base):
+    """A DAG of skill calls produced by a planner and checked by the validator."""
+
+    task_id: str
+    steps: list[PlanStep]
+    planner: str = "symbolic"
+    goal: str = ""
+    makespan_s: float = 0.0
+
+
+TaskState = Literal[
+    "accepted",
+    "planned",
+    "dispatched",
+    "progress",
+    "step_done",
+    "step_failed",
+    "replanning",
+    "preempted",
+    "done",
+    "failed",
+    "cancelled",
+]
+
+
+class TaskStatus(Base):
+    """A status update on ``robobus/tasks/{task_id}``."""
+
+    task_id: str
+    status: TaskState
+    text: str = ""
+    priority: int = 0
+    plan: Plan | None = None
+    step_id: str | None = None
+    robot: str | None = None
+    skill: str | None = None
+    progress: float | None = None
+    reason: str | None = None
+    replans: int = 0
+    ts_ns: int = msgspec.field(default_factory=now_ns)
+
+
+class SkillCommand(Base):
+    """Run (or cancel) a skill: published on ``robobus/robots/{robot}/skills/{skill}``."""
+
+    command_id: str
+    skill: str
+    args: dict[str, Any] = {}
+    task_id: str | None = None
+    step_id: str | None = None
+    timeout_s: float | None = None
+    action: Literal["run", "cancel"] = "run"
+    ts_ns: int = msgspec.field(default_factory=now_ns)
+
+
+FeedbackState = Literal["accepted", "started", "progress", "done", "failed", "cancelled", "rejected"]
+
+
+class SkillFeedback(Base):
+    """Progress and result of one skill command, on ``robobus/robots/{robot}/feedback``."""
+
+    command_id: str
+    robot: str
+    skill: str
+    status: FeedbackState
+    task_id: str | None = None
+    step_id: str | None = None
+    progress: float = 0.0
+    reason_code: str | None = None
+    reason: str | None = None
+    result: dict[str, Any] = {}
+    ts_ns: int = msgspec.field(default_factory=now_ns)
+
+
+class SkillSpec(Base):
+    """What a robot can do: a skill's argument schema plus its planner-readable model."""
+
+    name: str
+    args_schema: dict[str, Any] = {}
+    result_schema: dict[str, Any] = {}
+    preconditions: list[str] = []
+    effects: list[str] = []
+    resource: str = "arm"
+    timeout_s: float = 60.0
+
+
+class RobotRegistration(Base):
+    """Retained on ``robobus/robots/{robot}/registration``."""
+
+    robot: str
+    type: str
+    profile: dict[str, Any] = {}
+    skills: list[SkillSpec] = []
+    ts_ns: int = msgspec.field(default_factory=now_ns)
+
+
+class Pose(Base):
+    x: float = 0.0
+    y: float = 0.0
+    theta: float = 0.0
+
+
+class RobotState(Base):
+    """Telemetry on ``robobus/robots/{robot}/state``."""
+
+    robot: str
+    pose: Pose = msgspec.field(default_factory=Pose)
+    place: str | None = None
+    battery: float = 1.0
+    holding: list[str] = []
+    busy: bool = False
+    current: list[str] = []
+    ts_ns: int = msgspec.field(default_factory=now_ns)
+
+
+class Alive(Base):
+    """Retained on ``robobus/robots/{robot}/alive``; the offline value is the last will."""
+
+    robot: str
+    online: bool
+    ts_ns: int = msgspec.field(default_factory=now_ns)
+
+
+class ErrorReport(Base):
+    """A rejected input, on ``robobus/errors``."""
+
+    source: str
+    topic: str
+    code: str
+    reason: str
+    excerpt: str = ""
+    ts_ns: int = msgspec.field(default_factory=now_ns)
+
+
+#: Every public message type, by the name used in ``robobus schema``.
+MESSAGE_TYPES: dict[str, type[msgspec.Struct]] = {
+    "Instruction": Instruction,
+    "TaskStatus": TaskStatus,
+    "Plan": Plan,
+    "SkillCommand": SkillCommand,
+    "SkillFeedback": SkillFeedback,
+    "RobotRegistration": RobotRegistration,
+    "RobotState": RobotState,
+    "Alive": Alive,
+    "ErrorReport": ErrorReport,
+}

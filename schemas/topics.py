@@ -1,0 +1,72 @@
+"""The public topic contract. Keep it stable: external MQTT clients depend on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "robobus"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names under one prefix (``robobus`` by default)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def instructions(self) -> str:
+        return f"{self.prefix}/instructions"
+
+    @property
+    def errors(self) -> str:
+        return f"{self.prefix}/errors"
+
+    def task(self, task_id: str = "+") -> str:
+        return f"{self.prefix}/tasks/{task_id}"
+
+    def registration(self, robot: str = "+") -> str:
+        return f"{self.prefix}/robots/{robot}/registration"
+
+    def alive(self, robot: str = "+") -> str:
+        return f"{self.prefix}/robots/{robot}/alive"
+
+    def state(self, robot: str = "+") -> str:
+        return f"{self.prefix}/robots/{robot}/state"
+
+    def skill(self, robot: str = "+", skill: str = "+") -> str:
+        return f"{self.prefix}/robots/{robot}/skills/{skill}"
+
+    def feedback(self, robot: str = "+") -> str:
+        return f"{self.prefix}/robots/{robot}/feedback"
+
+    # -- memory agent (request/reply and world events) -----------------------------------
+    @property
+    def memory_query(self) -> str:
+        return f"{self.prefix}/memory/query"
+
+    @property
+    def world_change(self) -> str:
+        """Request/reply: a robot asks the memory agent to apply a world change."""
+        return f"{self.prefix}/memory/change"
+
+    @property
+    def world_events(self) -> str:
+        """Every accepted world change, in order; replaying them rebuilds spatial memory."""
+        return f"{self.prefix}/world/events"
+
+    @property
+    def scene(self) -> str:
+        """Retained: the scene the world was seeded from."""
+        return f"{self.prefix}/world/scene"
+
+    def robot_of(self, topic: str) -> str | None:
+        """The ``{robot}`` level of a robot topic, or None."""
+        parts = topic.split("/")
+        base = self.prefix.split("/")
+        n = len(base)
+        if parts[:n] == base and len(parts) > n + 1 and parts[n] == "robots":
+            return parts[n + 1]
+        return None
+
+
+TOPICS = Topics()
