@@ -120,6 +120,10 @@ class SkillSpec(Base):
     result_schema: dict[str, Any] = {}
     preconditions: list[str] = []
     effects: list[str] = []
+    #: what each argument names: "object", "place", "container", "robot", "kind", "place|container"
+    param_kinds: dict[str, str] = {}
+    #: the memory_store.world.WorldChange op the skill performs (move/pick/place/handover) or None
+    change: str | None = None
     resource: str = "arm"
     timeout_s: float = 60.0
 

@@ -1,0 +1,62 @@
+"""Request/reply messages of the memory agent (``robobus/memory/query``) and task records."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from schemas.messages import Base, Plan
+
+QueryKind = Literal[
+    "world",     # -> memory_store.world.WorldSnapshot
+    "where",     # name -> {"object", "location", "place", "position"}
+    "contents",  # name -> [object names at/in/held by name]
+    "nearest",   # of_kind, to, k -> [object names]
+    "robot",     # name -> latest {"registration", "state", "alive", "holding", "place"}
+    "robots",    # -> {robot: same as "robot"}
+    "events",    # pattern, t0_ns, t1_ns, limit, cursor -> {"events": [...], "next_cursor"}
+    "task",      # name=task_id -> TaskRecord
+    "tasks",     # status="active"|"all" -> [TaskRecord]
+]
+
+
+class MemoryQuery(Base):
+    """A query to the memory agent. Unused fields are omitted."""
+
+    kind: QueryKind
+    name: str | None = None
+    of_kind: str | None = None
+    to: str | None = None
+    k: int = 1
+    pattern: str | None = None
+    t0_ns: int | None = None
+    t1_ns: int | None = None
+    limit: int = 100
+    cursor: str | None = None
+    status: str | None = None
+
+
+class QueryReply(Base):
+    """The answer: ``ok`` with ``result``, or ``ok=False`` with a precise ``error``."""
+
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    code: str | None = None
+    next_cursor: str | None = None
+
+
+class TaskRecord(Base):
+    """Durable task memory, built from ``robobus/tasks/{id}`` messages; lets a brain recover."""
+
+    task_id: str
+    text: str = ""
+    priority: int = 0
+    status: str = "accepted"
+    plan: Plan | None = None
+    reason: str | None = None
+    replans: int = 0
+    created_ns: int = 0
+    updated_ns: int = 0
+    steps: dict[str, str] = msgspec.field(default_factory=dict)  # step id -> last status
