@@ -5,6 +5,7 @@ from schemas.messages import (
     MESSAGE_TYPES,
     Alive,
     ErrorReport,
+    FaultSpec,
     Instruction,
     Plan,
     PlanStep,
@@ -20,7 +21,7 @@ from schemas.messages import (
 from schemas.topics import TOPICS, Topics
 
 __all__ = [
-    "MESSAGE_TYPES", "TOPICS", "Alive", "ErrorReport", "Instruction", "Plan", "PlanStep", "Pose",
+    "MESSAGE_TYPES", "TOPICS", "Alive", "ErrorReport", "FaultSpec", "Instruction", "Plan", "PlanStep", "Pose",
     "RobotRegistration", "RobotState", "SkillCommand", "SkillFeedback", "SkillSpec", "TaskStatus",
     "Topics", "decode_as", "encode", "now_ns", "parse_instruction",
 ]

@@ -176,6 +176,17 @@ class ErrorReport(Base):
     ts_ns: int = msgspec.field(default_factory=now_ns)
 
 
+class FaultSpec(Base):
+    """Fault injection for an edge agent, on ``robobus/robots/{robot}/faults``."""
+
+    skill: str
+    times: int = 1
+    object: str | None = None
+    probability: float = 0.0
+    seed: int = 0
+    reason: str = "injected"
+
+
 #: Every public message type, by the name used in ``robobus schema``.
 MESSAGE_TYPES: dict[str, type[msgspec.Struct]] = {
     "Instruction": Instruction,
@@ -187,4 +198,5 @@ MESSAGE_TYPES: dict[str, type[msgspec.Struct]] = {
     "RobotState": RobotState,
     "Alive": Alive,
     "ErrorReport": ErrorReport,
+    "FaultSpec": FaultSpec,
 }
