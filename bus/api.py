@@ -125,6 +125,7 @@ class Bus:
                     snapshot=bus._snapshot,
                     on_state=bus._on_state,
                     keepalive_s=opts.keepalive_s,
+                    task_group=tg,
                 )
             )
             bus.connected = True
@@ -143,7 +144,7 @@ class Bus:
         await self._transport.close(graceful=False)
 
     def _on_state(self, state: str) -> None:
-        self.log.info("bus_state", state=state, url=self.url)
+        self.log.debug("bus_state", state=state, url=self.url)
         if state == "lost":
             for sub in self._subs.values():
                 sub.close(DisconnectedError(f"connection to {self.url} lost"))

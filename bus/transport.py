@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bus.message import Message, Will
 
@@ -25,6 +25,8 @@ class TransportConfig:
     snapshot: Snapshot
     on_state: Callable[[str], None]
     keepalive_s: float = 1.0
+    #: the Bus's task group: backends start their background tasks in it
+    task_group: Any = None
 
 
 class Transport(Protocol):

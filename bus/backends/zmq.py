@@ -1,0 +1,317 @@
+"""``zmq://`` and ``zmq+ipc://``: the ZeroMQ backend, through a ``robobus hub``.
+
+Each client has three sockets: PUB (best-effort fast path) to the hub's XSUB, SUB from its
+XPUB, and a DEALER to its control ROUTER (hello, heartbeats, last will, acknowledged publishes
+for qos 1 and retained messages, retained snapshots). Sockets are read on the asyncio loop
+through their file descriptors, so no thread sits on the hot path.
+
+Subscription readiness: ZeroMQ subscriptions propagate asynchronously ("slow joiner"), so
+``subscribe`` returns only after a probe message published on our own PUB came back through
+the hub on a probe topic subscribed *after* the real filter; subscriptions are applied in
+order, so the real filter is live too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import struct
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import msgspec
+import structlog
+import zmq
+
+from bus import zmq_wire as wire
+from bus.errors import ConnectError, DisconnectedError, PublishError
+from bus.message import Message
+from bus.topics import literal_prefix
+from bus.transport import TransportConfig
+
+log = structlog.get_logger("bus.zmq")
+_SEQ = struct.Struct(">Q")
+ACK_RESEND_S = 1.0
+ACK_TIMEOUT_S = 10.0
+MAX_IN_FLIGHT = 10_000
+
+
+class ZmqTransport:
+    """Client side of the hub protocol (see :mod:`bus.zmq_wire`)."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self._prefixes: Counter[str] = Counter()
+        self._filters: dict[int, str] = {}
+        self._seq_out: dict[tuple[str, int], int] = {}
+        self._seq_in: dict[tuple[str, str], int] = {}
+        self._acks: dict[bytes, asyncio.Future[None]] = {}
+        self._snaps: dict[bytes, asyncio.Future[bytes]] = {}
+        self._probes: dict[str, asyncio.Event] = {}
+        self._hello: asyncio.Future[None] | None = None
+        self._own_retained: dict[str, Message] = {}
+        self._ack_ids = itertools.count(1)
+        self._probe_ids = itertools.count(1)
+        self._in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
+        self._hub = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self, config: TransportConfig) -> None:
+        self.config = config
+        self.ep = wire.endpoints(config.url)
+        self._maybe_embed()
+        ctx = zmq.Context.instance()
+        self.pub = self._socket(ctx, zmq.PUB, self.ep.publish)
+        self.sub = self._socket(ctx, zmq.SUB, self.ep.subscribe)
+        self.ctl = self._socket(ctx, zmq.DEALER, self.ep.control, ident=config.client_id.encode())
+        self._probe_prefix = f"$robobus/probe/{config.client_id}/"
+        self.loop = asyncio.get_running_loop()
+        tg = config.task_group
+        tg.start_soon(self._read_loop, self.sub, self._on_data, name="zmq-sub-reader")
+        tg.start_soon(self._read_loop, self.ctl, self._on_control, name="zmq-ctl-reader")
+        try:
+            with anyio.fail_after(5):
+                await self._say_hello()
+                await self._sync()
+        except TimeoutError as exc:
+            await self.close(graceful=False)
+            raise ConnectError(config.url, "no robobus hub answered within 5 s "
+                               "(start one with `robobus hub`)") from exc
+        tg.start_soon(self._heartbeat, name="zmq-heartbeat")
+        config.on_state("connected")
+
+    def _socket(self, ctx: zmq.Context, kind: int, endpoint: str, ident: bytes | None = None
+                ) -> zmq.Socket:
+        sock = ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        hwm = wire.CONTROL_HWM if kind == zmq.DEALER else wire.DATA_HWM
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        if ident is not None:
+            sock.setsockopt(zmq.ROUTING_ID, ident)
+        _apply_curve(sock, self.config.url)
+        sock.connect(endpoint)
+        return sock
+
+    def _maybe_embed(self) -> None:
+        """Start an in-process hub for ``?embed=1`` URLs when none is listening."""
+        if not self.ep.embed or _hub_listening(self.ep):
+            return
+        from bus.hub import Hub
+
+        self._hub = Hub(self.config.url)
+        self._hub.start()
+        log.info("embedded_hub_started", url=self.config.url)
+
+    async def close(self, graceful: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if graceful:
+            self.ctl.send_multipart([wire.BYE], zmq.NOBLOCK)
+            for sock in (self.pub, self.ctl):
+                sock.setsockopt(zmq.LINGER, 200)
+        for sock in (self.pub, self.sub, self.ctl):
+            self.loop.remove_reader(sock.FD) if sock in (self.sub, self.ctl) else None
+            sock.close()
+        for fut in (*self._acks.values(), *self._snaps.values()):
+            if not fut.done():
+                fut.set_exception(DisconnectedError("transport closed"))
+        if self._hub is not None:
+            self._hub.stop()
+
+    async def _say_hello(self) -> None:
+        will = self.config.will
+        hello = {"keepalive": self.config.keepalive_s, "will": None}
+        if will is not None:
+            hello["will"] = {"topic": will.topic, "payload": will.payload, "retain": will.retain}
+        self._hello = self.loop.create_future()
+        self.ctl.send_multipart([wire.HELLO, msgspec.msgpack.encode(hello)])
+        await self._hello
+
+    async def _heartbeat(self) -> None:
+        while not self._closed:
+            await anyio.sleep(self.config.keepalive_s)
+            if not self._closed:
+                self.ctl.send_multipart([wire.HEARTBEAT])
+
+    # -- reading -----------------------------------------------------------------------
+    async def _read_loop(self, sock: zmq.Socket, handle, name: str = "") -> None:  # noqa: ANN001
+        ready = asyncio.Event()
+        self.loop.add_reader(sock.FD, ready.set)
+        try:
+            while not self._closed:
+                while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    await handle(frames)
+                ready.clear()
+                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    await ready.wait()
+        except zmq.ZMQError as exc:
+            if not self._closed:
+                raise DisconnectedError(f"zmq socket failed: {exc}") from exc
+
+    async def _on_data(self, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            return
+        msg, head = wire.decode_frames(frames)
+        if msg.topic.startswith(self._probe_prefix):
+            event = self._probes.get(msg.topic)
+            if event is not None:
+                event.set()
+            return
+        self._check_seq(msg.topic, head)
+        await self.config.deliver(msg, None)
+
+    def _check_seq(self, topic: str, head: dict) -> None:
+        client, seq = head.get("c"), head.get("n")
+        if client is None or seq is None:
+            return
+        key = (client, topic)
+        last = self._seq_in.get(key)
+        self._seq_in[key] = seq
+        if last is not None and seq > last + 1:
+            self.dropped += seq - last - 1
+            log.warning("messages_lost_at_hwm", topic=topic, publisher=client,
+                        lost=seq - last - 1, total_lost=self.dropped)
+
+    async def _on_control(self, frames: list[bytes]) -> None:
+        cmd = frames[0]
+        if cmd == wire.ACK and len(frames) == 2:
+            fut = self._acks.pop(frames[1], None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif cmd == wire.SNAP and len(frames) == 3:
+            fut = self._snaps.pop(frames[1], None)
+            if fut is not None and not fut.done():
+                fut.set_result(frames[2])
+        elif cmd == wire.HELLO:
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_result(None)
+        elif cmd == wire.WHO:
+            self.config.task_group.start_soon(self._rejoin, name="zmq-rejoin")
+
+    async def _rejoin(self) -> None:
+        """The hub restarted and forgot us: hello again and restore our retained values."""
+        log.warning("hub_restarted_rejoining", url=self.config.url)
+        self.config.on_state("reconnected")
+        await self._say_hello()
+        for msg in list(self._own_retained.values()):
+            await self._send_control(msg)
+
+    # -- publishing --------------------------------------------------------------------
+    def _header(self, msg: Message, path: int) -> bytes:
+        key = (msg.topic, path)
+        seq = self._seq_out.get(key, 0) + 1
+        self._seq_out[key] = seq
+        client = self.config.client_id if path == 0 else self.config.client_id + "/q"
+        return wire.encode_header(msg, client, seq)
+
+    async def publish(self, msg: Message) -> None:
+        if self._closed:
+            raise DisconnectedError(f"{self.config.url} is closed")
+        if msg.qos == 0 and not msg.retain:
+            self.pub.send_multipart([msg.topic.encode(), self._header(msg, 0), msg.payload])
+            return
+        if msg.retain:
+            if msg.payload:
+                self._own_retained[msg.topic] = msg
+            else:
+                self._own_retained.pop(msg.topic, None)
+        await self._send_control(msg)
+
+    async def _send_control(self, msg: Message) -> None:
+        """Acknowledged publish through the hub's control socket, resent until acked."""
+        async with self._in_flight:
+            ack_id = _SEQ.pack(next(self._ack_ids))
+            frames = [wire.PUB, ack_id, msg.topic.encode(), self._header(msg, 1), msg.payload]
+            fut = self.loop.create_future()
+            self._acks[ack_id] = fut
+            deadline = anyio.current_time() + ACK_TIMEOUT_S
+            try:
+                while True:
+                    self.ctl.send_multipart(frames)
+                    with anyio.move_on_after(ACK_RESEND_S):
+                        await asyncio.shield(fut)
+                        return
+                    if anyio.current_time() > deadline:
+                        raise PublishError(msg.topic, f"hub did not acknowledge in {ACK_TIMEOUT_S}s")
+            finally:
+                self._acks.pop(ack_id, None)
+
+    # -- subscribing -------------------------------------------------------------------
+    async def subscribe(self, pattern: str, sub_id: int) -> None:
+        prefix = literal_prefix(pattern)
+        self._filters[sub_id] = prefix
+        self._prefixes[prefix] += 1
+        if self._prefixes[prefix] == 1:
+            self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        await self._sync()
+        if sub_id != 0:
+            await self._fetch_snapshot(pattern, sub_id)
+
+    async def unsubscribe(self, pattern: str, sub_id: int) -> None:
+        prefix = self._filters.pop(sub_id, None)
+        if prefix is None or self._closed:
+            return
+        self._prefixes[prefix] -= 1
+        if self._prefixes[prefix] <= 0:
+            del self._prefixes[prefix]
+            self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
+            self._seq_in.clear()
+
+    async def _fetch_snapshot(self, pattern: str, sub_id: int) -> None:
+        key = str(sub_id).encode()
+        fut = self.loop.create_future()
+        self._snaps[key] = fut
+        self.ctl.send_multipart([wire.SNAP, key, pattern.encode()])
+        with anyio.fail_after(5):
+            blob = await fut
+        for topic, header, payload in msgspec.msgpack.decode(blob):
+            msg, _ = wire.decode_frames([topic, header, payload])
+            self.config.snapshot(sub_id, msg)
+
+    async def _sync(self) -> None:
+        """Wait until the hub applies our latest subscriptions (see module docstring)."""
+        topic = f"{self._probe_prefix}{next(self._probe_ids)}"
+        event = self._probes[topic] = asyncio.Event()
+        self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        wait = 0.002
+        try:
+            with anyio.fail_after(5):
+                while not event.is_set():
+                    self.pub.send_multipart([topic.encode(), b"", b""])
+                    with anyio.move_on_after(wait):
+                        await event.wait()
+                    wait = min(wait * 2, 0.1)
+        finally:
+            self._probes.pop(topic, None)
+            if not self._closed:
+                self.sub.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+
+
+def _hub_listening(ep: wire.Endpoints) -> bool:
+    if not ep.tcp_ports:
+        return Path(ep.control.removeprefix("ipc://")).exists()
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((ep.host, ep.tcp_ports[2])) == 0
+
+
+def _apply_curve(sock: zmq.Socket, url: str) -> None:
+    """CURVE client keys from ``ROBOBUS_ZMQ_KEYS`` (a directory made by ``robobus secure init``)."""
+    from bus.security import zmq_client_keys
+
+    keys = zmq_client_keys(url)
+    if keys is None:
+        return
+    public, secret, server = keys
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+    sock.curve_serverkey = server

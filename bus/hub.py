@@ -1,0 +1,216 @@
+"""The ZeroMQ hub: an XSUB/XPUB forwarder plus last-value cache, liveness and last wills.
+
+The data path is ``zmq.proxy_steerable`` running in C (no Python per message). Python only
+handles the control ROUTER: hellos and heartbeats, last wills, acknowledged (qos 1) and
+retained publishes, and retained snapshots for new subscriptions. Control-path messages are
+injected into the data path through an inproc PUB connected to the XSUB, so every subscriber
+sees one ordered stream per publisher path.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+import zmq
+
+from bus import zmq_wire as wire
+from bus.topics import matches
+
+log = structlog.get_logger("bus.hub")
+
+
+@dataclass(slots=True)
+class _Client:
+    will: dict | None
+    timeout_s: float
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class Hub:
+    """A hub bound to the endpoints of ``url``. Run with :meth:`serve` or :meth:`start`."""
+
+    def __init__(self, url: str, *, context: zmq.Context | None = None,
+                 curve_secret: bytes | None = None, authorized_keys: list[bytes] | None = None
+                 ) -> None:
+        self.url = url
+        self.endpoints = wire.endpoints(url)
+        self.ctx = context or zmq.Context.instance()
+        self.retained: dict[str, tuple[bytes, bytes]] = {}
+        self.clients: dict[bytes, _Client] = {}
+        self.stats = {"acked": 0, "wills": 0, "snapshots": 0, "hellos": 0}
+        self._inproc = f"inproc://robobus-hub-{secrets.token_hex(4)}"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._curve = (curve_secret, authorized_keys)
+        self._auth = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def _bind(self) -> None:
+        ep = self.endpoints
+        self.xsub = self.ctx.socket(zmq.XSUB)
+        self.xpub = self.ctx.socket(zmq.XPUB)
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self._secure(self.xsub, self.xpub, self.router)
+        self.xpub.setsockopt(zmq.SNDHWM, wire.DATA_HWM)
+        self.xsub.setsockopt(zmq.RCVHWM, wire.DATA_HWM)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.RCVHWM, wire.CONTROL_HWM)
+        self.router.setsockopt(zmq.SNDHWM, wire.CONTROL_HWM)
+        for sock in (self.xsub, self.xpub, self.router):
+            sock.setsockopt(zmq.LINGER, 0)
+        self.xsub.bind(ep.publish)
+        self.xsub.bind(self._inproc)
+        self.xpub.bind(ep.subscribe)
+        self.router.bind(ep.control)
+        # Subscribe the XSUB to everything: publishers then send every message to the hub
+        # and the XPUB alone filters, so subscription readiness is a single hop.
+        self.xsub.send(b"\x01")
+        self.injector = self.ctx.socket(zmq.PUB)
+        self.injector.setsockopt(zmq.SNDHWM, wire.DATA_HWM)
+        self.injector.setsockopt(zmq.LINGER, 0)
+        self.injector.connect(self._inproc)
+        self._steer = self.ctx.socket(zmq.PAIR)
+        steer_ep = f"inproc://robobus-steer-{secrets.token_hex(4)}"
+        self._steer.bind(steer_ep)
+        self._steer_peer = self.ctx.socket(zmq.PAIR)
+        self._steer_peer.connect(steer_ep)
+        log.info("hub_listening", publish=ep.publish, subscribe=ep.subscribe, control=ep.control,
+                 curve=self._curve[0] is not None)
+
+    def _secure(self, *socks: zmq.Socket) -> None:
+        secret, keys = self._curve
+        if secret is None:
+            return
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self._auth = ThreadAuthenticator(self.ctx)
+        self._auth.start()
+        self._auth.configure_curve_callback(domain="*", credentials_provider=_KeySet(keys or []))
+        public = zmq.curve_public(secret)
+        for sock in socks:
+            sock.curve_secretkey = secret
+            sock.curve_publickey = public
+            sock.curve_server = True
+
+    def start(self) -> None:
+        """Bind and serve in background threads (the embedded, in-process hub)."""
+        self._bind()
+        for target, name in ((self._proxy, "hub-proxy"), (self._control_loop, "hub-control")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def serve(self) -> None:
+        """Bind and serve until :meth:`stop` (the ``robobus hub`` process)."""
+        self._bind()
+        proxy = threading.Thread(target=self._proxy, name="hub-proxy", daemon=True)
+        proxy.start()
+        self._threads.append(proxy)
+        self._control_loop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+    def _proxy(self) -> None:
+        try:
+            zmq.proxy_steerable(self.xsub, self.xpub, None, self._steer_peer)
+        except zmq.ContextTerminated:
+            pass
+
+    # -- control plane -------------------------------------------------------------------
+    def _control_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if poller.poll(100):
+                    self._drain()
+                self._reap(time.monotonic())
+        finally:
+            self._steer.send(b"TERMINATE")
+            for thread in self._threads:
+                if thread is not threading.current_thread() and thread.name == "hub-proxy":
+                    thread.join(timeout=2)
+            for sock in (self.router, self.injector, self._steer, self._steer_peer, self.xsub,
+                         self.xpub):
+                sock.close(0)
+            if self._auth is not None:
+                self._auth.stop()
+            log.info("hub_stopped", **self.stats)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) >= 2:
+                self._handle(frames[0], frames[1], frames[2:])
+
+    def _handle(self, ident: bytes, cmd: bytes, args: list[bytes]) -> None:
+        client = self.clients.get(ident)
+        if client is not None:
+            client.last_seen = time.monotonic()
+        if cmd == wire.PUB and len(args) == 4:
+            self._publish(args[1], args[2], args[3])
+            self.router.send_multipart([ident, wire.ACK, args[0]])
+            self.stats["acked"] += 1
+        elif cmd == wire.HEARTBEAT:
+            if client is None:
+                self.router.send_multipart([ident, wire.WHO])
+        elif cmd == wire.HELLO and args:
+            hello = msgspec.msgpack.decode(args[0])
+            keepalive = float(hello.get("keepalive", 1.0))
+            self.clients[ident] = _Client(hello.get("will"), timeout_s=2.5 * keepalive)
+            self.stats["hellos"] += 1
+            self.router.send_multipart([ident, wire.HELLO])
+        elif cmd == wire.BYE:
+            self.clients.pop(ident, None)
+        elif cmd == wire.SNAP and len(args) == 2:
+            self._snapshot(ident, args[0], args[1].decode())
+        else:
+            log.warning("hub_bad_control", command=cmd[:16], client=ident[:32])
+
+    def _publish(self, topic: bytes, header: bytes, payload: bytes) -> None:
+        head = msgspec.msgpack.decode(header) if header else {}
+        if head.pop("r", False):
+            key = topic.decode()
+            if payload:
+                self.retained[key] = (msgspec.msgpack.encode({**head, "r": True}), payload)
+            else:
+                self.retained.pop(key, None)
+            header = msgspec.msgpack.encode(head)
+        self.injector.send_multipart([topic, header, payload])
+
+    def _snapshot(self, ident: bytes, sub_id: bytes, pattern: str) -> None:
+        hits = [[t.encode(), h, p] for t, (h, p) in self.retained.items() if matches(pattern, t)]
+        self.router.send_multipart([ident, wire.SNAP, sub_id, msgspec.msgpack.encode(hits)])
+        self.stats["snapshots"] += 1
+
+    def _reap(self, now: float) -> None:
+        dead = [i for i, c in self.clients.items() if now - c.last_seen > c.timeout_s]
+        for ident in dead:
+            will = self.clients.pop(ident).will
+            log.info("client_dead", client=ident.decode(errors="replace"), will=bool(will))
+            if will:
+                head = {"r": True} if will.get("retain", True) else {}
+                head["s"] = "hub"
+                self._publish(will["topic"].encode(), msgspec.msgpack.encode(head), will["payload"])
+                self.stats["wills"] += 1
+
+
+class _KeySet:
+    """CURVE credentials provider: admits only the listed client public keys (z85)."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        self.keys = set(keys)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return zmq.utils.z85.encode(key) in self.keys or key in self.keys

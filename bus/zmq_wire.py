@@ -1,0 +1,88 @@
+"""Endpoints and framing shared by the ZeroMQ hub and the ZeroMQ backend.
+
+A hub URL names three endpoints:
+
+* ``zmq://HOST:PORT`` -> XSUB ``tcp://HOST:PORT`` (publishers connect PUB), XPUB
+  ``tcp://HOST:PORT+1`` (subscribers connect SUB), ROUTER ``tcp://HOST:PORT+2`` (control:
+  hello/heartbeat/last will, acknowledged publishes, retained snapshots).
+* ``zmq+ipc:///path`` -> ``ipc:///path.pub``, ``ipc:///path.sub``, ``ipc:///path.ctl``.
+
+Data frames are ``[topic, header, payload]``; the header is a msgpack map (see
+:meth:`bus.message.Message.headers`) plus ``c`` (publishing client) and ``n`` (a per-topic
+sequence number that lets subscribers count messages lost at a high-water mark).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+
+from bus.errors import ConnectError
+from bus.message import Message
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7650
+
+# Control commands (DEALER -> ROUTER and back).
+HELLO, HEARTBEAT, BYE, PUB, ACK, SNAP, WHO = b"HELLO", b"HB", b"BYE", b"PUB", b"ACK", b"SNAP", b"WHO"
+
+#: High-water marks, chosen per socket class and counted (never unlimited; see docs/bus.md).
+DATA_HWM = 200_000
+CONTROL_HWM = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    publish: str  # hub XSUB
+    subscribe: str  # hub XPUB
+    control: str  # hub ROUTER
+    tcp_ports: tuple[int, ...] = ()
+    host: str = DEFAULT_HOST
+    embed: bool = False
+
+
+def endpoints(url: str) -> Endpoints:
+    """Parse a ``zmq://`` / ``zmq+tcp://`` / ``zmq+ipc://`` URL into the hub's endpoints."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    embed = query.get("embed", ["0"])[0] in ("1", "true", "yes")
+    if parts.scheme == "zmq+ipc":
+        base = parts.path
+        if not base:
+            raise ConnectError(url, "zmq+ipc URL needs a path, e.g. zmq+ipc:///tmp/robobus")
+        return Endpoints(f"ipc://{base}.pub", f"ipc://{base}.sub", f"ipc://{base}.ctl", embed=embed)
+    host = parts.hostname or DEFAULT_HOST
+    port = parts.port or DEFAULT_PORT
+    if ":" in host:
+        host = f"[{host}]"
+    ports = (port, port + 1, port + 2)
+    return Endpoints(*(f"tcp://{host}:{p}" for p in ports), tcp_ports=ports,
+                     host=parts.hostname or DEFAULT_HOST, embed=embed)
+
+
+_header_decoder = msgspec.msgpack.Decoder(dict)
+_encode = msgspec.msgpack.encode
+
+
+def encode_header(msg: Message, client: str, seq: int) -> bytes:
+    head = msg.headers()
+    head["c"] = client
+    head["n"] = seq
+    return _encode(head)
+
+
+def decode_frames(frames: list[bytes]) -> tuple[Message, dict]:
+    """Build a Message from ``[topic, header, payload]``; returns it with the raw header."""
+    topic, header, payload = frames
+    head = _header_decoder.decode(header) if header else {}
+    msg = Message(
+        topic.decode(),
+        payload,
+        retain=bool(head.get("r", False)),
+        response_topic=head.get("rt"),
+        correlation=head.get("cd"),
+        sender=head.get("s"),
+    )
+    return msg, head
