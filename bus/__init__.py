@@ -1,6 +1,6 @@
 """robobus transport layer: one async pub/sub API over memory, ZeroMQ and MQTT."""
 
-from bus.api import BACKENDS, DEFAULT_URL, Bus, BusOptions, connect, default_url, encode
+from bus.api import BACKENDS, DEFAULT_URL, Bus, BusOptions, connect, default_url, encode, run
 from bus.errors import (
     BusError,
     ConnectError,
@@ -22,5 +22,5 @@ __all__ = [
     "BACKENDS", "DEFAULT_URL", "Bus", "BusError", "BusOptions", "ConnectError", "DecodeError",
     "DisconnectedError", "Message", "Overflow", "PayloadTooLarge", "PublishError", "QoS",
     "RequestTimeout", "Subscription", "TopicError", "UnknownSchemeError", "Will", "connect",
-    "default_url", "encode", "matches",
+    "default_url", "encode", "matches", "run",
 ]

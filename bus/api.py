@@ -7,7 +7,7 @@ import importlib
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,7 +27,7 @@ from bus.errors import (
 )
 from bus.message import Message, Will
 from bus.subscription import Overflow, Subscription
-from bus.topics import validate_filter, validate_topic
+from bus.topics import matches, validate_filter, validate_topic
 from bus.transport import Transport, TransportConfig
 
 T = TypeVar("T")
@@ -76,6 +76,18 @@ def encode(payload: Payload) -> bytes:
     return msgspec.msgpack.encode(payload)
 
 
+def run(func: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run an async entry point on asyncio, with uvloop when it is installed.
+
+    Every robobus process starts through this, so the loop choice is made in one place.
+    """
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return anyio.run(func, *args, backend="asyncio")
+    return anyio.run(func, *args, backend="asyncio", backend_options={"use_uvloop": True})
+
+
 def _load_backend(url: str) -> Transport:
     scheme = urlsplit(url).scheme
     if scheme not in BACKENDS:
@@ -122,6 +134,7 @@ class Bus:
                     client_id=bus.client_id,
                     will=opts.will,
                     deliver=bus._deliver,
+                    dispatch=bus.dispatch,
                     snapshot=bus._snapshot,
                     on_state=bus._on_state,
                     keepalive_s=opts.keepalive_s,
@@ -221,22 +234,35 @@ class Bus:
 
         return decode
 
-    async def _deliver(self, msg: Message, sub_ids: tuple[int, ...] | None) -> None:
+    def dispatch(self, msg: Message, sub_ids: tuple[int, ...] | None) -> Awaitable[None] | None:
+        """Deliver ``msg`` synchronously where buffers have room.
+
+        Returns None when done, or an awaitable that finishes delivery to full BLOCK buffers
+        (the transport awaits it before reading more: that is the backpressure).
+        """
         if msg.topic.startswith(self._inbox):
             self._resolve(msg)
-            return
+            return None
         if len(msg.payload) > self.options.max_payload:
             reason = f"payload of {len(msg.payload)} bytes exceeds {self.options.max_payload}"
             self.report_error_soon(msg.topic, reason, "too_large", msg.payload[:64])
-            return
+            return None
         if sub_ids is None:
-            from bus.topics import matches
-
             targets = [s for s in self._subs.values() if matches(s.pattern, msg.topic)]
         else:
             targets = [self._subs[i] for i in sub_ids if i in self._subs]
-        for sub in targets:
+        full = [sub for sub in targets if not sub.put_nowait(msg)]
+        return self._put_all(full, msg) if full else None
+
+    @staticmethod
+    async def _put_all(subs: list[Subscription], msg: Message) -> None:
+        for sub in subs:
             await sub.put(msg)
+
+    async def _deliver(self, msg: Message, sub_ids: tuple[int, ...] | None) -> None:
+        pending = self.dispatch(msg, sub_ids)
+        if pending is not None:
+            await pending
 
     def _snapshot(self, sub_id: int, msg: Message) -> None:
         sub = self._subs.get(sub_id)

@@ -187,7 +187,7 @@ class Hub:
             else:
                 self.retained.pop(key, None)
             header = msgspec.msgpack.encode(head)
-        self.injector.send_multipart([topic, header, payload])
+        self.injector.send_multipart([topic, wire.pack_body(header, payload)])
 
     def _snapshot(self, ident: bytes, sub_id: bytes, pattern: str) -> None:
         hits = [[t.encode(), h, p] for t, (h, p) in self.retained.items() if matches(pattern, t)]

@@ -64,10 +64,21 @@ class Subscription:
         return len(self._latest) if self.overflow is Overflow.LATEST else len(self._queue)
 
     # -- producer side (called by the Bus dispatcher) -------------------------------------
-    async def put(self, msg: Message) -> None:
-        """Deliver ``msg``, applying the overflow policy."""
+    def put_nowait(self, msg: Message) -> bool:
+        """Deliver without waiting; False only when a BLOCK buffer is full (use :meth:`put`)."""
         if self._closed is not None:
-            return
+            return True
+        if self.overflow is Overflow.BLOCK:
+            if len(self._queue) >= self.maxsize:
+                return False
+            self._queue.append(msg)
+            self._seen_topics.add(msg.topic)
+            self._readable.set()
+            return True
+        self._put_lossy(msg)
+        return True
+
+    def _put_lossy(self, msg: Message) -> None:
         if self.overflow is Overflow.LATEST:
             self._latest.pop(msg.topic, None)
             self._latest[msg.topic] = msg
@@ -76,16 +87,25 @@ class Subscription:
                 self.dropped += 1
         elif len(self._queue) < self.maxsize:
             self._queue.append(msg)
-        elif self.overflow is Overflow.DROP_OLDEST:
+        else:
             self._queue.popleft()
             self._queue.append(msg)
             self._count_drop()
-        else:
-            while len(self._queue) >= self.maxsize and self._closed is None:
-                if self._writable.is_set():
-                    self._writable = anyio.Event()
-                await self._writable.wait()
-            self._queue.append(msg)
+        self._seen_topics.add(msg.topic)
+        self._readable.set()
+
+    async def put(self, msg: Message) -> None:
+        """Deliver ``msg``, applying the overflow policy."""
+        if self._closed is not None:
+            return
+        if self.overflow is not Overflow.BLOCK:
+            self._put_lossy(msg)
+            return
+        while len(self._queue) >= self.maxsize and self._closed is None:
+            if self._writable.is_set():
+                self._writable = anyio.Event()
+            await self._writable.wait()
+        self._queue.append(msg)
         self._seen_topics.add(msg.topic)
         self._readable.set()
 

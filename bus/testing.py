@@ -66,7 +66,7 @@ set_tcp_nodelay true
 log_dest stderr
 log_type error
 log_type warning
-"""
+{user}"""
 
 
 def mosquitto_binary() -> str:
@@ -84,6 +84,8 @@ def write_mosquitto_conf(directory: Path, port: int, *, persistence: bool = True
         MOSQUITTO_CONF.format(
             port=port, host=LOOPBACK, dir=directory, max_packet=max_packet,
             persistence="true" if persistence else "false",
+            # as root, mosquitto drops to user "mosquitto", which cannot write our temp dir
+            user="user root\n" if os.getuid() == 0 else "",
         )
     )
     return conf

@@ -12,6 +12,8 @@ from bus.message import Message, Will
 Deliver = Callable[[Message, "tuple[int, ...] | None"], Awaitable[None]]
 #: Called with the subscription id and a retained message for that subscription only.
 Snapshot = Callable[[int, Message], None]
+#: Synchronous delivery: returns None when done, else an awaitable to finish (backpressure).
+Dispatch = Callable[[Message, "tuple[int, ...] | None"], "Awaitable[None] | None"]
 
 
 @dataclass(slots=True)
@@ -24,6 +26,7 @@ class TransportConfig:
     deliver: Deliver
     snapshot: Snapshot
     on_state: Callable[[str], None]
+    dispatch: Dispatch | None = None
     keepalive_s: float = 1.0
     #: the Bus's task group: backends start their background tasks in it
     task_group: Any = None

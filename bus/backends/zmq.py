@@ -36,6 +36,10 @@ _SEQ = struct.Struct(">Q")
 ACK_RESEND_S = 1.0
 ACK_TIMEOUT_S = 10.0
 MAX_IN_FLIGHT = 10_000
+# Plain ints: combining zmq's enum flags costs more than the send itself.
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
 
 
 class ZmqTransport:
@@ -69,9 +73,8 @@ class ZmqTransport:
         self.ctl = self._socket(ctx, zmq.DEALER, self.ep.control, ident=config.client_id.encode())
         self._probe_prefix = f"$robobus/probe/{config.client_id}/"
         self.loop = asyncio.get_running_loop()
-        tg = config.task_group
-        tg.start_soon(self._read_loop, self.sub, self._on_data, name="zmq-sub-reader")
-        tg.start_soon(self._read_loop, self.ctl, self._on_control, name="zmq-ctl-reader")
+        self._watch(self.sub, self._on_data)
+        self._watch(self.ctl, self._on_control)
         try:
             with anyio.fail_after(5):
                 await self._say_hello()
@@ -80,7 +83,7 @@ class ZmqTransport:
             await self.close(graceful=False)
             raise ConnectError(config.url, "no robobus hub answered within 5 s "
                                "(start one with `robobus hub`)") from exc
-        tg.start_soon(self._heartbeat, name="zmq-heartbeat")
+        config.task_group.start_soon(self._heartbeat, name="zmq-heartbeat")
         config.on_state("connected")
 
     def _socket(self, ctx: zmq.Context, kind: int, endpoint: str, ident: bytes | None = None
@@ -114,8 +117,9 @@ class ZmqTransport:
             self.ctl.send_multipart([wire.BYE], zmq.NOBLOCK)
             for sock in (self.pub, self.ctl):
                 sock.setsockopt(zmq.LINGER, 200)
+        for sock in (self.sub, self.ctl):
+            self.loop.remove_reader(sock.FD)
         for sock in (self.pub, self.sub, self.ctl):
-            self.loop.remove_reader(sock.FD) if sock in (self.sub, self.ctl) else None
             sock.close()
         for fut in (*self._acks.values(), *self._snaps.values()):
             if not fut.done():
@@ -139,35 +143,55 @@ class ZmqTransport:
                 self.ctl.send_multipart([wire.HEARTBEAT])
 
     # -- reading -----------------------------------------------------------------------
-    async def _read_loop(self, sock: zmq.Socket, handle, name: str = "") -> None:  # noqa: ANN001
-        ready = asyncio.Event()
-        self.loop.add_reader(sock.FD, ready.set)
-        try:
-            while not self._closed:
-                while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    await handle(frames)
-                ready.clear()
-                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    await ready.wait()
-        except zmq.ZMQError as exc:
-            if not self._closed:
-                raise DisconnectedError(f"zmq socket failed: {exc}") from exc
+    # Sockets are drained from the loop's reader callback and messages handed over
+    # synchronously: one wake-up per burst, no task hop. Only a full BLOCK buffer pauses the
+    # socket (ZeroMQ then queues up to its high-water mark), resumed by a task.
+    def _watch(self, sock: zmq.Socket, handle) -> None:  # noqa: ANN001
+        paused = [False]
+        getopt = sock.getsockopt
 
-    async def _on_data(self, frames: list[bytes]) -> None:
-        if len(frames) != 3:
-            return
-        msg, head = wire.decode_frames(frames)
+        def drain() -> None:
+            if paused[0] or self._closed:
+                return
+            while True:
+                try:
+                    frames = [sock.recv(_NOBLOCK)]
+                    while getopt(_RCVMORE):
+                        frames.append(sock.recv(_NOBLOCK))
+                except zmq.Again:
+                    if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        return
+                    continue
+                pending = handle(frames)
+                if pending is not None:
+                    paused[0] = True
+                    self.config.task_group.start_soon(resume, pending, name="zmq-backpressure")
+                    return
+
+        async def resume(pending) -> None:  # noqa: ANN001
+            await pending
+            paused[0] = False
+            drain()
+
+        self.loop.add_reader(sock.FD, drain)
+        self.loop.call_soon(drain)
+
+    def _on_data(self, frames: list[bytes]):  # noqa: ANN202
+        if len(frames) != 2:
+            return None
+        try:
+            header, payload = wire.split_body(frames[1])
+            msg, head = wire.decode_frames([frames[0], header, payload])
+        except (ValueError, msgspec.DecodeError) as exc:
+            log.warning("bad_data_frame", error=str(exc))
+            return None
         if msg.topic.startswith(self._probe_prefix):
             event = self._probes.get(msg.topic)
             if event is not None:
                 event.set()
-            return
+            return None
         self._check_seq(msg.topic, head)
-        await self.config.deliver(msg, None)
+        return self.config.dispatch(msg, None)
 
     def _check_seq(self, topic: str, head: dict) -> None:
         client, seq = head.get("c"), head.get("n")
@@ -181,7 +205,7 @@ class ZmqTransport:
             log.warning("messages_lost_at_hwm", topic=topic, publisher=client,
                         lost=seq - last - 1, total_lost=self.dropped)
 
-    async def _on_control(self, frames: list[bytes]) -> None:
+    def _on_control(self, frames: list[bytes]) -> None:
         cmd = frames[0]
         if cmd == wire.ACK and len(frames) == 2:
             fut = self._acks.pop(frames[1], None)
@@ -217,7 +241,8 @@ class ZmqTransport:
         if self._closed:
             raise DisconnectedError(f"{self.config.url} is closed")
         if msg.qos == 0 and not msg.retain:
-            self.pub.send_multipart([msg.topic.encode(), self._header(msg, 0), msg.payload])
+            self.pub.send(msg.topic.encode(), _SNDMORE)
+            self.pub.send(wire.pack_body(self._header(msg, 0), msg.payload))
             return
         if msg.retain:
             if msg.payload:
@@ -286,7 +311,7 @@ class ZmqTransport:
         try:
             with anyio.fail_after(5):
                 while not event.is_set():
-                    self.pub.send_multipart([topic.encode(), b"", b""])
+                    self.pub.send_multipart([topic.encode(), wire.pack_body(b"", b"")])
                     with anyio.move_on_after(wait):
                         await event.wait()
                     wait = min(wait * 2, 0.1)

@@ -1,0 +1,299 @@
+"""Peers for ``bench/bus.py``: one echo/sink role and one driver role per transport path.
+
+Every path implements the same two roles, each run as its own process:
+
+* ``echo``: subscribe to ``PING`` and republish each payload on ``PONG`` (round trips), and
+  count messages on ``BLAST`` (one-way throughput), reporting to stdout as JSON.
+* ``driver``: ping-pong ``n`` round trips, then blast ``m`` messages as fast as it can.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/bus.py would shadow the `bus` package: import from the project, not this folder.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import msgspec
+
+PING, BLAST, DONE = "bench/in/ping", "bench/in/blast", "bench/in/done"
+PONG = "bench/out/pong"
+
+
+def payload(seq: int) -> bytes:
+    """A 200-byte msgpack map, like a small telemetry message."""
+    base = {"seq": seq, "t": time.time_ns(), "robot": "realman_1", "pad": ""}
+    size = len(msgspec.msgpack.encode(base))
+    base["pad"] = "x" * (200 - size - 1)
+    return msgspec.msgpack.encode(base)
+
+
+def report(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------- robobus
+def robobus_echo(url: str, qos: int) -> None:
+    import anyio
+
+    from bus import Bus
+
+    async def main() -> None:
+        async with Bus.connect(url, name="bench-echo") as bus, bus.subscribe("bench/in/+") as sub:
+            report({"ready": True})
+            count, first, last = 0, 0.0, 0.0
+            async for msg in sub:
+                if msg.topic == PING:
+                    await bus.publish(PONG, msg.payload, qos=qos)
+                elif msg.topic == BLAST:
+                    last = time.perf_counter()
+                    first = first or last
+                    count += 1
+                else:
+                    break
+            report({"received": count, "elapsed": last - first})
+
+    from bus import run
+
+    run(main)
+
+
+def robobus_driver(url: str, qos: int, n: int, m: int) -> None:
+    import anyio
+
+    from bus import Bus
+
+    async def main() -> None:
+        async with Bus.connect(url, name="bench-driver") as bus, bus.subscribe(PONG) as pongs:
+            rtts = []
+            for i in range(n + 200):
+                t0 = time.perf_counter()
+                await bus.publish(PING, payload(i), qos=qos)
+                await pongs.get()
+                if i >= 200:
+                    rtts.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for i in range(m):
+                await bus.publish(BLAST, payload(i), qos=qos)
+            sent_s = time.perf_counter() - t0
+            await anyio.sleep(0.2)
+            await bus.publish(DONE, b"", qos=1)
+            report({"rtt": rtts, "send_s": sent_s})
+
+    from bus import run
+
+    run(main)
+
+
+# ---------------------------------------------------------------------------- raw pyzmq
+def zmq_proxy(port: int) -> None:
+    import zmq
+
+    ctx = zmq.Context.instance()
+    xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
+    for sock in (xsub, xpub):
+        sock.setsockopt(zmq.SNDHWM, 200_000)
+        sock.setsockopt(zmq.RCVHWM, 200_000)
+    xsub.bind(f"tcp://127.0.0.1:{port}")
+    xpub.bind(f"tcp://127.0.0.1:{port + 1}")
+    report({"ready": True})
+    zmq.proxy(xsub, xpub)
+
+
+def _zmq_pair(port: int, topics: list[str]):  # noqa: ANN202
+    import zmq
+
+    ctx = zmq.Context.instance()
+    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+    for sock in (pub, sub):
+        sock.setsockopt(zmq.SNDHWM, 200_000)
+        sock.setsockopt(zmq.RCVHWM, 200_000)
+    pub.connect(f"tcp://127.0.0.1:{port}")
+    sub.connect(f"tcp://127.0.0.1:{port + 1}")
+    for t in topics:
+        sub.setsockopt(zmq.SUBSCRIBE, t.encode())
+    return pub, sub
+
+
+def zmq_echo(port: int) -> None:
+    pub, sub = _zmq_pair(port, ["bench/in/"])
+    report({"ready": True})
+    count, first, last = 0, 0.0, 0.0
+    while True:
+        topic, body = sub.recv_multipart()
+        if topic == PING.encode():
+            pub.send_multipart([PONG.encode(), body])
+        elif topic == BLAST.encode():
+            last = time.perf_counter()
+            first = first or last
+            count += 1
+        elif topic == DONE.encode():
+            break
+    report({"received": count, "elapsed": last - first})
+
+
+def zmq_driver(port: int, n: int, m: int) -> None:
+    import zmq
+
+    pub, sub = _zmq_pair(port, [PONG])
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    while True:  # slow-joiner warm-up: ping until the path is live
+        pub.send_multipart([PING.encode(), payload(0)])
+        if poller.poll(50):
+            sub.recv_multipart()
+            break
+    time.sleep(0.1)
+    while poller.poll(0):
+        sub.recv_multipart()
+    rtts = _pingpong(lambda i: pub.send_multipart([PING.encode(), payload(i)]), sub.recv_multipart, n)
+    t0 = time.perf_counter()
+    for i in range(m):
+        pub.send_multipart([BLAST.encode(), payload(i)])
+    sent_s = time.perf_counter() - t0
+    time.sleep(0.3)
+    for _ in range(20):
+        pub.send_multipart([DONE.encode(), b""])
+        time.sleep(0.01)
+    report({"rtt": rtts, "send_s": sent_s})
+
+
+def _pingpong(send: Callable[[int], object], recv: Callable[[], object], n: int) -> list[float]:
+    rtts = []
+    for i in range(n + 200):
+        t0 = time.perf_counter()
+        send(i)
+        recv()
+        if i >= 200:
+            rtts.append(time.perf_counter() - t0)
+    return rtts
+
+
+# ---------------------------------------------------------------------------- raw paho
+def _paho(port: int, name: str, topics: list[str], on_message: Callable, qos: int):  # noqa: ANN202
+    import socket
+
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
+    client.max_queued_messages_set(0)
+    client.max_inflight_messages_set(1000)
+    client.on_socket_open = lambda c, u, s: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    subscribed = threading.Event()
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.subscribe([(t, qos) for t in topics])
+    subscribed.wait(5)
+    return client
+
+
+def paho_echo(port: int, qos: int) -> None:
+    state = {"count": 0, "first": 0.0, "last": 0.0}
+    finished = threading.Event()
+
+    def on_message(client, userdata, msg) -> None:  # noqa: ANN001
+        if msg.topic == PING:
+            client.publish(PONG, msg.payload, qos=qos)
+        elif msg.topic == BLAST:
+            state["last"] = time.perf_counter()
+            state["first"] = state["first"] or state["last"]
+            state["count"] += 1
+        else:
+            finished.set()
+
+    client = _paho(port, "bench-echo", ["bench/in/+"], on_message, qos)
+    report({"ready": True})
+    finished.wait(120)
+    client.loop_stop()
+    report({"received": state["count"], "elapsed": state["last"] - state["first"]})
+
+
+def paho_driver(port: int, qos: int, n: int, m: int) -> None:
+    import queue
+
+    import paho.mqtt.client as mqtt
+
+    pongs: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    client = _paho(port, "bench-driver", [PONG], lambda c, u, msg: pongs.put(msg.payload), qos)
+    rtts = _pingpong(lambda i: client.publish(PING, payload(i), qos=qos), pongs.get, n)
+    t0 = time.perf_counter()
+    refused = 0
+    for i in range(m):
+        while client.publish(BLAST, payload(i), qos=qos).rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            refused += 1  # backpressure: paho returns this code instead of raising
+            time.sleep(0.0005)
+    sent_s = time.perf_counter() - t0
+    time.sleep(0.3)
+    client.publish(DONE, b"", qos=1).wait_for_publish(5)
+    client.loop_stop()
+    report({"rtt": rtts, "send_s": sent_s, "backpressure_waits": refused})
+
+
+# ---------------------------------------------------------------------------------- redis
+def redis_echo(port: int) -> None:
+    import redis
+
+    r = redis.Redis(port=port)
+    ps = r.pubsub()
+    ps.subscribe(PING, BLAST, DONE)
+    ps.get_message(timeout=5)
+    report({"ready": True})
+    count, first, last = 0, 0.0, 0.0
+    for msg in ps.listen():
+        if msg["type"] != "message":
+            continue
+        channel = msg["channel"].decode()
+        if channel == PING:
+            r.publish(PONG, msg["data"])
+        elif channel == BLAST:
+            last = time.perf_counter()
+            first = first or last
+            count += 1
+        else:
+            break
+    report({"received": count, "elapsed": last - first})
+
+
+def redis_driver(port: int, n: int, m: int) -> None:
+    import redis
+
+    r = redis.Redis(port=port)
+    ps = r.pubsub(ignore_subscribe_messages=True)
+    ps.subscribe(PONG)
+
+    def recv() -> None:
+        while ps.get_message(timeout=5) is None:
+            pass
+
+    rtts = _pingpong(lambda i: r.publish(PING, payload(i)), recv, n)
+    t0 = time.perf_counter()
+    for i in range(m):
+        r.publish(BLAST, payload(i))
+    sent_s = time.perf_counter() - t0
+    time.sleep(0.3)
+    r.publish(DONE, b"")
+    report({"rtt": rtts, "send_s": sent_s})
+
+
+ROLES = {
+    "robobus_echo": robobus_echo, "robobus_driver": robobus_driver, "zmq_proxy": zmq_proxy,
+    "zmq_echo": zmq_echo, "zmq_driver": zmq_driver, "paho_echo": paho_echo,
+    "paho_driver": paho_driver, "redis_echo": redis_echo, "redis_driver": redis_driver,
+}
+
+if __name__ == "__main__":
+    from bus.cli.common import setup_logging
+
+    setup_logging("warning")
+    role, args = sys.argv[1], json.loads(sys.argv[2])
+    ROLES[role](**args)

@@ -1,0 +1,459 @@
+"""``mqtt://`` and ``mqtts://``: MQTT 5 through paho-mqtt, driven by the asyncio event loop.
+
+No paho thread: paho's socket is registered with ``loop.add_reader``/``add_writer`` (as aiomqtt
+does) and a periodic task runs ``loop_misc`` for keepalive. Only the blocking TCP/TLS connect
+runs in a worker thread. Received messages go into one ordered queue that a single task hands
+to ``config.deliver``; QoS 1 messages are acknowledged only after that, so the broker's
+flow control (our Receive Maximum) bounds what is in flight, and a crash before delivery means
+redelivery on a persistent session. See :mod:`bus.backends.mqtt_options` for URL options.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import threading
+from collections import deque
+from typing import Any
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from bus.backends.mqtt_options import MqttOptions, parse
+from bus.backends.mqtt_routes import Routes
+from bus.errors import BusError, ConnectError, DisconnectedError, PublishError
+from bus.message import Message
+from bus.transport import TransportConfig
+
+log = structlog.get_logger("bus.mqtt")
+_OK = paho.MQTT_ERR_SUCCESS
+_NO_CONN = paho.MQTT_ERR_NO_CONN
+
+
+class SubscribeError(BusError):
+    """The broker refused a subscription (SUBACK with a failure reason code)."""
+
+    def __init__(self, pattern: str, reason: str) -> None:
+        super().__init__(f"subscription to {pattern!r} refused: {reason}")
+        self.pattern = pattern
+        self.reason = reason
+
+
+class _Dropped(Exception):
+    """Internal: the connection dropped while waiting for an acknowledgement."""
+
+
+class MqttTransport:
+    """Transport for ``mqtt://HOST:PORT`` and ``mqtts://HOST:PORT`` (MQTT 5)."""
+
+    def __init__(self) -> None:
+        self._opts: MqttOptions
+        self._config: TransportConfig
+        self._client: paho.Client
+        self._loop: asyncio.AbstractEventLoop
+        self._routes: Routes
+        self._fd = -1
+        self._paused = False
+        self._closing = False
+        self._connected = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._closed_sock = asyncio.Event()
+        self._queue: deque[tuple[Message, tuple[int, ...], int, int]] = deque()
+        self._puback: dict[int, asyncio.Future[ReasonCode]] = {}
+        self._suback: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._connack: asyncio.Future[tuple[ReasonCode, bool]] | None = None
+        self._waiters = 0
+        self._inflight: asyncio.Semaphore
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reconnector: asyncio.Task[None] | None = None
+        self._props_cache: dict[str, Properties] = {}
+        self.log = log
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self, config: TransportConfig) -> None:
+        self._config = config
+        self._opts = parse(config.url, config.client_id, config.keepalive_s)
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._routes = Routes(persistent=self._opts.persistent)
+        self._inflight = asyncio.Semaphore(self._opts.inflight)
+        self.log = log.bind(url=self._opts.address, client=self._opts.client_id)
+        self._client = self._new_client()
+        await self._connect_once()
+        self._connected.set()
+        self._tasks = [
+            asyncio.create_task(self._dispatch(), name=f"mqtt-dispatch-{config.client_id}"),
+            asyncio.create_task(self._housekeeping(), name=f"mqtt-misc-{config.client_id}"),
+        ]
+        config.on_state("connected")
+
+    def _new_client(self) -> paho.Client:
+        o = self._opts
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=o.client_id,
+                        protocol=paho.MQTTv5, reconnect_on_failure=False, manual_ack=True)
+        c.connect_timeout = o.connect_timeout_s
+        c.max_inflight_messages_set(min(o.inflight, 65_000))
+        if o.credentials is not None:
+            c.username_pw_set(o.credentials.username, o.credentials.password)
+        if o.tls:
+            c.tls_set(ca_certs=o.ca, certfile=o.cert, keyfile=o.key)
+            c.tls_insecure_set(o.insecure)
+        will = self._config.will
+        if will is not None:
+            c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
+        c.on_unsubscribe = self._on_subscribe
+        c.on_socket_close = self._on_socket_close
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = o.receive_max
+        props.SessionExpiryInterval = o.expiry_s if o.persistent else 0
+        c.connect_async(o.host, o.port, o.keepalive_s, clean_start=not o.persistent,
+                        properties=props)
+        return c
+
+    async def _connect_once(self) -> bool:
+        """One connection attempt; returns the CONNACK's session-present flag."""
+        o = self._opts
+        self._connack = self._loop.create_future()
+        try:
+            async with asyncio.timeout(o.connect_timeout_s + 0.5):
+                rc = await asyncio.to_thread(self._client.reconnect)
+                if rc != _OK:
+                    raise ConnectError(o.address, paho.error_string(rc))
+                self._register(self._client.socket())
+                reason, session_present = await self._connack
+        except TimeoutError as exc:
+            self._drop_socket()
+            raise ConnectError(o.address, f"no CONNACK within {o.connect_timeout_s}s") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(o.address, getattr(exc, "strerror", None) or str(exc)) from exc
+        except _Dropped as exc:
+            raise ConnectError(o.address, "connection closed during the handshake") from exc
+        if reason.is_failure:
+            self._drop_socket()
+            raise ConnectError(o.address, f"broker refused: {reason}")
+        return session_present
+
+    def _register(self, sock: Any) -> None:
+        if isinstance(sock, socket.socket) and sock.family != socket.AF_UNIX:
+            # Nagle plus delayed ACK turns a QoS 1 round trip into ~88 ms.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._fd = sock.fileno()
+        self._closed_sock.clear()
+        self._paused = False
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._flush()
+
+    def _drop_socket(self) -> None:
+        """Close the socket without DISCONNECT (the broker then publishes the will)."""
+        sock = self._client.socket()
+        if sock is not None:
+            self._on_socket_close(self._client, None, sock)
+            sock.close()
+
+    async def close(self, graceful: bool = True) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+        if self._fd >= 0:
+            # MQTT 5 reason 0x04 asks the broker to publish the will, like a crash would.
+            code = None if graceful else ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+            self._client.disconnect(reasoncode=code)
+            self._flush()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._closed_sock.wait()
+            self._drop_socket()
+        self._connected.clear()
+        for task in self._tasks:
+            task.cancel()
+        self._fail_waiters()
+        self._config.on_state("closed")
+
+    # -- socket events (event-loop thread; paho callbacks run inside these) -----------------
+    def _on_readable(self) -> None:
+        client = self._client
+        for _ in range(64):  # bounded batch: let other tasks run between bursts
+            before = self._routes.rx
+            if client.loop_read() != _OK or self._routes.rx == before:
+                break
+        sock = client.socket()
+        while isinstance(sock, ssl.SSLSocket) and sock.pending():
+            if client.loop_read() != _OK:
+                break
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what paho queued from inside callbacks; watch for writability if it blocks."""
+        client = self._client
+        if client.want_write():
+            client.loop_write()
+        if self._fd < 0:
+            return
+        if client.want_write():
+            self._drained.clear()
+            self._loop.add_writer(self._fd, self._on_writable)
+        else:
+            self._drained.set()
+
+    def _on_writable(self) -> None:
+        self._client.loop_write()
+        if not self._client.want_write() and self._fd >= 0:
+            self._loop.remove_writer(self._fd)
+            self._drained.set()
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if self._fd < 0 or threading.get_ident() != self._loop_thread:
+            return
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        self._fd = -1
+        self._drained.set()
+        self._closed_sock.set()
+
+    def _pause(self, paused: bool) -> None:
+        if paused == self._paused or self._fd < 0:
+            return
+        self._paused = paused
+        if paused:
+            self._loop.remove_reader(self._fd)
+        else:
+            self._loop.add_reader(self._fd, self._on_readable)
+
+    # -- paho callbacks ----------------------------------------------------------------------
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: ReasonCode,
+                    props: Properties | None) -> None:
+        server_max = getattr(props, "ReceiveMaximum", 65_535) if props else 65_535
+        # Honour the broker's Receive Maximum (Mosquitto's default is 20): exceeding it gets us
+        # disconnected. paho's setter refuses once connected, hence the attribute.
+        client._max_inflight_messages = min(self._opts.inflight, server_max)
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result((reason, bool(flags.session_present)))
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: ReasonCode,
+                       props: Properties | None) -> None:
+        self._connected.clear()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(_Dropped())
+            return
+        for fut in self._suback.values():
+            if not fut.done():
+                fut.set_exception(_Dropped())
+        if self._closing or self._reconnector is not None:
+            return
+        self.log.warning("mqtt_connection_lost", reason=str(reason))
+        if not self._opts.reconnect:
+            self._config.on_state("lost")
+            self._fail_waiters()
+            return
+        self._config.on_state("reconnecting")
+        self._reconnector = self._loop.create_task(self._reconnect(), name="mqtt-reconnect")
+
+    def _on_message(self, client: Any, userdata: Any, m: paho.MQTTMessage) -> None:
+        props = m.properties
+        sender = None
+        for key, value in getattr(props, "UserProperty", ()):
+            if key == "sender":
+                sender = value
+        msg = Message(m.topic, m.payload, retain=m.retain, qos=m.qos,
+                      response_topic=getattr(props, "ResponseTopic", None),
+                      correlation=getattr(props, "CorrelationData", None), sender=sender)
+        ids = self._routes.route(getattr(props, "SubscriptionIdentifier", ()), msg, m.mid)
+        if ids is None:  # parked until a subscription claims it (persistent sessions)
+            return
+        self._queue.append((msg, ids, m.mid, m.qos))
+        self._wakeup.set()
+        if len(self._queue) >= self._opts.max_pending and not self._waiters:
+            self._pause(True)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: ReasonCode,
+                    props: Properties | None) -> None:
+        self._routes.rx += 1
+        fut = self._puback.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(reason)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any,
+                      props: Properties | None) -> None:
+        fut = self._suback.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(list(reasons) if isinstance(reasons, list) else [reasons])
+
+    # -- delivery ----------------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        deliver, queue, client = self._config.deliver, self._queue, self._client
+        low = self._opts.max_pending // 2
+        while True:
+            while queue:
+                msg, ids, mid, qos = queue.popleft()
+                if ids:
+                    await deliver(msg, ids)
+                if qos and self._connected.is_set():
+                    client.ack(mid, qos)  # after delivery: at-least-once end to end
+                if self._paused and len(queue) <= low:
+                    self._pause(False)
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _housekeeping(self) -> None:
+        period = min(0.5, self._opts.keepalive_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            if self._connected.is_set() and self._fd >= 0:
+                self._client.loop_misc()
+                for mid, qos in self._routes.expire_parked(self._opts.park_s):
+                    self._client.ack(mid, qos)
+                self._flush()
+
+    # -- reconnect -----------------------------------------------------------------------------
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        try:
+            while not self._closing:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._opts.reconnect_max_s)
+                try:
+                    present = await self._connect_once()
+                    if not present:
+                        await self._resubscribe()
+                except (ConnectError, _Dropped, SubscribeError) as exc:
+                    self.log.info("mqtt_reconnect_failed", error=str(exc), retry_in=delay)
+                    continue
+                self._connected.set()
+                self._config.on_state("connected")
+                return
+        finally:
+            self._reconnector = None
+
+    async def _resubscribe(self) -> None:
+        for pattern in self._routes.patterns():
+            ident = self._routes.add_ident(pattern, None)
+            await self._subscribe_ident(pattern, ident)
+
+    # -- operations ----------------------------------------------------------------------------
+    async def _ready(self) -> paho.Client:
+        if self._closing:
+            raise DisconnectedError(f"{self._opts.address} is closed")
+        if not self._connected.is_set():
+            try:
+                async with asyncio.timeout(self._opts.publish_wait_s):
+                    await self._connected.wait()
+            except TimeoutError as exc:
+                raise DisconnectedError(f"not connected to {self._opts.address} after "
+                                        f"{self._opts.publish_wait_s}s") from exc
+        return self._client
+
+    def _properties(self, msg: Message) -> Properties | None:
+        if msg.response_topic is None and msg.correlation is None:
+            if not msg.sender:
+                return None
+            cached = self._props_cache.get(msg.sender)
+            if cached is None:
+                cached = self._props_cache[msg.sender] = Properties(PacketTypes.PUBLISH)
+                cached.UserProperty = ("sender", msg.sender)
+            return cached
+        props = Properties(PacketTypes.PUBLISH)
+        if msg.response_topic:
+            props.ResponseTopic = msg.response_topic
+        if msg.correlation is not None:
+            props.CorrelationData = msg.correlation
+        if msg.sender:
+            props.UserProperty = ("sender", msg.sender)
+        return props
+
+    async def publish(self, msg: Message) -> None:
+        client = await self._ready()
+        props = self._properties(msg)
+        if msg.qos <= 0:
+            info = client.publish(msg.topic, msg.payload, 0, msg.retain, props)
+            if info.rc != _OK:
+                self._refuse(msg.topic, info.rc)
+            if not self._drained.is_set():  # kernel buffer full: backpressure the publisher
+                await self._drained.wait()
+            return
+        async with self._inflight:
+            info = client.publish(msg.topic, msg.payload, 1, msg.retain, props)
+            if info.rc not in (_OK, _NO_CONN):  # NO_CONN: paho keeps it and resends
+                self._refuse(msg.topic, info.rc)
+            fut = self._puback[info.mid] = self._loop.create_future()
+            reason = await self._await_ack(fut, self._puback, info.mid, msg.topic)
+        if reason.is_failure:
+            raise PublishError(msg.topic, f"broker refused: {reason}")
+
+    def _refuse(self, topic: str, rc: int) -> None:
+        if rc == _NO_CONN:
+            raise DisconnectedError(f"publish to {topic!r}: not connected to {self._opts.address}")
+        raise PublishError(topic, paho.error_string(rc))
+
+    async def _await_ack(self, fut: asyncio.Future[Any], table: dict[int, Any], mid: int,
+                         topic: str) -> Any:
+        self._waiters += 1
+        self._pause(False)  # an ack may sit behind unread data: never wait on a paused socket
+        try:
+            async with asyncio.timeout(self._opts.ack_timeout_s):
+                return await fut
+        except TimeoutError as exc:
+            raise PublishError(topic, f"no acknowledgement within {self._opts.ack_timeout_s}s"
+                               ) from exc
+        finally:
+            self._waiters -= 1
+            table.pop(mid, None)
+
+    async def subscribe(self, pattern: str, sub_id: int) -> None:
+        await self._ready()
+        ident = self._routes.add_ident(pattern, sub_id)
+        try:
+            await self._subscribe_ident(pattern, ident)
+        except _Dropped:
+            await self._ready()  # the reconnect resubscribes every known pattern
+        except BaseException:
+            self._routes.remove(pattern, sub_id)
+            raise
+        for item in self._routes.claim_parked(pattern):
+            self._queue.append(item)
+            self._wakeup.set()
+
+    async def _subscribe_ident(self, pattern: str, ident: int) -> None:
+        props = Properties(PacketTypes.SUBSCRIBE)
+        props.SubscriptionIdentifier = ident
+        rc, mid = self._client.subscribe(pattern, options=SubscribeOptions(qos=1),
+                                         properties=props)
+        self._flush()
+        if rc != _OK:
+            raise _Dropped() if rc == _NO_CONN else SubscribeError(pattern, paho.error_string(rc))
+        fut = self._suback[mid] = self._loop.create_future()
+        reasons = await self._await_ack(fut, self._suback, mid, pattern)
+        if reasons and reasons[0].is_failure:
+            raise SubscribeError(pattern, str(reasons[0]))
+
+    async def unsubscribe(self, pattern: str, sub_id: int) -> None:
+        if not self._routes.remove(pattern, sub_id) or self._closing:
+            return
+        if not self._connected.is_set():
+            return  # forgotten locally; the reconnect will not resubscribe it
+        rc, mid = self._client.unsubscribe(pattern)
+        self._flush()
+        if rc == _OK:
+            fut = self._suback[mid] = self._loop.create_future()
+            with contextlib.suppress(_Dropped, PublishError):
+                await self._await_ack(fut, self._suback, mid, pattern)
+
+    def _fail_waiters(self) -> None:
+        for table in (self._puback, self._suback):
+            for fut in table.values():
+                if not fut.done():
+                    fut.set_exception(DisconnectedError(f"{self._opts.address} closed"))
+            table.clear()

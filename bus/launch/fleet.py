@@ -1,0 +1,215 @@
+"""Start a fleet as separate processes: the hub or broker, memory, brain and one edge per robot.
+
+Shared by ``robobus scenario run`` and ``robobus up``. Readiness is by events: every robot's
+registration and ``alive(online)`` stamped after the start, and the memory agent answering a
+query that lists every robot.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import anyio
+import msgspec
+import structlog
+
+from bus import testing
+from bus.api import Bus
+from bus.errors import BusError
+from bus.launch.errors import BusUnavailable, NotReady, ProfileNotFound
+from bus.launch.supervisor import Supervisor
+from schemas.memory import MemoryQuery, QueryReply
+from schemas.scenario import RobotSpec
+
+log = structlog.get_logger("launch.fleet")
+REPO = Path(__file__).resolve().parents[2]
+TIER_INFRA, TIER_CORE, TIER_EDGE = 0, 1, 2
+
+
+@dataclass
+class FleetConfig:
+    """What to start. ``time_scale`` multiplies simulated skill durations (1/speed)."""
+
+    robots: list[RobotSpec]
+    scene_file: Path
+    store_dir: Path
+    planner: str = "symbolic"
+    time_scale: float = 1.0
+    base_dir: Path | None = None  # where the scenario lives, for relative profile paths
+
+
+# -- the bus ----------------------------------------------------------------------------
+def default_bus_url() -> str:
+    """The embedded ZeroMQ default on a free loopback port (never a fixed one)."""
+    return f"zmq://{testing.LOOPBACK}:{testing.free_port(span=3)}"
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+async def _wait_tcp(host: str, ports: tuple[int, ...], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(_tcp_open(host, p) for p in ports):
+        if time.monotonic() > deadline:
+            raise BusUnavailable(f"{what} did not listen on {host}:{ports} within {timeout:.0f}s")
+        await anyio.sleep(0.05)  # a port has no event to wait on
+
+
+async def ensure_bus(url: str, sup: Supervisor) -> str:
+    """Make ``url`` usable: start a hub (zmq) or a private Mosquitto (loopback mqtt) if none runs."""
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        raise BusUnavailable("memory:// is in-process only; agents run as separate processes "
+                             "(use zmq:// or mqtt://)")
+    if parts.scheme in ("zmq", "zmq+tcp"):
+        host, port = parts.hostname or testing.LOOPBACK, parts.port or 7650
+        ports = (port, port + 1, port + 2)
+        if not all(_tcp_open(host, p) for p in ports):
+            await sup.start("hub", testing.robobus_cmd("hub", "--bus", url), tier=TIER_INFRA)
+            await _wait_tcp(host, ports, "robobus hub")
+    elif parts.scheme == "zmq+ipc":
+        if not Path(f"{parts.path}.ctl").exists():
+            await sup.start("hub", testing.robobus_cmd("hub", "--bus", url), tier=TIER_INFRA)
+    elif parts.scheme == "mqtt":
+        await _ensure_mosquitto(parts.hostname or testing.LOOPBACK, parts.port or 1883, sup)
+    return url
+
+
+async def _ensure_mosquitto(host: str, port: int, sup: Supervisor) -> None:
+    if _tcp_open(host, port):
+        return
+    if host not in (testing.LOOPBACK, "localhost"):
+        raise BusUnavailable(f"no MQTT broker at {host}:{port}")
+    directory = Path(tempfile.mkdtemp(prefix="robobus-mosquitto-", dir=sup.log_dir))
+    conf = testing.write_mosquitto_conf(directory, port, persistence=False)
+    await sup.start("mosquitto", [testing.mosquitto_binary(), "-c", str(conf)], tier=TIER_INFRA)
+    await _wait_tcp(testing.LOOPBACK, (port,), "mosquitto")
+
+
+# -- the agents -------------------------------------------------------------------------
+def resolve_profile(profile: str, base_dir: Path | None = None) -> str:
+    """A profile name (``unitree_g1``) or path to a YAML file; raise ProfileNotFound."""
+    roots = [d for d in (base_dir, Path.cwd()) if d is not None]
+    if profile.endswith((".yaml", ".yml")) or "/" in profile:
+        for root in roots:
+            if (root / profile).is_file():
+                return str((root / profile).resolve())
+        raise ProfileNotFound(profile, [str(r) for r in roots])
+    dirs = [d / "profiles" for d in roots] + [d.parent / "profiles" for d in roots]
+    dirs += [REPO / "profiles", Path(sys.prefix) / "share" / "robobus" / "profiles"]
+    for d in dirs:
+        if (d / f"{profile}.yaml").is_file():
+            return str((d / f"{profile}.yaml").resolve())
+    raise ProfileNotFound(profile, list(dict.fromkeys(str(d) for d in dirs)))
+
+
+def agent_commands(url: str, cfg: FleetConfig) -> dict[str, list[str]]:
+    """Process name -> argv for memory, brain and each robot's edge agent."""
+    cmds = {
+        "memory": testing.robobus_cmd("memory", "--bus", url, "--store", str(cfg.store_dir),
+                                      "--scene", str(cfg.scene_file)),
+        "brain": testing.robobus_cmd("brain", "--bus", url, "--planner", cfg.planner),
+    }
+    for robot in cfg.robots:
+        cmds[f"edge-{robot.name}"] = testing.robobus_cmd(
+            "edge", "--profile", resolve_profile(robot.profile, cfg.base_dir), "--name", robot.name,
+            "--at", robot.at, "--time-scale", f"{cfg.time_scale:g}", "--bus", url)
+    return cmds
+
+
+async def start_agents(sup: Supervisor, url: str, cfg: FleetConfig) -> None:
+    """Start memory and brain (critical) and the edges (a robot may die in a scenario)."""
+    for name, argv in agent_commands(url, cfg).items():
+        edge = name.startswith("edge-")
+        await sup.start(name, argv, tier=TIER_EDGE if edge else TIER_CORE, critical=not edge)
+
+
+async def clear_retained(bus: Bus, robots: list[str]) -> None:
+    """Forget robots' retained registration/alive/state from an earlier run on the same broker."""
+    for robot in robots:
+        for sub in ("registration", "alive", "state"):
+            await bus.publish(bus.topic("robots", robot, sub), b"", retain=True, qos=1)
+
+
+# -- readiness --------------------------------------------------------------------------
+class Readiness:
+    """Tracks what the fleet still owes before scenario time 0."""
+
+    def __init__(self, robots: list[str], since_ns: int) -> None:
+        self.robots = robots
+        self.since_ns = since_ns
+        self.registered: set[str] = set()
+        self.online: set[str] = set()
+        self.memory_ok = False
+        self.changed = anyio.Event()
+
+    def saw(self, type_: str, data: object) -> None:
+        """Feed an observed message; stale retained values (older than the start) do not count."""
+        if not isinstance(data, dict) or data.get("ts_ns", 0) < self.since_ns:
+            return
+        if type_ == "RobotRegistration":
+            self.registered.add(data["robot"])
+        elif type_ == "Alive":
+            (self.online.add if data["online"] else self.online.discard)(data["robot"])
+        else:
+            return
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    def robots_ready(self) -> bool:
+        return all(r in self.registered and r in self.online for r in self.robots)
+
+    def missing(self) -> list[str]:
+        out = [f"registration of {r}" for r in self.robots if r not in self.registered]
+        out += [f"alive of {r}" for r in self.robots if r not in self.online]
+        if not self.memory_ok:
+            out.append("memory agent answering with every robot")
+        return out[:8] + ([f"... {len(out) - 8} more"] if len(out) > 8 else [])
+
+    async def next_change(self, timeout: float) -> None:
+        event = self.changed
+        with anyio.move_on_after(timeout):
+            await event.wait()
+
+
+async def memory_knows(bus: Bus, robots: list[str]) -> bool:
+    """True once the memory agent answers a ``robots`` query listing every robot."""
+    try:
+        msg = await bus.request(bus.topic("memory", "query"), MemoryQuery(kind="robots"),
+                                timeout=1.0)
+        reply = msgspec.msgpack.decode(msg.payload, type=QueryReply)
+    except (BusError, msgspec.DecodeError) as exc:
+        log.debug("memory_not_ready", error=str(exc))
+        return False
+    known = reply.result if reply.ok and isinstance(reply.result, dict) else {}
+    return all(r in known for r in robots)
+
+
+async def wait_ready(bus: Bus, ready: Readiness, timeout: float) -> None:
+    """Wait for every robot's registration and liveness, then for the memory agent."""
+    deadline = time.monotonic() + timeout
+    while not ready.robots_ready():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NotReady(timeout, ready.missing())
+        await ready.next_change(left)
+    while not await memory_knows(bus, ready.robots):
+        if time.monotonic() > deadline:
+            raise NotReady(timeout, ready.missing())
+        await ready.next_change(0.2)  # memory applies registrations asynchronously
+    ready.memory_ok = True
+
+
+def ready_timeout(n_robots: int) -> float:
+    """Startup budget: process start is CPU-bound (~0.3 s each on a small machine)."""
+    return 20.0 + 0.6 * n_robots
+

@@ -1,0 +1,246 @@
+"""``robobus scenario run``: start a fleet, play a scenario, check it, write the report.
+
+Timing: scenario time 0 is the moment the whole fleet is ready. Instruction and fault times are
+scenario seconds, divided by ``speed`` on the wall clock; edges run with time scale 1/speed.
+The run waits for every expectation until ``timeout_s / speed`` plus a fixed grace for what
+does not scale (liveness detection, process scheduling), or stops early once every task has
+ended and the expectations still fail.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from bus.api import Bus, BusOptions
+from bus.errors import BusError
+from bus.launch import fleet
+from bus.launch.errors import LaunchError
+from bus.launch.expect import evaluate
+from bus.launch.observe import TERMINAL_TASK, Observer, marker
+from bus.launch.progress import QuietView, View
+from bus.launch.report import ExpectResult, write_report
+from bus.launch.supervisor import Supervisor
+from schemas.messages import FaultSpec, Instruction, SkillFeedback
+from schemas.scenario import FaultEntry, Scenario, load_scenario
+from schemas.topics import Topics
+
+log = structlog.get_logger("launch.runner")
+GRACE_S = 10.0        # wall seconds added to timeout_s / speed
+SETTLE_S = 0.5        # after every task ended, how long expectations may still catch up
+RESEND_AFTER_S = 2.0  # an instruction nobody acknowledged is sent again (brain still starting)
+
+
+@dataclass
+class RunOptions:
+    """How to run: bus URL (None: a fresh embedded ZeroMQ hub), planner, speed, report folder."""
+
+    bus_url: str | None = None
+    planner: str = "symbolic"
+    speed: float | None = None
+    report_dir: Path | None = None
+    view: View = field(default_factory=QuietView)
+    #: topic prefix for every process of the run (agents read ROBOBUS_PREFIX)
+    prefix: str = field(default_factory=lambda: os.environ.get("ROBOBUS_PREFIX", "robobus"))
+
+
+@dataclass
+class RunResult:
+    """The verdict. ``error`` is set when the run could not even start or crashed."""
+
+    passed: bool
+    results: list[ExpectResult]
+    report_dir: Path
+    summary: dict[str, Any]
+    error: str | None = None
+
+    def failures(self) -> list[ExpectResult]:
+        return [r for r in self.results if not r.ok]
+
+
+def default_report_dir(name: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path("robobus-reports") / f"{name}-{stamp}"
+
+
+async def run_scenario(path: str | Path, opts: RunOptions | None = None) -> RunResult:
+    """Run the scenario file at ``path`` end to end; never leaves a process behind."""
+    opts = opts or RunOptions()
+    sc = load_scenario(path)
+    speed = opts.speed or sc.speed
+    folder = (opts.report_dir or default_report_dir(sc.name)).resolve()
+    url = opts.bus_url or fleet.default_bus_url()
+    observer_box: list[Observer] = []
+    results: list[ExpectResult] = []
+    error: str | None = None
+    started = time.monotonic()
+    try:
+        results = await _run(Path(path), sc, speed, url, folder, opts, observer_box)
+    except (LaunchError, BusError) as exc:
+        error = str(exc)
+        log.error("scenario_aborted", scenario=sc.name, error=error)
+    observer = observer_box[0] if observer_box else None
+    events = observer.events if observer else []
+    events.append(marker("end", error=error))
+    meta = {"scenario": sc.name, "file": str(path), "bus": url, "prefix": opts.prefix, "speed": speed,
+            "planner": opts.planner, "robots": len(sc.robots),
+            "wall_s": round(time.monotonic() - started, 3), "error": error}
+    summary = write_report(folder, events, results, meta, [r.name for r in sc.robots])
+    passed = error is None and bool(summary["passed"] or not sc.expect)
+    return RunResult(passed, results, folder, summary, error)
+
+
+async def _run(path: Path, sc: Scenario, speed: float, url: str, folder: Path, opts: RunOptions,
+               observer_box: list[Observer]) -> list[ExpectResult]:
+    robots = [r.name for r in sc.robots]
+    cfg = fleet.FleetConfig(sc.robots, path.resolve(), folder / "store", opts.planner, 1.0 / speed,
+                            base_dir=path.resolve().parent)
+    fleet.agent_commands(url, cfg)  # resolve every profile before starting anything
+    async with Supervisor(folder / "logs", env={"ROBOBUS_PREFIX": opts.prefix}) as sup:
+        await fleet.ensure_bus(url, sup)
+        async with Bus.connect(url, name="scenario", options=BusOptions(prefix=opts.prefix)) as bus:
+            await fleet.clear_retained(bus, robots)
+            observer = Observer(Topics(bus.options.prefix), robots)
+            observer_box.append(observer)
+            script = Script(bus, sc, observer, sup, speed, opts.view)
+            async with anyio.create_task_group() as tg:
+                await tg.start(_record, bus, observer, script.ready)
+                tg.start_soon(_refresh, opts.view, name="view-refresh")
+                opts.view.attach(observer, f"{sc.name} on {url} at speed {speed:g}")
+                await fleet.start_agents(sup, url, cfg)
+                results = await script.run()
+                tg.cancel_scope.cancel()
+            opts.view.close()
+            await sup.stop([n for n in sup.procs if n.startswith("edge-")])
+            await fleet.clear_retained(bus, robots)
+    return results
+
+
+async def _record(bus: Bus, observer: Observer, ready: fleet.Readiness, *,
+                  task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Record every message under the prefix (except request inboxes)."""
+    inbox = bus.topic("_inbox")
+    async with bus.subscribe(bus.topic("#"), maxsize=100_000) as sub:
+        task_status.started()
+        async for msg in sub:
+            if msg.topic.startswith(inbox) or not msg.payload:
+                continue
+            ev = observer.ingest(msg.topic, msg.payload, msg.retain)
+            ready.saw(ev.type, ev.data)
+
+
+async def _refresh(view: View) -> None:
+    while True:  # a display refresh rate, not a readiness poll
+        view.refresh()
+        await anyio.sleep(0.25)
+
+
+class Script:
+    """Plays the scenario's instructions and faults against a ready fleet, then judges it."""
+
+    def __init__(self, bus: Bus, sc: Scenario, observer: Observer, sup: Supervisor, speed: float,
+                 view: View) -> None:
+        self.bus, self.sc, self.observer, self.sup = bus, sc, observer, sup
+        self.speed, self.view = speed, view
+        self.ready = fleet.Readiness([r.name for r in sc.robots], time.time_ns())
+        self.pending = len(sc.instructions) + sum(f.at is not None for f in sc.faults)
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def run(self) -> list[ExpectResult]:
+        await fleet.wait_ready(self.bus, self.ready, fleet.ready_timeout(len(self.sc.robots)))
+        self.observer.add(marker("ready"))
+        self.t0 = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for i in range(len(self.sc.instructions)):
+                tg.start_soon(self._instruction, i, name=f"instruction:{i}")
+            for fault in self.sc.faults:
+                if fault.at is not None:
+                    tg.start_soon(self._timed_fault, fault, name="fault")
+                else:
+                    self._arm_trigger(fault)
+            results = await self._judge()
+            tg.cancel_scope.cancel()
+        return results
+
+    async def _at(self, scenario_t: float) -> None:
+        await anyio.sleep_until(self.t0 + scenario_t / self.speed)
+
+    async def _instruction(self, index: int) -> None:
+        spec = self.sc.instructions[index]
+        await self._at(spec.at)
+        tid = self.sc.task_id(index)
+        inst = Instruction(spec.text, priority=spec.priority, task_id=tid, source="scenario")
+        self.observer.task(tid).text = spec.text
+        self.observer.add(marker("instruction", task_id=tid, text=spec.text,
+                                 priority=spec.priority, ts_ns=inst.ts_ns))
+        self.pending -= 1
+        for attempt in range(3):
+            await self.bus.publish(self.bus.topic("instructions"), inst, qos=1)
+            with anyio.move_on_after(RESEND_AFTER_S):
+                while self.observer.tasks[tid].status == "sent":
+                    await self.observer.wait_change(RESEND_AFTER_S)
+                return
+            log.warning("instruction_unacknowledged", task=tid, attempt=attempt + 1)
+
+    async def _timed_fault(self, fault: FaultEntry) -> None:
+        await self._at(fault.at or 0.0)
+        await self._fire(fault)
+        self.pending -= 1
+
+    def _arm_trigger(self, fault: FaultEntry) -> None:
+        on, seen = fault.when, [0]
+        assert on is not None
+
+        def listener(fb: SkillFeedback) -> None:
+            if fb.robot != on.robot or fb.status != on.status or (on.skill and fb.skill != on.skill):
+                return
+            seen[0] += 1
+            if seen[0] == on.count and self._tg is not None:
+                self._tg.start_soon(self._fire, fault, name="triggered-fault")
+
+        self.observer.listeners.append(listener)
+
+    async def _fire(self, fault: FaultEntry) -> None:
+        if fault.kill is not None:
+            self.sup.kill(f"edge-{fault.kill}")
+            label = "kill -9"
+        else:
+            fs = fault.fail_skill
+            assert fs is not None
+            spec = FaultSpec(fs.skill, times=fs.times, object=fs.object,
+                             probability=fs.probability, seed=fs.seed)
+            await self.bus.publish(self.bus.topic("robots", fs.robot, "faults"), spec, qos=1)
+            label = f"fail {fs.skill}{' ' + fs.object if fs.object else ''} x{fs.times}"
+        self.observer.add(marker("fault", fault="kill" if fault.kill else "fail_skill",
+                                 robot=fault.robot, label=label))
+        self.view.note(f"fault: {fault.robot} {label}")
+
+    def _settled(self) -> bool:
+        tasks = [self.observer.tasks.get(self.sc.task_id(i)) for i in range(len(self.sc.instructions))]
+        return self.pending == 0 and all(t is not None and t.status in TERMINAL_TASK for t in tasks)
+
+    async def _judge(self) -> list[ExpectResult]:
+        deadline = self.t0 + self.sc.timeout_s / self.speed + GRACE_S
+        settled_at: float | None = None
+        while True:
+            results = await evaluate(self.bus, self.sc, self.observer)
+            now = anyio.current_time()
+            if all(r.ok for r in results) and self._settled():
+                return results
+            if self._settled():
+                settled_at = settled_at or now
+                if now - settled_at > SETTLE_S:
+                    return results
+            if now > deadline:
+                return [r if r.ok else ExpectResult(r.expect, False, f"timeout: {r.reason}")
+                        for r in results]
+            await self.observer.wait_change(0.5)

@@ -1,0 +1,177 @@
+"""A process supervisor: each agent is an OS process in its own process group, logging to a file.
+
+Stopping is by process group, so grandchildren die with their parent; an ``atexit`` hook kills
+whatever is left if the interpreter exits without unwinding (a second Ctrl-C, an unhandled
+error), so a scenario never leaves orphans behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import subprocess
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from bus.launch.errors import ProcessCrashed
+
+log = structlog.get_logger("launch.supervisor")
+
+_live: weakref.WeakSet[Supervisor] = weakref.WeakSet()
+
+
+@dataclass(eq=False)
+class Managed:
+    """One supervised process. ``tier`` orders shutdown: higher tiers stop first."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    tier: int
+    critical: bool
+    process: anyio.abc.Process | None = None
+    expected_exit: bool = False
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    _log_file: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else -1
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode if self.process is not None else None
+
+    def tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of the process log (for crash messages)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Supervisor:
+    """Starts, watches and stops processes. Use as ``async with Supervisor(log_dir) as sup``.
+
+    An unexpected exit of a ``critical`` process raises :class:`ProcessCrashed` in the
+    supervisor's task group (cancelling the ``async with`` body); other exits are logged.
+    """
+
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.log_dir = log_dir
+        self.env = {**os.environ, **(env or {})}
+        self.procs: dict[str, Managed] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Supervisor:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        _live.add(self)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        with anyio.CancelScope(shield=True):
+            await self.stop_all()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._tg.__aexit__(*exc)
+        except BaseExceptionGroup as group:
+            crash = _first_crash(group)
+            if crash is None:
+                raise
+            raise crash from None
+
+    async def start(self, name: str, argv: Sequence[str], *, tier: int = 1,
+                    critical: bool = True) -> Managed:
+        """Start ``argv`` in a new session (its own process group), output to ``NAME.log``."""
+        if name in self.procs and self.procs[name].returncode is None:
+            raise ValueError(f"process {name!r} is already running")
+        managed = Managed(name, list(argv), self.log_dir / f"{name}.log", tier, critical)
+        managed._log_file = open(managed.log_path, "ab")  # noqa: SIM115 - closed on exit
+        managed.process = await anyio.open_process(
+            managed.argv, stdin=subprocess.DEVNULL, stdout=managed._log_file,
+            stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+        )
+        self.procs[name] = managed
+        log.debug("process_started", name=name, pid=managed.pid)
+        assert self._tg is not None
+        self._tg.start_soon(self._watch, managed, name=f"watch:{name}")
+        return managed
+
+    async def _watch(self, managed: Managed) -> None:
+        assert managed.process is not None
+        code = await managed.process.wait()
+        managed.exited.set()
+        if managed._log_file is not None:
+            managed._log_file.close()
+        if managed.expected_exit:
+            return
+        log.warning("process_exited", name=managed.name, code=code)
+        if managed.critical:
+            raise ProcessCrashed(managed.name, code, managed.tail())
+
+    def kill(self, name: str) -> None:
+        """SIGKILL ``name``'s process group, as a crash would (a scripted fault)."""
+        managed = self.procs[name]
+        managed.expected_exit = True
+        _killpg(managed.pid, signal.SIGKILL)
+
+    async def stop(self, names: Sequence[str], timeout: float = 5.0) -> None:
+        """SIGTERM the groups of ``names`` together, wait, then SIGKILL what is left."""
+        group = [self.procs[n] for n in names if n in self.procs]
+        for managed in group:
+            managed.expected_exit = True
+            if managed.returncode is None:
+                _killpg(managed.pid, signal.SIGTERM)
+        with anyio.move_on_after(timeout):
+            for managed in group:
+                if managed.process is not None:
+                    await managed.process.wait()
+        for managed in group:
+            if managed.returncode is None:
+                log.warning("process_kill", name=managed.name, after_s=timeout)
+            _killpg(managed.pid, signal.SIGKILL)  # orphans left in the group, too
+
+    async def stop_all(self, timeout: float = 5.0) -> None:
+        """Stop every process, highest tier first (edges, then brain and memory, then the hub)."""
+        for tier in sorted({m.tier for m in self.procs.values()}, reverse=True):
+            await self.stop([m.name for m in self.procs.values() if m.tier == tier], timeout)
+
+    def kill_all_now(self) -> None:
+        """Synchronous last resort (``atexit``): SIGKILL every group still known."""
+        for managed in self.procs.values():
+            managed.expected_exit = True
+            _killpg(managed.pid, signal.SIGKILL)
+
+
+def _first_crash(group: BaseExceptionGroup) -> ProcessCrashed | None:
+    for exc in group.exceptions:
+        if isinstance(exc, ProcessCrashed):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (inner := _first_crash(exc)) is not None:
+            return inner
+    return None
+
+
+def _killpg(pid: int, sig: signal.Signals) -> None:
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for sup in list(_live):
+        sup.kill_all_now()

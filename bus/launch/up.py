@@ -1,0 +1,97 @@
+"""``robobus up``: a fleet that stays up for people to talk to, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import yaml
+
+from bus.api import Bus
+from bus.launch import fleet
+from bus.launch.errors import LaunchError
+from bus.launch.observe import decode
+from bus.launch.supervisor import Supervisor
+from schemas.scenario import RobotSpec, load_scenario
+from schemas.topics import Topics
+
+HINT = """\
+fleet up on {url}: {robots}
+  logs and store: {folder}
+  send an instruction:  {send}
+  watch the tasks:      robobus topic echo 'robobus/tasks/#' --bus {url}
+  Ctrl-C stops everything.
+"""
+
+
+def robots_from_profiles(names: list[str], places: set[str], base: Path) -> list[RobotSpec]:
+    """One robot per profile: its name and start place from the profile, de-duplicated."""
+    robots: list[RobotSpec] = []
+    for ref in names:
+        path = fleet.resolve_profile(ref, base)
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        name, start = str(data.get("name") or Path(path).stem), data.get("start")
+        if start not in places:
+            raise LaunchError(f"profile {ref!r} starts at {start!r}, which the scene lacks "
+                              f"(places: {', '.join(sorted(places))})")
+        taken = {r.name for r in robots}
+        unique = name if name not in taken else f"{name}_{sum(r.name.startswith(name) for r in robots) + 1}"
+        robots.append(RobotSpec(unique, path, str(start)))
+    return robots
+
+
+def _send_hint(url: str) -> str:
+    if url.startswith("mqtt"):
+        port = url.rsplit(":", 1)[-1].strip("/")
+        return f'mosquitto_pub -p {port} -t robobus/instructions -m "bring the apple to the office desk"'
+    return f'robobus topic pub robobus/instructions "bring the apple to the office desk" --bus {url}'
+
+
+async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, speed: float,
+                 folder: Path | None, announce: Callable[[str], object] = lambda _: None) -> None:
+    """Start everything, print how to use it, and wait for SIGINT/SIGTERM."""
+    sc = load_scenario(scene_file)
+    robots = robots_from_profiles(profiles, set(sc.scene.places), scene_file.parent) \
+        if profiles else sc.robots
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    folder = (folder or Path("robobus-reports") / f"up-{stamp}").resolve()
+    cfg = fleet.FleetConfig(robots, scene_file.resolve(), folder / "store", planner, 1.0 / speed,
+                            base_dir=scene_file.resolve().parent)
+    fleet.agent_commands(url, cfg)
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with Supervisor(folder / "logs") as sup:
+            await fleet.ensure_bus(url, sup)
+            async with Bus.connect(url, name="robobus-up") as bus:
+                await _start(bus, sup, url, cfg)
+                announce(HINT.format(url=url, robots=", ".join(r.name for r in robots),
+                                     folder=folder, send=_send_hint(url)))
+                async for _ in signals:
+                    break
+                await sup.stop([n for n in sup.procs if n.startswith("edge-")])
+                await fleet.clear_retained(bus, [r.name for r in robots])
+
+
+async def _watch_robots(bus: Bus, ready: fleet.Readiness, *,
+                        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    topics = Topics(bus.options.prefix)
+    async with bus.subscribe(bus.topic("robots", "+", "+")) as sub:
+        task_status.started()
+        async for msg in sub:
+            if msg.payload:
+                ready.saw(*decode(topics, msg.topic, msg.payload))
+
+
+async def _start(bus: Bus, sup: Supervisor, url: str, cfg: fleet.FleetConfig) -> None:
+    names = [r.name for r in cfg.robots]
+    await fleet.clear_retained(bus, names)
+    ready = fleet.Readiness(names, time.time_ns())
+    async with anyio.create_task_group() as tg:
+        await tg.start(_watch_robots, bus, ready)
+        await fleet.start_agents(sup, url, cfg)
+        await fleet.wait_ready(bus, ready, fleet.ready_timeout(len(names)))
+        tg.cancel_scope.cancel()
