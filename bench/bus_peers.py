@@ -42,7 +42,6 @@ def report(obj: dict) -> None:
 
 # ---------------------------------------------------------------------------------- robobus
 def robobus_echo(url: str, qos: int) -> None:
-    import anyio
 
     from bus import Bus
 
