@@ -126,31 +126,35 @@ class Bus:
         url = url or default_url()
         opts = options or BusOptions()
         bus = cls(url, name, opts, _load_backend(url))
-        async with anyio.create_task_group() as tg:
-            bus._tg = tg
-            await bus._transport.start(
-                TransportConfig(
-                    url=url,
-                    client_id=bus.client_id,
-                    will=opts.will,
-                    deliver=bus._deliver,
-                    dispatch=bus.dispatch,
-                    snapshot=bus._snapshot,
-                    on_state=bus._on_state,
-                    keepalive_s=opts.keepalive_s,
-                    task_group=tg,
-                )
-            )
-            bus.connected = True
-            try:
-                yield bus
-            finally:
-                bus.connected = False
-                with anyio.CancelScope(shield=True):
-                    await bus._transport.close(graceful=True)
-                for sub in bus._subs.values():
-                    sub.close()
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                bus._tg = tg
+                await bus._transport.start(bus._transport_config(tg))
+                bus.connected = True
+                try:
+                    yield bus
+                finally:
+                    bus.connected = False
+                    with anyio.CancelScope(shield=True):
+                        await bus._transport.close(graceful=True)
+                    for sub in bus._subs.values():
+                        sub.close()
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
+
+    def _transport_config(self, tg: anyio.abc.TaskGroup) -> TransportConfig:
+        return TransportConfig(
+            url=self.url,
+            client_id=self.client_id,
+            will=self.options.will,
+            deliver=self._deliver,
+            dispatch=self.dispatch,
+            snapshot=self._snapshot,
+            on_state=self._on_state,
+            keepalive_s=self.options.keepalive_s,
+            task_group=tg,
+        )
 
     async def abort(self) -> None:
         """Drop the connection without goodbye, so the last will fires (tests, fault drills)."""
@@ -329,6 +333,14 @@ class Bus:
         """Schedule :meth:`report_error` from synchronous code."""
         if self._tg is not None:
             self._tg.start_soon(self.report_error, topic, reason, code, payload)
+
+
+def _unwrap(group: BaseExceptionGroup) -> BaseException:
+    """Task groups wrap errors; a single error is re-raised as itself (ConnectError, ...)."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 connect = Bus.connect

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 import struct
 from collections import Counter
@@ -81,8 +82,10 @@ class ZmqTransport:
                 await self._sync()
         except TimeoutError as exc:
             await self.close(graceful=False)
-            raise ConnectError(config.url, "no robobus hub answered within 5 s "
-                               "(start one with `robobus hub`)") from exc
+            hint = ("the hub may require CURVE keys: set ROBOBUS_ZMQ_KEYS" if
+                    not os.environ.get("ROBOBUS_ZMQ_KEYS") else "check the CURVE keys")
+            raise ConnectError(config.url, "no robobus hub answered within 5 s (start one with "
+                               f"`robobus hub`; {hint})") from exc
         config.task_group.start_soon(self._heartbeat, name="zmq-heartbeat")
         config.on_state("connected")
 

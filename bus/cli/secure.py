@@ -1,0 +1,40 @@
+"""``robobus secure init``: credentials, TLS and ACLs for a bus nobody else can use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+secure_app = typer.Typer(help="Security: TLS, passwords, ACLs and CURVE keys.", no_args_is_help=True)
+
+DEMO_FLEET = ["realman_1", "g1", "agilex"]
+
+
+@secure_app.command("init")
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write keys, certificates and configs")],
+    robots: Annotated[list[str] | None, typer.Option("--robot", help="Robot account (repeatable)")] = None,
+    operators: Annotated[list[str] | None, typer.Option("--operator", help="Operator account")] = None,
+    host: Annotated[str, typer.Option(help="Address the broker listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TLS port of the broker")] = 8883,
+    prefix: Annotated[str, typer.Option(envvar="ROBOBUS_PREFIX")] = "robobus",
+) -> None:
+    """Generate a CA, server certificate, Mosquitto TLS config, password file, ACL and CURVE keys."""
+    from bus.secure_init import SecureConfig, SecureInitError, secure_init
+
+    cfg = SecureConfig(directory, robots or DEMO_FLEET, operators or ["operator"], host, port, prefix)
+    try:
+        files = secure_init(cfg)
+    except SecureInitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {len(files)} files to {directory} for accounts: {', '.join(cfg.accounts)}")
+    typer.echo(f"broker:  mosquitto -c {directory / 'mosquitto.conf'}")
+    typer.echo(f"hub:     robobus hub --curve-keys {directory / 'zmq'}")
+    typer.echo(f"agents:  set -a; . {directory / 'env' / '<account>.env'}; set +a; robobus edge ...")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(secure_app, name="secure")
