@@ -1,0 +1,175 @@
+"""Security: `robobus secure init` output enforced by a real Mosquitto and a real CURVE hub."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bus import Bus, BusError, ConnectError, testing
+from bus.secure_init import SecureConfig, secure_init
+
+pytestmark = [pytest.mark.anyio, pytest.mark.broker]
+
+
+@pytest.fixture(scope="module")
+def secure_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("secure")
+    port = testing.free_port()
+    secure_init(SecureConfig(directory, robots=["r1", "r2"], port=port))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def broker(secure_dir: Path) -> Iterator[str]:
+    conf = (secure_dir / "mosquitto.conf").read_text()
+    port = int(conf.split("listener ", 1)[1].split()[0])
+    with testing.spawn([testing.mosquitto_binary(), "-c", str(secure_dir / "mosquitto.conf")],
+                       name="mosquitto-tls"):
+        testing.wait_port(port)
+        yield f"mqtts://127.0.0.1:{port}?ca={secure_dir / 'ca.crt'}"
+
+
+def account_env(secure_dir: Path, account: str) -> dict[str, str]:
+    lines = (secure_dir / "env" / f"{account}.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def as_account(monkeypatch: pytest.MonkeyPatch, secure_dir: Path, account: str | None) -> None:
+    for key in ("ROBOBUS_MQTT_USERNAME", "ROBOBUS_MQTT_PASSWORD", "ROBOBUS_MQTT_PASSWORD_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    if account is not None:
+        env = account_env(secure_dir, account)
+        monkeypatch.setenv("ROBOBUS_MQTT_USERNAME", env["ROBOBUS_MQTT_USERNAME"])
+        monkeypatch.setenv("ROBOBUS_MQTT_PASSWORD_FILE", env["ROBOBUS_MQTT_PASSWORD_FILE"])
+
+
+def test_generated_files_are_private(secure_dir: Path) -> None:
+    for secret in ("ca.key", "server.key", "passwd", "accounts/r1.password", "zmq/hub.key_secret"):
+        assert (secure_dir / secret).stat().st_mode & 0o077 == 0, secret
+    acl = (secure_dir / "acl").read_text()
+    assert "topic write robobus/robots/r1/state" in acl
+    assert "topic read robobus/robots/r1/skills/#" in acl
+    password = (secure_dir / "accounts" / "r1.password").read_text().strip()
+    assert password not in (secure_dir / "passwd").read_text(), "password file must be hashed"
+
+
+async def test_anonymous_client_is_refused(broker: str, secure_dir: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    as_account(monkeypatch, secure_dir, None)
+    with pytest.raises(ConnectError):
+        async with Bus.connect(broker + "&reconnect=0", name="anon"):
+            pass
+
+
+async def test_client_without_tls_is_refused(broker: str, secure_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    as_account(monkeypatch, secure_dir, "operator")
+    plain = broker.replace("mqtts://", "mqtt://").split("?", 1)[0] + "?reconnect=0"
+    with pytest.raises(ConnectError):
+        async with Bus.connect(plain, name="plain"):
+            pass
+
+
+async def test_wrong_password_is_refused(broker: str, secure_dir: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    as_account(monkeypatch, secure_dir, "operator")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    monkeypatch.setenv("ROBOBUS_MQTT_PASSWORD_FILE", str(wrong))
+    with pytest.raises(ConnectError):
+        async with Bus.connect(broker + "&reconnect=0", name="guess"):
+            pass
+
+
+async def _receives(bus: Bus, pattern: str, timeout: float) -> list[bytes]:
+    got: list[bytes] = []
+    async with bus.subscribe(pattern) as sub:
+        with anyio.move_on_after(timeout):
+            async for msg in sub:
+                got.append(msg.payload)
+    return got
+
+
+async def test_robot_cannot_command_another_robot(broker: str, secure_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    as_account(monkeypatch, secure_dir, "memory")  # memory may read everything
+    async with Bus.connect(broker, name="memory") as watcher:
+        async with watcher.subscribe("robobus/robots/r2/skills/#") as sub:
+            as_account(monkeypatch, secure_dir, "r1")
+            async with Bus.connect(broker, name="r1") as r1:
+                with pytest.raises(BusError):
+                    await r1.publish("robobus/robots/r2/skills/pick", b"evil", qos=1)
+                await r1.publish("robobus/robots/r2/skills/pick", b"evil-qos0")
+            as_account(monkeypatch, secure_dir, "brain")
+            async with Bus.connect(broker, name="brain") as brain:
+                await brain.publish("robobus/robots/r2/skills/pick", b"legit", qos=1)
+            with anyio.fail_after(5):
+                msg = await sub.get()
+            assert msg.payload == b"legit", "the first message r2 sees must be the brain's"
+            assert sub.get_nowait() is None
+
+
+async def test_robot_cannot_read_another_robots_commands(broker: str, secure_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Mosquitto grants wildcard subscriptions and enforces the ACL on delivery.
+    as_account(monkeypatch, secure_dir, "r1")
+    async with Bus.connect(broker, name="r1") as r1:
+        async with r1.subscribe("robobus/robots/+/skills/#") as spy:
+            as_account(monkeypatch, secure_dir, "r2")
+            async with Bus.connect(broker, name="r2") as r2, \
+                    r2.subscribe("robobus/robots/r2/skills/#") as own:
+                as_account(monkeypatch, secure_dir, "brain")
+                async with Bus.connect(broker, name="brain") as brain:
+                    await brain.publish("robobus/robots/r2/skills/pick", b"for r2", qos=1)
+                    await brain.publish("robobus/robots/r1/skills/pick", b"for r1", qos=1)
+                with anyio.fail_after(5):
+                    assert (await own.get()).payload == b"for r2"
+                    assert (await spy.get()).payload == b"for r1"
+                assert spy.get_nowait() is None, "r1 must not see r2's commands"
+
+
+async def test_only_operators_publish_instructions(broker: str, secure_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    as_account(monkeypatch, secure_dir, "memory")
+    async with Bus.connect(broker, name="memory") as watcher, \
+            watcher.subscribe("robobus/instructions") as sub:
+        as_account(monkeypatch, secure_dir, "r1")
+        async with Bus.connect(broker, name="r1") as r1:
+            with pytest.raises(BusError):
+                await r1.publish("robobus/instructions", b"robot says go", qos=1)
+        as_account(monkeypatch, secure_dir, "operator")
+        async with Bus.connect(broker, name="operator") as op:
+            await op.publish("robobus/instructions", b"bring the apple", qos=1)
+        with anyio.fail_after(5):
+            assert (await sub.get()).payload == b"bring the apple"
+
+
+def test_cli_never_logs_the_password(broker: str, secure_dir: Path) -> None:
+    env = {**os.environ, **account_env(secure_dir, "operator"), "ROBOBUS_URL": broker,
+           "ROBOBUS_LOG": "debug"}
+    proc = subprocess.run(testing.robobus_cmd("topic", "pub", "robobus/instructions", "hello"),
+                          env=env, capture_output=True, text=True, timeout=30)
+    password = (secure_dir / "accounts" / "operator.password").read_text().strip()
+    assert proc.returncode == 0, proc.stderr
+    assert password not in proc.stdout + proc.stderr
+
+
+async def test_zmq_hub_with_curve_refuses_clients_without_keys(
+        secure_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with testing.hub(extra=["--curve-keys", str(secure_dir / "zmq")]) as url:
+        monkeypatch.setenv("ROBOBUS_ZMQ_KEYS", str(secure_dir / "zmq"))
+        monkeypatch.setenv("ROBOBUS_ZMQ_CLIENT", "r1")
+        async with Bus.connect(url, name="r1") as bus, bus.subscribe("t/#") as sub:
+            await bus.publish("t/x", b"with key")
+            with anyio.fail_after(5):
+                assert (await sub.get()).payload == b"with key"
+            monkeypatch.delenv("ROBOBUS_ZMQ_KEYS")
+            with pytest.raises(ConnectError):
+                async with Bus.connect(url, name="intruder"):
+                    pass
+            assert sub.get_nowait() is None
