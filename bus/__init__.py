@@ -12,6 +12,7 @@ from bus.errors import (
     TopicError,
     UnknownSchemeError,
 )
+from bus.limits import RateLimit
 from bus.message import Message, QoS, Will
 from bus.subscription import Overflow, Subscription
 from bus.topics import matches
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "DEFAULT_URL", "Bus", "BusError", "BusOptions", "ConnectError", "DecodeError",
-    "DisconnectedError", "Message", "Overflow", "PayloadTooLarge", "PublishError", "QoS",
+    "DisconnectedError", "Message", "Overflow", "PayloadTooLarge", "PublishError", "QoS", "RateLimit",
     "RequestTimeout", "Subscription", "TopicError", "UnknownSchemeError", "Will", "connect",
     "default_url", "encode", "matches", "run",
 ]

@@ -25,6 +25,7 @@ from bus.errors import (
     RequestTimeout,
     UnknownSchemeError,
 )
+from bus.limits import RateLimit, TokenBuckets
 from bus.message import Message, Will
 from bus.subscription import Overflow, Subscription
 from bus.topics import matches, validate_filter, validate_topic
@@ -112,6 +113,9 @@ class Bus:
         self._inbox_live = False
         self._inbox_lock = anyio.Lock()
         self._pending: dict[bytes, Any] = {}
+        self._limits: dict[int, TokenBuckets] = {}
+        # error reports are themselves rate limited per topic, so a flood cannot amplify
+        self._error_buckets = TokenBuckets(RateLimit(rate=20, burst=50))
         self._tg: anyio.abc.TaskGroup | None = None
         self.connected = False
         self.log = log.bind(client=self.client_id)
@@ -205,22 +209,27 @@ class Bus:
         *,
         maxsize: int = 10_000,
         overflow: Overflow = Overflow.BLOCK,
+        rate_limit: RateLimit | None = None,
     ) -> AsyncIterator[Subscription]:
         """Subscribe to an MQTT-style filter; typed subscriptions set ``msg.data``.
 
         A message that fails to decode into ``type`` is reported on ``{prefix}/errors`` and
-        skipped; the subscription goes on.
+        skipped; the subscription goes on. With ``rate_limit``, messages beyond the per-sender
+        rate are refused and reported the same way.
         """
         validate_filter(pattern)
         sub_id = next(self._ids)
         decode = self._decoder(type) if type is not None else None
         sub = Subscription(pattern, maxsize=maxsize, overflow=overflow, decode=decode, sub_id=sub_id)
+        if rate_limit is not None:
+            self._limits[sub_id] = TokenBuckets(rate_limit)
         self._subs[sub_id] = sub
         try:
             await self._transport.subscribe(pattern, sub_id)
             yield sub
         finally:
             self._subs.pop(sub_id, None)
+            self._limits.pop(sub_id, None)
             sub.close()
             if self.connected:
                 with anyio.CancelScope(shield=True):
@@ -255,8 +264,18 @@ class Bus:
             targets = [s for s in self._subs.values() if matches(s.pattern, msg.topic)]
         else:
             targets = [self._subs[i] for i in sub_ids if i in self._subs]
+        if self._limits:
+            targets = [s for s in targets if self._admit(s, msg)]
         full = [sub for sub in targets if not sub.put_nowait(msg)]
         return self._put_all(full, msg) if full else None
+
+    def _admit(self, sub: Subscription, msg: Message) -> bool:
+        buckets = self._limits.get(sub.sub_id)
+        if buckets is None or buckets.allow(msg.sender or "?"):
+            return True
+        reason = f"sender {msg.sender or '?'!r} exceeds {buckets.limit.rate:g} msg/s on {sub.pattern!r}"
+        self.report_error_soon(msg.topic, reason, "rate_limited", msg.payload[:64])
+        return False
 
     @staticmethod
     async def _put_all(subs: list[Subscription], msg: Message) -> None:
@@ -330,7 +349,12 @@ class Bus:
             self.log.error("error_report_failed", error=repr(exc))
 
     def report_error_soon(self, topic: str, reason: str, code: str, payload: bytes) -> None:
-        """Schedule :meth:`report_error` from synchronous code."""
+        """Schedule :meth:`report_error` from synchronous code (at most 20/s per topic)."""
+        if not self._error_buckets.allow(topic):
+            if self._error_buckets.refused % 1000 == 1:
+                self.log.warning("error_reports_suppressed", topic=topic,
+                                 suppressed=self._error_buckets.refused)
+            return
         if self._tg is not None:
             self._tg.start_soon(self.report_error, topic, reason, code, payload)
 
