@@ -39,6 +39,10 @@ class Topics:
     def feedback(self, robot: str = "+") -> str:
         return f"{self.prefix}/robots/{robot}/feedback"
 
+    def faults(self, robot: str = "+") -> str:
+        """Fault injection for one edge agent (``FaultSpec``)."""
+        return f"{self.prefix}/robots/{robot}/faults"
+
     # -- memory agent (request/reply and world events) -----------------------------------
     @property
     def memory_query(self) -> str:

@@ -27,6 +27,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bus.backends.mqtt_options import MqttOptions, parse
 from bus.backends.mqtt_routes import Routes
+from bus.backends.mqtt_wire import FastClient, Publish, publish_properties
 from bus.errors import BusError, ConnectError, DisconnectedError, PublishError
 from bus.message import Message
 from bus.transport import TransportConfig
@@ -55,7 +56,7 @@ class MqttTransport:
     def __init__(self) -> None:
         self._opts: MqttOptions
         self._config: TransportConfig
-        self._client: paho.Client
+        self._client: FastClient
         self._loop: asyncio.AbstractEventLoop
         self._routes: Routes
         self._fd = -1
@@ -92,11 +93,20 @@ class MqttTransport:
             asyncio.create_task(self._dispatch(), name=f"mqtt-dispatch-{config.client_id}"),
             asyncio.create_task(self._housekeeping(), name=f"mqtt-misc-{config.client_id}"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
         config.on_state("connected")
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A background task must not die quietly: subscriptions then raise instead of hanging."""
+        if task.cancelled() or task.exception() is None or self._closing:
+            return
+        self.log.error("mqtt_task_failed", task=task.get_name(), error=repr(task.exception()))
+        self._config.on_state("lost")
 
     def _new_client(self) -> paho.Client:
         o = self._opts
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=o.client_id,
+        c = FastClient(paho.CallbackAPIVersion.VERSION2, client_id=o.client_id,
                         protocol=paho.MQTTv5, reconnect_on_failure=False, manual_ack=True)
         c.connect_timeout = o.connect_timeout_s
         c.max_inflight_messages_set(min(o.inflight, 65_000))
@@ -110,8 +120,7 @@ class MqttTransport:
             c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        c.on_publish = self._on_publish
+        c.on_publish_packet = self._on_packet
         c.on_subscribe = self._on_subscribe
         c.on_unsubscribe = self._on_subscribe
         c.on_socket_close = self._on_socket_close
@@ -262,19 +271,18 @@ class MqttTransport:
         self._config.on_state("reconnecting")
         self._reconnector = self._loop.create_task(self._reconnect(), name="mqtt-reconnect")
 
-    def _on_message(self, client: Any, userdata: Any, m: paho.MQTTMessage) -> None:
-        props = m.properties
+    def _on_packet(self, pub: Publish) -> None:
         sender = None
-        for key, value in getattr(props, "UserProperty", ()):
+        for key, value in pub.user:
             if key == "sender":
                 sender = value
-        msg = Message(m.topic, m.payload, retain=m.retain, qos=m.qos,
-                      response_topic=getattr(props, "ResponseTopic", None),
-                      correlation=getattr(props, "CorrelationData", None), sender=sender)
-        ids = self._routes.route(getattr(props, "SubscriptionIdentifier", ()), msg, m.mid)
+        msg = Message(pub.topic, pub.payload, retain=pub.retain, qos=pub.qos,
+                      response_topic=pub.response_topic, correlation=pub.correlation,
+                      sender=sender)
+        ids = self._routes.route(pub.sub_ids, msg, pub.mid)
         if ids is None:  # parked until a subscription claims it (persistent sessions)
             return
-        self._queue.append((msg, ids, m.mid, m.qos))
+        self._queue.append((msg, ids, pub.mid, pub.qos))
         self._wakeup.set()
         if len(self._queue) >= self._opts.max_pending and not self._waiters:
             self._pause(True)
@@ -356,27 +364,9 @@ class MqttTransport:
                                         f"{self._opts.publish_wait_s}s") from exc
         return self._client
 
-    def _properties(self, msg: Message) -> Properties | None:
-        if msg.response_topic is None and msg.correlation is None:
-            if not msg.sender:
-                return None
-            cached = self._props_cache.get(msg.sender)
-            if cached is None:
-                cached = self._props_cache[msg.sender] = Properties(PacketTypes.PUBLISH)
-                cached.UserProperty = ("sender", msg.sender)
-            return cached
-        props = Properties(PacketTypes.PUBLISH)
-        if msg.response_topic:
-            props.ResponseTopic = msg.response_topic
-        if msg.correlation is not None:
-            props.CorrelationData = msg.correlation
-        if msg.sender:
-            props.UserProperty = ("sender", msg.sender)
-        return props
-
     async def publish(self, msg: Message) -> None:
         client = await self._ready()
-        props = self._properties(msg)
+        props = publish_properties(msg, self._props_cache)
         if msg.qos <= 0:
             info = client.publish(msg.topic, msg.payload, 0, msg.retain, props)
             if info.rc != _OK:
@@ -388,6 +378,8 @@ class MqttTransport:
             info = client.publish(msg.topic, msg.payload, 1, msg.retain, props)
             if info.rc not in (_OK, _NO_CONN):  # NO_CONN: paho keeps it and resends
                 self._refuse(msg.topic, info.rc)
+            if not self._puback:  # on_publish costs two objects per QoS 0 message: only when needed
+                client.on_publish = self._on_publish
             fut = self._puback[info.mid] = self._loop.create_future()
             reason = await self._await_ack(fut, self._puback, info.mid, msg.topic)
         if reason.is_failure:
@@ -411,6 +403,8 @@ class MqttTransport:
         finally:
             self._waiters -= 1
             table.pop(mid, None)
+            if table is self._puback and not table:
+                self._client.on_publish = None
 
     async def subscribe(self, pattern: str, sub_id: int) -> None:
         await self._ready()
@@ -440,7 +434,9 @@ class MqttTransport:
             raise SubscribeError(pattern, str(reasons[0]))
 
     async def unsubscribe(self, pattern: str, sub_id: int) -> None:
-        if not self._routes.remove(pattern, sub_id) or self._closing:
+        # A persistent session's subscriptions belong to the session, so that a restarted
+        # process gets what was published meanwhile: only forget them locally.
+        if not self._routes.remove(pattern, sub_id) or self._closing or self._opts.persistent:
             return
         if not self._connected.is_set():
             return  # forgotten locally; the reconnect will not resubscribe it

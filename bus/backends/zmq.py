@@ -62,6 +62,7 @@ class ZmqTransport:
         self._in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
         self._hub = None
         self._closed = False
+        self._drains: list = []  # one per read socket; see _kick
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, config: TransportConfig) -> None:
@@ -137,6 +138,7 @@ class ZmqTransport:
             hello["will"] = {"topic": will.topic, "payload": will.payload, "retain": will.retain}
         self._hello = self.loop.create_future()
         self.ctl.send_multipart([wire.HELLO, msgspec.msgpack.encode(hello)])
+        self._kick()
         await self._hello
 
     async def _heartbeat(self) -> None:
@@ -144,6 +146,7 @@ class ZmqTransport:
             await anyio.sleep(self.config.keepalive_s)
             if not self._closed:
                 self.ctl.send_multipart([wire.HEARTBEAT])
+                self._kick()
 
     # -- reading -----------------------------------------------------------------------
     # Sockets are drained from the loop's reader callback and messages handed over
@@ -178,6 +181,14 @@ class ZmqTransport:
 
         self.loop.add_reader(sock.FD, drain)
         self.loop.call_soon(drain)
+        self._drains.append(drain)
+
+    def _kick(self) -> None:
+        """Drain again after a send or setsockopt: ZeroMQ's FD is edge-triggered and those
+        calls may consume the edge while messages wait, which stalls the socket for good
+        (seen as "hub did not acknowledge" with the acks queued unread)."""
+        for drain in self._drains:
+            self.loop.call_soon(drain)
 
     def _on_data(self, frames: list[bytes]):  # noqa: ANN202
         if len(frames) != 2:
@@ -265,6 +276,7 @@ class ZmqTransport:
             try:
                 while True:
                     self.ctl.send_multipart(frames)
+                    self._kick()
                     with anyio.move_on_after(ACK_RESEND_S):
                         await asyncio.shield(fut)
                         return
@@ -299,6 +311,7 @@ class ZmqTransport:
         fut = self.loop.create_future()
         self._snaps[key] = fut
         self.ctl.send_multipart([wire.SNAP, key, pattern.encode()])
+        self._kick()
         with anyio.fail_after(5):
             blob = await fut
         for topic, header, payload in msgspec.msgpack.decode(blob):
@@ -310,6 +323,7 @@ class ZmqTransport:
         topic = f"{self._probe_prefix}{next(self._probe_ids)}"
         event = self._probes[topic] = asyncio.Event()
         self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self._kick()
         wait = 0.002
         try:
             with anyio.fail_after(5):

@@ -174,6 +174,7 @@ def up(
     planner: Planner = "symbolic",
     speed: Annotated[float, typer.Option("--speed", min=0.01, help="Simulation speed-up")] = 1.0,
     folder: ReportDir = None,
+    prefix: Prefix = "robobus",
 ) -> None:
     """Start a fleet (hub, memory, brain, edges) and keep it running until Ctrl-C."""
     import anyio
@@ -185,7 +186,7 @@ def up(
     names = [p.strip() for item in profiles or [] for p in item.split(",") if p.strip()]
     try:
         anyio.run(run_up, bus, names, scene or scenarios_dir() / DEMO, planner, speed, folder,
-                  typer.echo)
+                  typer.echo, prefix)
     except LaunchError as exc:
         typer.echo(f"robobus up failed: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -30,6 +30,7 @@ from schemas.scenario import RobotSpec
 log = structlog.get_logger("launch.fleet")
 REPO = Path(__file__).resolve().parents[2]
 TIER_INFRA, TIER_CORE, TIER_EDGE = 0, 1, 2
+BRAIN_BOOT_S = 5.0
 
 
 @dataclass
@@ -126,11 +127,30 @@ def agent_commands(url: str, cfg: FleetConfig) -> dict[str, list[str]]:
     return cmds
 
 
-async def start_agents(sup: Supervisor, url: str, cfg: FleetConfig) -> None:
-    """Start memory and brain (critical) and the edges (a robot may die in a scenario)."""
-    for name, argv in agent_commands(url, cfg).items():
+async def start_agents(sup: Supervisor, bus: Bus, url: str, cfg: FleetConfig) -> None:
+    """Start memory and the edges, then the brain once memory answers (its boot loads the world).
+
+    Every process is critical until the fleet is ready (an edge that cannot start fails the
+    run at once, with its log); :func:`edges_may_die` then relaxes the edges.
+    """
+    cmds = agent_commands(url, cfg)
+    brain = cmds.pop("brain")
+    for name, argv in cmds.items():
         edge = name.startswith("edge-")
-        await sup.start(name, argv, tier=TIER_EDGE if edge else TIER_CORE, critical=not edge)
+        await sup.start(name, argv, tier=TIER_EDGE if edge else TIER_CORE)
+    deadline = time.monotonic() + ready_timeout(0)
+    while not await memory_knows(bus, []):
+        if time.monotonic() > deadline:
+            raise NotReady(ready_timeout(0), ["memory agent answering queries"])
+        await anyio.sleep(0.05)  # a request that failed fast (not a timeout) must not spin
+    await sup.start("brain", brain, tier=TIER_CORE)
+
+
+def edges_may_die(sup: Supervisor) -> None:
+    """From now on an edge exiting is part of the story (a fault), not a crash of the run."""
+    for name, managed in sup.procs.items():
+        if name.startswith("edge-"):
+            managed.critical = False
 
 
 async def clear_retained(bus: Bus, robots: list[str]) -> None:
@@ -150,13 +170,16 @@ class Readiness:
         self.registered: set[str] = set()
         self.online: set[str] = set()
         self.memory_ok = False
+        self.brain_booted = False
         self.changed = anyio.Event()
 
     def saw(self, type_: str, data: object) -> None:
         """Feed an observed message; stale retained values (older than the start) do not count."""
-        if not isinstance(data, dict) or data.get("ts_ns", 0) < self.since_ns:
+        if not isinstance(data, dict) or data.get("ts_ns", self.since_ns) < self.since_ns:
             return
-        if type_ == "RobotRegistration":
+        if type_ == "Raw" and data.get("kind") == "tasks" and data.get("status") == "active":
+            self.brain_booted = True  # the brain's task recovery query ends its boot
+        elif type_ == "RobotRegistration":
             self.registered.add(data["robot"])
         elif type_ == "Alive":
             (self.online.add if data["online"] else self.online.discard)(data["robot"])
@@ -207,6 +230,11 @@ async def wait_ready(bus: Bus, ready: Readiness, timeout: float) -> None:
             raise NotReady(timeout, ready.missing())
         await ready.next_change(0.2)  # memory applies registrations asynchronously
     ready.memory_ok = True
+    with anyio.move_on_after(BRAIN_BOOT_S):  # soft: a brain without task recovery never asks
+        while not ready.brain_booted:
+            await ready.next_change(BRAIN_BOOT_S)
+    if not ready.brain_booted:
+        log.info("brain_boot_not_seen", waited_s=BRAIN_BOOT_S)
 
 
 def ready_timeout(n_robots: int) -> float:

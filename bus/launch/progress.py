@@ -75,6 +75,8 @@ class LineView:
         if ev.type == RUNNER and d.get("kind") == "ready":
             self.t0 = ev.t_ns
             return "fleet ready: scenario time 0"
+        if ev.type == RUNNER and d.get("kind") == "instruction":
+            return f"instruction {d['task_id']} (priority {d.get('priority', 0)}): {d['text']}"
         if ev.type == "TaskStatus" and d["status"] in _TASK_SHOWN:
             why = f" ({d['reason']})" if d.get("reason") else ""
             return f"task {d['task_id']}: {d['status']}{why}"
@@ -111,7 +113,17 @@ class LiveView:
 
     def attach(self, observer: Observer, title: str) -> None:
         self.observer, self.title = observer, title
+        observer.watchers.append(self._marker)
+        self.notes = [f"starting {len(observer.robots)} robots, memory and brain ..."]
         self.live.start()
+
+    def _marker(self, ev: Observed) -> None:
+        if ev.type != RUNNER:
+            return
+        if ev.data.get("kind") == "ready":
+            self.note("fleet ready: scenario time 0")
+        elif ev.data.get("kind") == "instruction":
+            self.note(f"sent {ev.data['task_id']}: {ev.data['text']}")
 
     def note(self, text: str) -> None:
         self.notes = [*self.notes[-5:], f"{time.monotonic() - self.started:6.1f}s  {text}"]

@@ -18,6 +18,10 @@ import msgspec
 from bus.launch.observe import RUNNER, TERMINAL_TASK, Observed
 from bus.launch.timeline import origin_ns, render, skill_runs
 
+#: Keys of summary.json that describe the run rather than result from its events.
+META_KEYS = ("scenario", "file", "bus", "prefix", "speed", "planner", "robots", "fleet", "wall_s",
+             "error")
+
 
 @dataclass
 class ExpectResult:
@@ -161,8 +165,8 @@ def rebuild(folder: Path) -> dict[str, Any]:
     events = read_events(folder / "events.jsonl")
     old = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else {}
     results = [ExpectResult(**r) for r in old.get("expectations", [])]
-    meta = {k: old[k] for k in ("scenario", "bus", "speed", "planner") if k in old}
-    return write_report(folder, events, results, meta)
+    meta = {k: v for k, v in old.items() if k in META_KEYS}
+    return write_report(folder, events, results, meta, old.get("fleet"))
 
 
 def t_rel(events: list[Observed], ev: Observed) -> float:

@@ -10,6 +10,7 @@ ended and the expectations still fail.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ log = structlog.get_logger("launch.runner")
 GRACE_S = 10.0        # wall seconds added to timeout_s / speed
 SETTLE_S = 0.5        # after every task ended, how long expectations may still catch up
 RESEND_AFTER_S = 2.0  # an instruction nobody acknowledged is sent again (brain still starting)
+REPORT_FILES = ("store", "logs", "events.jsonl", "summary.json", "timeline.png")
 
 
 @dataclass
@@ -77,6 +79,7 @@ async def run_scenario(path: str | Path, opts: RunOptions | None = None) -> RunR
     sc = load_scenario(path)
     speed = opts.speed or sc.speed
     folder = (opts.report_dir or default_report_dir(sc.name)).resolve()
+    _clean(folder)
     url = opts.bus_url or fleet.default_bus_url()
     observer_box: list[Observer] = []
     results: list[ExpectResult] = []
@@ -92,10 +95,21 @@ async def run_scenario(path: str | Path, opts: RunOptions | None = None) -> RunR
     events.append(marker("end", error=error))
     meta = {"scenario": sc.name, "file": str(path), "bus": url, "prefix": opts.prefix, "speed": speed,
             "planner": opts.planner, "robots": len(sc.robots),
+            "fleet": [r.name for r in sc.robots],
             "wall_s": round(time.monotonic() - started, 3), "error": error}
     summary = write_report(folder, events, results, meta, [r.name for r in sc.robots])
     passed = error is None and bool(summary["passed"] or not sc.expect)
     return RunResult(passed, results, folder, summary, error)
+
+
+def _clean(folder: Path) -> None:
+    """Remove an earlier run's outputs: a reused store would answer with the old world."""
+    for name in REPORT_FILES:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 async def _run(path: Path, sc: Scenario, speed: float, url: str, folder: Path, opts: RunOptions,
@@ -115,7 +129,7 @@ async def _run(path: Path, sc: Scenario, speed: float, url: str, folder: Path, o
                 await tg.start(_record, bus, observer, script.ready)
                 tg.start_soon(_refresh, opts.view, name="view-refresh")
                 opts.view.attach(observer, f"{sc.name} on {url} at speed {speed:g}")
-                await fleet.start_agents(sup, url, cfg)
+                await fleet.start_agents(sup, bus, url, cfg)
                 results = await script.run()
                 tg.cancel_scope.cancel()
             opts.view.close()
@@ -156,6 +170,7 @@ class Script:
 
     async def run(self) -> list[ExpectResult]:
         await fleet.wait_ready(self.bus, self.ready, fleet.ready_timeout(len(self.sc.robots)))
+        fleet.edges_may_die(self.sup)
         self.observer.add(marker("ready"))
         self.t0 = anyio.current_time()
         async with anyio.create_task_group() as tg:
@@ -232,6 +247,7 @@ class Script:
         deadline = self.t0 + self.sc.timeout_s / self.speed + GRACE_S
         settled_at: float | None = None
         while True:
+            seen = self.observer.version
             results = await evaluate(self.bus, self.sc, self.observer)
             now = anyio.current_time()
             if all(r.ok for r in results) and self._settled():
@@ -243,4 +259,7 @@ class Script:
             if now > deadline:
                 return [r if r.ok else ExpectResult(r.expect, False, f"timeout: {r.reason}")
                         for r in results]
-            await self.observer.wait_change(0.5)
+            if self.observer.version == seen:
+                await self.observer.wait_change(0.5)
+            else:  # something changed while memory was asked: look again, at most 20 times/s
+                await anyio.sleep(0.05)

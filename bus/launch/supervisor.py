@@ -136,13 +136,19 @@ class Supervisor:
             if managed.returncode is None:
                 _killpg(managed.pid, signal.SIGTERM)
         with anyio.move_on_after(timeout):
-            for managed in group:
-                if managed.process is not None:
-                    await managed.process.wait()
+            await self._reap(group)
         for managed in group:
             if managed.returncode is None:
                 log.warning("process_kill", name=managed.name, after_s=timeout)
             _killpg(managed.pid, signal.SIGKILL)  # orphans left in the group, too
+        with anyio.move_on_after(timeout):
+            await self._reap(group)
+
+    @staticmethod
+    async def _reap(group: list[Managed]) -> None:
+        for managed in group:
+            if managed.process is not None:
+                await managed.process.wait()
 
     async def stop_all(self, timeout: float = 5.0) -> None:
         """Stop every process, highest tier first (edges, then brain and memory, then the hub)."""

@@ -15,6 +15,7 @@ from bus.launch.observe import RUNNER, TERMINAL_SKILL, TERMINAL_TASK, Observed
 COLOURS = {"done": "#4caf50", "failed": "#e53935", "cancelled": "#fb8c00",
            "rejected": "#8e24aa", "lost": "#9e9e9e", "running": "#90caf9"}
 MAX_LANES = 40
+AXIS_IN, CHAR_IN = 10.3, 0.053  # axis width and a 7 pt character, in inches (figure is 12 in)
 
 
 @dataclass
@@ -126,11 +127,12 @@ def render(events: list[Observed], path: Path, *, title: str = "", robots: list[
     runs, points = skill_runs(events), marks(events)
     lanes, hidden = _lanes(runs, points, robots or [])
     end = max([r.end for r in runs] + [m.t for m in points] + [1.0])
+    points = _merge(points, end / 60)
     fig, ax = plt.subplots(figsize=(12, 1.6 + 0.55 * len(lanes)), dpi=110)
     _draw_bars(ax, runs, lanes, end, multi_task=len({r.task_id for r in runs}) > 1)
     _draw_marks(ax, points, lanes)
     ax.set_yticks(range(len(lanes)), lanes)
-    ax.set_ylim(len(lanes) - 0.4, -1.1)
+    ax.set_ylim(len(lanes) - 0.4, -1.25)
     ax.set_xlim(0, end * 1.08)
     ax.set_xlabel("scenario time (s, from fleet ready)")
     ax.grid(axis="x", alpha=0.3)
@@ -148,6 +150,20 @@ def render(events: list[Observed], path: Path, *, title: str = "", robots: list[
     return path
 
 
+def _merge(points: list[Mark], eps: float) -> list[Mark]:
+    """Join task marks of one kind closer than ``eps``: ``t0, t1 sent`` instead of overprinting."""
+    out: list[Mark] = []
+    for m in points:
+        prev = next((p for p in reversed(out) if p.kind == m.kind), None)
+        if m.kind != "fault" and prev is not None and m.t - prev.t < eps:
+            head, _, verb = prev.label.rpartition(" ")
+            name, _, verb2 = m.label.rpartition(" ")
+            prev.label = f"{head}, {name} {verb}" if verb == verb2 else f"{prev.label}, {m.label}"
+            continue
+        out.append(Mark(m.t, m.kind, m.label, m.robot))
+    return out
+
+
 def _lanes(runs: list[SkillRun], points: list[Mark], robots: list[str]) -> tuple[list[str], int]:
     """Robots with activity first in fleet order; idle ones too when the fleet is small."""
     active = {r.robot for r in runs} | {m.robot for m in points if m.robot}
@@ -162,21 +178,29 @@ def _draw_bars(ax: Any, runs: list[SkillRun], lanes: list[str], end: float,
                multi_task: bool) -> None:
     index = {name: i for i, name in enumerate(lanes)}
     min_w = end / 400
+    char_w = CHAR_IN * end * 1.08 / AXIS_IN  # data units per character at font size 7
+    outside = 0
     for run in runs:
         if run.robot not in index:
             continue
         y, width = index[run.robot], max(run.end - run.start, min_w)
         ax.barh(y, width, left=run.start, height=0.6, color=COLOURS.get(run.outcome, "#bdbdbd"),
                 edgecolor="#37474f", linewidth=0.6, hatch="//" if run.outcome == "lost" else None)
-        text = run.label if run.outcome == "done" else f"{run.label} ({run.outcome})"
-        if multi_task and run.task_id:
-            text = f"{text} [{run.task_id}]"
-        if width > end * 0.06:
-            ax.text(run.start + width / 2, y, text, ha="center", va="center", fontsize=7,
-                    clip_on=True)
-        else:
-            ax.text(run.start + width, y - 0.38, text, ha="left", va="bottom", fontsize=6,
-                    color="#37474f")
+        text = next((t for t in _variants(run, multi_task) if len(t) * char_w < width * 0.95), None)
+        if text is not None:
+            ax.text(run.start + width / 2, y, text, ha="center", va="center", fontsize=7)
+            continue
+        outside += 1  # too narrow: label above or below the bar, alternating
+        above = outside % 2 == 1
+        ax.text(run.start, y - 0.33 if above else y + 0.33, _variants(run, False)[1],
+                ha="left", va="bottom" if above else "top", fontsize=6, color="#37474f")
+
+
+def _variants(run: SkillRun, multi_task: bool) -> list[str]:
+    """Labels from most to least detailed: ``pick apple (failed) [t0]`` ... ``pick``."""
+    state = "" if run.outcome == "done" else f" ({run.outcome})"
+    tag = f" [{run.task_id}]" if multi_task and run.task_id else ""
+    return [f"{run.label}{state}{tag}", f"{run.label}{state}", f"{run.skill}{state}", run.skill]
 
 
 def _draw_marks(ax: Any, points: list[Mark], lanes: list[str]) -> None:
@@ -192,5 +216,5 @@ def _draw_marks(ax: Any, points: list[Mark], lanes: list[str]) -> None:
         if m.kind == "task_end" and m.label.split()[-1] != "done":
             colour = "#c62828"
         ax.axvline(m.t, color=colour, linestyle="--", linewidth=1, alpha=0.8)
-        ax.text(m.t, -0.75 - 0.25 * (k % 2), f" {m.label}", color=colour, fontsize=7,
+        ax.text(m.t, -0.62 - 0.22 * (k % 3), f" {m.label}", color=colour, fontsize=7,
                 va="center", ha="left")

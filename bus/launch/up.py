@@ -12,7 +12,7 @@ import anyio
 import anyio.abc
 import yaml
 
-from bus.api import Bus
+from bus.api import Bus, BusOptions
 from bus.launch import fleet
 from bus.launch.errors import LaunchError
 from bus.launch.observe import decode
@@ -24,7 +24,7 @@ HINT = """\
 fleet up on {url}: {robots}
   logs and store: {folder}
   send an instruction:  {send}
-  watch the tasks:      robobus topic echo 'robobus/tasks/#' --bus {url}
+  watch the tasks:      robobus topic echo '{prefix}/tasks/#' --bus {url}
   Ctrl-C stops everything.
 """
 
@@ -45,15 +45,17 @@ def robots_from_profiles(names: list[str], places: set[str], base: Path) -> list
     return robots
 
 
-def _send_hint(url: str) -> str:
+def _send_hint(url: str, prefix: str) -> str:
+    text = '"bring the apple to the office desk"'
     if url.startswith("mqtt"):
         port = url.rsplit(":", 1)[-1].strip("/")
-        return f'mosquitto_pub -p {port} -t robobus/instructions -m "bring the apple to the office desk"'
-    return f'robobus topic pub robobus/instructions "bring the apple to the office desk" --bus {url}'
+        return f"mosquitto_pub -p {port} -t {prefix}/instructions -m {text}"
+    return f"robobus topic pub {prefix}/instructions {text} --bus {url}"
 
 
 async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, speed: float,
-                 folder: Path | None, announce: Callable[[str], object] = lambda _: None) -> None:
+                 folder: Path | None, announce: Callable[[str], object] = lambda _: None,
+                 prefix: str = "robobus") -> None:
     """Start everything, print how to use it, and wait for SIGINT/SIGTERM."""
     sc = load_scenario(scene_file)
     robots = robots_from_profiles(profiles, set(sc.scene.places), scene_file.parent) \
@@ -64,12 +66,12 @@ async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, 
                             base_dir=scene_file.resolve().parent)
     fleet.agent_commands(url, cfg)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with Supervisor(folder / "logs") as sup:
+        async with Supervisor(folder / "logs", env={"ROBOBUS_PREFIX": prefix}) as sup:
             await fleet.ensure_bus(url, sup)
-            async with Bus.connect(url, name="robobus-up") as bus:
+            async with Bus.connect(url, name="robobus-up", options=BusOptions(prefix=prefix)) as bus:
                 await _start(bus, sup, url, cfg)
                 announce(HINT.format(url=url, robots=", ".join(r.name for r in robots),
-                                     folder=folder, send=_send_hint(url)))
+                                     folder=folder, send=_send_hint(url, prefix), prefix=prefix))
                 async for _ in signals:
                     break
                 await sup.stop([n for n in sup.procs if n.startswith("edge-")])
@@ -79,7 +81,7 @@ async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, 
 async def _watch_robots(bus: Bus, ready: fleet.Readiness, *,
                         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     topics = Topics(bus.options.prefix)
-    async with bus.subscribe(bus.topic("robots", "+", "+")) as sub:
+    async with bus.subscribe(bus.topic("#")) as sub:
         task_status.started()
         async for msg in sub:
             if msg.payload:
@@ -92,6 +94,7 @@ async def _start(bus: Bus, sup: Supervisor, url: str, cfg: fleet.FleetConfig) ->
     ready = fleet.Readiness(names, time.time_ns())
     async with anyio.create_task_group() as tg:
         await tg.start(_watch_robots, bus, ready)
-        await fleet.start_agents(sup, url, cfg)
+        await fleet.start_agents(sup, bus, url, cfg)
         await fleet.wait_ready(bus, ready, fleet.ready_timeout(len(names)))
+        fleet.edges_may_die(sup)
         tg.cancel_scope.cancel()

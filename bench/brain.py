@@ -1,0 +1,248 @@
+"""Brain benchmark: instruction response latency, planning cost at scale, plan quality.
+
+    python bench/brain.py [--latency-n 300] [--out bench/results] [--skip-mqtt]
+
+* **Response latency**: a ``robobus hub`` (or Mosquitto), the memory agent and the brain run as
+  separate processes on the demo scene; this process plays the robots (retained registrations,
+  instant ``done`` feedback, so the world stays the same) and times each instruction from just
+  before its publish to the arrival of the first skill command of its task.
+* **Planning cost**: parse + search + validation with the symbolic planner on generated
+  scenes of 3/30/300 robots and 10/100/1000 objects (in-process).
+* **Plan quality**: plan makespan against a naive "first capable robot" assignment, for every
+  instruction of the shipped scenarios.
+
+Writes ``brain.json``, ``brain_planning_cost.png`` and ``brain_makespan.png``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/bus.py would shadow the `bus` package: import from the project, not this folder.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import secrets  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import anyio  # noqa: E402
+import structlog  # noqa: E402
+import yaml  # noqa: E402
+
+from brain_agent import scenes  # noqa: E402
+from brain_agent.planners import plan_goals  # noqa: E402
+from brain_agent.planners.symbolic import SymbolicPlanner  # noqa: E402
+from bus import Bus, BusOptions, testing  # noqa: E402
+from schemas.messages import (  # noqa: E402
+    Alive, Instruction, RobotRegistration, SkillCommand, SkillFeedback, TaskStatus,
+)
+from schemas.topics import Topics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LATENCY_TEXT = "Bring the fruit nearest the cup and a fruit knife to the office desk"
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+# -- response latency over a real bus ----------------------------------------------------------
+class FakeFleet:
+    """Registers the demo robots and answers every skill command with an instant ``done``."""
+
+    def __init__(self, bus: Bus, topics: Topics) -> None:
+        self.bus, self.topics = bus, topics
+        self.first: dict[str, int] = {}
+        self.done: dict[str, anyio.Event] = {}
+
+    async def register(self) -> None:
+        for spec in scenes.DEMO_ROBOTS:
+            reg: RobotRegistration = scenes.registration(spec)
+            await self.bus.publish(self.topics.registration(reg.robot), reg, retain=True, qos=1)
+            await self.bus.publish(self.topics.alive(reg.robot), Alive(reg.robot, True), retain=True,
+                                   qos=1)
+
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        async with self.bus.subscribe(self.topics.skill(), SkillCommand) as cmds, \
+                self.bus.subscribe(self.topics.task(), TaskStatus) as tasks, \
+                anyio.create_task_group() as tg:
+            task_status.started()
+            tg.start_soon(self._tasks, tasks)
+            async for msg in cmds:
+                now = time.perf_counter_ns()
+                cmd: SkillCommand = msg.data
+                self.first.setdefault(cmd.task_id or "", now)
+                robot = self.topics.robot_of(msg.topic) or ""
+                fb = SkillFeedback(cmd.command_id, robot, cmd.skill, "done", task_id=cmd.task_id,
+                                   step_id=cmd.step_id)
+                await self.bus.publish(self.topics.feedback(robot), fb, qos=1)
+
+    async def _tasks(self, sub: Any) -> None:
+        async for msg in sub:
+            st: TaskStatus = msg.data
+            if st.status in ("done", "failed") and st.task_id in self.done:
+                self.done[st.task_id].set()
+
+
+async def _latency_run(url: str, n: int, warmup: int) -> dict[str, Any]:
+    prefix = f"b{secrets.token_hex(3)}"
+    topics = Topics(prefix)
+    samples: list[float] = []
+    failed = 0
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        scene_file = Path(tmp) / "scene.yaml"
+        scene_file.write_text(yaml.safe_dump({"scene": scenes.DEMO_SCENE}))
+        env = {"ROBOBUS_LOG": "warning"}
+        async with Bus.connect(url, name="bench", options=BusOptions(prefix=prefix)) as bus, \
+                anyio.create_task_group() as tg:
+            fleet = FakeFleet(bus, topics)
+            await fleet.register()
+            stack.enter_context(testing.spawn(testing.robobus_cmd(
+                "memory", "--store", f"{tmp}/store", "--scene", str(scene_file), "--bus", url,
+                "--prefix", prefix), name="memory", env=env))
+            stack.enter_context(testing.spawn(testing.robobus_cmd(
+                "brain", "--bus", url, "--prefix", prefix, "--no-recover"), name="brain", env=env))
+            await tg.start(fleet.serve)
+            for i in range(n + warmup):
+                tid = f"L{i}"
+                fleet.done[tid] = anyio.Event()
+                inst = Instruction(LATENCY_TEXT, task_id=tid)
+                with anyio.move_on_after(30 if i == 0 else 5):
+                    while True:  # the first ones wait for the brain and memory to come up
+                        t0 = time.perf_counter_ns()
+                        await bus.publish(topics.instructions, inst)
+                        with anyio.move_on_after(1.0 if i == 0 else 5):
+                            await fleet.done[tid].wait()
+                        if fleet.done[tid].is_set():
+                            break
+                if tid not in fleet.first:
+                    failed += 1
+                    continue
+                if i >= warmup:
+                    samples.append((fleet.first[tid] - t0) / 1e6)
+            tg.cancel_scope.cancel()
+    return {"n": len(samples), "lost": failed, "p50_ms": pct(samples, 0.5),
+            "p90_ms": pct(samples, 0.9), "p99_ms": pct(samples, 0.99),
+            "mean_ms": statistics.fmean(samples), "max_ms": max(samples)}
+
+
+def latency(n: int, skip_mqtt: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with testing.hub() as url:
+        out["zmq"] = anyio.run(_latency_run, url, n, 20)
+    if not skip_mqtt:
+        with testing.mosquitto() as url:
+            out["mqtt"] = anyio.run(_latency_run, url, n, 20)
+    return out
+
+
+# -- planning cost ------------------------------------------------------------------------------
+def planning_cost(repeats: int) -> list[dict[str, Any]]:
+    rows = []
+    for n_robots in (3, 30, 300):
+        for n_objects in (10, 100, 1000):
+            scene, robots = scenes.generate(n_robots, n_objects, seed=7)
+            ctx = scenes.build(scene, robots)
+            planner = SymbolicPlanner()
+            text = "bring the fruit nearest the bolt1 and a tool to station2"
+            planner.plan_sync(text, ctx)  # builds the vocabulary once, as the brain does
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                planner.plan_sync(text, ctx)
+                times.append((time.perf_counter() - t0) * 1e3)
+            rows.append({"robots": n_robots, "objects": n_objects, "p50_ms": pct(times, 0.5),
+                         "p99_ms": pct(times, 0.99), "n": repeats})
+            print(f"  plan {n_robots:4d} robots {n_objects:5d} objects: "
+                  f"p50 {rows[-1]['p50_ms']:.2f} ms  p99 {rows[-1]['p99_ms']:.2f} ms")
+    return rows
+
+
+# -- plan quality -------------------------------------------------------------------------------
+def plan_quality() -> list[dict[str, Any]]:
+    rows = []
+    planner = SymbolicPlanner()
+    for path in sorted(glob.glob(str(ROOT / "scenarios" / "*.yaml"))):
+        scene, robots, instructions = scenes.from_scenario(path)
+        for inst in instructions:
+            ctx = scenes.build(scene, robots)
+            goals = planner.parse_sync(inst["text"], ctx)
+            best = plan_goals(goals, ctx)
+            naive = plan_goals(goals, ctx, naive=True)
+            rows.append({"scenario": Path(path).stem, "text": inst["text"], "steps": len(best.steps),
+                         "robots": len({s.robot for s in best.steps}),
+                         "makespan_s": best.makespan_s, "naive_makespan_s": naive.makespan_s,
+                         "speedup": round(naive.makespan_s / best.makespan_s, 3)
+                         if best.makespan_s else 1.0})
+    return rows
+
+
+def plots(out: Path, cost: list[dict[str, Any]], quality: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for n_objects in (10, 100, 1000):
+        rows = [r for r in cost if r["objects"] == n_objects]
+        ax.plot([r["robots"] for r in rows], [r["p50_ms"] for r in rows], "o-",
+                label=f"{n_objects} objects (p50)")
+    ax.axhline(20, color="red", ls="--", lw=1, label="target 20 ms")
+    ax.set(xscale="log", yscale="log", xlabel="robots", ylabel="plan time (ms)",
+           title="Symbolic planning cost (parse + search + validate)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "brain_planning_cost.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [f"{r['scenario']}\n{r['text'][:28]}" for r in quality]
+    xs = range(len(quality))
+    ax.bar([x - 0.2 for x in xs], [r["naive_makespan_s"] for r in quality], 0.4, label="first capable robot")
+    ax.bar([x + 0.2 for x in xs], [r["makespan_s"] for r in quality], 0.4, label="robobus planner")
+    ax.set_xticks(list(xs), labels, rotation=60, ha="right", fontsize=6)
+    ax.set(ylabel="makespan (s)", title="Plan quality on the shipped scenarios")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "brain_makespan.png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--latency-n", type=int, default=300)
+    ap.add_argument("--plan-repeats", type=int, default=30)
+    ap.add_argument("--skip-mqtt", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = ap.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    args.out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {}
+    if not args.skip_latency:
+        result["latency"] = latency(args.latency_n, args.skip_mqtt)
+        for bus_name, row in result["latency"].items():
+            print(f"  latency {bus_name}: p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms "
+                  f"(n={row['n']})")
+    result["planning_cost"] = planning_cost(args.plan_repeats)
+    result["plan_quality"] = plan_quality()
+    for r in result["plan_quality"]:
+        print(f"  {r['scenario']:26s} makespan {r['makespan_s']:7.2f} s vs naive "
+              f"{r['naive_makespan_s']:7.2f} s  ({r['speedup']:.2f}x)  {r['text'][:50]}")
+    (args.out / "brain.json").write_text(json.dumps(result, indent=2))
+    plots(args.out, result["planning_cost"], result["plan_quality"])
+    print(f"wrote {args.out / 'brain.json'}")
+
+
+if __name__ == "__main__":
+    main()

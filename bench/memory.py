@@ -1,0 +1,507 @@
+"""Memory-store benchmark: ingest, local reads, bus queries, Redis side by side, scale run.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.memory                     # short run (10 s per bus ingest)
+    .venv/bin/python -m bench.memory --duration 60       # the full sustained-ingest run
+    .venv/bin/python -m bench.memory --scale --scale-events 100000000 --scale-dir /big/disk
+
+Prints a table, writes ``bench/results/memory.json`` and PNG plots next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+import memory_store
+from bus import Bus, RequestTimeout, testing
+from schemas.memory import MemoryQuery
+from schemas.messages import Alive, RobotRegistration, RobotState
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PAYLOAD = b"x" * 256
+T0 = 1_700_000_000 * 10**9
+PUBLISHER = r"""
+import sys, time, anyio
+from bus import Bus
+url, topic = sys.argv[1], sys.argv[2]
+duration, qos, conc = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+payload = b"x" * 256
+async def main():
+    sent = 0
+    async with Bus.connect(url, name="benchpub") as bus:
+        deadline = time.monotonic() + duration
+        async def worker():
+            nonlocal sent
+            while time.monotonic() < deadline:
+                for _ in range(100):
+                    await bus.publish(topic, payload, qos=qos)
+                sent += 100
+                await anyio.sleep(0)
+        async with anyio.create_task_group() as tg:
+            for _ in range(conc):
+                tg.start_soon(worker)
+    print(sent, flush=True)
+anyio.run(main)
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- direct API ------------------------------------------------------------------------------
+def direct_ingest(root: Path, n: int, batch: int) -> dict[str, Any]:
+    """``append_many`` in batches: events/s through the storage API (synced commits)."""
+    topics = [f"bench/robots/r{i}/state" for i in range(16)]
+    path = root / f"direct-{batch}"
+    with memory_store.open(path, map_size=1 << 36) as store:
+        t = time.perf_counter()
+        for start in range(0, n, batch):
+            ts = T0 + start * 1000
+            store.append_many([(topics[i & 15], PAYLOAD, ts + i * 1000) for i in range(batch)])
+        took = time.perf_counter() - t
+    return {"events": n, "batch": batch, "seconds": took, "events_per_s": n / took,
+            "path": str(path)}
+
+
+def local_reads(path: Path, samples: int = 200_000) -> dict[str, Any]:
+    """Point get p50/p99 through a snapshot, and time-range scan rates, from a read-only open."""
+    with memory_store.open(path, readonly=True) as store:
+        keys = [(ts, seq) for ts, seq in _sample_keys(store, samples)]
+        random.shuffle(keys)
+        lat_event, lat_raw = [], []
+        with store.snapshot() as snap:
+            clock = time.perf_counter_ns
+            for ts, seq in keys:
+                a = clock()
+                snap.get(ts, seq)
+                lat_event.append(clock() - a)
+            for ts, seq in keys:
+                a = clock()
+                snap.get_raw(ts, seq)
+                lat_raw.append(clock() - a)
+        t = time.perf_counter()
+        raw = sum(1 for _ in store.log.scan_raw())
+        raw_rate = raw / (time.perf_counter() - t)
+        t = time.perf_counter()
+        dec = sum(1 for _ in store.scan())
+        dec_rate = dec / (time.perf_counter() - t)
+        t = time.perf_counter()
+        one_topic = sum(1 for _ in store.scan(pattern="bench/robots/r3/state"))
+        topic_rate = one_topic / (time.perf_counter() - t)
+    return {
+        "get_p50_us": pct(lat_event, 0.5) / 1e3, "get_p99_us": pct(lat_event, 0.99) / 1e3,
+        "get_raw_p50_us": pct(lat_raw, 0.5) / 1e3, "get_raw_p99_us": pct(lat_raw, 0.99) / 1e3,
+        "scan_raw_per_s": raw_rate, "scan_events_per_s": dec_rate,
+        "scan_one_topic_per_s": topic_rate, "events": raw,
+    }
+
+
+def _sample_keys(store: memory_store.MemoryStore, samples: int) -> Iterator[tuple[int, int]]:
+    stride = max(1, store.stats()["events"] // samples)
+    for i, (key, _) in enumerate(store.log.scan_raw()):
+        if i % stride == 0:
+            value = int.from_bytes(key, "big")
+            yield value >> 64, value & 0xFFFF_FFFF_FFFF_FFFF
+
+
+# -- through the agent ----------------------------------------------------------------------
+@contextlib.contextmanager
+def broker(kind: str) -> Iterator[str]:
+    if kind == "zmq":
+        with testing.hub() as url:
+            yield url
+    else:
+        with testing.mosquitto() as url:
+            yield url
+
+
+async def _wait_ready(bus: Bus, timeout: float = 30.0) -> None:
+    with anyio.fail_after(timeout):
+        while True:
+            with contextlib.suppress(RequestTimeout):
+                await bus.request("robobus/memory/query", MemoryQuery(kind="robots"), timeout=0.5)
+                return
+
+
+def _stored(store_dir: Path, topic: str) -> int:
+    with memory_store.open(store_dir, readonly=True) as ro:
+        return int(ro.stats()["topics"].get(topic, 0))
+
+
+def agent_ingest(kind: str, root: Path, duration: float) -> dict[str, Any]:
+    """Sustained publish through the hub/broker into ``robobus memory``; sent vs stored."""
+    store = root / f"agent-{kind}"
+    with broker(kind) as url:
+        agent_url = url
+        if kind == "mqtt":
+            agent_url = f"{url}?session=persistent&client_id=bench-memory"
+        agent = testing.robobus_cmd("memory", "--bus", agent_url, "--store", str(store))
+        with testing.spawn(agent, name="memory"):
+            anyio.run(_ready_then, url)
+            topic = "robobus/bench/ingest"
+            t0 = time.monotonic()
+            sent = _publish(kind, url, topic, duration)
+            pub_s = time.monotonic() - t0
+            stored, drained_at = _drain(store, topic, sent)
+        result = {"transport": kind, "duration_s": duration, "sent": sent, "stored": stored,
+                  "lost": sent - stored, "publish_per_s": sent / pub_s,
+                  "ingest_per_s": stored / (drained_at - t0),
+                  "drain_s": max(0.0, drained_at - t0 - pub_s)}
+        if kind == "mqtt":
+            result["backlog"] = _mqtt_backlog(url, agent, store, topic, sent, duration)
+    return result
+
+
+def _mqtt_backlog(url: str, agent: list[str], store: Path, topic: str, before: int,
+                  duration: float) -> dict[str, Any]:
+    """The agent's own MQTT capacity: publish while it is down (its persistent session
+    queues at the broker), then restart it and time the drain. Also proves zero loss across
+    an agent restart."""
+    sent = _publish("mqtt", url, topic, duration)
+    t0 = time.monotonic()
+    with testing.spawn(agent, name="memory-again"):
+        stored, drained_at = _drain(store, topic, before + sent)
+    got = stored - before
+    return {"sent_while_down": sent, "stored": got, "lost": sent - got,
+            "drain_per_s": got / (drained_at - t0), "includes_agent_start": True}
+
+
+def _publish(kind: str, url: str, topic: str, duration: float, procs: int = 2) -> int:
+    """Publish 256-byte payloads for ``duration`` s; returns the count the publishers sent.
+
+    ZeroMQ: one robobus publisher process at QoS 0. MQTT: ``procs`` robobus publisher
+    processes with 16 concurrent QoS 1 publishes each (one paho client is near the target
+    rate by itself).
+    """
+    qos, conc, procs = (0, 1, 1) if kind == "zmq" else (1, 16, procs)
+    argv = [sys.executable, "-c", PUBLISHER, url, topic, str(duration), str(qos), str(conc)]
+    pubs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    sent = 0
+    for proc in pubs:
+        out, _ = proc.communicate(timeout=duration + 120)
+        sent += int(out.split()[-1])
+    return sent
+
+
+async def _ready_then(url: str) -> None:
+    async with Bus.connect(url, name="bench-probe") as bus:
+        await _wait_ready(bus)
+
+
+def _drain(store: Path, topic: str, sent: int, idle_s: float = 5.0) -> tuple[int, float]:
+    """Poll the log until every sent event is stored or nothing arrives for ``idle_s``."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        count = _stored(store, topic)
+        now = time.monotonic()
+        if count != last:
+            last, last_change = count, now
+        if count >= sent or now - last_change > idle_s:
+            return count, last_change
+        time.sleep(0.05)
+
+
+ECHO = r"""
+import anyio, sys
+from bus import Bus
+async def main():
+    async with Bus.connect(sys.argv[1], name="echo") as bus, bus.subscribe("robobus/echo") as sub:
+        async for msg in sub:
+            await bus.reply(msg, b"ok")
+anyio.run(main)
+"""
+
+
+def bus_queries(samples: int) -> dict[str, Any]:
+    """p50/p99 of "where is X" and "latest state of robot R" over ZeroMQ through the hub."""
+    with tempfile.TemporaryDirectory() as tmp, testing.hub() as url:
+        scene = Path(tmp) / "scene.yaml"
+        scene.write_text("places: {table: {position: [1, 2]}}\n"
+                         "objects: {apple: {kind: fruit, at: table}}\n")
+        argv = testing.robobus_cmd("memory", "--bus", url, "--store", f"{tmp}/s",
+                                   "--scene", str(scene))
+        with testing.spawn(argv, name="memory"), \
+                testing.spawn([sys.executable, "-c", ECHO, url], name="echo"):
+            return anyio.run(_query_latencies, url, samples)
+
+
+async def _query_latencies(url: str, samples: int) -> dict[str, Any]:
+    async with Bus.connect(url, name="bench-query") as bus:
+        await _wait_ready(bus)
+        reg = RobotRegistration(robot="g1", type="g1", profile={"start": "table"})
+        await bus.publish("robobus/robots/g1/registration", reg, retain=True, qos=1)
+        await bus.publish("robobus/robots/g1/alive", Alive(robot="g1", online=True), qos=1)
+        await bus.publish("robobus/robots/g1/state", RobotState(robot="g1", battery=0.5), qos=1)
+        with anyio.fail_after(30):  # the echo process is up once it answers
+            while True:
+                with contextlib.suppress(RequestTimeout):
+                    await bus.request("robobus/echo", b"", timeout=0.5)
+                    break
+        out: dict[str, Any] = {}
+        for name, topic, q in (
+                ("where", "robobus/memory/query", MemoryQuery(kind="where", name="apple")),
+                ("robot", "robobus/memory/query", MemoryQuery(kind="robot", name="g1")),
+                ("echo (bus floor)", "robobus/echo", b"")):
+            lat = []
+            for _ in range(samples):
+                a = time.perf_counter_ns()
+                reply = await bus.request(topic, q, timeout=5)
+                lat.append((time.perf_counter_ns() - a) / 1e3)
+            assert topic == "robobus/echo" or msgspec.msgpack.decode(reply.payload)["ok"]
+            out[name] = {"p50_us": pct(lat, 0.5), "p99_us": pct(lat, 0.99), "samples": lat}
+        return out
+
+
+# -- Redis side by side ----------------------------------------------------------------------
+@contextlib.contextmanager
+def redis_server() -> Iterator[Any]:
+    import redis
+
+    port = testing.free_port()
+    with tempfile.TemporaryDirectory() as tmp, testing.spawn(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tmp], name="redis"):
+        testing.wait_port(port)
+        client = redis.Redis(host="127.0.0.1", port=port)
+        yield client
+        client.close()
+
+
+def redis_side_by_side(n: int, samples: int) -> dict[str, Any]:
+    """The same ingest (pipelined SET of 16-byte keys, 256-byte values) and point GETs."""
+    with redis_server() as r:
+        t = time.perf_counter()
+        for start in range(0, n, 10_000):
+            pipe = r.pipeline(transaction=False)
+            for i in range(start, min(n, start + 10_000)):
+                pipe.set(((T0 + i) << 64 | i).to_bytes(16, "big"), PAYLOAD)
+            pipe.execute()
+        ingest = n / (time.perf_counter() - t)
+        keys = [((T0 + i) << 64 | i).to_bytes(16, "big") for i in random.sample(range(n), samples)]
+        lat = []
+        for key in keys:
+            a = time.perf_counter_ns()
+            r.get(key)
+            lat.append((time.perf_counter_ns() - a) / 1e3)
+        r.hset("robot:g1", mapping={"state": PAYLOAD})
+        hlat = []
+        for _ in range(samples):
+            a = time.perf_counter_ns()
+            r.hget("robot:g1", "state")
+            hlat.append((time.perf_counter_ns() - a) / 1e3)
+        mem = r.info("memory")["used_memory"]
+    return {"events": n, "ingest_per_s": ingest, "get_p50_us": pct(lat, 0.5),
+            "get_p99_us": pct(lat, 0.99), "hget_p50_us": pct(hlat, 0.5),
+            "hget_p99_us": pct(hlat, 0.99), "used_memory_bytes": mem,
+            "persistence": "none (RoboOS default: volatile, flushed on master start)"}
+
+
+# -- scale run -------------------------------------------------------------------------------
+def _evict(path: Path) -> None:
+    """Drop the store's pages from the page cache (only these files; no root needed)."""
+    for seg in path.rglob("*.mdb"):
+        fd = os.open(seg, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def scale_run(root: Path, n: int, samples: int = 2000) -> dict[str, Any]:
+    """Build an ``n``-event log (256-byte payloads, ten time segments), then read it cold."""
+    spacing = 1000  # ns between events
+    segment_ns = max(10**9, n * spacing // 10)
+    path = root / "scale"
+    batch = 10_000
+    t = time.perf_counter()
+    with memory_store.open(path, map_size=1 << 40, segment_ns=segment_ns) as store:
+        for start in range(0, n, batch):
+            count = min(batch, n - start)
+            store.append_many([(f"scale/r{(start + i) & 63}", PAYLOAD,
+                                T0 + (start + i) * spacing) for i in range(count)])
+    build_s = time.perf_counter() - t
+    size = sum(p.stat().st_size for p in path.rglob("*.mdb"))
+    _evict(path)
+    with memory_store.open(path, readonly=True, readahead=False) as store:
+        picks = [random.randrange(n) for _ in range(samples)]
+        get_lat = []
+        with store.snapshot() as snap:
+            for i in picks:
+                a = time.perf_counter_ns()
+                ev = snap.get(T0 + i * spacing, i + 1)
+                get_lat.append((time.perf_counter_ns() - a) / 1e3)
+                assert ev is not None
+        _evict(path)
+        seek_lat = []
+        for i in random.sample(range(n), min(samples, n)):
+            a = time.perf_counter_ns()
+            next(store.log.scan_raw(T0 + i * spacing, T0 + i * spacing + 10**6))
+            seek_lat.append((time.perf_counter_ns() - a) / 1e3)
+    return {"events": n, "build_s": build_s, "build_per_s": n / build_s, "bytes": size,
+            "segments": len(list((path / "log").glob("seg-*.mdb"))),
+            "ram_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "cold_get_p50_us": pct(get_lat, 0.5), "cold_get_p99_us": pct(get_lat, 0.99),
+            "cold_seek_p50_us": pct(seek_lat, 0.5), "cold_seek_p99_us": pct(seek_lat, 0.99),
+            "path": str(path)}
+
+
+# -- report ----------------------------------------------------------------------------------
+def table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str]] = []
+    add = rows.append
+    for d in results.get("direct", []):
+        add((f"direct API ingest, {d['batch']}/txn", f"{d['events_per_s']:,.0f} ev/s",
+             ">= 500k/s" if d["batch"] >= 10_000 else ""))
+    if "reads" in results:
+        r = results["reads"]
+        add(("local point get (Event) p50/p99", f"{r['get_p50_us']:.2f} / {r['get_p99_us']:.2f} µs",
+             "p50 <= 2 µs"))
+        add(("local point get (raw view) p50/p99",
+             f"{r['get_raw_p50_us']:.2f} / {r['get_raw_p99_us']:.2f} µs", ""))
+        add(("time-range scan, raw", f"{r['scan_raw_per_s']:,.0f} ev/s", ">= 2M/s"))
+        add(("time-range scan, decoded Events", f"{r['scan_events_per_s']:,.0f} ev/s", ""))
+        add(("one-topic scan (index)", f"{r['scan_one_topic_per_s']:,.0f} ev/s", ""))
+    for a in results.get("agent", []):
+        target = ">= 80k/s" if a["transport"] == "zmq" else ">= 15k/s"
+        add((f"agent ingest over {a['transport']} ({a['duration_s']:.0f} s)",
+             f"{a['ingest_per_s']:,.0f} ev/s, sent {a['sent']:,}, lost {a['lost']}", target))
+        if "backlog" in a:
+            b = a["backlog"]
+            add(("agent drain of MQTT backlog (restart)",
+                 f"{b['drain_per_s']:,.0f} ev/s, {b['stored']:,} of {b['sent_while_down']:,}",
+                 target))
+    if "queries" in results:
+        for name, q in results["queries"].items():
+            add((f"bus query '{name}' (zmq) p50/p99",
+                 f"{q['p50_us']:.0f} / {q['p99_us']:.0f} µs",
+                 "" if name.startswith("echo") else "p99 <= 1 ms"))
+    if "redis" in results:
+        r = results["redis"]
+        add(("Redis ingest (pipelined SET)", f"{r['ingest_per_s']:,.0f} ev/s", ""))
+        add(("Redis GET p50/p99 (loopback)", f"{r['get_p50_us']:.0f} / {r['get_p99_us']:.0f} µs",
+             ""))
+        add(("Redis memory", f"{r['used_memory_bytes'] / 1e6:,.1f} MB for {r['events']:,} ev",
+             ""))
+    if "scale" in results:
+        s = results["scale"]
+        add((f"scale: {s['events']:,} events build", f"{s['build_s']:.1f} s, "
+             f"{s['bytes'] / 1e9:.2f} GB, {s['segments']} segments", ""))
+        add(("scale: cold random get p50/p99",
+             f"{s['cold_get_p50_us']:.0f} / {s['cold_get_p99_us']:.0f} µs", ""))
+        add(("scale: cold time-range seek p50/p99",
+             f"{s['cold_seek_p50_us']:.0f} / {s['cold_seek_p99_us']:.0f} µs", ""))
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b:<{vwidth}}  {c}" for a, b, c in rows)
+
+
+def plots(results: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    bars = [(f"direct {d['batch']}/txn", d["events_per_s"]) for d in results.get("direct", [])]
+    bars += [(f"agent {a['transport']}", a["ingest_per_s"]) for a in results.get("agent", [])]
+    if "redis" in results:
+        bars.append(("redis SET", results["redis"]["ingest_per_s"]))
+    if bars:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.barh([b[0] for b in bars], [b[1] / 1e3 for b in bars])
+        ax.set_xlabel("thousand events / s")
+        ax.set_title("memory store ingest")
+        fig.tight_layout()
+        fig.savefig(out / "memory_ingest.png", dpi=100)
+        plt.close(fig)
+        written.append("memory_ingest.png")
+    if "queries" in results:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for name, q in results["queries"].items():
+            lat = sorted(q["samples"])
+            ax.plot(lat, [i / len(lat) for i in range(len(lat))], label=name)
+        ax.axvline(1000, color="grey", linestyle="--", label="1 ms target")
+        ax.set_xscale("log")
+        ax.set_xlabel("request/reply latency over ZeroMQ (µs)")
+        ax.set_ylabel("CDF")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "memory_queries.png", dpi=100)
+        plt.close(fig)
+        written.append("memory_queries.png")
+    return written
+
+
+def section(name: str, fn: Callable[[], Any], results: dict[str, Any]) -> None:
+    t = time.monotonic()
+    print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+    results[name] = fn()
+    print(f"[bench] {name} done in {time.monotonic() - t:.1f} s", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="bus ingest seconds per run")
+    ap.add_argument("--events", type=int, default=1_000_000, help="direct-ingest event count")
+    ap.add_argument("--queries", type=int, default=2000, help="samples per bus query kind")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["direct", "reads", "zmq", "mqtt", "queries", "redis"])
+    ap.add_argument("--scale", action="store_true", help="also build and read a large log")
+    ap.add_argument("--scale-events", type=int, default=5_000_000)
+    ap.add_argument("--scale-dir", type=Path, default=None, help="where to build it (big disk)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="robobus-bench-"))
+    results: dict[str, Any] = {"host": {"cpus": os.cpu_count(), "load": os.getloadavg()}}
+    try:
+        if "direct" not in args.skip:
+            section("direct", lambda: [direct_ingest(root, args.events, 10_000),
+                                       direct_ingest(root, min(args.events, 200_000), 100)],
+                    results)
+            if "reads" not in args.skip:
+                section("reads", lambda: local_reads(Path(results["direct"][0]["path"])),
+                        results)
+        agents = [k for k in ("zmq", "mqtt") if k not in args.skip]
+        if agents:
+            section("agent", lambda: [agent_ingest(k, root, args.duration) for k in agents],
+                    results)
+        if "queries" not in args.skip:
+            section("queries", lambda: bus_queries(args.queries), results)
+        if "redis" not in args.skip:
+            section("redis", lambda: redis_side_by_side(args.events, 20_000), results)
+        if args.scale:
+            scale_root = args.scale_dir or root
+            scale_root.mkdir(parents=True, exist_ok=True)
+            section("scale", lambda: scale_run(scale_root, args.scale_events), results)
+            shutil.rmtree(scale_root / "scale", ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    results["plots"] = plots(results, args.out.parent)
+    for q in results.get("queries", {}).values():
+        q.pop("samples", None)
+    args.out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

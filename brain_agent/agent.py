@@ -1,0 +1,139 @@
+"""``robobus brain``: instruction intake, fleet and world caches, scheduler, crash recovery."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+
+from brain_agent.config import BrainConfig
+from brain_agent.fleet import FleetView, MemoryUnavailable, query_memory
+from brain_agent.planners import load_planner
+from brain_agent.scheduler import Scheduler, goals_of
+from brain_agent.tasks import StatusPublisher, Task
+from bus import Bus, Overflow
+from memory_store.world import WorldEvent
+from schemas.memory import MemoryQuery, TaskRecord
+from schemas.messages import Alive, Instruction, RobotRegistration, RobotState, SkillFeedback
+from schemas.topics import Topics
+
+log = structlog.get_logger("brain")
+_IN_FLIGHT = ("dispatched", "progress")
+
+
+def new_task_id() -> str:
+    """A short unique task id."""
+    return secrets.token_hex(4)
+
+
+class Brain:
+    """The brain agent's wiring: subscriptions feed the fleet view and the scheduler."""
+
+    def __init__(self, bus: Bus, config: BrainConfig, tg: anyio.abc.TaskGroup) -> None:
+        self.bus, self.config, self.tg = bus, config, tg
+        self.topics = Topics(bus.options.prefix)
+        self.planner = load_planner(config.planner, **config.planner_options)
+        self.fleet = FleetView(bus, self.topics, query_timeout=config.query_timeout_s)
+        self.status = StatusPublisher(bus, self.topics)
+        self.scheduler = Scheduler(bus, self.topics, self.fleet, self.planner, config,
+                                   self.status, tg)
+        self.started_ns = time.time_ns()
+        self._refreshing = False
+
+    async def subscribe_all(self, stack: AsyncExitStack) -> None:
+        """Open every subscription and start one consumer task per subscription."""
+        t = self.topics
+        subs: list[tuple[str, Any, Any, dict[str, Any]]] = [
+            (t.registration(), RobotRegistration, self._on_registration, {}),
+            (t.alive(), Alive, self.fleet.on_alive, {}),
+            (t.state(), RobotState, self._on_state, {"overflow": Overflow.LATEST}),
+            (t.feedback(), SkillFeedback, self.scheduler.on_feedback, {}),
+            (t.world_events, WorldEvent, self._on_world_event, {}),
+            (t.instructions, Instruction, self._on_instruction, {}),
+        ]
+        for pattern, type_, handler, opts in subs:
+            sub = await stack.enter_async_context(self.bus.subscribe(pattern, type_, **opts))
+            self.tg.start_soon(self._consume, sub, handler, name=f"brain-sub-{pattern}")
+
+    @staticmethod
+    async def _consume(sub: Any, handler: Any) -> None:
+        async for msg in sub:
+            result = handler(msg.data)
+            if result is not None:
+                await result
+
+    # -- handlers --------------------------------------------------------------------------
+    def _on_instruction(self, inst: Instruction) -> None:
+        task_id = inst.task_id or new_task_id()
+        if task_id in self.scheduler.tasks:
+            log.info("duplicate_instruction", task=task_id)
+            return
+        task = Task(task_id, inst.text, inst.priority)
+        self.scheduler.add(task)
+        self.tg.start_soon(self.scheduler.start_task, task, name=f"task-{task_id}")
+
+    def _on_registration(self, reg: RobotRegistration) -> None:
+        self.fleet.on_registration(reg)
+        self.tg.start_soon(self.scheduler.pump)
+
+    def _on_state(self, state: RobotState) -> None:
+        self.fleet.on_state(state)
+        if not state.busy and state.ts_ns > self.started_ns:
+            self.scheduler.robot_idle(state.robot)
+
+    def _on_world_event(self, event: WorldEvent) -> None:
+        if not self.fleet.on_event(event) and not self._refreshing:
+            self._refreshing = True
+            self.tg.start_soon(self._refresh, name="brain-world-refresh")
+
+    async def _refresh(self) -> None:
+        try:
+            await self.fleet.refresh()
+        finally:
+            self._refreshing = False
+
+    # -- start-up and recovery -------------------------------------------------------------
+    async def boot(self) -> None:
+        """Load the world from memory, then resume active tasks from task memory."""
+        await self.fleet.load_world_until_ready()
+        if self.config.recover:
+            await self.recover()
+
+    async def recover(self) -> None:
+        try:
+            result = await query_memory(self.bus, self.topics,
+                                        MemoryQuery(kind="tasks", status="active"),
+                                        self.config.query_timeout_s)
+        except MemoryUnavailable as exc:
+            log.warning("task_recovery_failed", reason=str(exc))
+            return
+        records = msgspec.convert(result or [], list[TaskRecord])
+        for rec in records:
+            if rec.task_id in self.scheduler.tasks:
+                continue
+            log.info("task_resumed", task=rec.task_id, status=rec.status)
+            task = Task(rec.task_id, rec.text, rec.priority, goals=goals_of(rec.plan),
+                        replans=rec.replans)
+            orphans = {s.id: s.robot for s in (rec.plan.steps if rec.plan else [])
+                       if rec.steps.get(s.id) in _IN_FLIGHT and self.fleet.online.get(s.robot, True)}
+            self.tg.start_soon(self.scheduler.resume, task, orphans, name=f"resume-{rec.task_id}")
+
+
+async def run(bus: Bus, config: BrainConfig | None = None, *,
+              task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run the brain on ``bus`` until cancelled; ``started()`` once subscriptions are live."""
+    config = config or BrainConfig()
+    structlog.contextvars.bind_contextvars(agent=config.name)
+    async with anyio.create_task_group() as tg, AsyncExitStack() as stack:
+        brain = Brain(bus, config, tg)
+        tg.start_soon(brain.status.run, name="brain-status")
+        await brain.subscribe_all(stack)
+        tg.start_soon(brain.boot, name="brain-boot")
+        log.info("brain_started", planner=config.planner, prefix=brain.topics.prefix)
+        task_status.started()
+        await anyio.sleep_forever()

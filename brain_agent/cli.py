@@ -1,0 +1,67 @@
+"""``robobus brain``: run the brain agent (planner, scheduler, replanning, preemption)."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import anyio
+import typer
+
+from brain_agent.agent import run
+from brain_agent.config import BrainConfig
+from brain_agent.planners import PLANNERS
+from bus import Bus, BusError, BusOptions
+from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt
+
+
+def brain(
+    bus_url: BusOpt = DEFAULT_BUS,
+    planner: Annotated[str, typer.Option("--planner", help=f"Planner backend: {', '.join(PLANNERS)}")]
+    = "symbolic",
+    model: Annotated[str | None, typer.Option("--model", help="Model path or name (llm/openai)")]
+    = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="OpenAI-compatible base URL")]
+    = None,
+    max_failures: Annotated[int, typer.Option("--max-failures", min=0,
+                                              help="Replans after failures before a task fails")]
+    = 3,
+    timeout_scale: Annotated[float, typer.Option("--timeout-scale", min=0.0,
+                                                 help="Multiply skill timeouts (match --time-scale)")]
+    = 1.0,
+    no_recover: Annotated[bool, typer.Option("--no-recover", help="Do not resume active tasks")]
+    = False,
+    prefix: PrefixOpt = "robobus",
+) -> None:
+    """Run the brain: instructions in, validated multi-robot plans out, closed loop."""
+    options = {k: v for k, v in (("model", model), ("endpoint", endpoint)) if v is not None}
+    config = BrainConfig(planner=planner, planner_options=options, max_failures=max_failures,
+                         timeout_scale=timeout_scale, recover=not no_recover)
+    if planner not in PLANNERS:
+        typer.echo(f"robobus brain: unknown planner {planner!r}; known: {', '.join(PLANNERS)}",
+                   err=True)
+        raise typer.Exit(2)
+    try:
+        anyio.run(_main, bus_url, config, prefix)
+    except BusError as exc:
+        typer.echo(f"robobus brain: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+async def _main(url: str, config: BrainConfig, prefix: str) -> None:
+    async with Bus.connect(url, name=config.name, options=BusOptions(prefix=prefix)) as bus, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, tg.cancel_scope, name="brain:signals")
+        await tg.start(run, bus, config)
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``robobus brain`` to the CLI."""
+    app.command("brain")(brain)

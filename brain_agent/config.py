@@ -1,0 +1,32 @@
+"""Configuration of the brain agent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class BrainConfig:
+    """Knobs of ``robobus brain``; every field has a working default."""
+
+    #: planner backend name (see ``brain_agent.planners.PLANNERS``) and its options
+    planner: str = "symbolic"
+    planner_options: dict[str, Any] = field(default_factory=dict)
+    #: client name on the bus
+    name: str = "brain"
+    #: replans after failed skills / dead robots before a task fails
+    max_failures: int = 3
+    #: extra parse attempts with the previous error as feedback (model backends only)
+    parse_retries: int = 2
+    #: brain-side watchdog per step: the skill's timeout_s x scale + margin
+    timeout_scale: float = 1.0
+    timeout_margin_s: float = 2.0
+    #: memory agent requests
+    query_timeout_s: float = 2.0
+    #: how long an instruction waits for the first world snapshot before failing
+    world_wait_s: float = 10.0
+    #: after a restart, how long to wait for steps dispatched by the previous brain to end
+    orphan_wait_s: float = 10.0
+    #: resume active tasks from task memory at start
+    recover: bool = True

@@ -1,0 +1,151 @@
+"""The brain's cached view of the fleet and the world, kept fresh from bus events.
+
+Planning never queries anything: registrations and ``alive`` arrive as retained messages, the
+world is loaded once from the memory agent and then follows ``P/world/events``. A gap in the
+event sequence or a change that does not apply triggers a background refresh from memory.
+"""
+
+from __future__ import annotations
+
+import anyio
+import msgspec
+import structlog
+
+from bus import Bus
+from bus.errors import BusError
+from memory_store.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
+from schemas.memory import MemoryQuery, QueryReply
+from schemas.messages import Alive, RobotRegistration, RobotState
+from schemas.topics import Topics
+
+log = structlog.get_logger("brain.fleet")
+_reply_decoder = msgspec.msgpack.Decoder(QueryReply)
+
+
+class MemoryUnavailable(BusError):
+    """The memory agent did not answer (or answered with an error)."""
+
+
+async def query_memory(bus: Bus, topics: Topics, query: MemoryQuery, timeout: float) -> object:
+    """Ask the memory agent; return ``result`` or raise :class:`MemoryUnavailable`."""
+    try:
+        msg = await bus.request(topics.memory_query, query, timeout=timeout)
+    except BusError as exc:
+        raise MemoryUnavailable(f"memory agent did not answer a {query.kind!r} query: {exc}") from exc
+    reply = _reply_decoder.decode(msg.payload)
+    if not reply.ok:
+        raise MemoryUnavailable(f"memory agent refused a {query.kind!r} query: {reply.error}")
+    return reply.result
+
+
+class FleetView:
+    """Live robots (registration + alive + latest state) and the cached world."""
+
+    def __init__(self, bus: Bus, topics: Topics, *, query_timeout: float = 2.0) -> None:
+        self.bus = bus
+        self.topics = topics
+        self.query_timeout = query_timeout
+        self.registrations: dict[str, RobotRegistration] = {}
+        self.online: dict[str, bool] = {}
+        self.states: dict[str, RobotState] = {}
+        self.world = World()
+        self.world_ready = anyio.Event()
+        self._seq: int | None = None
+        self._refreshing = False
+        self.on_offline: list = []  # async callables (robot) -> None, set by the scheduler
+
+    # -- fleet ---------------------------------------------------------------------------
+    def fleet(self) -> dict[str, RobotRegistration]:
+        """Registered robots not known to be offline."""
+        return {r: reg for r, reg in self.registrations.items() if self.online.get(r, True)}
+
+    def on_registration(self, reg: RobotRegistration) -> None:
+        self.registrations[reg.robot] = reg
+        self._ensure_robot(reg.robot)
+
+    async def on_alive(self, alive: Alive) -> None:
+        was = self.online.get(alive.robot, True)
+        self.online[alive.robot] = alive.online
+        if alive.robot in self.world.robots:
+            self.world.robots[alive.robot].alive = alive.online
+        if was and not alive.online:
+            log.warning("robot_offline", robot=alive.robot)
+            for callback in self.on_offline:
+                await callback(alive.robot)
+
+    def on_state(self, state: RobotState) -> None:
+        self.states[state.robot] = state
+
+    def _ensure_robot(self, robot: str) -> None:
+        """Place a robot the cached world does not know yet at its profile's start place."""
+        reg = self.registrations.get(robot)
+        if reg is None or robot in self.world.robots or not self.world_ready.is_set():
+            return
+        prof = reg.profile
+        start = prof.get("start") if prof.get("start") in self.world.places else None
+        data = {**prof, "alive": self.online.get(robot, True), "profile": reg.type}
+        try:
+            self.world.apply(WorldChange("add_robot", robot, target=start, data=data))
+        except WorldConflict as exc:
+            log.warning("robot_not_placed", robot=robot, reason=exc.reason)
+
+    # -- world ---------------------------------------------------------------------------
+    async def load_world(self) -> None:
+        """Fetch the world snapshot from the memory agent (raises MemoryUnavailable)."""
+        result = await query_memory(self.bus, self.topics, MemoryQuery(kind="world"),
+                                    self.query_timeout)
+        snap = msgspec.convert(result, WorldSnapshot)
+        world = World(snap)
+        for robot, online in self.online.items():
+            if robot in world.robots:
+                world.robots[robot].alive = online
+        self.world, self._seq = world, snap.version
+        self.world_ready.set()
+        for robot in self.registrations:
+            self._ensure_robot(robot)
+        log.debug("world_loaded", objects=len(world.objects), robots=len(world.robots))
+
+    async def load_world_until_ready(self, retry_s: float = 0.5) -> None:
+        """Keep asking until the memory agent answers (it may start after the brain)."""
+        while True:
+            try:
+                await self.load_world()
+                return
+            except MemoryUnavailable as exc:
+                log.info("waiting_for_memory", reason=str(exc))
+                await anyio.sleep(retry_s)
+
+    async def refresh(self) -> None:
+        """Reload the world from memory now (before a replan); keep the cache on failure."""
+        try:
+            await self.load_world()
+        except MemoryUnavailable as exc:
+            log.warning("world_refresh_failed", reason=str(exc))
+
+    def on_event(self, event: WorldEvent) -> bool:
+        """Apply one world event; return False when the cache must be refreshed."""
+        if not self.world_ready.is_set():
+            return True
+        if self._seq is not None and event.seq <= self._seq:
+            return True
+        if self._seq is not None and event.seq != self._seq + 1:
+            return False
+        self._seq = event.seq
+        try:
+            self.world.apply(event.change)
+        except WorldConflict:
+            return self._already_applied(event.change)
+        return True
+
+    def _already_applied(self, change: WorldChange) -> bool:
+        """After a fresh snapshot the first events may already be in it: accept those."""
+        w = self.world
+        if change.op == "pick":
+            return w.holder(change.object or "") == change.robot
+        if change.op == "place":
+            return change.object in w.objects and w.objects[change.object].location == change.target
+        if change.op == "handover":
+            return w.holder(change.object or "") == change.target
+        if change.op == "move":
+            return change.robot in w.robots and w.robots[change.robot].place == change.target
+        return False

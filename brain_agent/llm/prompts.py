@@ -1,0 +1,102 @@
+"""Chat prompts that turn an instruction into GoalSet JSON.
+
+The prompt is the same for every backend: a short system message that explains the goal
+types, a few worked examples (English and Chinese) on a fixed example scene, then the live
+scene's vocabulary and the instruction. The examples come first and never change, so a local
+model can reuse their cached attention state across calls. Rejections from a previous attempt
+(unknown object, impossible goal, validation violations) are appended as feedback.
+"""
+
+from __future__ import annotations
+
+import re
+
+from brain_agent.context import PlanContext
+
+SYSTEM = """You convert a robot instruction into JSON goals. Reply with JSON only.
+Goal types:
+- deliver: bring objects to a place or into a container "to" (optional "robot" who does it).
+- pickup: a robot picks up / takes / grabs one object and keeps holding it.
+- handto: give an object to the robot "robot".
+- goto: the robot "robot" goes to "place".
+- cancel: cancel or stop the task "task_id".
+An object is {"name": an object name} or {"kind": a kind}, where a kind may add
+"nearest_to": a name (the one nearest to it), "all_at": a place or container (every one there),
+or "count": how many. Use only names listed in the scene. The instruction may be in Chinese:
+translate its words to the scene's names."""
+
+EXAMPLE_SCENE = """places: shelfA, packingTable, dock
+objects (name: kind @ where): bolt1: bolt @ shelfA; bolt2: bolt @ shelfA; nut7: nut @ dock; \
+wrench: tool @ dock; crate: box @ packingTable
+containers: crate
+robots: arm_1, rover"""
+
+EXAMPLES: list[tuple[str, str]] = [
+    ("Bring the bolt nearest the crate and the wrench to the dock",
+     '{"goals":[{"type":"deliver","objects":[{"kind":"bolt","nearest_to":"crate"},'
+     '{"name":"wrench"}],"to":"dock"}]}'),
+    ("put all bolts on shelf A in the crate",
+     '{"goals":[{"type":"deliver","objects":[{"kind":"bolt","all_at":"shelfA"}],"to":"crate"}]}'),
+    ("rover, go to the packing table",
+     '{"goals":[{"type":"goto","robot":"rover","place":"packingTable"}]}'),
+    ("hand a tool to arm_1",
+     '{"goals":[{"type":"handto","object":{"kind":"tool"},"robot":"arm_1"}]}'),
+    ("put the wrench in the crate",
+     '{"goals":[{"type":"deliver","objects":[{"name":"wrench"}],"to":"crate"}]}'),
+    ("拿离扳手最近的螺母，并把螺栓送到码头",
+     '{"goals":[{"type":"pickup","object":{"kind":"nut","nearest_to":"wrench"}},'
+     '{"type":"deliver","objects":[{"kind":"bolt"}],"to":"dock"}]}'),
+    ("cancel task t-42", '{"goals":[{"type":"cancel","task_id":"t-42"}]}'),
+]
+
+#: Past this many objects the scene lists kinds and counts instead of every object.
+MAX_LISTED_OBJECTS = 60
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def detect_language(text: str) -> str:
+    """``zh`` when the text has CJK ideographs, ``en`` when it is ASCII, else ``other``."""
+    if _CJK.search(text):
+        return "zh"
+    return "en" if text.isascii() else "other"
+
+
+def render_scene(ctx: PlanContext) -> str:
+    """The scene's vocabulary in the examples' format (names, kinds, locations, robots)."""
+    world = ctx.world
+    objects = sorted(world.objects.values(), key=lambda o: o.name)
+    if len(objects) <= MAX_LISTED_OBJECTS:
+        listed = "; ".join(f"{o.name}: {o.kind} @ {o.location}" for o in objects)
+    else:
+        counts: dict[str, int] = {}
+        for o in objects:
+            counts[o.kind] = counts.get(o.kind, 0) + 1
+        listed = "; ".join(f"{n} x {k}" for k, n in sorted(counts.items()))
+    containers = ", ".join(o.name for o in objects if o.container) or "(none)"
+    robots = ", ".join(sorted(set(ctx.fleet) | set(world.robots))) or "(none)"
+    return (f"places: {', '.join(sorted(world.places))}\nobjects (name: kind @ where): {listed}\n"
+            f"containers: {containers}\nrobots: {robots}")
+
+
+def _turn(scene: str, instruction: str) -> str:
+    return f"Scene:\n{scene}\nInstruction: {instruction}"
+
+
+def prefix_messages() -> list[dict[str, str]]:
+    """The fixed part of every prompt: system message and worked examples."""
+    messages = [{"role": "system", "content": SYSTEM}]
+    for i, (instruction, answer) in enumerate(EXAMPLES):
+        scene = EXAMPLE_SCENE if i == 0 else "(same as above)"
+        messages.append({"role": "user", "content": _turn(scene, instruction)})
+        messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def messages_for(text: str, ctx: PlanContext, feedback: list[str] | None = None) -> list[dict[str, str]]:
+    """The full chat for ``text`` on ``ctx``'s scene, with earlier rejections as feedback."""
+    content = _turn(render_scene(ctx), text)
+    reasons = list(feedback if feedback is not None else ctx.feedback)
+    if reasons:
+        joined = "\n".join(f"- {r}" for r in reasons[-3:])
+        content += f"\nYour previous answer was rejected:\n{joined}\nAnswer again, fixing that."
+    return [*prefix_messages(), {"role": "user", "content": content}]

@@ -1,0 +1,75 @@
+"""The planner interface and the one registry of planner backends.
+
+Contract (every backend, symbolic or language model):
+
+* ``await planner.parse(text, ctx) -> GoalSet``: understand an instruction as goals over the
+  scene's vocabulary (object, kind, place and robot names from ``ctx.world`` / ``ctx.fleet``).
+  Raise :class:`brain_agent.errors.ParseError` with a readable reason when it cannot.
+* ``await planner.plan(text, ctx) -> Plan``: the full pipeline. A backend that produces goals
+  should call :func:`plan_goals` (the shared symbolic search) on them; a backend that produces a
+  plan directly must pass it through :func:`validate` and retry with ``ctx.feedback`` set to the
+  violations' text, a bounded number of times, then raise :class:`PlanInvalid`.
+* Plans returned by ``plan`` are always valid for ``ctx`` (``validate(plan, ctx) == []``).
+* Errors: :class:`ParseError` (not understood / unknown object), :class:`PlanningError`
+  (understood but impossible with the live fleet), :class:`PlanInvalid` (validation failed).
+* A planner must not block the event loop for long: heavy work goes to a worker thread.
+  ``ctx.world`` is the brain's live cache: never mutate it, and copy it (``ctx.world.copy()``)
+  on the event loop before handing it to a thread.
+* How the brain uses a backend: ``goals = await planner.parse(text, ctx)``, then
+  ``bind_goals`` + :func:`plan_goals` (the same search and validator for every backend). If
+  that raises ParseError/PlanningError, a non-symbolic backend's ``parse`` is called again with
+  the reason appended to ``ctx.feedback`` (``BrainConfig.parse_retries`` times), then the task
+  fails with the reason. Replans reuse the bound goals and do not call the backend again.
+
+Shared helpers re-exported here: :class:`PlanContext`, :func:`plan_goals`, :func:`validate`,
+:class:`Violation`, :func:`resolve_goals` (ObjectRef -> concrete object names).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol, runtime_checkable
+
+from brain_agent.context import PlanContext
+from brain_agent.errors import ParseError, PlanInvalid, PlanningError, UnknownPlanner
+from brain_agent.goals import GoalSet
+from brain_agent.resolve import bind_goals
+from brain_agent.search import plan_goals, resolve_goals
+from brain_agent.validate import Violation, validate
+from schemas.messages import Plan
+
+__all__ = [
+    "PLANNERS", "ParseError", "Plan", "bind_goals", "PlanContext", "PlanInvalid", "Planner", "PlanningError",
+    "Violation", "load_planner", "plan_goals", "resolve_goals", "validate",
+]
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """A planner backend. See the module docstring for the contract."""
+
+    name: str
+
+    async def parse(self, text: str, ctx: PlanContext) -> GoalSet:
+        """Instruction -> goals."""
+        ...
+
+    async def plan(self, text: str, ctx: PlanContext) -> Plan:
+        """Instruction -> validated plan (usually ``plan_goals(await self.parse(...), ctx)``)."""
+        ...
+
+
+#: Backend name -> "module:Class". Imported lazily: only the chosen backend's dependencies load.
+PLANNERS: dict[str, str] = {
+    "symbolic": "brain_agent.planners.symbolic:SymbolicPlanner",
+    "llm": "brain_agent.planners.llm:LlmPlanner",
+    "openai": "brain_agent.planners.openai:OpenAIPlanner",
+}
+
+
+def load_planner(name: str, **options: Any) -> Planner:
+    """Instantiate the backend ``name`` with keyword ``options`` (backend-specific)."""
+    if name not in PLANNERS:
+        raise UnknownPlanner(f"unknown planner {name!r}; known: {', '.join(sorted(PLANNERS))}")
+    module, _, cls = PLANNERS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(**options)

@@ -1,0 +1,392 @@
+"""The DAG scheduler: dispatch ready steps, follow feedback, replan, preempt, cancel.
+
+All state lives on the event loop; handlers change it before they await, so interleaved
+feedback never sees a half-made transition. A robot runs one brain step at a time (the
+per-robot queue); several tasks run at once on disjoint robots; a higher-priority task takes
+the robots its plan needs from lower-priority ones, which are replanned once robots are free.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import anyio
+import msgspec
+import structlog
+
+from brain_agent.config import BrainConfig
+from brain_agent.context import PlanContext
+from brain_agent.errors import BrainError, ParseError, PlanningError
+from brain_agent.fleet import FleetView
+from brain_agent.goals import CancelTask, GoalSet
+from brain_agent.planners import Planner
+from brain_agent.resolve import bind_goals
+from brain_agent.search import plan_goals
+from brain_agent.tasks import StatusPublisher, StepRun, Task
+from bus import Bus, BusError
+from schemas.messages import Plan, SkillCommand, SkillFeedback
+from schemas.topics import Topics
+
+log = structlog.get_logger("brain.scheduler")
+#: Finished tasks remembered (for duplicate instructions and "cancel task" answers).
+MAX_REMEMBERED = 10_000
+_goal_json = msgspec.json.Encoder()
+_goal_decoder = msgspec.json.Decoder(GoalSet)
+
+
+def goals_of(plan: Plan | None) -> GoalSet | None:
+    """The bound goals a plan was made for (stored as JSON in ``plan.goal``), if any."""
+    if plan is None or not plan.goal.startswith("{"):
+        return None
+    try:
+        return _goal_decoder.decode(plan.goal)
+    except msgspec.DecodeError:
+        return None
+
+
+class Scheduler:
+    """Executes tasks' plans on the fleet and keeps them going when things fail."""
+
+    def __init__(self, bus: Bus, topics: Topics, fleet: FleetView, planner: Planner,
+                 config: BrainConfig, status: StatusPublisher, tg: anyio.abc.TaskGroup) -> None:
+        self.bus, self.topics, self.fleet, self.planner = bus, topics, fleet, planner
+        self.config, self.status, self.tg = config, status, tg
+        self.tasks: OrderedDict[str, Task] = OrderedDict()  # every task seen (bounded)
+        self.live: dict[str, Task] = {}  # tasks not yet done/failed/cancelled
+        self.commands: dict[str, StepRun] = {}
+        self.robot_run: dict[str, StepRun] = {}
+        fleet.on_offline.append(self.on_offline)
+
+    def add(self, task: Task) -> None:
+        """Track ``task``; the oldest finished tasks are forgotten beyond ``MAX_REMEMBERED``."""
+        self.tasks[task.id] = task
+        self.live[task.id] = task
+        while len(self.tasks) > MAX_REMEMBERED:
+            old_id, old = next(iter(self.tasks.items()))
+            if old.active:
+                break
+            del self.tasks[old_id]
+
+    # -- planning ------------------------------------------------------------------------
+    def context(self, task: Task, *, strict: bool) -> PlanContext:
+        """Plan context for ``task``: robots of equal/higher-priority tasks are excluded
+        (``strict``) or only delayed by their remaining work (not strict)."""
+        exclude, busy = set(task.excluded), {}
+        for other in self.live.values():
+            if other is task or other.phase not in ("running", "replanning"):
+                continue
+            for robot in other.reserved():
+                if other.priority < task.priority:
+                    continue
+                if strict:
+                    exclude.add(robot)
+                else:
+                    busy[robot] = busy.get(robot, 0.0) + other.remaining_s(robot)
+        return PlanContext(world=self.fleet.world, fleet=self.fleet.fleet(), task_id=task.id,
+                           busy_until=busy, exclude=frozenset(exclude), priority=task.priority,
+                           text=task.text)
+
+    async def goals_for(self, task: Task, ctx: PlanContext) -> GoalSet:
+        """Parse the instruction (with feedback retries for model backends) and bind it."""
+        attempts = 1 if self.planner.name == "symbolic" else 1 + self.config.parse_retries
+        for attempt in range(attempts):
+            try:
+                goals = await self._parse(task, ctx)
+                if any(isinstance(g, CancelTask) for g in goals.goals):
+                    return goals
+                return bind_goals(goals, ctx)
+            except BrainError as exc:
+                if attempt + 1 >= attempts:
+                    raise
+                ctx.feedback.append(exc.reason)
+        raise ParseError("no goals")  # pragma: no cover - the loop returns or raises
+
+    async def _parse(self, task: Task, ctx: PlanContext) -> GoalSet:
+        """Call the backend; a backend crash fails this task, never the brain (plug-in boundary)."""
+        try:
+            return await self.planner.parse(task.text, ctx)
+        except BrainError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated into the task's failure reason
+            log.exception("planner_crashed", task=task.id, planner=self.planner.name)
+            raise PlanningError(f"planner {self.planner.name!r} failed: {exc!r}", "planner_error") \
+                from exc
+
+    def make_plan(self, task: Task, goals: GoalSet) -> Plan:
+        """Plan from the current world: first on free robots, then queueing behind others."""
+        goal_text = _goal_json.encode(goals).decode()
+        try:
+            return plan_goals(goals, self.context(task, strict=True), planner=self.planner.name,
+                              goal_text=goal_text)
+        except PlanningError:
+            ctx = self.context(task, strict=False)
+            try:
+                return plan_goals(goals, ctx, planner=self.planner.name, goal_text=goal_text)
+            except PlanningError:
+                if not task.excluded:
+                    raise
+                ctx.exclude = frozenset()  # no other robot can do it: let the failed one retry
+                return plan_goals(goals, ctx, planner=self.planner.name, goal_text=goal_text)
+
+    async def start_task(self, task: Task) -> None:
+        """Plan a new task and start it (or fail it with the reason)."""
+        self.add(task)
+        self.status.emit(task, "accepted")
+        try:
+            await self._wait_world()
+            if task.goals is None:
+                goals = await self.goals_for(task, self.context(task, strict=True))
+                cancel = next((g for g in goals.goals if isinstance(g, CancelTask)), None)
+                if cancel is not None:
+                    await self.cancel_task(cancel.task_id, task)
+                    return
+                task.goals = goals
+            plan = self.make_plan(task, task.goals)
+        except BrainError as exc:
+            self.finish(task, "failed", exc.reason)
+            return
+        await self.install(task, plan)
+
+    async def _wait_world(self) -> None:
+        if self.fleet.world_ready.is_set():
+            return
+        with anyio.move_on_after(self.config.world_wait_s):
+            await self.fleet.world_ready.wait()
+        if not self.fleet.world_ready.is_set():
+            raise PlanningError("the memory agent has not provided the world yet", "no_world")
+
+    async def install(self, task: Task, plan: Plan) -> None:
+        task.install(plan)
+        task.phase = "running"
+        self.status.emit(task, "planned", plan=plan)
+        for victim in self._victims(task):
+            await self.preempt(victim, task)
+        if not plan.steps:
+            self.finish(task, "done", "the goals already hold")
+            return
+        await self.pump()
+
+    def _victims(self, task: Task) -> list[Task]:
+        needed = {s.robot for s in task.plan.steps} if task.plan else set()
+        return [t for t in self.live.values() if t is not task and t.phase in ("running", "replanning")
+                and t.priority < task.priority and t.reserved() & needed]
+
+    # -- dispatch ------------------------------------------------------------------------
+    async def pump(self) -> None:
+        """Dispatch every ready step whose robot is free, higher priority first."""
+        for task in sorted(self.live.values(), key=lambda t: (-t.priority, t.order)):
+            if task.phase != "running":
+                continue
+            for run in task.ready():
+                if run.robot not in self.robot_run and task.phase == "running":
+                    await self.dispatch(run)
+
+    async def dispatch(self, run: StepRun) -> None:
+        task, step = run.task, run.step
+        run.command_id = f"{task.id}.{step.id}.{task.replans}"
+        run.state = "running"
+        self.commands[run.command_id] = run
+        self.robot_run[run.robot] = run
+        spec = next((s for s in self.fleet.registrations[run.robot].skills if s.name == step.skill), None)
+        timeout = (spec.timeout_s if spec else 60.0) * self.config.timeout_scale
+        cmd = SkillCommand(run.command_id, step.skill, dict(step.args), task_id=task.id,
+                           step_id=step.id, timeout_s=timeout)
+        try:
+            await self.bus.publish(self.topics.skill(run.robot, step.skill), cmd, qos=1)
+        except BusError as exc:
+            await self.step_ended(run, "failed", f"could not send the command: {exc}")
+            return
+        self.status.emit(task, "dispatched", step_id=step.id, robot=run.robot, skill=step.skill)
+        self.tg.start_soon(self._watchdog, run, timeout + self.config.timeout_margin_s,
+                           name=f"watchdog-{run.command_id}")
+
+    async def _watchdog(self, run: StepRun, limit: float) -> None:
+        with anyio.CancelScope() as scope:
+            run.watchdog = scope
+            await anyio.sleep(limit)
+            if run.state == "running":
+                await self._send_cancel(run)
+                await self.step_ended(run, "failed", f"no result within {limit:.1f}s (timeout)")
+
+    async def _send_cancel(self, run: StepRun) -> None:
+        cmd = SkillCommand(run.command_id, run.step.skill, task_id=run.task.id,
+                           step_id=run.step.id, action="cancel")
+        try:
+            await self.bus.publish(self.topics.skill(run.robot, run.step.skill), cmd, qos=1)
+        except BusError as exc:  # the watchdog or the robot's will settles the step
+            log.warning("cancel_not_sent", task=run.task.id, step=run.step.id, error=str(exc))
+
+    # -- feedback ------------------------------------------------------------------------
+    async def on_feedback(self, fb: SkillFeedback) -> None:
+        run = self.commands.get(fb.command_id)
+        if run is None:
+            await self._orphan_feedback(fb)
+            return
+        if fb.status == "progress":
+            self.status.emit(run.task, "progress", step_id=run.step.id, robot=run.robot,
+                             skill=run.step.skill, progress=fb.progress)
+        elif fb.status == "done":
+            await self.step_ended(run, "done", None)
+        elif fb.status in ("failed", "rejected", "cancelled"):
+            reason = fb.reason or fb.reason_code or fb.status
+            await self.step_ended(run, "cancelled" if fb.status == "cancelled" else "failed",
+                                  f"{reason} [{fb.reason_code}]" if fb.reason_code else reason)
+
+    async def step_ended(self, run: StepRun, outcome: str, reason: str | None) -> None:
+        """A running step finished: record it, then continue, replan or wrap up its task."""
+        if run.state != "running":
+            return
+        run.state = outcome  # type: ignore[assignment]
+        if run.watchdog is not None:
+            run.watchdog.cancel()
+        self.commands.pop(run.command_id, None)
+        if self.robot_run.get(run.robot) is run:
+            del self.robot_run[run.robot]
+        task = run.task
+        fields = {"step_id": run.step.id, "robot": run.robot, "skill": run.step.skill}
+        if outcome == "done":
+            self.status.emit(task, "step_done", **fields)
+        else:
+            self.status.emit(task, "step_failed", reason=reason, **fields)
+        if task.phase == "running":
+            if outcome == "done" and task.complete():
+                self.finish(task, "done", "all steps done")
+            elif outcome != "done":
+                task.failures += 1
+                task.last_failure = f"{run.describe()} failed: {reason}"
+                task.excluded.add(run.robot)
+                self._to_replanning(task)
+        await self._settle(task)
+        await self.pump()
+
+    def _to_replanning(self, task: Task) -> None:
+        task.phase = "replanning"
+        task.drop_pending()
+
+    async def _settle(self, task: Task) -> None:
+        """Once a replanning/preempted task has nothing running, plan it again."""
+        if task.running() or task.orphans:
+            return
+        if task.phase == "replanning":
+            await self.replan(task)
+        elif task.phase == "preempted":
+            await self.resume_preempted()
+
+    async def replan(self, task: Task) -> None:
+        """Replan ``task`` from a fresh world, within the failure budget."""
+        if task.failures > self.config.max_failures:
+            self.finish(task, "failed", f"gave up after {task.failures} failures; last: "
+                                        f"{task.last_failure}")
+            return
+        task.replans += 1
+        self.status.emit(task, "replanning", reason=task.last_failure)
+        await self.fleet.refresh()
+        if task.phase != "replanning":
+            return
+        try:
+            goals = task.goals or await self.goals_for(task, self.context(task, strict=True))
+            task.goals = goals
+            plan = self.make_plan(task, goals)
+        except BrainError as exc:
+            why = f"{exc.reason} (after: {task.last_failure})" if task.last_failure else exc.reason
+            self.finish(task, "failed", why)
+            return
+        await self.install(task, plan)
+
+    # -- robots going away, preemption, cancellation --------------------------------------
+    async def on_offline(self, robot: str) -> None:
+        run = self.robot_run.get(robot)
+        if run is not None:
+            await self.step_ended(run, "failed", f"robot {robot} went offline")
+        for task in list(self.live.values()):
+            if task.phase == "running" and robot in task.reserved():
+                task.last_failure = f"robot {robot} went offline"
+                task.failures += 1
+                self._to_replanning(task)
+                await self._settle(task)
+
+    async def preempt(self, victim: Task, by: Task) -> None:
+        victim.phase = "preempted"
+        victim.drop_pending()
+        self.status.emit(victim, "preempted", reason=f"preempted by task {by.id} "
+                                                     f"(priority {by.priority} > {victim.priority})")
+        for run in victim.running():
+            await self._send_cancel(run)
+
+    async def resume_preempted(self) -> None:
+        """Replan preempted tasks (highest priority first) whose robots are free again."""
+        for task in sorted(self.live.values(), key=lambda t: (-t.priority, t.order)):
+            if task.phase != "preempted" or task.running() or task.goals is None:
+                continue
+            try:
+                plan = plan_goals(task.goals, self.context(task, strict=True),
+                                  planner=self.planner.name,
+                                  goal_text=_goal_json.encode(task.goals).decode())
+            except PlanningError:
+                if not any(t.phase == "running" for t in self.live.values()):
+                    task.last_failure = task.last_failure or "preempted"
+                    self._to_replanning(task)
+                    await self.replan(task)
+                continue
+            task.replans += 1
+            await self.install(task, plan)
+
+    async def cancel_task(self, target_id: str, by: Task) -> None:
+        target = self.tasks.get(target_id)
+        if target is None or not target.active:
+            state = "unknown" if target is None else f"already {target.phase}"
+            self.finish(by, "failed", f"cannot cancel task {target_id!r}: {state}")
+            return
+        running = target.running()
+        target.phase = "cancelled"
+        target.drop_pending()
+        self.status.emit(target, "cancelled", reason=f"cancelled by task {by.id}")
+        for run in running:
+            await self._send_cancel(run)
+        self.finish(by, "done", f"cancelled task {target_id}")
+
+    def finish(self, task: Task, phase: str, reason: str) -> None:
+        """End a task with ``done``/``failed``/``cancelled`` and a readable reason."""
+        task.phase = phase  # type: ignore[assignment]
+        task.drop_pending()
+        self.live.pop(task.id, None)
+        self.status.emit(task, phase, reason=reason)
+        self.tg.start_soon(self._after_finish, name=f"after-{task.id}")
+
+    async def _after_finish(self) -> None:
+        await self.resume_preempted()
+        await self.pump()
+
+    # -- crash recovery ------------------------------------------------------------------
+    async def _orphan_feedback(self, fb: SkillFeedback) -> None:
+        task = self.tasks.get(fb.task_id or "")
+        if task is None or fb.step_id not in task.orphans:
+            return
+        if fb.status in ("done", "failed", "rejected", "cancelled"):
+            del task.orphans[fb.step_id]
+            await self._settle(task)
+
+    async def resume(self, task: Task, orphans: dict[str, str]) -> None:
+        """Adopt an active task from task memory: wait for its in-flight steps, then replan."""
+        task.phase = "replanning"
+        task.orphans = dict(orphans)
+        self.add(task)
+        self.status.emit(task, "replanning", reason="brain restarted; resuming from task memory")
+        if task.orphans:
+            self.tg.start_soon(self._orphan_timeout, task, name=f"orphans-{task.id}")
+        await self._wait_world()
+        await self._settle(task)
+
+    async def _orphan_timeout(self, task: Task) -> None:
+        await anyio.sleep(self.config.orphan_wait_s)
+        if task.orphans:
+            task.orphans.clear()
+            await self._settle(task)
+
+    def robot_idle(self, robot: str) -> None:
+        """A fresh state says ``robot`` is idle: steps the previous brain sent it have ended."""
+        for task in self.live.values():
+            for step, who in list(task.orphans.items()):
+                if who == robot:
+                    del task.orphans[step]
+                    self.tg.start_soon(self._settle, task)

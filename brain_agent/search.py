@@ -1,0 +1,383 @@
+"""Goal-directed symbolic search: goals -> a timed DAG of skill calls across the live fleet.
+
+The search is greedy over *macro-operators* built from the skills' declared world changes
+(``move``, ``pick``, ``place``, ``handover``): for each concrete want it costs every way the
+fleet could reach it (one robot fetching and placing; a pick by one robot and a handover to a
+mobile one; bringing an object to a named robot) on the robots' planned timelines, and keeps
+the option that finishes soonest. Steps are simulated on a copy of the world with
+``World.apply`` as they are chosen, so later wants see earlier effects, and each step waits
+only for the previous step of its robot and the last step that touched the same objects:
+independent work runs in parallel. Skill names and argument names come from the SkillSpecs,
+never from this code. Cost: O(wants x robots) arithmetic, no blind search.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from brain_agent.context import PlanContext
+from brain_agent.errors import PlanInvalid, PlanningError
+from brain_agent.goals import GoalSet
+from brain_agent.resolve import Want, resolve_goals
+from memory_store.world import World, WorldChange, WorldConflict
+from schemas.messages import Plan, PlanStep, SkillSpec
+
+#: Nominal skill durations (s) when a robot's profile gives none (``profile["durations"]``).
+DEFAULT_DURATION_S: dict[str, float] = {"pick": 2.0, "place": 2.0, "handover": 2.0}
+_TARGET_KINDS = ("place", "container", "place|container", "robot")
+_HANDOVER_CANDIDATES = 3
+
+
+@dataclass(slots=True)
+class Bot:
+    """A robot's planned timeline: when it is free, where it will be, what it will hold."""
+
+    name: str
+    t: float
+    place: str | None
+    pos: tuple[float, float]
+    holding: list[str]
+    hands: int
+    mobile: bool
+    speed: float
+    skills: dict[str, SkillSpec]  # by declared world change (move/pick/place/handover)
+    durations: dict[str, float]  # by world change: profile["durations"][skill] or a default
+    last: str | None = None
+
+    def can(self, change: str) -> bool:
+        return change in self.skills
+
+    def reaches(self, place: str | None) -> bool:
+        return place is not None and (place == self.place or (self.mobile and self.can("move")))
+
+    def dur(self, change: str) -> float:
+        return self.durations.get(change, 1.0)
+
+    def hand_free(self) -> bool:
+        return len(self.holding) < self.hands
+
+
+def _bot(name: str, ctx: PlanContext) -> Bot:
+    wr = ctx.world.robots[name]
+    reg = ctx.fleet[name]
+    skills: dict[str, SkillSpec] = {}
+    for spec in reg.skills:
+        if spec.change is not None:
+            skills.setdefault(spec.change, spec)
+    given = reg.profile.get("durations") or {}
+    durations = {change: float(given.get(spec.name, DEFAULT_DURATION_S.get(change, 1.0)))
+                 for change, spec in skills.items()}
+    return Bot(name, float(ctx.busy_until.get(name, 0.0)), wr.place, wr.position, list(wr.holding),
+               wr.hands, wr.mobile, max(wr.speed, 1e-6), skills, durations)
+
+
+def skill_args(spec: SkillSpec, obj: str | None, target: str | None) -> dict[str, str]:
+    """Fill a skill's arguments by what each names (object / place / container / robot)."""
+    args: dict[str, str] = {}
+    for arg, kind in spec.param_kinds.items():
+        if kind == "object" and obj is not None:
+            args[arg] = obj
+        elif kind in _TARGET_KINDS and target is not None:
+            args[arg] = target
+    return args
+
+
+@dataclass(slots=True)
+class Option:
+    """A costed way to reach one want; ``run`` commits it."""
+
+    end: float
+    run: object = field(repr=False)
+
+
+class Search:
+    """Greedy, cost-driven construction of a plan on simulated robot timelines."""
+
+    def __init__(self, ctx: PlanContext, *, naive: bool = False) -> None:
+        self.ctx = ctx
+        self.naive = naive
+        self.world: World = ctx.world.copy()
+        self.bots = {n: _bot(n, ctx) for n in sorted(ctx.fleet) if ctx.usable(n)}
+        self.steps: list[PlanStep] = []
+        self.end: dict[str, float] = {}
+        self.last_touch: dict[str, str] = {}
+
+    # -- timing helpers ------------------------------------------------------------------
+    def travel(self, bot: Bot, frm: str | None, to: str | None, pos: tuple[float, float]) -> float:
+        if to is None or frm == to:
+            return 0.0
+        dest = self.world.places[to].position
+        return math.hypot(pos[0] - dest[0], pos[1] - dest[1]) / bot.speed
+
+    def between(self, bot: Bot, a: str, b: str) -> float:
+        return self.travel(bot, a, b, self.world.places[a].position)
+
+    def ready(self, *names: str | None) -> float:
+        return max((self.end[s] for n in names if n and (s := self.last_touch.get(n))), default=0.0)
+
+    # -- committing steps ----------------------------------------------------------------
+    def add(self, bot: Bot, change: str, obj: str | None, target: str | None,
+            extra: tuple[Bot, ...] = ()) -> str:
+        spec = bot.skills[change]
+        deps = {d for d in (bot.last, *(b.last for b in extra)) if d}
+        for name in (obj, target, self.world.objects[obj].location if obj in self.world.objects else None):
+            if name and name in self.last_touch:
+                deps.add(self.last_touch[name])
+        start = max([bot.t, *(b.t for b in extra), *(self.end[d] for d in deps)])
+        dur = self.travel(bot, bot.place, target, bot.pos) if change == "move" else bot.dur(change)
+        sid = f"s{len(self.steps) + 1}"
+        try:
+            self.world.apply(WorldChange(change, robot=bot.name, object=obj, target=target))
+        except WorldConflict as exc:
+            raise PlanningError(f"step {sid} ({bot.name} {spec.name}) would fail: {exc.reason}",
+                                exc.code) from exc
+        self.steps.append(PlanStep(sid, bot.name, spec.name, skill_args(spec, obj, target),
+                                   sorted(deps, key=lambda s: int(s[1:])), round(dur, 3)))
+        self.end[sid] = start + dur
+        for b in (bot, *extra):
+            b.t, b.last = start + dur, sid
+        self._track(bot, change, obj, target, extra, sid)
+        return sid
+
+    def _track(self, bot: Bot, change: str, obj: str | None, target: str | None,
+               extra: tuple[Bot, ...], sid: str) -> None:
+        if change == "move" and target is not None:
+            bot.place, bot.pos = target, self.world.places[target].position
+        elif change == "pick" and obj:
+            bot.holding.append(obj)
+        elif change in ("place", "handover") and obj:
+            bot.holding.remove(obj)
+            if change == "handover" and extra:
+                extra[0].holding.append(obj)
+        for name in (obj, target):
+            if name and name in self.world.objects:
+                self.last_touch[name] = sid
+
+    def go(self, bot: Bot, place: str | None) -> None:
+        if place is not None and place != bot.place:
+            self.add(bot, "move", None, place)
+
+    # -- the search ----------------------------------------------------------------------
+    def run(self, wants: list[Want]) -> list[PlanStep]:
+        for want in wants:
+            if self.satisfied(want):
+                continue
+            options = self.options(want)
+            if not options:
+                raise PlanningError(self.why_not(want), "impossible")
+            best = options[0] if self.naive else min(options, key=lambda o: o.end)
+            best.run()  # type: ignore[operator]
+        return self.steps
+
+    def satisfied(self, want: Want) -> bool:
+        w = self.world
+        if want.kind == "robot_at":
+            return w.robots[want.subject].place == want.target
+        if want.kind == "held":
+            holder = w.holder(want.subject)
+            return holder is not None and want.target in (None, holder)
+        obj = w.objects[want.subject]
+        if obj.location == want.target:
+            return True
+        name = obj.location
+        while name in w.objects:
+            name = w.objects[name].location
+        return name == want.target and want.target in w.places
+
+    def options(self, want: Want) -> list[Option]:
+        if want.kind == "robot_at":
+            return self._goto_options(want)
+        if want.kind == "held":
+            return self._held_options(want)
+        return self._deliver_options(want)
+
+    def candidates(self, want: Want) -> list[Bot]:
+        if want.robot is not None:
+            return [self.bots[want.robot]] if want.robot in self.bots else []
+        return list(self.bots.values())
+
+    def _goto_options(self, want: Want) -> list[Option]:
+        bot = self.bots.get(want.subject)
+        if bot is None or not bot.reaches(want.target):
+            return []
+        end = bot.t + self.travel(bot, bot.place, want.target, bot.pos)
+        return [Option(end, lambda: self.go(bot, want.target))]
+
+    # -- delivering an object to a place or container -----------------------------------
+    def _source(self, obj: str) -> tuple[str | None, Bot | None]:
+        holder = self.world.holder(obj)
+        if holder is not None and holder not in self.bots:
+            raise PlanningError(f"{obj!r} is held by {holder!r}, which is offline or unavailable",
+                                "held_by_offline")
+        return self.world.place_of(obj), self.bots.get(holder) if holder else None
+
+    def _deliver_options(self, want: Want) -> list[Option]:
+        obj, target = want.subject, want.target or ""
+        if not self.world.objects[obj].graspable:
+            raise PlanningError(f"{obj!r} is not graspable", "not_graspable")
+        src, holder = self._source(obj)
+        dest = target if target in self.world.places else self.world.place_of(target)
+        out: list[Option] = []
+        for bot in ([holder] if holder else self.candidates(want)):
+            end = self._direct_end(bot, obj, src, target, dest, holder is None)
+            if end is not None:
+                out.append(Option(end, lambda b=bot: self._direct(b, obj, src, target, dest)))
+        if want.robot is None or not out:
+            out.extend(self._handover_options(obj, src, target, dest, holder, mobile_givers=not out))
+        return out
+
+    def _direct_end(self, bot: Bot, obj: str, src: str | None, target: str, dest: str | None,
+                    pick: bool) -> float | None:
+        if not (bot.can("place") and bot.reaches(dest) and (not pick or bot.can("pick"))):
+            return None
+        t, place, pos = bot.t, bot.place, bot.pos
+        if pick:
+            if not (bot.hand_free() and bot.reaches(src)):
+                return None
+            t = max(t + self.travel(bot, place, src, pos), self.ready(obj)) + bot.dur("pick")
+            place = src
+            pos = self.world.places[src].position if src else pos
+        t += self.travel(bot, place, dest, pos)
+        return max(t, self.ready(target)) + bot.dur("place")
+
+    def _direct(self, bot: Bot, obj: str, src: str | None, target: str, dest: str | None) -> None:
+        if obj not in bot.holding:
+            self.go(bot, src)
+            self.add(bot, "pick", obj, None)
+        self.go(bot, dest)
+        self.add(bot, "place", obj, target)
+
+    def _handover_options(self, obj: str, src: str | None, target: str, dest: str | None,
+                          holder: Bot | None, *, mobile_givers: bool) -> list[Option]:
+        """Pick by a giver, hand over to a taker who places. A giver that must travel to the
+        object first never beats that robot placing it itself, so unless nothing else works
+        only robots already at the object's place are givers."""
+        givers = [holder] if holder else self._best(
+            [b for b in self.bots.values() if b.can("pick") and b.can("handover") and b.hand_free()
+             and (b.place == src or (mobile_givers and b.reaches(src)))],
+            lambda b: b.t + self.travel(b, b.place, src, b.pos))
+        out: list[Option] = []
+        for giver in givers:
+            if not giver.can("handover"):
+                continue
+            takers = self._best([b for b in self.bots.values() if b is not giver and b.can("place")
+                                 and b.hand_free() and b.reaches(src) and b.reaches(dest)],
+                                lambda b: b.t + self.travel(b, b.place, src, b.pos))
+            for taker in takers:
+                end = self._handover_end(giver, taker, obj, src, target, dest)
+                out.append(Option(end, lambda g=giver, k=taker: self._handover(g, k, obj, src,
+                                                                                 target, dest)))
+        return out
+
+    def _best(self, bots: list[Bot], key: object) -> list[Bot]:
+        return sorted(bots, key=key)[:_HANDOVER_CANDIDATES]  # type: ignore[arg-type]
+
+    def _handover_end(self, giver: Bot, taker: Bot, obj: str, src: str | None, target: str,
+                      dest: str | None) -> float:
+        g = giver.t + self.travel(giver, giver.place, src, giver.pos)
+        if obj not in giver.holding:
+            g = max(g, self.ready(obj)) + giver.dur("pick")
+        k = taker.t + self.travel(taker, taker.place, src, taker.pos)
+        t = max(g, k) + giver.dur("handover")
+        t += self.between(taker, src, dest) if src and dest else 0.0
+        return max(t, self.ready(target)) + taker.dur("place")
+
+    def _handover(self, giver: Bot, taker: Bot, obj: str, src: str | None, target: str,
+                  dest: str | None) -> None:
+        if obj not in giver.holding:
+            self.go(giver, src)
+            self.add(giver, "pick", obj, None)
+        self.go(taker, src)
+        self.add(giver, "handover", obj, taker.name, extra=(taker,))
+        self.go(taker, dest)
+        self.add(taker, "place", obj, target)
+
+    # -- getting an object into a robot's hand ------------------------------------------
+    def _held_options(self, want: Want) -> list[Option]:
+        obj = want.subject
+        src, holder = self._source(obj)
+        recv = self.bots.get(want.target) if want.target else None
+        if want.target is not None and recv is None:
+            return []
+        out: list[Option] = []
+        if recv is not None and want.robot is None:
+            out.extend(self._give_options(obj, src, holder, recv))
+        if holder is None:
+            for bot in ([recv] if recv else self.candidates(want)):
+                if bot.can("pick") and bot.hand_free() and bot.reaches(src):
+                    end = max(bot.t + self.travel(bot, bot.place, src, bot.pos),
+                              self.ready(obj)) + bot.dur("pick")
+                    out.append(Option(end + (1e-3 if recv else 0.0),
+                                      lambda b=bot: (self.go(b, src), self.add(b, "pick", obj, None))))
+        return out
+
+    def _give_options(self, obj: str, src: str | None, holder: Bot | None, recv: Bot) -> list[Option]:
+        if not recv.hand_free():
+            return []
+        out: list[Option] = []
+        givers = [holder] if holder else [b for b in self.bots.values() if b is not recv
+                                          and b.can("pick") and b.reaches(src)]
+        for giver in givers:
+            if giver is recv or not giver.can("handover"):
+                continue
+            meet = recv.place if giver.reaches(recv.place) else (src if recv.reaches(src) else None)
+            if meet is None:
+                continue
+            g = giver.t + self.travel(giver, giver.place, src, giver.pos)
+            if obj not in giver.holding:
+                g = max(g, self.ready(obj)) + giver.dur("pick")
+            g += self.between(giver, src, meet) if src else 0.0
+            k = recv.t + self.travel(recv, recv.place, meet, recv.pos)
+            end = max(g, k) + giver.dur("handover")
+            out.append(Option(end, lambda g=giver, m=meet: self._give(g, recv, obj, src, m)))
+        return out
+
+    def _give(self, giver: Bot, recv: Bot, obj: str, src: str | None, meet: str) -> None:
+        if obj not in giver.holding:
+            self.go(giver, src)
+            self.add(giver, "pick", obj, None)
+        self.go(giver, meet)
+        self.go(recv, meet)
+        self.add(giver, "handover", obj, recv.name, extra=(recv,))
+
+    # -- explaining failure --------------------------------------------------------------
+    def why_not(self, want: Want) -> str:
+        bots = self.candidates(want)
+        who = f"robot {want.robot!r}" if want.robot else "no live robot"
+        if not bots:
+            return f"cannot reach {want}: {who} is available"
+        if want.kind == "robot_at":
+            return f"robot {want.subject!r} cannot go to {want.target!r}: it is fixed or has no move skill"
+        src = self.world.place_of(want.subject)
+        pickers = [b.name for b in bots if b.can("pick") and b.reaches(src)]
+        if not pickers:
+            return f"cannot reach {want}: {who} able to pick can reach {src!r}"
+        if want.kind == "held":
+            return (f"cannot reach {want}: no robot can bring it to {want.target!r} "
+                    "(no free hand, or no robot able to hand it over)")
+        dest = want.target if want.target in self.world.places else self.world.place_of(want.target or "")
+        return (f"cannot bring {want.subject!r} from {src!r} to {want.target!r}: no live robot able to "
+                f"place can reach {dest!r}, and no handover to one is possible")
+
+
+def plan_goals(goals: GoalSet, ctx: PlanContext, *, planner: str = "symbolic", goal_text: str = "",
+               naive: bool = False, check: bool = True) -> Plan:
+    """Turn ``goals`` into a validated :class:`Plan` for ``ctx`` (raises BrainError subclasses).
+
+    ``naive=True`` assigns each want to the first capable robot by name (a quality baseline).
+    """
+    from brain_agent.validate import validate
+
+    wants = resolve_goals(goals, ctx)
+    search = Search(ctx, naive=naive)
+    steps = search.run(wants)
+    makespan = max(search.end.values(), default=0.0)
+    plan = Plan(ctx.task_id, steps, planner=planner, goal=goal_text or ctx.text,
+                makespan_s=round(makespan, 3))
+    if check and (violations := validate(plan, ctx)):
+        raise PlanInvalid(violations)
+    return plan
+
+
+__all__ = ["DEFAULT_DURATION_S", "Bot", "Search", "plan_goals", "resolve_goals", "skill_args"]

@@ -1,0 +1,129 @@
+"""Task and step bookkeeping, and the ordered task-status publisher."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from brain_agent.goals import GoalSet
+from bus import Bus
+from bus.errors import BusError
+from schemas.messages import Plan, PlanStep, TaskStatus
+from schemas.topics import Topics
+
+log = structlog.get_logger("brain.tasks")
+
+TaskPhase = Literal["planning", "running", "replanning", "preempted", "done", "failed", "cancelled"]
+StepState = Literal["pending", "running", "done", "failed", "cancelled", "dropped"]
+ACTIVE: frozenset[str] = frozenset({"planning", "running", "replanning", "preempted"})
+_order = itertools.count()
+
+
+@dataclass(eq=False, slots=True)
+class StepRun:
+    """One plan step's execution: its command id, state and watchdog."""
+
+    step: PlanStep
+    task: Task
+    state: StepState = "pending"
+    command_id: str = ""
+    watchdog: anyio.CancelScope | None = None
+
+    @property
+    def robot(self) -> str:
+        return self.step.robot
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.step.args.items())
+        return f"{self.step.robot} {self.step.skill}({args})"
+
+
+@dataclass(eq=False, slots=True)
+class Task:
+    """An instruction being planned, executed, replanned or preempted."""
+
+    id: str
+    text: str
+    priority: int = 0
+    phase: TaskPhase = "planning"
+    goals: GoalSet | None = None
+    plan: Plan | None = None
+    runs: dict[str, StepRun] = field(default_factory=dict)
+    replans: int = 0
+    failures: int = 0
+    excluded: set[str] = field(default_factory=set)
+    last_failure: str | None = None
+    orphans: dict[str, str] = field(default_factory=dict)  # step id -> robot, from before a crash
+    order: int = field(default_factory=lambda: next(_order))
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ACTIVE
+
+    def install(self, plan: Plan) -> None:
+        self.plan = plan
+        self.runs = {s.id: StepRun(s, self) for s in plan.steps}
+
+    def running(self) -> list[StepRun]:
+        return [r for r in self.runs.values() if r.state == "running"]
+
+    def reserved(self) -> set[str]:
+        """Robots this task still needs (pending or running steps)."""
+        return {r.robot for r in self.runs.values() if r.state in ("pending", "running")}
+
+    def ready(self) -> list[StepRun]:
+        """Pending steps whose dependencies are all done, in plan order."""
+        return [r for r in self.runs.values() if r.state == "pending"
+                and all(self.runs[d].state == "done" for d in r.step.after if d in self.runs)]
+
+    def complete(self) -> bool:
+        return all(r.state == "done" for r in self.runs.values())
+
+    def drop_pending(self) -> None:
+        for run in self.runs.values():
+            if run.state == "pending":
+                run.state = "dropped"
+
+    def remaining_s(self, robot: str) -> float:
+        return sum(r.step.est_s for r in self.runs.values()
+                   if r.robot == robot and r.state in ("pending", "running"))
+
+
+class StatusPublisher:
+    """Publishes task statuses in order (qos 1) from one background task.
+
+    Enqueueing never waits for the hub's acknowledgement, so skill commands are not delayed
+    behind status traffic; statuses of one task still reach the wire in order.
+    """
+
+    def __init__(self, bus: Bus, topics: Topics) -> None:
+        self.bus = bus
+        self.topics = topics
+        send, recv = anyio.create_memory_object_stream[TaskStatus](100_000)
+        self._send: MemoryObjectSendStream[TaskStatus] = send
+        self._recv: MemoryObjectReceiveStream[TaskStatus] = recv
+
+    def emit(self, task: Task, status: str, **fields: Any) -> None:
+        msg = TaskStatus(task_id=task.id, status=status, text=task.text,  # type: ignore[arg-type]
+                         priority=task.priority, replans=task.replans, **fields)
+        (log.debug if status == "progress" else log.info)(
+            "task_status", task=task.id, status=status, step=fields.get("step_id"),
+            reason=fields.get("reason"))
+        self._send.send_nowait(msg)
+
+    async def run(self) -> None:
+        async with self._recv:
+            async for msg in self._recv:
+                try:
+                    await self.bus.publish(self.topics.task(msg.task_id), msg, qos=1)
+                except BusError as exc:
+                    log.error("status_publish_failed", task=msg.task_id, error=repr(exc))
+
+    def close(self) -> None:
+        """No more statuses: :meth:`run` returns once the queue is flushed."""
+        self._send.close()

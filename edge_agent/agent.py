@@ -1,0 +1,249 @@
+"""The edge agent: one robot on the bus.
+
+It registers (retained), proves it is alive (retained ``Alive`` plus a last will), publishes
+``RobotState`` telemetry at the profile rate, and executes skill commands from
+``P/robots/{r}/skills/+`` with feedback on ``P/robots/{r}/feedback``. See docs/edge.md.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import anyio
+import structlog
+
+from bus import Bus, BusOptions, DecodeError, Message, Overflow, Will, encode
+from edge_agent.commands import command_id_of, convert, decode_map, parse_command
+from edge_agent.executor import Executor
+from edge_agent.memory_client import BusWorldPort
+from edge_agent.profile import RobotProfile
+from edge_agent.state import LocalState
+from memory_store.world import World, WorldChange, WorldEvent
+from schemas.messages import Alive, FaultSpec, Pose, RobotRegistration, SkillFeedback
+from schemas.topics import Topics
+from skills.context import SkillContext
+from skills.errors import SkillError, SkillFailed, SkillRejected
+from skills.faults import FaultInjector
+from skills.registry import REGISTRY, SkillRegistry, load_plugins
+
+log = structlog.get_logger("edge")
+
+#: Failed-feedback reason codes that mean "the command was wrong", also sent to P/errors.
+BAD_COMMAND_CODES = frozenset({"precondition", "unknown_robot", "bad_args"})
+
+
+@dataclass(slots=True)
+class EdgeConfig:
+    """What ``robobus edge`` runs: a profile plus the command-line overrides."""
+
+    profile: RobotProfile
+    name: str | None = None
+    start: str | None = None
+    time_scale: float | None = None
+    resume_timeout_s: float = 0.5
+    memory_timeout_s: float = 5.0
+    registry: SkillRegistry | None = None
+
+    @property
+    def robot(self) -> str:
+        return self.name or self.profile.name
+
+    @property
+    def scale(self) -> float:
+        return self.profile.time_scale if self.time_scale is None else self.time_scale
+
+
+def edge_bus_options(robot: str, prefix: str = "robobus") -> BusOptions:
+    """Bus options with the edge agent's last will: ``Alive(online=False)``, retained."""
+    will = Will(Topics(prefix).alive(robot), encode(Alive(robot=robot, online=False)))
+    return BusOptions(prefix=prefix, will=will)
+
+
+async def run(bus: Bus, config: EdgeConfig, *,
+              task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run one edge agent on ``bus`` until cancelled."""
+    await EdgeAgent(bus, config).serve(task_status=task_status)
+
+
+class EdgeAgent:
+    """One robot's agent. Also the :class:`skills.context.ContextHooks` of its skills."""
+
+    def __init__(self, bus: Bus, config: EdgeConfig) -> None:
+        self.bus = bus
+        self.config = config
+        self.robot = config.robot
+        self.topics = Topics(bus.options.prefix)
+        self.state = LocalState(self.robot)
+        self.port = BusWorldPort(bus, self.topics, config.memory_timeout_s)
+        self.log = log.bind(agent="edge", robot=self.robot)
+        if config.registry is None:
+            load_plugins()
+        registry = REGISTRY if config.registry is None else config.registry
+        skills = {n: (registry.get(n), p) for n, p in config.profile.skills.items()}
+        self.executor = Executor(
+            self.robot, skills, config.profile.resources(), port=self.port, hooks=self,
+            emit=self._emit, faults=FaultInjector(config.profile.faults),
+            time_scale=config.scale,
+        )
+        self._tx, self._rx = anyio.create_memory_object_stream[SkillFeedback](math.inf)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                    ) -> None:
+        """Resume, subscribe, announce, then run until cancelled; say goodbye on the way out."""
+        try:
+            await self._resume()
+            async with AsyncExitStack() as stack:
+                sub = self.bus.subscribe
+                t = self.topics
+                cmds = await stack.enter_async_context(
+                    sub(t.skill(self.robot, "+"), maxsize=1000, overflow=Overflow.BLOCK))
+                faults = await stack.enter_async_context(sub(t.faults(self.robot), maxsize=100))
+                events = await stack.enter_async_context(
+                    sub(t.world_events, WorldEvent, maxsize=10_000, overflow=Overflow.DROP_OLDEST))
+                tg = await stack.enter_async_context(anyio.create_task_group())
+                await tg.start(self.executor.run)
+                tg.start_soon(self._feedback_loop, name=f"edge:{self.robot}:feedback")
+                tg.start_soon(self._command_loop, cmds, name=f"edge:{self.robot}:commands")
+                tg.start_soon(self._fault_loop, faults, name=f"edge:{self.robot}:faults")
+                tg.start_soon(self._event_loop, events, name=f"edge:{self.robot}:events")
+                await self._announce()
+                tg.start_soon(self._telemetry_loop, name=f"edge:{self.robot}:telemetry")
+                self.log.info("edge_ready", skills=sorted(self.executor.skills),
+                              place=self.state.place, holding=self.state.holding)
+                task_status.started()
+        finally:
+            with anyio.move_on_after(2.0, shield=True):
+                await self._goodbye()
+
+    async def _resume(self) -> None:
+        """Take place and holdings from the memory agent if it remembers this robot."""
+        start = self.config.start or self.config.profile.start
+        try:
+            world = await self.port.snapshot(timeout=self.config.resume_timeout_s)
+        except SkillFailed as exc:
+            self.log.info("memory_not_available", reason=exc.reason, start=start)
+            self.state.goto(start)
+            return
+        if self.state.adopt(world, start):
+            self.log.info("resumed", place=self.state.place, holding=self.state.holding)
+
+    async def _announce(self) -> None:
+        profile = self.config.profile
+        start = self.config.start or profile.start
+        specs = [sdef.spec(params.timeout_s) for sdef, params in self.executor.skills.values()]
+        reg = RobotRegistration(robot=self.robot, type=profile.type,
+                                profile=profile.registration(start), skills=specs)
+        await self.bus.publish(self.topics.registration(self.robot), reg, retain=True, qos=1)
+        await self.bus.publish(self.topics.alive(self.robot), Alive(self.robot, True), retain=True,
+                               qos=1)
+        await self._publish_state()
+
+    async def _goodbye(self) -> None:
+        """Report what was cut short, then ``Alive(online=False)``: a graceful stop."""
+        self.executor.cancel_all("edge agent stopping")
+        while True:
+            try:
+                fb = self._rx.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            await self.bus.publish(self.topics.feedback(self.robot), fb, qos=1)
+        await self._publish_state()
+        await self.bus.publish(self.topics.alive(self.robot), Alive(self.robot, False),
+                               retain=True, qos=1)
+        self.log.info("edge_stopped")
+
+    # -- inputs ----------------------------------------------------------------------------
+    async def _command_loop(self, cmds: anyio.abc.ObjectReceiveStream[Message]) -> None:
+        async for msg in cmds:
+            await self.on_command(msg)
+
+    async def on_command(self, msg: Message) -> None:
+        """Handle one message from a skill topic: run, cancel, or reject it precisely."""
+        skill = msg.topic.rsplit("/", 1)[-1]
+        cid = ""
+        try:
+            cmd = parse_command(msg.payload, msg.topic, self.robot, skill)
+            cid = cmd.command_id
+            if cmd.action == "cancel":
+                if not self.executor.cancel(cmd.command_id):
+                    await self.bus.report_error(msg.topic, f"no queued or running command "
+                                                f"{cmd.command_id!r} to cancel", "unknown_command")
+                return
+            self.executor.submit(cmd)
+        except DecodeError as exc:
+            await self._reject(msg, command_id_of(msg.payload), skill, "decode", exc.reason)
+        except SkillError as exc:
+            cid = cid or command_id_of(msg.payload)
+            await self._reject(msg, cid, skill, exc.code, exc.reason)
+
+    async def _reject(self, msg: Message, cid: str, skill: str, code: str, reason: str) -> None:
+        self._emit(SkillFeedback(command_id=cid, robot=self.robot, skill=skill, status="rejected",
+                                 reason_code=code, reason=reason))
+        await self.bus.report_error(msg.topic, reason, code, msg.payload)
+
+    async def _fault_loop(self, faults: anyio.abc.ObjectReceiveStream[Message]) -> None:
+        async for msg in faults:
+            try:
+                spec = convert(decode_map(msg.payload, msg.topic), FaultSpec, msg.topic)
+                if spec.skill not in self.executor.skills:
+                    raise SkillRejected(f"robot {self.robot!r} has no skill {spec.skill!r}",
+                                        "unknown_skill")
+            except DecodeError as exc:
+                await self.bus.report_error(msg.topic, exc.reason, "decode", msg.payload)
+                continue
+            except SkillRejected as exc:
+                await self.bus.report_error(msg.topic, exc.reason, exc.code, msg.payload)
+                continue
+            self.executor.faults.add(spec)
+            self.log.info("fault_armed", skill=spec.skill, object=spec.object, times=spec.times,
+                          probability=spec.probability)
+
+    async def _event_loop(self, events: anyio.abc.ObjectReceiveStream[Message]) -> None:
+        async for msg in events:
+            self.state.apply(msg.data.change)
+
+    # -- outputs ---------------------------------------------------------------------------
+    def _emit(self, fb: SkillFeedback) -> None:
+        self._tx.send_nowait(fb)
+
+    async def _feedback_loop(self) -> None:
+        async for fb in self._rx:
+            await self.bus.publish(self.topics.feedback(self.robot), fb, qos=1)
+            if fb.status == "failed" and fb.reason_code in BAD_COMMAND_CODES:
+                await self.bus.report_error(self.topics.skill(self.robot, fb.skill),
+                                            fb.reason or "", fb.reason_code or "failed")
+            if fb.status not in ("progress", "accepted"):
+                await self._publish_state()
+
+    async def _publish_state(self) -> None:
+        msg = self.state.message(self.executor.busy, self.executor.current())
+        await self.bus.publish(self.topics.state(self.robot), msg, retain=True, qos=0)
+
+    async def _telemetry_loop(self) -> None:
+        """State at the profile rate on a fixed schedule: no drift, no catch-up bursts."""
+        period = 1.0 / self.config.profile.telemetry_hz
+        drain = self.config.profile.battery_drain_per_s * period
+        deadline = anyio.current_time()
+        while True:
+            deadline += period
+            await anyio.sleep_until(deadline)
+            if self.executor.busy:
+                self.state.battery = max(0.0, self.state.battery - drain)
+            await self._publish_state()
+            deadline = max(deadline, anyio.current_time() - period)
+
+    # -- ContextHooks ----------------------------------------------------------------------
+    async def progress(self, ctx: SkillContext, percent: float) -> None:
+        self._emit(SkillFeedback(command_id=ctx.command.command_id, robot=self.robot,
+                                 skill=ctx.command.skill, status="progress",
+                                 task_id=ctx.command.task_id, step_id=ctx.command.step_id,
+                                 progress=round(percent, 1)))
+
+    def pose(self, ctx: SkillContext, x: float, y: float, theta: float) -> None:
+        self.state.pose = Pose(x=x, y=y, theta=theta)
+
+    def changed(self, ctx: SkillContext, change: WorldChange, world: World | None) -> None:
+        self.state.apply(change, world)

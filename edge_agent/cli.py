@@ -1,0 +1,67 @@
+"""``robobus edge``: run one robot's edge agent from its profile."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import anyio
+import typer
+
+from bus import Bus, BusError
+from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt
+from edge_agent.agent import EdgeConfig, edge_bus_options, run
+from edge_agent.errors import ProfileError
+from edge_agent.profile import load_profile, robot_types
+
+
+def edge(
+    profile: Annotated[str, typer.Option("--profile", "-p",
+                                         help="Profile YAML path, or a robot type name")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Robot name on the bus")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Start place (overrides the profile)")]
+    = None,
+    time_scale: Annotated[float | None, typer.Option(
+        "--time-scale", min=0.0, help="Real seconds per simulated second (0.1 = 10x faster)")]
+    = None,
+    bus_url: BusOpt = DEFAULT_BUS,
+    prefix: PrefixOpt = "robobus",
+) -> None:
+    """Start an edge agent: register the robot, then execute skill commands until SIGTERM."""
+    try:
+        prof = load_profile(profile)
+    except ProfileError as exc:
+        typer.echo(f"invalid robot profile: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    config = EdgeConfig(prof, name=name, start=at, time_scale=time_scale)
+    try:
+        anyio.run(_main, bus_url, config, prefix)
+    except BusError as exc:
+        typer.echo(f"robobus edge: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+async def _main(url: str, config: EdgeConfig, prefix: str) -> None:
+    opts = edge_bus_options(config.robot, prefix)
+    async with Bus.connect(url, name=config.robot, options=opts) as bus, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, tg.cancel_scope, name="edge:signals")
+        await tg.start(run, bus, config)
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+def profiles() -> None:
+    """List the known robot types and their profile files."""
+    for rtype, path in sorted(robot_types().items()):
+        typer.echo(f"{rtype:24s} {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("edge")(edge)
+    app.command("profiles")(profiles)

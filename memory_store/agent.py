@@ -1,0 +1,282 @@
+"""The memory agent: records every bus message and keeps spatial, embodiment and task memory.
+
+* Subscribes to ``#`` (``Overflow.BLOCK``: nothing is dropped; a full buffer pushes back into
+  the transport) and queues each message's raw bytes for the group committer.
+* Folds registration, alive, state, feedback, task and world-event messages into
+  :class:`~memory_store.views.Views`; nothing else is decoded.
+* Answers ``P/memory/query`` (``MemoryQuery`` -> ``QueryReply``) and ``P/memory/change``
+  (``WorldChange`` -> ``WorldReply``); every accepted change is published on ``P/world/events``.
+
+With ``views=False`` the same agent is ``robobus record``: a recorder for chosen patterns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+import yaml
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from bus import Bus
+from bus.errors import DecodeError
+from bus.message import Message
+from bus.subscription import Overflow, Subscription
+from bus.topics import matches
+from memory_store.commit import CommitOptions, GroupCommitter
+from memory_store.errors import QueryError
+from memory_store.query import LOG_KINDS, answer, parse, refuse
+from memory_store.segment import pack_key
+from memory_store.store import MemoryStore, StoreOptions, open_store
+from memory_store.views import Rejected, Views
+from memory_store.world import WorldChange, WorldConflict, WorldEvent, WorldReply
+from schemas.codec import decode_as
+from schemas.memory import MemoryQuery
+from schemas.topics import Topics
+
+log = structlog.get_logger("memory.agent")
+_DRAIN = 4096
+_REQUEST_BUFFER = 1000
+#: a request message and the number of events put before it (what it may need committed)
+Request = tuple[Message, int]
+
+
+@dataclass(slots=True)
+class MemoryConfig:
+    """What ``robobus memory`` (and ``robobus record``) is given."""
+
+    store: Path
+    scene: Path | None = None
+    store_options: StoreOptions = field(default_factory=StoreOptions)
+    commit: CommitOptions = field(default_factory=CommitOptions)
+    patterns: tuple[str, ...] = ("#",)
+    views: bool = True
+    buffer: int = 100_000
+    retention_check_s: float = 60.0
+
+
+def load_scene(path: Path) -> dict[str, Any]:
+    """A scene from a scenario YAML (its ``scene:`` section) or a bare scene YAML."""
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with places and objects")
+    scene = data.get("scene", data)
+    if not isinstance(scene, dict) or "places" not in scene:
+        raise ValueError(f"{path}: no scene (a 'places' mapping) found")
+    return scene
+
+
+class MemoryAgent:
+    """State of one running agent; :func:`run` drives it."""
+
+    def __init__(self, bus: Bus, config: MemoryConfig, store: MemoryStore) -> None:
+        self.bus = bus
+        self.config = config
+        self.store = store
+        self.topics = Topics(bus.options.prefix)
+        self.views = Views(self.topics, live=True) if config.views else None
+        self.committer = GroupCommitter(store, self.views, config.commit)
+        #: request topic -> the stream of its serving task (filled by ``_serve``)
+        self.requests: dict[str, Callable[[Request], Awaitable[None]]] = {}
+        self._log_queries: MemoryObjectSendStream[tuple[Message, int, MemoryQuery]] | None = None
+        self.log = log.bind(agent="memory", store=str(config.store))
+
+    # -- start-up ---------------------------------------------------------------------------
+    def restore(self) -> int:
+        """Load persisted views and fold in the log events they miss (worker thread)."""
+        views = self.views
+        if views is None:
+            return 0
+        ts, seq = self.store.views_store.load_into(views)
+        views.live = False
+        caught_up = 0
+        for ev in self.store.scan(after=pack_key(ts, seq) if seq else None):
+            views.observe(ev.topic, ev.payload, ev.ts_ns)
+            caught_up += 1
+        views.live = True
+        if self.config.scene is not None and not views.world.places and not views.world.version:
+            views.seed(load_scene(self.config.scene))
+        return caught_up
+
+    # -- ingest -----------------------------------------------------------------------------
+    async def ingest(self, sub: Subscription) -> None:
+        """The hot path: one list append per message, plus a dict lookup for the views.
+
+        Requests to the agent arrive on this same ordered stream, so a query sees every
+        message that reached the agent before it (read-your-writes for a publisher); they are
+        handed to their own tasks so that answering never stalls ingest.
+        """
+        put = self.committer.put
+        observe = self.views.observe if self.views is not None else None
+        requests = self.requests
+        effects: list[WorldEvent | Rejected] = []
+        routed: list[tuple[Callable[[Request], Awaitable[None]], Request]] = []
+        while True:
+            msg: Message | None = await sub.get()
+            n = 0
+            while msg is not None:
+                put(msg.topic, msg.payload, msg.ts_ns)
+                if observe is not None:
+                    found = observe(msg.topic, msg.payload, msg.ts_ns)
+                    if found:
+                        effects.extend(found)
+                    handler = requests.get(msg.topic)
+                    if handler is not None:
+                        routed.append((handler, (msg, self.committer.put_count)))
+                n += 1
+                msg = sub.get_nowait() if n < _DRAIN else None
+            if effects:
+                await self._publish_effects(effects)
+                effects = []
+            for handler, request in routed:
+                await handler(request)
+            routed.clear()
+            if self.committer.backlog >= self.committer.opts.max_pending:
+                await self.committer.wait_room()
+            else:
+                await anyio.lowlevel.checkpoint()
+
+    async def _publish_effects(self, effects: list[WorldEvent | Rejected]) -> None:
+        for eff in effects:
+            if isinstance(eff, WorldEvent):
+                await self.bus.publish(self.topics.world_events, eff, qos=1)
+            else:
+                await self.bus.report_error(eff.topic, eff.reason, eff.code)
+
+    # -- request / reply --------------------------------------------------------------------
+    async def on_query(self, request: Request) -> None:
+        """Answer a ``MemoryQuery`` from the in-memory views right away (microseconds); queries
+        that read the log go to their own task. Malformed ones get ``ok=False`` and a reason."""
+        assert self.views is not None and self._log_queries is not None
+        msg, seen = request
+        if msg.response_topic is None:
+            await self.bus.report_error(msg.topic, "query without a response topic",
+                                        "no_reply_to", msg.payload)
+            return
+        try:
+            q = parse(msg.payload)
+        except QueryError as exc:
+            await self.bus.report_error(msg.topic, exc.reason, exc.code, msg.payload)
+            await self.bus.reply(msg, refuse(exc))
+            return
+        if q.kind in LOG_KINDS:
+            await self._log_queries.send((msg, seen, q))
+        else:
+            await self.bus.reply(msg, answer(q, self.views, None))
+
+    async def serve_log_queries(
+            self, queries: MemoryObjectReceiveStream[tuple[Message, int, MemoryQuery]]) -> None:
+        """Answer queries that read the log, in a worker thread, once what they saw is durable."""
+        async for msg, seen, q in queries:
+            await self.committer.flush_to(seen)
+            reply = await anyio.to_thread.run_sync(answer, q, self.views, self.store.log)
+            await self.bus.reply(msg, reply)
+
+    async def serve_changes(self, requests: MemoryObjectReceiveStream[Request]) -> None:
+        """Apply ``WorldChange`` requests through :class:`World`; refuse conflicts clearly."""
+        assert self.views is not None
+        async for msg, _ in requests:
+            reply = await self._change(msg)
+            if msg.response_topic is not None:
+                await self.bus.reply(msg, reply)
+
+    async def _change(self, msg: Message) -> WorldReply:
+        assert self.views is not None
+        try:
+            change = decode_as(msg.payload, WorldChange, msg.topic)
+            event = self.views.change(change, time.time_ns())
+        except DecodeError as exc:
+            await self.bus.report_error(msg.topic, exc.reason, "malformed", msg.payload)
+            return WorldReply(ok=False, reason=exc.reason, code="malformed")
+        except WorldConflict as exc:
+            await self.bus.report_error(msg.topic, exc.reason, exc.code, msg.payload)
+            return WorldReply(ok=False, reason=exc.reason, code=exc.code)
+        await self.bus.publish(self.topics.world_events, event, qos=1)
+        await self.committer.sync()  # the world snapshot is durable before the ack
+        self.log.info("world_change", op=change.op, robot=change.robot, object=change.object,
+                      target=change.target, seq=event.seq)
+        return WorldReply(ok=True, event=event)
+
+    async def retention(self) -> None:
+        """Drop whole segments that fell out of the retention window."""
+        while True:
+            dropped = await anyio.to_thread.run_sync(self.store.apply_retention)
+            for path in dropped:
+                self.log.info("segment_dropped", path=str(path))
+            await anyio.sleep(self.config.retention_check_s)
+
+
+async def run(bus: Bus, config: MemoryConfig, *,
+              task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run the memory agent on ``bus`` until cancelled."""
+    store = await anyio.to_thread.run_sync(lambda: open_store(config.store, **_opts(config)))
+    try:
+        agent = MemoryAgent(bus, config, store)
+        caught_up = await anyio.to_thread.run_sync(agent.restore)
+        agent.log.info("memory_open", caught_up=caught_up, last_seq=store.log.last_seq)
+        await _serve(agent, task_status)
+    finally:
+        store.close()
+
+
+def _opts(config: MemoryConfig) -> dict[str, Any]:
+    o = config.store_options
+    return {"map_size": o.map_size, "segment_ns": o.segment_ns, "views_map_size": o.views_map_size,
+            "readahead": o.readahead, "sync": o.sync, "retention_ns": o.retention_ns}
+
+
+async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) -> None:
+    cfg, topics, bus = agent.config, agent.topics, agent.bus
+    patterns = list(cfg.patterns)
+    subs: list[Subscription] = []
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(agent.committer.run)
+                if agent.views is not None:
+                    _start_servers(agent, tg, patterns)
+                for pattern in patterns:
+                    sub = await stack.enter_async_context(
+                        bus.subscribe(pattern, maxsize=cfg.buffer, overflow=Overflow.BLOCK))
+                    subs.append(sub)
+                    tg.start_soon(agent.ingest, sub, name=f"memory-ingest {pattern}")
+                if agent.views is not None and agent.views.scene is not None:
+                    await bus.publish(topics.scene, agent.views.scene, retain=True, qos=1)
+                if cfg.store_options.retention_ns is not None:
+                    tg.start_soon(agent.retention, name="memory-retention")
+                agent.log.info("memory_ready", patterns=patterns, views=cfg.views)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _record_leftovers(agent, subs)
+
+
+def _start_servers(agent: MemoryAgent, tg: anyio.abc.TaskGroup, patterns: list[str]) -> None:
+    send, receive = anyio.create_memory_object_stream[Request](_REQUEST_BUFFER)
+    log_send, log_receive = anyio.create_memory_object_stream[
+        tuple[Message, int, MemoryQuery]](_REQUEST_BUFFER)
+    agent._log_queries = log_send
+    agent.requests = {agent.topics.memory_query: agent.on_query,
+                      agent.topics.world_change: send.send}
+    tg.start_soon(agent.serve_changes, receive, name="memory-changes")
+    tg.start_soon(agent.serve_log_queries, log_receive, name="memory-log-queries")
+    for topic in agent.requests:
+        if not any(matches(p, topic) for p in patterns):
+            patterns.append(topic)
+
+
+async def _record_leftovers(agent: MemoryAgent, subs: list[Subscription]) -> None:
+    """On shutdown, record what the subscriptions had already received, then commit it."""
+    left = 0
+    for sub in subs:
+        while (msg := sub.get_nowait()) is not None:
+            agent.committer.put(msg.topic, msg.payload, msg.ts_ns)
+            left += 1
+    await agent.committer.commit_now()
+    agent.log.info("memory_stopped", recorded_at_shutdown=left, last_seq=agent.committer.last_seq)

@@ -1,0 +1,191 @@
+"""Answering :class:`MemoryQuery` (``schemas/memory.py``), locally or for the agent.
+
+:func:`answer` is one function for both paths: the agent passes its live views, a local reader
+passes ``store.views()``. Every refusal is a :class:`QueryError` with a precise reason and a
+machine-readable ``code`` (``malformed``, ``missing_field``, ``invalid``, ``unknown``,
+``bad_cursor``, ``bad_pattern``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from bus.errors import TopicError
+from bus.topics import validate_filter
+from memory_store.errors import QueryError
+from memory_store.log import EventLog
+from memory_store.segment import KEY_LEN
+from memory_store.views import TERMINAL, Views
+from memory_store.world import WorldConflict
+from schemas.memory import MemoryQuery, QueryReply
+
+MAX_LIMIT = 10_000
+MAX_K = 1000
+_decoder = msgspec.msgpack.Decoder(MemoryQuery)
+
+#: Query kinds that read the event log (blocking I/O: the agent runs them in a thread).
+LOG_KINDS = frozenset({"events"})
+
+
+def parse(payload: bytes) -> MemoryQuery:
+    """Decode a query or raise ``QueryError(code="malformed")`` saying what is wrong."""
+    try:
+        return _decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise QueryError(f"malformed query: {exc}", "malformed") from exc
+    except msgspec.DecodeError as exc:
+        raise QueryError(f"malformed query: payload is not msgpack ({exc})", "malformed") from exc
+
+
+def answer(q: MemoryQuery, views: Views, log: EventLog | None) -> QueryReply:
+    """Answer ``q``; refusals come back as ``ok=False`` replies, never as exceptions."""
+    try:
+        if q.kind in LOG_KINDS:
+            if log is None:
+                raise QueryError("this memory has no event log", "invalid")
+            return events(q, log)
+        return QueryReply(ok=True, result=_HANDLERS[q.kind](q, views))
+    except QueryError as exc:
+        return QueryReply(ok=False, error=exc.reason, code=exc.code)
+
+
+def refuse(exc: QueryError) -> QueryReply:
+    return QueryReply(ok=False, error=exc.reason, code=exc.code)
+
+
+def _need(q: MemoryQuery, field: str) -> Any:
+    value = getattr(q, field)
+    if value is None or value == "":
+        raise QueryError(f"query {q.kind!r} needs {field!r}", "missing_field")
+    return value
+
+
+def _known(views: Views, name: str) -> None:
+    w = views.world
+    if name not in w.objects and name not in w.places and name not in w.robots:
+        raise QueryError(f"unknown object, place or robot {name!r}", "unknown")
+
+
+def _world(q: MemoryQuery, views: Views) -> Any:
+    return views.world.snapshot()
+
+
+def _where(q: MemoryQuery, views: Views) -> dict[str, Any]:
+    name = _need(q, "name")
+    _known(views, name)
+    w = views.world
+    if name in w.objects:
+        location = w.objects[name].location
+    elif name in w.robots:
+        location = w.robots[name].place
+    else:
+        location = name
+    return {"object": name, "location": location, "place": w.place_of(name),
+            "position": w.position_of(name)}
+
+
+def _contents(q: MemoryQuery, views: Views) -> list[str]:
+    name = _need(q, "name")
+    _known(views, name)
+    return views.world.contents(name)
+
+
+def _nearest(q: MemoryQuery, views: Views) -> list[str]:
+    kind, to = _need(q, "of_kind"), _need(q, "to")
+    if not 1 <= q.k <= MAX_K:
+        raise QueryError(f"k must be between 1 and {MAX_K}, got {q.k}", "invalid")
+    try:
+        return views.world.nearest(kind, to, q.k)
+    except WorldConflict as exc:
+        raise QueryError(exc.reason, "unknown") from exc
+
+
+def robot_view(views: Views, name: str) -> dict[str, Any]:
+    """The ``robot`` query's result for one robot."""
+    rec = views.robots.get(name)
+    wr = views.world.robots.get(name)
+    if rec is None and wr is None:
+        raise QueryError(f"unknown robot {name!r}", "unknown")
+    alive = rec.alive if rec is not None and rec.alive is not None else (wr.alive if wr else None)
+    return {
+        "registration": rec.registration if rec else None,
+        "state": rec.state if rec else None,
+        "feedback": rec.feedback if rec else None,
+        "alive": alive,
+        "holding": list(wr.holding) if wr else [],
+        "place": wr.place if wr else None,
+    }
+
+
+def _robot(q: MemoryQuery, views: Views) -> dict[str, Any]:
+    return robot_view(views, _need(q, "name"))
+
+
+def _robots(q: MemoryQuery, views: Views) -> dict[str, Any]:
+    names = sorted({*views.robots, *views.world.robots})
+    return {name: robot_view(views, name) for name in names}
+
+
+def _task(q: MemoryQuery, views: Views) -> Any:
+    task_id = _need(q, "name")
+    rec = views.tasks.get(task_id)
+    if rec is None:
+        raise QueryError(f"unknown task {task_id!r}", "unknown")
+    return rec
+
+
+def _tasks(q: MemoryQuery, views: Views) -> list[Any]:
+    status = q.status or "all"
+    recs = sorted(views.tasks.values(), key=lambda r: (r.created_ns, r.task_id))
+    if status == "all":
+        return recs
+    if status == "active":
+        return [r for r in recs if r.status not in TERMINAL]
+    return [r for r in recs if r.status == status]
+
+
+def events(q: MemoryQuery, log: EventLog) -> QueryReply:
+    """One page of events; ``next_cursor`` is set when more may follow."""
+    if not 1 <= q.limit <= MAX_LIMIT:
+        raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {q.limit}", "invalid")
+    t0, t1 = q.t0_ns or 0, q.t1_ns if q.t1_ns is not None else 2**63 - 1
+    if t0 < 0 or t1 < t0:
+        raise QueryError(f"bad time range: t0_ns={t0} t1_ns={t1}", "invalid")
+    pattern = q.pattern or "#"
+    try:
+        validate_filter(pattern)
+    except TopicError as exc:
+        raise QueryError(str(exc), "bad_pattern") from exc
+    after = _cursor(q.cursor)
+    page: list[dict[str, Any]] = []
+    for ev in log.scan(t0, t1, pattern, after):
+        page.append({"ts_ns": ev.ts_ns, "seq": ev.seq, "topic": ev.topic, "payload": ev.payload})
+        if len(page) == q.limit:
+            break
+    nxt = _encode_cursor(page[-1]) if len(page) == q.limit else None
+    return QueryReply(ok=True, result={"events": page, "next_cursor": nxt}, next_cursor=nxt)
+
+
+def _cursor(cursor: str | None) -> bytes | None:
+    if not cursor:
+        return None
+    try:
+        raw = bytes.fromhex(cursor)
+    except ValueError as exc:
+        raise QueryError(f"bad cursor {cursor!r}: not hex", "bad_cursor") from exc
+    if len(raw) != KEY_LEN:
+        raise QueryError(f"bad cursor {cursor!r}: expected {KEY_LEN} bytes", "bad_cursor")
+    return raw
+
+
+def _encode_cursor(event: dict[str, Any]) -> str:
+    return ((event["ts_ns"] << 64) | event["seq"]).to_bytes(KEY_LEN, "big").hex()
+
+
+_HANDLERS: dict[str, Callable[[MemoryQuery, Views], Any]] = {
+    "world": _world, "where": _where, "contents": _contents, "nearest": _nearest,
+    "robot": _robot, "robots": _robots, "task": _task, "tasks": _tasks,
+}

@@ -1,0 +1,227 @@
+"""The store: the segmented event log plus a small LMDB environment for the views.
+
+Layout of a store directory::
+
+    STORE/log/seg-<start_ns>.mdb   one LMDB file per time segment (events, topic index, topics)
+    STORE/views.mdb                robots, tasks, the world snapshot, the scene, the log position
+
+Writers: one process (the memory agent, ``robobus record``, or a program using the API).
+Readers: any number of processes, ``memory_store.open(path, readonly=True)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgspec
+
+from memory_store.errors import ReadOnlyStore, StoreClosed
+from memory_store.log import HOUR_NS, Event, EventLog, LogSnapshot
+from memory_store.query import answer
+from memory_store.segment import SegmentOptions
+from memory_store.views import Dirty, RobotRecord, Views
+from memory_store.world import World, WorldSnapshot
+from schemas.memory import MemoryQuery, QueryReply, TaskRecord
+from schemas.topics import Topics
+
+_META_WORLD, _META_SCENE, _META_POS = b"world", b"scene", b"log_position"
+
+
+@dataclass(slots=True)
+class StoreOptions:
+    """Store knobs. ``map_size`` is per segment; the views env is small."""
+
+    map_size: int = 1 << 34
+    segment_ns: int = HOUR_NS
+    views_map_size: int = 1 << 30
+    readahead: bool = False
+    sync: bool = True
+    retention_ns: int | None = None
+
+
+class ViewStore:
+    """Persisted views in ``views.mdb``: written once per group commit, read by anyone."""
+
+    def __init__(self, path: Path, opts: StoreOptions, readonly: bool) -> None:
+        self.env = lmdb.open(str(path), subdir=False, map_size=opts.views_map_size, max_dbs=4,
+                             readonly=readonly, sync=opts.sync, metasync=opts.sync,
+                             readahead=False, create=not readonly)
+        create = not readonly
+        self.robots_db = self.env.open_db(b"robots", create=create)
+        self.tasks_db = self.env.open_db(b"tasks", create=create)
+        self.meta_db = self.env.open_db(b"meta", create=create)
+
+    def save(self, dirty: Dirty, last_ts: int, last_seq: int) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.cursor(self.robots_db).putmulti(dirty.robots)
+            txn.cursor(self.tasks_db).putmulti(dirty.tasks)
+            if dirty.world is not None:
+                txn.put(_META_WORLD, dirty.world, db=self.meta_db)
+            if dirty.scene is not None:
+                txn.put(_META_SCENE, dirty.scene, db=self.meta_db)
+            txn.put(_META_POS, msgspec.msgpack.encode((last_ts, last_seq)), db=self.meta_db)
+
+    def _meta(self, key: bytes, type_: Any) -> Any:
+        with self.env.begin(db=self.meta_db) as txn:
+            raw = txn.get(key)
+            return None if raw is None else msgspec.msgpack.decode(raw, type=type_)
+
+    def world(self) -> WorldSnapshot | None:
+        return self._meta(_META_WORLD, WorldSnapshot)
+
+    def scene(self) -> dict[str, Any] | None:
+        return self._meta(_META_SCENE, dict[str, Any])
+
+    def position(self) -> tuple[int, int]:
+        """``(ts_ns, seq)`` of the last log event the persisted views include."""
+        pos = self._meta(_META_POS, tuple[int, int])
+        return pos if pos is not None else (0, 0)
+
+    def _all(self, db: Any, type_: Any) -> dict[str, Any]:
+        dec = msgspec.msgpack.Decoder(type_)
+        with self.env.begin(db=db) as txn:
+            return {bytes(k).decode(): dec.decode(v) for k, v in txn.cursor()}
+
+    def robots(self) -> dict[str, RobotRecord]:
+        return self._all(self.robots_db, RobotRecord)
+
+    def tasks(self) -> dict[str, TaskRecord]:
+        return self._all(self.tasks_db, TaskRecord)
+
+    def load_into(self, views: Views) -> tuple[int, int]:
+        views.restore(self.world(), self.scene(), self.robots(), self.tasks())
+        return self.position()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class MemoryStore:
+    """Event log + views. Use :func:`memory_store.open`."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False,
+                 options: StoreOptions | None = None) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.options = opts = options or StoreOptions()
+        if not readonly:
+            self.path.mkdir(parents=True, exist_ok=True)
+        seg = SegmentOptions(map_size=opts.map_size, readahead=opts.readahead, sync=opts.sync)
+        self.log = EventLog(self.path / "log", readonly=readonly, segment_ns=opts.segment_ns,
+                            seg_opts=seg)
+        self.views_store = ViewStore(self.path / "views.mdb", opts, readonly)
+        self.closed = False
+
+    # -- writing ------------------------------------------------------------------------------
+    def append(self, topic: str, payload: bytes, ts_ns: int | None = None) -> int:
+        """Record one event and commit it; the returned sequence number is the acknowledgement."""
+        return self.append_many([(topic, payload, ts_ns or time.time_ns())])
+
+    def append_many(self, events: Iterable[tuple[str, bytes, int]]) -> int:
+        """Record ``(topic, payload, ts_ns)`` events in one durable transaction; last seq."""
+        self._check_writable()
+        return self.log.append(events)
+
+    def commit(self, events: list[tuple[str, bytes, int]], dirty: Dirty | None) -> int:
+        """Group commit: the events, then the views that include them (writer thread)."""
+        self._check_writable()
+        seq = self.log.append(events)
+        if dirty is not None:
+            self.views_store.save(dirty, self.log.last_ts, seq)
+        return seq
+
+    def apply_retention(self, now_ns: int | None = None) -> list[Path]:
+        """Drop segments older than the retention window; returns the deleted files."""
+        if self.options.retention_ns is None:
+            return []
+        return self.log.drop_before((now_ns or time.time_ns()) - self.options.retention_ns)
+
+    def _check_writable(self) -> None:
+        if self.closed:
+            raise StoreClosed(f"store {self.path} is closed")
+        if self.readonly:
+            raise ReadOnlyStore(f"store {self.path} is open read-only")
+
+    # -- reading ------------------------------------------------------------------------------
+    def get(self, ts_ns: int, seq: int) -> Event | None:
+        """One event by key."""
+        return self.log.get(ts_ns, seq)
+
+    def snapshot(self) -> LogSnapshot:
+        """Reusable read transactions for many point gets (``with store.snapshot() as s``)."""
+        return self.log.snapshot()
+
+    def scan(self, t0: int = 0, t1: int = 2**63 - 1, pattern: str | None = None,
+             after: bytes | None = None) -> Iterator[Event]:
+        """Events in ``[t0, t1]`` on topics matching ``pattern``, oldest first."""
+        return self.log.scan(t0, t1, pattern, after)
+
+    def views(self, topics: Topics | None = None) -> Views:
+        """The persisted spatial, embodiment and task memory, as of the last commit."""
+        views = Views(topics, live=False)
+        self.views_store.load_into(views)
+        return views
+
+    def world(self) -> World:
+        snap = self.views_store.world()
+        return World(snap)
+
+    def robot(self, name: str) -> RobotRecord | None:
+        with self.views_store.env.begin(db=self.views_store.robots_db) as txn:
+            raw = txn.get(name.encode())
+            return None if raw is None else msgspec.msgpack.decode(raw, type=RobotRecord)
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        with self.views_store.env.begin(db=self.views_store.tasks_db) as txn:
+            raw = txn.get(task_id.encode())
+            return None if raw is None else msgspec.msgpack.decode(raw, type=TaskRecord)
+
+    def query(self, q: MemoryQuery) -> QueryReply:
+        """Answer a :class:`MemoryQuery` from this process, without the agent."""
+        return answer(q, self.views(), self.log)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per topic, time span, segments and bytes on disk."""
+        return self.log.stats()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.log.close()
+            self.views_store.close()
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_store(path: str | Path, readonly: bool = False, **options: Any) -> MemoryStore:
+    """Open (or create) the store at ``path``; ``options`` are :class:`StoreOptions` fields."""
+    return MemoryStore(path, readonly=readonly, options=StoreOptions(**options))
+
+
+def rebuild_views(store: MemoryStore, topics: Topics | None = None,
+                  scene: dict[str, Any] | None = None) -> Views:
+    """Fold the whole log into fresh views: spatial memory comes from the recorded scene and
+    ``world/events`` alone, so the result equals the memory the agent kept."""
+    views = Views(topics, live=False)
+    if scene is not None:
+        views.seed(scene)
+    for ev in store.scan():
+        views.observe(ev.topic, ev.payload, ev.ts_ns)
+    return views
+
+
+def rebuild_world(path: str | Path, topics: Topics | None = None,
+                  scene: dict[str, Any] | None = None) -> World:
+    """The world rebuilt from the log at ``path`` (opened read-only)."""
+    with MemoryStore(path, readonly=True) as store:
+        return rebuild_views(store, topics, scene).world

@@ -1,0 +1,240 @@
+"""Spatial, embodiment and task memory, derived from the event log.
+
+:class:`Views` folds bus messages into the current world (:class:`World`), one
+:class:`RobotRecord` per robot and one :class:`TaskRecord` per task. It decodes only the topics
+it needs; everything else costs one dictionary lookup. The same fold rebuilds memory from a
+recorded log (``live=False``): world changes then come only from the recorded ``world/events``,
+so the rebuilt world equals the one the agent kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+
+from bus.errors import DecodeError
+from memory_store.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
+from schemas.codec import decode_as
+from schemas.memory import TaskRecord
+from schemas.messages import Alive, RobotRegistration, RobotState, SkillFeedback, TaskStatus
+from schemas.topics import Topics
+
+log = structlog.get_logger("memory.views")
+
+TERMINAL = frozenset({"done", "failed", "cancelled"})
+STEP_STATES = frozenset({"dispatched", "progress", "step_done", "step_failed"})
+_ROUTE_CACHE_MAX = 100_000
+
+
+class RobotRecord(msgspec.Struct, omit_defaults=True):
+    """Embodiment memory of one robot: the latest of each message kind."""
+
+    registration: RobotRegistration | None = None
+    state: RobotState | None = None
+    alive: bool | None = None
+    feedback: SkillFeedback | None = None
+    updated_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An input the views refused: reported on ``P/errors`` by the agent."""
+
+    topic: str
+    reason: str
+    code: str
+
+
+Effect = WorldEvent | Rejected
+_NONE: list[Effect] = []
+
+
+@dataclass(slots=True)
+class Dirty:
+    """Encoded records changed since the last commit, handed to the writer thread."""
+
+    robots: list[tuple[bytes, bytes]] = field(default_factory=list)
+    tasks: list[tuple[bytes, bytes]] = field(default_factory=list)
+    world: bytes | None = None
+    scene: bytes | None = None
+
+    def empty(self) -> bool:
+        return not (self.robots or self.tasks or self.world is not None or self.scene is not None)
+
+
+class Views:
+    """The in-memory views; ``live`` means registrations add robots to the world."""
+
+    def __init__(self, topics: Topics | None = None, *, live: bool = True) -> None:
+        self.topics = topics or Topics()
+        self.live = live
+        self.world = World()
+        self.scene: dict[str, Any] | None = None
+        self.robots: dict[str, RobotRecord] = {}
+        self.tasks: dict[str, TaskRecord] = {}
+        self._dirty_robots: set[str] = set()
+        self._dirty_tasks: set[str] = set()
+        self._world_dirty = self._scene_dirty = False
+        self._routes: dict[str, Callable[[str, bytes, int], list[Effect]] | None] = {}
+
+    # -- seeding and direct changes ---------------------------------------------------------
+    def seed(self, scene: dict[str, Any]) -> None:
+        """Start the world from a scene (places and objects)."""
+        self.world = World.from_scene(scene)
+        self.scene = scene
+        self._world_dirty = self._scene_dirty = True
+
+    def change(self, change: WorldChange, ts_ns: int) -> WorldEvent:
+        """Apply ``change`` through :class:`World`; raise :class:`WorldConflict` if refused."""
+        if change.op == "add_robot" and change.robot in self.robots:
+            alive = self.robots[change.robot].alive
+            if alive is not None:
+                change = msgspec.structs.replace(change, data={**change.data, "alive": alive})
+        self.world.apply(change)
+        self._world_dirty = True
+        return WorldEvent(seq=self.world.version, change=change, ts_ns=ts_ns)
+
+    # -- the fold ---------------------------------------------------------------------------
+    def observe(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
+        """Fold one bus message into the views; returns world events to publish or rejections."""
+        route = self._routes.get(topic, _MISSING)
+        if route is _MISSING:
+            route = self._route(topic)
+        if route is None or not payload:
+            return _NONE  # not a view topic, or an empty payload clearing a retained value
+        try:
+            return route(topic, payload, ts_ns)  # type: ignore[operator]
+        except DecodeError as exc:
+            return [Rejected(topic, exc.reason, "decode")]
+
+    def _route(self, topic: str) -> Callable[[str, bytes, int], list[Effect]] | None:
+        if len(self._routes) > _ROUTE_CACHE_MAX:
+            self._routes.clear()
+        t = self.topics
+        route: Callable[[str, bytes, int], list[Effect]] | None = None
+        if topic == t.world_events:
+            route = self._on_world_event
+        elif topic == t.scene:
+            route = self._on_scene
+        elif (robot := t.robot_of(topic)) is not None and topic.count("/") == \
+                t.prefix.count("/") + 3:
+            route = {
+                t.registration(robot): self._on_registration, t.alive(robot): self._on_alive,
+                t.state(robot): self._on_state, t.feedback(robot): self._on_feedback,
+            }.get(topic)
+        elif topic.startswith(t.prefix + "/tasks/") and topic.count("/") == \
+                t.prefix.count("/") + 2:
+            route = self._on_task
+        self._routes[topic] = route
+        return route
+
+    def _record(self, robot: str, ts_ns: int) -> RobotRecord:
+        rec = self.robots.get(robot)
+        if rec is None:
+            rec = self.robots[robot] = RobotRecord()
+        rec.updated_ns = ts_ns
+        self._dirty_robots.add(robot)
+        return rec
+
+    def _on_registration(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
+        reg = decode_as(payload, RobotRegistration, topic)
+        self._record(reg.robot, ts_ns).registration = reg
+        if not self.live or reg.robot in self.world.robots:
+            return _NONE
+        start = reg.profile.get("start")
+        effects: list[Effect] = []
+        if start is not None and start not in self.world.places:
+            effects.append(Rejected(topic, f"robot {reg.robot!r} starts at unknown place "
+                                           f"{start!r}", "unknown_place"))
+            start = None
+        data = {**reg.profile, "profile": reg.type}
+        effects.append(self.change(WorldChange("add_robot", robot=reg.robot, target=start,
+                                               data=data), ts_ns))
+        return effects
+
+    def _on_alive(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
+        msg = decode_as(payload, Alive, topic)
+        self._record(msg.robot, ts_ns).alive = msg.online
+        robot = self.world.robots.get(msg.robot)
+        if robot is not None and robot.alive != msg.online:
+            robot.alive = msg.online
+            self._world_dirty = True
+        return _NONE
+
+    def _on_state(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
+        state = decode_as(payload, RobotState, topic)
+        self._record(state.robot, ts_ns).state = state
+        return _NONE
+
+    def _on_feedback(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
+        fb = decode_as(payload, SkillFeedback, topic)
+        self._record(fb.robot, ts_ns).feedback = fb
+        return _NONE
+
+    def _on_task(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
+        st = decode_as(payload, TaskStatus, topic)
+        rec = self.tasks.get(st.task_id)
+        if rec is None:
+            rec = self.tasks[st.task_id] = TaskRecord(task_id=st.task_id, created_ns=st.ts_ns)
+        rec.status, rec.updated_ns, rec.replans = st.status, st.ts_ns, st.replans
+        rec.text = st.text or rec.text
+        rec.priority = st.priority or rec.priority
+        rec.plan = st.plan or rec.plan
+        rec.reason = st.reason if st.reason is not None else rec.reason
+        if st.step_id is not None and st.status in STEP_STATES:
+            rec.steps[st.step_id] = st.status
+        self._dirty_tasks.add(st.task_id)
+        return _NONE
+
+    def _on_world_event(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
+        ev = decode_as(payload, WorldEvent, topic)
+        if ev.seq <= self.world.version:
+            return _NONE  # already applied (our own event coming back, or a duplicate)
+        try:
+            self.change(ev.change, ev.ts_ns)
+        except WorldConflict as exc:
+            return [Rejected(topic, f"world event {ev.seq} does not apply: {exc.reason}",
+                             exc.code)]
+        self.world.version = ev.seq
+        return _NONE
+
+    def _on_scene(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
+        if self.world.version or self.world.places:
+            return _NONE  # the world already exists; a republished scene changes nothing
+        scene = decode_as(payload, dict, topic)
+        try:
+            self.seed(scene)
+        except (KeyError, TypeError, ValueError) as exc:
+            return [Rejected(topic, f"invalid scene: {exc}", "bad_scene")]
+        return _NONE
+
+    # -- persistence hand-off ----------------------------------------------------------------
+    def take_dirty(self) -> Dirty:
+        """Encode what changed since the last call (on the event loop, so it is consistent)."""
+        enc = msgspec.msgpack.encode
+        dirty = Dirty(
+            robots=[(r.encode(), enc(self.robots[r])) for r in self._dirty_robots],
+            tasks=[(t.encode(), enc(self.tasks[t])) for t in self._dirty_tasks],
+            world=enc(self.world.snapshot()) if self._world_dirty else None,
+            scene=enc(self.scene) if self._scene_dirty else None,
+        )
+        self._dirty_robots.clear()
+        self._dirty_tasks.clear()
+        self._world_dirty = self._scene_dirty = False
+        return dirty
+
+    def restore(self, world: WorldSnapshot | None, scene: dict[str, Any] | None,
+                robots: dict[str, RobotRecord], tasks: dict[str, TaskRecord]) -> None:
+        """Load persisted views (after a restart)."""
+        if world is not None:
+            self.world = World(world)
+        self.scene = scene
+        self.robots = robots
+        self.tasks = tasks
+
+
+_MISSING: Any = object()

@@ -1,0 +1,261 @@
+"""The language-model planners: constrained decoding, the OpenAI-compatible backend against a
+real loopback HTTP server, and the local backend with the small shipped model (SmolLM2-135M).
+
+Model answers are never compared with exact text: only that plans validate, that names come
+from the scene, and that rejections are fed back and retried.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import pytest
+
+from brain_agent import scenes
+from brain_agent.config import BrainConfig
+from brain_agent.errors import BrainError, ParseError
+from brain_agent.goals import Deliver, GoalSet
+from brain_agent.llm.errors import EndpointError
+from brain_agent.llm.planning import decode_goals
+from brain_agent.llm.schema import SceneNames, goalset_schema
+from brain_agent.planners import validate
+
+pytestmark = [pytest.mark.llm, pytest.mark.anyio]
+torch = pytest.importorskip("torch")
+pytest.importorskip("llguidance")
+pytest.importorskip("transformers")
+
+#: The model the local-backend tests load (the 0.5B one works too, just slower).
+TEST_MODEL = os.environ.get("ROBOBUS_LLM_TEST_MODEL", "smollm2-135m")
+
+
+# -- schema and constrained decoding (no model) ------------------------------------------------
+def test_schema_enumerates_scene_names() -> None:
+    ctx = scenes.demo()
+    defs = goalset_schema(SceneNames.from_context(ctx))["$defs"]
+    assert defs["ObjectRef"]["properties"]["name"]["enum"] == sorted(ctx.world.objects)
+    assert defs["ObjectRef"]["properties"]["kind"]["enum"] == ["basket", "cup", "fruit", "knife"]
+    assert defs["GoTo"]["properties"]["robot"]["enum"] == ["agilex", "g1", "realman_1"]
+    assert "basket" in defs["Deliver"]["properties"]["to"]["enum"]  # a container is a target
+    assert "language" not in defs["GoalSet"]["properties"]
+
+
+def _toy_tokenizer() -> Any:
+    """A small byte-level BPE tokenizer trained here, shaped like a Hugging Face fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ['{"goals":[{"type":"deliver","objects":[{"kind":"fruit","nearest_to":"cup"}],'
+              '"to":"officeDesk"}]}', '{"type":"goto","robot":"g1","place":"kitchenTable"}'] * 20
+    trainer = trainers.BpeTrainer(vocab_size=350, special_tokens=["<eos>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    return SimpleNamespace(backend_tokenizer=tok, eos_token_id=tok.token_to_id("<eos>"))
+
+
+def test_logits_processor_masks_random_logits_into_a_valid_goalset() -> None:
+    from brain_agent.llm.constrain import (
+        GrammarLogitsProcessor,
+        grammar_for,
+        ll_tokenizer,
+        new_matcher,
+    )
+
+    hf = _toy_tokenizer()
+    vocab = hf.backend_tokenizer.get_vocab_size()
+    ctx = scenes.demo()
+    grammar = grammar_for(goalset_schema(SceneNames.from_context(ctx)))
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        proc = GrammarLogitsProcessor(new_matcher(ll_tokenizer(hf, vocab), grammar), 0, vocab + 5)
+        ids: list[int] = []
+        for _step in range(600):
+            scores = torch.randn(1, vocab + 5, generator=gen)  # 5 padded rows: never allowed
+            scores[0, hf.eos_token_id] -= 4.0  # random logits would end lists very early
+            masked = proc(torch.tensor([ids], dtype=torch.long), scores)
+            assert torch.isinf(masked[0, vocab:]).all()
+            token = int(masked[0].argmax())
+            if token == hf.eos_token_id:
+                break
+            ids.append(token)
+        else:
+            pytest.fail("the grammar never allowed EOS")
+        goals = decode_goals(hf.backend_tokenizer.decode(ids), "x")
+        _assert_names_in_scene(goals, ctx)
+
+
+def _assert_names_in_scene(goals: GoalSet, ctx: Any) -> None:
+    known = {*ctx.world.objects, *ctx.world.places, *ctx.fleet,
+             *(o.kind for o in ctx.world.objects.values())}
+    for goal in goals.goals:
+        for value in _strings(msgspec_to_builtins(goal)):
+            assert value in known or value in {"deliver", "goto", "pickup", "handto", "cancel"} \
+                or goal.__class__.__name__ == "CancelTask", value
+
+
+def msgspec_to_builtins(obj: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(obj)
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+def test_decode_goals_sets_language_and_rejects_garbage() -> None:
+    goals = decode_goals('{"goals":[{"type":"goto","robot":"g1","place":"officeDesk"}]}',
+                         "拿离杯子最近的水果")
+    assert goals.language == "zh"
+    with pytest.raises(BrainError, match="not a valid goal list"):
+        decode_goals('{"goals":[{"type":"fly"}]}', "x")
+
+
+# -- the OpenAI-compatible backend against a real loopback server ------------------------------
+class FakeOpenAI:
+    """A tiny OpenAI-compatible chat server on a loopback port; answers from a script."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(body)
+                fake.headers.append(dict(self.headers))
+                answer = fake.answers[min(len(fake.requests), len(fake.answers)) - 1]
+                status, payload = (answer if isinstance(answer, tuple) else (200, answer))
+                if status == 200:
+                    payload = {"choices": [{"message": {"role": "assistant", "content": payload}}]}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        threading.Thread(target=self.server.serve_forever, name="fake-openai", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+BAD = '{"goals":[{"type":"deliver","objects":[{"name":"pear"}],"to":"officeDesk"}]}'
+GOOD = '{"goals":[{"type":"deliver","objects":[{"name":"knife"}],"to":"basket"}]}'
+
+
+async def test_openai_feeds_back_a_bad_answer_and_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    from brain_agent.planners.openai import OpenAIPlanner
+
+    monkeypatch.setenv("ROBOBUS_OPENAI_API_KEY", "sk-test-secret")
+    ctx = scenes.demo()
+    with FakeOpenAI([BAD, GOOD]) as server:
+        plan = await OpenAIPlanner(server.url, "tiny").plan("put the knife in the basket", ctx)
+    assert validate(plan, ctx) == [] and plan.steps and plan.planner == "openai"
+    first, second = server.requests
+    assert first["response_format"]["type"] == "json_schema"
+    assert first["response_format"]["json_schema"]["name"] == "GoalSet"
+    assert "knife" in json.dumps(first["response_format"]["json_schema"]["schema"])
+    assert first["model"] == "tiny"
+    assert "pear" in second["messages"][-1]["content"]  # the rejection was fed back
+    assert server.headers[0]["Authorization"] == "Bearer sk-test-secret"
+
+
+async def test_openai_gives_up_after_bounded_retries_with_the_reason() -> None:
+    from brain_agent.planners.openai import OpenAIPlanner
+
+    with FakeOpenAI([BAD]) as server:
+        with pytest.raises(ParseError, match=r"2 attempt\(s\).*unknown object 'pear'"):
+            await OpenAIPlanner(server.url, max_attempts=2).plan("bring a pear", scenes.demo())
+    assert len(server.requests) == 2
+
+
+async def test_openai_http_error_is_not_retried() -> None:
+    from brain_agent.planners.openai import OpenAIPlanner
+
+    with FakeOpenAI([(503, {"error": "overloaded"})]) as server:
+        with pytest.raises(EndpointError, match="HTTP 503"):
+            await OpenAIPlanner(server.url).plan("put the knife in the basket", scenes.demo())
+    assert len(server.requests) == 1
+
+
+async def test_brain_runs_a_task_with_the_openai_planner(rig_factory) -> None:  # noqa: ANN001
+    with FakeOpenAI([GOOD]) as server:
+        config = BrainConfig(planner="openai", planner_options={"endpoint": server.url},
+                             orphan_wait_s=2.0)
+        async with rig_factory(brain=config) as rig:
+            tid = await rig.send("put the knife in the basket")
+            st = await rig.status(tid)
+            assert st.status == "done", st.reason
+            assert (await rig.world()).objects["knife"].location == "basket"
+
+
+# -- the local backend with a shipped model ----------------------------------------------------
+@pytest.fixture(scope="module")
+def llm_planner() -> Any:
+    """One loaded local planner for the module (first use converts the GGUF into the cache)."""
+    from brain_agent.planners.llm import LlmPlanner
+
+    planner = LlmPlanner(TEST_MODEL, device="cpu")
+    planner.engine()
+    return planner
+
+
+async def test_local_model_plans_a_valid_plan_and_loop_stays_responsive(llm_planner: Any) -> None:
+    ctx = scenes.demo()
+    done = anyio.Event()
+    gaps: list[float] = []
+
+    async def watch_loop() -> None:
+        """Measure how late 10 ms sleeps wake up while the model runs."""
+        while not done.is_set():
+            before = anyio.current_time()
+            await anyio.sleep(0.01)
+            gaps.append(anyio.current_time() - before)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_loop)
+        plan = await llm_planner.plan("g1, go to the office desk", ctx)
+        done.set()
+    assert plan.steps and validate(plan, ctx) == []
+    assert llm_planner.last.new_tokens > 5
+    # The model ran in a worker thread: the event loop kept waking up on time.
+    assert len(gaps) >= 10 and max(gaps) < 0.5, max(gaps)
+
+
+async def test_local_model_answers_use_only_scene_names(llm_planner: Any) -> None:
+    ctx = scenes.demo()
+    for text in ("Bring the fruit nearest the cup and a fruit knife to the office desk",
+                 "拿离杯子最近的水果，并递送一把水果刀"):
+        goals = await llm_planner.parse(text, ctx)
+        _assert_names_in_scene(goals, ctx)
+        assert all(not isinstance(g, Deliver) or g.objects for g in goals.goals)
+    assert goals.language == "zh"

@@ -1,0 +1,35 @@
+"""The fold from bus messages to views, without a bus."""
+
+from __future__ import annotations
+
+import msgspec
+
+from memory_store.views import Rejected, Views
+from memory_store.world import WorldEvent
+from schemas.messages import RobotRegistration
+
+
+def test_only_view_topics_are_decoded_and_bad_payloads_are_rejected() -> None:
+    views = Views()
+    assert views.observe("robobus/robots/g1/telemetry", b"\xc1", 1) == []
+    assert views.observe("robobus/robots/g1/state", b"", 1) == []  # a retained clear
+    [rejected] = views.observe("robobus/robots/g1/state", b"\xc1", 1)
+    assert isinstance(rejected, Rejected) and rejected.code == "decode"
+    assert "RobotState" in rejected.reason or "msgpack" in rejected.reason
+
+
+def test_first_registration_adds_the_robot_once() -> None:
+    views = Views()
+    views.seed({"places": {"dock": {"position": [1.0, 2.0]}}})
+    reg = msgspec.msgpack.encode(RobotRegistration(robot="g1", type="g1",
+                                                   profile={"start": "dock", "hands": 2}))
+    [event] = views.observe("robobus/robots/g1/registration", reg, 5)
+    assert isinstance(event, WorldEvent) and event.change.op == "add_robot"
+    assert views.world.robots["g1"].place == "dock" and views.world.robots["g1"].hands == 2
+    assert views.observe("robobus/robots/g1/registration", reg, 6) == []
+    replayed = Views(live=False)
+    replayed.seed({"places": {"dock": {"position": [1.0, 2.0]}}})
+    replayed.observe("robobus/robots/g1/registration", reg, 5)
+    assert "g1" not in replayed.world.robots  # a replay takes robots from world events only
+    replayed.observe("robobus/world/events", msgspec.msgpack.encode(event), 7)
+    assert replayed.world.snapshot() == views.world.snapshot()

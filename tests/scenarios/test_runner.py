@@ -1,0 +1,87 @@
+"""Every shipped scenario, run end to end (hub or Mosquitto, memory, brain, edges as processes).
+
+Each run gets a fresh hub on a free port (zmq) or a unique topic prefix on the session's
+Mosquitto (mqtt), and a report folder under tmp_path. ``--speed`` keeps each run to seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus.launch.runner import RunOptions, RunResult, run_scenario
+
+pytestmark = pytest.mark.anyio
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+SPEED = 20.0
+SMALL = ["fruit_and_knife", "grasp_failure_replan", "robot_killed_reassign", "urgent_preemption",
+         "concurrent_instructions", "clear_the_table"]
+
+
+def _url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The session's hub or Mosquitto; each run has its own topic prefix. (The runner starting
+    its own hub is covered by the CLI tests.)"""
+    return request.getfixturevalue("hub_url" if backend == "zmq" else "mosquitto_url")
+
+
+async def _run(name: str, backend: str, request: pytest.FixtureRequest, tmp_path: Path,
+               speed: float = SPEED) -> RunResult:
+    opts = RunOptions(bus_url=_url(backend, request), speed=speed, report_dir=tmp_path / name,
+                      prefix=f"rb{secrets.token_hex(3)}")
+    result = await run_scenario(SCENARIOS / f"{name}.yaml", opts)
+    failures = "; ".join(f"{r.expect}: {r.reason}" for r in result.failures())
+    assert result.passed, f"{name} over {backend}: {result.error or failures}"
+    _check_report(result)
+    return result
+
+
+def _check_report(result: RunResult) -> None:
+    folder = result.report_dir
+    assert (folder / "timeline.png").stat().st_size > 5_000
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["passed"] is True and summary["makespan_s"] > 0
+    assert summary["latency"]["instruction_to_first_command_ms"]["n"] >= 1
+    assert (folder / "events.jsonl").stat().st_size > 0
+    assert (folder / "store").is_dir() and (folder / "logs" / "memory.log").exists()
+
+
+def _task_span(summary: dict[str, Any], events: list[dict[str, Any]], task: str) -> tuple[int, int]:
+    times = [e["t_ns"] for e in events if e["type"] == "SkillCommand" and e["data"].get("task_id") == task]
+    return min(times), max(times)
+
+
+BACKENDS = ["zmq", pytest.param("mqtt", marks=pytest.mark.broker)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", SMALL)
+async def test_shipped_scenario(name: str, backend: str, request: pytest.FixtureRequest,
+                                tmp_path: Path) -> None:
+    result = await _run(name, backend, request, tmp_path)
+    s = result.summary
+    if name == "grasp_failure_replan":
+        assert s["replans"] >= 1 and s["skills"].get("failed", 0) >= 1
+    elif name == "robot_killed_reassign":
+        assert s["replans"] >= 1 and s["skills"].get("lost", 0) >= 1
+        assert "g2" in s["skills_per_robot"]
+    elif name == "urgent_preemption":
+        assert s["preemptions"] >= 1 and s["skills"].get("cancelled", 0) >= 1
+    elif name == "concurrent_instructions":
+        lines = (result.report_dir / "events.jsonl").read_text().splitlines()
+        events = [json.loads(line) for line in lines]
+        a, b = _task_span(s, events, "apple"), _task_span(s, events, "book")
+        assert a[0] < b[1] and b[0] < a[1], "the two tasks did not overlap"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_warehouse_50_robots(backend: str, request: pytest.FixtureRequest,
+                                   tmp_path: Path) -> None:
+    result = await _run("warehouse_50", backend, request, tmp_path)
+    assert result.summary["robots"] == 50
+    assert len(result.summary["tasks"]) == 3
