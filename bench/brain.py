@@ -47,6 +47,8 @@ from schemas.messages import (  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+LOG_LEVEL = "warning"
+LOG_DIR = Path(tempfile.gettempdir()) / "robobus-bench-brain"
 LATENCY_TEXT = "Bring the fruit nearest the cup and a fruit knife to the office desk"
 
 
@@ -62,6 +64,7 @@ class FakeFleet:
     def __init__(self, bus: Bus, topics: Topics) -> None:
         self.bus, self.topics = bus, topics
         self.first: dict[str, int] = {}
+        self.wire: dict[str, tuple[int, int]] = {}  # task -> (command created, received), wall ns
         self.done: dict[str, anyio.Event] = {}
 
     async def register(self) -> None:
@@ -78,9 +81,11 @@ class FakeFleet:
             task_status.started()
             tg.start_soon(self._tasks, tasks)
             async for msg in cmds:
-                now = time.perf_counter_ns()
+                now, wall = time.perf_counter_ns(), time.time_ns()
                 cmd: SkillCommand = msg.data
-                self.first.setdefault(cmd.task_id or "", now)
+                if cmd.task_id not in self.first:
+                    self.first[cmd.task_id or ""] = now
+                    self.wire[cmd.task_id or ""] = (cmd.ts_ns, wall)
                 robot = self.topics.robot_of(msg.topic) or ""
                 fb = SkillFeedback(cmd.command_id, robot, cmd.skill, "done", task_id=cmd.task_id,
                                    step_id=cmd.step_id)
@@ -97,20 +102,22 @@ async def _latency_run(url: str, n: int, warmup: int) -> dict[str, Any]:
     prefix = f"b{secrets.token_hex(3)}"
     topics = Topics(prefix)
     samples: list[float] = []
+    inbound: list[float] = []  # instruction publish -> command created in the brain
     failed = 0
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         scene_file = Path(tmp) / "scene.yaml"
         scene_file.write_text(yaml.safe_dump({"scene": scenes.DEMO_SCENE}))
-        env = {"ROBOBUS_LOG": "warning"}
+        env = {"ROBOBUS_LOG": LOG_LEVEL}
         async with Bus.connect(url, name="bench", options=BusOptions(prefix=prefix)) as bus, \
                 anyio.create_task_group() as tg:
             fleet = FakeFleet(bus, topics)
             await fleet.register()
             stack.enter_context(testing.spawn(testing.robobus_cmd(
                 "memory", "--store", f"{tmp}/store", "--scene", str(scene_file), "--bus", url,
-                "--prefix", prefix), name="memory", env=env))
+                "--prefix", prefix), name="memory", env=env, log_dir=LOG_DIR))
             stack.enter_context(testing.spawn(testing.robobus_cmd(
-                "brain", "--bus", url, "--prefix", prefix, "--no-recover"), name="brain", env=env))
+                "brain", "--bus", url, "--prefix", prefix, "--no-recover"), name="brain", env=env,
+                log_dir=LOG_DIR))
             await tg.start(fleet.serve)
             for i in range(n + warmup):
                 tid = f"L{i}"
@@ -118,7 +125,7 @@ async def _latency_run(url: str, n: int, warmup: int) -> dict[str, Any]:
                 inst = Instruction(LATENCY_TEXT, task_id=tid)
                 with anyio.move_on_after(30 if i == 0 else 5):
                     while True:  # the first ones wait for the brain and memory to come up
-                        t0 = time.perf_counter_ns()
+                        t0, w0 = time.perf_counter_ns(), time.time_ns()
                         await bus.publish(topics.instructions, inst)
                         with anyio.move_on_after(1.0 if i == 0 else 5):
                             await fleet.done[tid].wait()
@@ -129,10 +136,13 @@ async def _latency_run(url: str, n: int, warmup: int) -> dict[str, Any]:
                     continue
                 if i >= warmup:
                     samples.append((fleet.first[tid] - t0) / 1e6)
+                    inbound.append((fleet.wire[tid][0] - w0) / 1e6)
             tg.cancel_scope.cancel()
     return {"n": len(samples), "lost": failed, "p50_ms": pct(samples, 0.5),
             "p90_ms": pct(samples, 0.9), "p99_ms": pct(samples, 0.99),
-            "mean_ms": statistics.fmean(samples), "max_ms": max(samples)}
+            "mean_ms": statistics.fmean(samples), "max_ms": max(samples),
+            "to_command_created_p50_ms": pct(inbound, 0.5),
+            "to_command_created_p99_ms": pct(inbound, 0.99)}
 
 
 def latency(n: int, skip_mqtt: bool) -> dict[str, Any]:
@@ -224,6 +234,7 @@ def main() -> None:
     ap.add_argument("--plan-repeats", type=int, default=30)
     ap.add_argument("--skip-mqtt", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--latency-only", action="store_true", help="print latency, write nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -233,7 +244,10 @@ def main() -> None:
         result["latency"] = latency(args.latency_n, args.skip_mqtt)
         for bus_name, row in result["latency"].items():
             print(f"  latency {bus_name}: p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms "
-                  f"(n={row['n']})")
+                  f"(n={row['n']}); instruction -> command created in the brain: p50 "
+                  f"{row['to_command_created_p50_ms']:.3f} ms")
+    if args.latency_only:
+        return
     result["planning_cost"] = planning_cost(args.plan_repeats)
     result["plan_quality"] = plan_quality()
     for r in result["plan_quality"]:

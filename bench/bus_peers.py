@@ -80,8 +80,18 @@ def robobus_driver(url: str, qos: int, n: int, m: int) -> None:
                 if i >= 200:
                     rtts.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            for i in range(m):
-                await bus.publish(BLAST, payload(i), qos=qos)
+            if qos == 0:
+                for i in range(m):
+                    await bus.publish(BLAST, payload(i))
+            else:
+                # QoS 1 publishes wait for their ack: keep many in flight, as raw paho does.
+                async def worker(start: int) -> None:
+                    for i in range(start, m, 64):
+                        await bus.publish(BLAST, payload(i), qos=1)
+
+                async with anyio.create_task_group() as tg:
+                    for w in range(64):
+                        tg.start_soon(worker, w)
             sent_s = time.perf_counter() - t0
             await anyio.sleep(0.2)
             await bus.publish(DONE, b"", qos=1)

@@ -5,8 +5,9 @@
 * **Dispatch latency**: a ``robobus hub`` process; in this process an edge agent (its own bus
   connection) with a ``probe`` skill, and a driver (another connection). Each sample runs from
   just before the driver publishes the ``SkillCommand`` (QoS 1) to the first line of the probe
-  skill running in the edge agent, one command at a time. Both ends read the same monotonic
-  clock. ``--mqtt`` repeats it through a private Mosquitto.
+  skill running in the edge agent, one command at a time (the next is sent 2 ms after the
+  previous one's ``done``). Both ends read the same monotonic clock. ``--mqtt`` repeats it
+  through a private Mosquitto.
 * **Telemetry**: a child process runs ``--robots`` edge agents (one shared connection) that
   publish ``RobotState`` at ``--hz`` each; this process subscribes to every robot's state and
   measures lag (receive wall clock - the state's ``ts_ns``) over ``--duration`` seconds, per
@@ -28,7 +29,6 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import secrets  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -40,7 +40,7 @@ import structlog  # noqa: E402
 from bus import Bus, BusOptions, Overflow, testing  # noqa: E402
 from edge_agent.agent import EdgeAgent, EdgeConfig, edge_bus_options  # noqa: E402
 from edge_agent.profile import load_profile, parse_profile  # noqa: E402
-from schemas.messages import RobotState, SkillCommand  # noqa: E402
+from schemas.messages import RobotState, SkillCommand, SkillFeedback  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
 from skills.context import SkillContext  # noqa: E402
 from skills.registry import SkillRegistry  # noqa: E402
@@ -48,6 +48,7 @@ from skills.registry import SkillRegistry  # noqa: E402
 OUT = Path(__file__).resolve().parent / "results"
 PROBES = SkillRegistry()
 _first_line: dict[str, int] = {}
+PACE_S = 0.002
 
 
 class ProbeArgs(msgspec.Struct):
@@ -80,6 +81,7 @@ async def dispatch(url: str, n: int, warmup: int = 200) -> list[int]:
                              "skills": {"probe": {}}, "telemetry_hz": 1}, "bench", PROBES)
     config = EdgeConfig(profile, registry=PROBES, resume_timeout_s=0.05, time_scale=0)
     lat: list[int] = []
+    dec = msgspec.msgpack.Decoder(SkillFeedback)
     async with Bus.connect(url, name="bench", options=edge_bus_options("bench", prefix)) as ebus, \
             Bus.connect(url, name="driver", options=BusOptions(prefix=prefix)) as dbus, \
             dbus.subscribe(t.feedback("bench")) as feedback, anyio.create_task_group() as tg:
@@ -90,10 +92,12 @@ async def dispatch(url: str, n: int, warmup: int = 200) -> list[int]:
             cmd = SkillCommand(command_id=cid, skill="probe", args={"n": i})
             t0 = time.perf_counter_ns()
             await dbus.publish(topic, cmd, qos=1)
-            while cid not in _first_line:
-                await feedback.get()  # feedback arrives after the first line: no busy wait
+            while (fb := dec.decode((await feedback.get()).payload)).status != "done" \
+                    or fb.command_id != cid:
+                pass
             if i >= warmup:
                 lat.append(_first_line.pop(cid) - t0)
+            await anyio.sleep(PACE_S)  # let the previous command's tail (state publish) finish
         tg.cancel_scope.cancel()
     return lat
 
@@ -122,9 +126,8 @@ async def telemetry(url: str, robots: int, hz: float, duration: float) -> dict[s
     async with Bus.connect(url, name="observer", options=BusOptions(prefix=prefix)) as bus, \
             bus.subscribe(Topics(prefix).state("+"), maxsize=100_000,
                           overflow=Overflow.BLOCK) as sub:
-        with testing.spawn(argv, name="fleet") as proc:
-            proc_out = proc  # readiness: wait until every robot has published once
-            seen: set[str] = set()
+        with testing.spawn(argv, name="fleet"):
+            seen: set[str] = set()  # readiness: every robot has published once
             with anyio.fail_after(60):
                 while len(seen) < robots:
                     seen.add((await sub.get()).topic)
@@ -132,9 +135,8 @@ async def telemetry(url: str, robots: int, hz: float, duration: float) -> dict[s
             end = t0 + int(duration * 1e9)
             while (now := time.time_ns()) < end:
                 msg = await sub.get()
-                rows.append(((now - t0) / 1e9, (time.time_ns() - dec.decode(msg.payload).ts_ns)
-                             / 1e6))
-            del proc_out
+                lag_ns = time.time_ns() - dec.decode(msg.payload).ts_ns
+                rows.append(((now - t0) / 1e9, lag_ns / 1e6))
     return summarise(rows, robots, hz, duration)
 
 

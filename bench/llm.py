@@ -14,6 +14,7 @@ shape with random weights, the same prompts, grammar masking and forward passes,
 token chosen at each step. Correctness figures come from the real run.
 """
 
+# ruff: noqa: E402  (the sys.path fix below must run before the project imports)
 from __future__ import annotations
 
 import sys
@@ -25,6 +26,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse
 import glob
 import json
+import os
 import shutil
 import statistics
 import time
@@ -215,7 +217,8 @@ async def measure(args: argparse.Namespace) -> tuple[list[Case], dict[str, Any]]
     t0 = time.perf_counter()
     await planner.warmup()
     load = time.perf_counter() - t0
-    cases = load_cases(args.scenarios)[: args.limit or None]
+    cases = [c for c in load_cases(args.scenarios) if not args.only or args.only in c.name]
+    cases = cases[: args.limit or None]
     for case in cases:
         await run_case(planner, case)
         r = case.result
@@ -223,7 +226,8 @@ async def measure(args: argparse.Namespace) -> tuple[list[Case], dict[str, Any]]
               f"{r['seconds']:6.2f}s {r['tokens_per_s']:5.1f} tok/s x{r['attempts']} {r['answer']}")
     extra = {"model": args.model, "device": planner.engine().device, "dtype": args.dtype,
              "torch": torch.__version__, "prepare_s": prepare, "load_s": load,
-             "threads": torch.get_num_threads(), "mode": "real"}
+             "threads": torch.get_num_threads(), "mode": "real",
+             "loadavg_1m_after": os.getloadavg()[0]}
     return cases, extra
 
 
@@ -236,6 +240,7 @@ def main() -> None:
     ap.add_argument("--cache", default=None, help="conversion cache (default ~/.cache/robobus)")
     ap.add_argument("--scenarios", default=str(HERE.parent / "scenarios" / "*.yaml"))
     ap.add_argument("--limit", type=int, default=0, help="only the first N cases")
+    ap.add_argument("--only", default="", help="only cases whose name contains this")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--export-kit", type=Path, help="after the run, write a replay kit here")
     ap.add_argument("--replay", type=Path, help="time a kit's recorded answers (GPU, no weights)")
@@ -245,7 +250,8 @@ def main() -> None:
     else:
         cases, extra = anyio.run(measure, args)
     summary = summarize(cases, extra)
-    stem = "llm" if summary["device"] == "cpu" else f"llm_{summary['device']}"
+    stem = "llm" if summary["device"] == "cpu" and not args.replay else f"llm_{summary['device']}"
+    stem += "_replay" if args.replay else ""
     args.out.mkdir(parents=True, exist_ok=True)
     data = {"summary": summary, "cases": [{**asdict(c), "subjects": sorted(c.subjects or [])}
                                           for c in cases]}

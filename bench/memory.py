@@ -499,6 +499,8 @@ def main() -> None:
     results["plots"] = plots(results, args.out.parent)
     for q in results.get("queries", {}).values():
         q.pop("samples", None)
+    for d in [*results.get("direct", []), results.get("scale", {})]:
+        d.pop("path", None)  # temporary directories, deleted by now
     args.out.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.out}", file=sys.stderr)
 

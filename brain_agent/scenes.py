@@ -94,7 +94,7 @@ def generate(n_robots: int, n_objects: int, *, seed: int = 0, n_places: int | No
     objects["crate"] = {"kind": "crate", "at": "station0", "container": True}
     robots = []
     for i in range(n_robots):
-        mobile = rng.random() >= fixed_share
+        mobile = i == 0 or rng.random() >= fixed_share  # at least one robot can move
         robots.append({"name": f"bot{i}", "type": "mobile" if mobile else "arm", "mobile": mobile,
                        "hands": rng.choice([1, 2]), "speed": rng.uniform(0.5, 1.5) if mobile else 0.0,
                        "start": f"station{rng.randrange(n_places)}"})

@@ -111,14 +111,15 @@ class StatusPublisher:
     def emit(self, task: Task, status: str, **fields: Any) -> None:
         msg = TaskStatus(task_id=task.id, status=status, text=task.text,  # type: ignore[arg-type]
                          priority=task.priority, replans=task.replans, **fields)
-        (log.debug if status == "progress" else log.info)(
-            "task_status", task=task.id, status=status, step=fields.get("step_id"),
-            reason=fields.get("reason"))
         self._send.send_nowait(msg)
 
     async def run(self) -> None:
         async with self._recv:
             async for msg in self._recv:
+                # logged here, off the instruction-to-command path
+                (log.debug if msg.status == "progress" else log.info)(
+                    "task_status", task=msg.task_id, status=msg.status, step=msg.step_id,
+                    reason=msg.reason)
                 try:
                     await self.bus.publish(self.topics.task(msg.task_id), msg, qos=1)
                 except BusError as exc:

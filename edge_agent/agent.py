@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
-from bus import Bus, BusOptions, DecodeError, Message, Overflow, Will, encode
+from bus import Bus, BusError, BusOptions, DecodeError, Message, Overflow, Will, encode
 from edge_agent.commands import command_id_of, convert, decode_map, parse_command
 from edge_agent.executor import Executor
 from edge_agent.memory_client import BusWorldPort
@@ -32,6 +32,7 @@ log = structlog.get_logger("edge")
 
 #: Failed-feedback reason codes that mean "the command was wrong", also sent to P/errors.
 BAD_COMMAND_CODES = frozenset({"precondition", "unknown_robot", "bad_args"})
+EDGE_KEEPALIVE_S = 0.5
 
 
 @dataclass(slots=True)
@@ -58,7 +59,9 @@ class EdgeConfig:
 def edge_bus_options(robot: str, prefix: str = "robobus") -> BusOptions:
     """Bus options with the edge agent's last will: ``Alive(online=False)``, retained."""
     will = Will(Topics(prefix).alive(robot), encode(Alive(robot=robot, online=False)))
-    return BusOptions(prefix=prefix, will=will)
+    # The hub declares a client dead 2.5 keepalives after its last heartbeat: 0.5 s puts a
+    # robot's will well inside the 3 s liveness budget (MQTT brokers see the socket close).
+    return BusOptions(prefix=prefix, will=will, keepalive_s=EDGE_KEEPALIVE_S)
 
 
 async def run(bus: Bus, config: EdgeConfig, *,
@@ -116,7 +119,10 @@ class EdgeAgent:
                 task_status.started()
         finally:
             with anyio.move_on_after(2.0, shield=True):
-                await self._goodbye()
+                try:
+                    await self._goodbye()
+                except BusError as exc:  # the connection is gone: the last will speaks for us
+                    self.log.warning("goodbye_failed", error=str(exc))
 
     async def _resume(self) -> None:
         """Take place and holdings from the memory agent if it remembers this robot."""

@@ -7,7 +7,7 @@ change is reported through ``emit`` as a :class:`SkillFeedback`, in order.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +40,6 @@ class Job:
     args: msgspec.Struct
     params: SkillParams
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    started: bool = False
 
     def feedback(self, robot: str, status: FeedbackState, **kw: Any) -> SkillFeedback:
         return SkillFeedback(command_id=self.cmd.command_id, robot=robot, skill=self.cmd.skill,
@@ -73,7 +72,7 @@ class Executor:
         self.time_scale = time_scale
         self._queue: deque[Job] = deque()
         self._running: dict[str, Job] = {}
-        self._recent: deque[str] = deque(maxlen=RECENT_IDS)
+        self._recent: OrderedDict[str, None] = OrderedDict()  # O(1) duplicate check
         self._tg: anyio.abc.TaskGroup | None = None
         self._idle = anyio.Event()
         self._idle.set()
@@ -106,7 +105,9 @@ class Executor:
             raise UnknownSkill(cmd.skill, sorted(self.skills))
         sdef, params = self.skills[cmd.skill]
         job = Job(cmd, sdef, sdef.parse_args(cmd.args), params)
-        self._recent.append(cmd.command_id)
+        self._recent[cmd.command_id] = None
+        if len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
         self._queue.append(job)
         # Schedule before emitting: the skill task is then queued ahead of the feedback
         # publisher, so a free skill's first line runs before any feedback is encoded.

@@ -22,12 +22,11 @@ from typing import Any
 import anyio
 import msgspec
 
-from bus import Bus, BusOptions, Message, Overflow
+from bus import Bus, BusOptions, Overflow
 from edge_agent.agent import EdgeConfig, edge_bus_options
 from edge_agent.agent import run as run_edge
 from edge_agent.profile import RobotProfile, load_profile
 from memory_store.world import World, WorldChange, WorldConflict, WorldEvent, WorldReply
-from schemas.codec import decode_as
 from schemas.memory import MemoryQuery, QueryReply
 from schemas.messages import FaultSpec, RobotRegistration, SkillCommand, SkillFeedback, now_ns
 from schemas.topics import Topics
@@ -63,7 +62,12 @@ class WorldService:
 
     async def _serve(self, bus: Bus, sub: Any, handler: Any) -> None:
         async for msg in sub:
-            await bus.reply(msg, await handler(bus, msg.data))
+            reply = await handler(bus, msg.data)
+            if msg.response_topic is not None:
+                await bus.reply(msg, reply)
+            else:
+                await bus.report_error(msg.topic, "request without a response topic",
+                                       "no_reply_to", msg.payload)
 
     async def _answer(self, bus: Bus, q: MemoryQuery) -> QueryReply:
         if q.kind == "world":
@@ -206,7 +210,3 @@ async def run_skill(scene: dict[str, Any], profile: str | Path | RobotProfile, s
         robot = await h.add_robot(profile, at=at)
         return await h.run(robot, skill, **args), h.world
 
-
-def message_of(msg: Message, type_: type[Any]) -> Any:
-    """Decode a raw bus message as ``type_`` (a helper for tests that subscribe untyped)."""
-    return decode_as(msg.payload, type_, msg.topic)

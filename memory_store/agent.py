@@ -82,7 +82,7 @@ class MemoryAgent:
         self.topics = Topics(bus.options.prefix)
         self.views = Views(self.topics, live=True) if config.views else None
         self.committer = GroupCommitter(store, self.views, config.commit)
-        #: request topic -> the stream of its serving task (filled by ``_serve``)
+        #: request topic -> its handler (filled by ``_start_servers``)
         self.requests: dict[str, Callable[[Request], Awaitable[None]]] = {}
         self._log_queries: MemoryObjectSendStream[tuple[Message, int, MemoryQuery]] | None = None
         self.log = log.bind(agent="memory", store=str(config.store))
@@ -109,8 +109,9 @@ class MemoryAgent:
         """The hot path: one list append per message, plus a dict lookup for the views.
 
         Requests to the agent arrive on this same ordered stream, so a query sees every
-        message that reached the agent before it (read-your-writes for a publisher); they are
-        handed to their own tasks so that answering never stalls ingest.
+        message that reached the agent before it (read-your-writes for a publisher). Queries
+        on the views are answered inline (microseconds); log queries and world changes, which
+        wait for a commit, go to their own tasks so that they never stall ingest.
         """
         put = self.committer.put
         observe = self.views.observe if self.views is not None else None
@@ -197,6 +198,10 @@ class MemoryAgent:
         except WorldConflict as exc:
             await self.bus.report_error(msg.topic, exc.reason, exc.code, msg.payload)
             return WorldReply(ok=False, reason=exc.reason, code=exc.code)
+        except (ValueError, TypeError, KeyError) as exc:  # e.g. add_robot with hands="two"
+            reason = f"invalid {change.op} change: {exc!r}"
+            await self.bus.report_error(msg.topic, reason, "invalid", msg.payload)
+            return WorldReply(ok=False, reason=reason, code="invalid")
         await self.bus.publish(self.topics.world_events, event, qos=1)
         await self.committer.sync()  # the world snapshot is durable before the ack
         self.log.info("world_change", op=change.op, robot=change.robot, object=change.object,

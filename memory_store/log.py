@@ -11,6 +11,7 @@ import bisect
 import heapq
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -78,7 +79,9 @@ class EventLog:
         """Start times of the segments on disk, oldest first (re-listed when the dir changes)."""
         with self._lock:
             mtime = os.stat(self.root).st_mtime_ns
-            if mtime != self._mtime:
+            # Directory mtimes tick coarsely (a few ms): within a second of a change, a file
+            # created in the same tick could hide behind an unchanged mtime, so list again.
+            if mtime != self._mtime or time.time_ns() - mtime < 10**9:
                 found = (segment_start(p) for p in self.root.iterdir())
                 self._starts = sorted(s for s in found if s is not None)
                 self._mtime = mtime

@@ -110,6 +110,10 @@ class Views:
             return route(topic, payload, ts_ns)  # type: ignore[operator]
         except DecodeError as exc:
             return [Rejected(topic, exc.reason, "decode")]
+        except WorldConflict as exc:
+            return [Rejected(topic, exc.reason, exc.code)]
+        except (ValueError, TypeError, KeyError) as exc:  # well-formed msgpack, nonsense values
+            return [Rejected(topic, f"invalid {topic.rsplit('/', 1)[-1]}: {exc!r}", "invalid")]
 
     def _route(self, topic: str) -> Callable[[str, bytes, int], list[Effect]] | None:
         if len(self._routes) > _ROUTE_CACHE_MAX:

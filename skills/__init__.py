@@ -1,1 +1,10 @@
-"""robobus skills."""
+"""robobus skills: the registry (``@skill``), the skill context, and the simulated skills."""
+
+from skills.context import SkillContext, SkillParams
+from skills.errors import SkillError, SkillFailed, SkillRejected, SkillTimeout, UnknownSkill
+from skills.registry import REGISTRY, SkillDef, SkillRegistry, load_plugins, skill
+
+__all__ = [
+    "REGISTRY", "SkillContext", "SkillDef", "SkillError", "SkillFailed", "SkillParams",
+    "SkillRegistry", "SkillRejected", "SkillTimeout", "UnknownSkill", "load_plugins", "skill",
+]

@@ -8,6 +8,7 @@ robots can never hold one apple.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Any, Protocol
 
@@ -102,12 +103,16 @@ class SkillContext:
         self.time_scale = time_scale
         self.fault = fault
         self.committed: list[WorldChange] = []
-        self.log = structlog.get_logger("skill").bind(robot=robot, skill=command.skill,
-                                                      command=command.command_id,
-                                                      task=command.task_id)
         self._port = port
         self._hooks: ContextHooks = hooks or _NoHooks()
         self._world: World | None = None
+
+    @functools.cached_property
+    def log(self) -> Any:
+        """A structlog logger bound to robot, skill, command and task (built on first use)."""
+        cmd = self.command
+        return structlog.get_logger("skill").bind(robot=self.robot, skill=cmd.skill,
+                                                  command=cmd.command_id, task=cmd.task_id)
 
     # -- the world -----------------------------------------------------------------------
     async def world(self, *, fresh: bool = False) -> World:

@@ -20,10 +20,11 @@ Goal types:
 - handto: give an object to the robot "robot".
 - goto: the robot "robot" goes to "place".
 - cancel: cancel or stop the task "task_id".
-An object is {"name": an object name} or {"kind": a kind}, where a kind may add
-"nearest_to": a name (the one nearest to it), "all_at": a place or container (every one there),
-or "count": how many. Use only names listed in the scene. The instruction may be in Chinese:
-translate its words to the scene's names."""
+An object is {"name": N} when the instruction names that one object ("the apple", "box_07"),
+or {"kind": K} for "a K", "any K", "all K", "the K nearest X"; a kind may add "nearest_to": X
+(the one nearest to X), "all_at": P (every one at place or container P) or "count": how many.
+Use only names listed in the scene. The instruction may be in Chinese: translate its words to
+the scene's names."""
 
 EXAMPLE_SCENE = """places: shelfA, packingTable, dock
 objects (name: kind @ where): bolt1: bolt @ shelfA; bolt2: bolt @ shelfA; nut7: nut @ dock; \
@@ -37,12 +38,20 @@ EXAMPLES: list[tuple[str, str]] = [
      '{"name":"wrench"}],"to":"dock"}]}'),
     ("put all bolts on shelf A in the crate",
      '{"goals":[{"type":"deliver","objects":[{"kind":"bolt","all_at":"shelfA"}],"to":"crate"}]}'),
+    ("Bring nut7 and bolt2 to the packing table",
+     '{"goals":[{"type":"deliver","objects":[{"name":"nut7"},{"name":"bolt2"}],'
+     '"to":"packingTable"}]}'),
     ("rover, go to the packing table",
      '{"goals":[{"type":"goto","robot":"rover","place":"packingTable"}]}'),
     ("hand a tool to arm_1",
      '{"goals":[{"type":"handto","object":{"kind":"tool"},"robot":"arm_1"}]}'),
+    ("give the wrench to rover",
+     '{"goals":[{"type":"handto","object":{"name":"wrench"},"robot":"rover"}]}'),
     ("put the wrench in the crate",
      '{"goals":[{"type":"deliver","objects":[{"name":"wrench"}],"to":"crate"}]}'),
+    ("Put the nut nearest the wrench in the crate, then bring the crate to shelf A",
+     '{"goals":[{"type":"deliver","objects":[{"kind":"nut","nearest_to":"wrench"}],'
+     '"to":"crate"},{"type":"deliver","objects":[{"name":"crate"}],"to":"shelfA"}]}'),
     ("拿离扳手最近的螺母，并把螺栓送到码头",
      '{"goals":[{"type":"pickup","object":{"kind":"nut","nearest_to":"wrench"}},'
      '{"type":"deliver","objects":[{"kind":"bolt"}],"to":"dock"}]}'),

@@ -2,20 +2,24 @@
 
 No paho thread: paho's socket is registered with ``loop.add_reader``/``add_writer`` (as aiomqtt
 does) and a periodic task runs ``loop_misc`` for keepalive. Only the blocking TCP/TLS connect
-runs in a worker thread. Received messages go into one ordered queue that a single task hands
-to ``config.deliver``; QoS 1 messages are acknowledged only after that, so the broker's
-flow control (our Receive Maximum) bounds what is in flight, and a crash before delivery means
-redelivery on a persistent session. See :mod:`bus.backends.mqtt_options` for URL options.
+runs in a worker thread. A received message is handed to ``config.dispatch`` right in the
+reader callback when every buffer has room; otherwise it joins one ordered queue that a single
+task drains with ``await``, and past ``max_pending`` queued messages the socket stops being
+read (backpressure into the broker). QoS 1 messages are acknowledged only once in a
+subscription buffer, so the broker's flow control (our Receive Maximum) bounds what is in
+flight. See :mod:`bus.backends.mqtt_options` for URL options.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
 import ssl
 import threading
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -30,7 +34,7 @@ from bus.backends.mqtt_routes import Routes
 from bus.backends.mqtt_wire import FastClient, Publish, publish_properties
 from bus.errors import BusError, ConnectError, DisconnectedError, PublishError
 from bus.message import Message
-from bus.transport import TransportConfig
+from bus.transport import Dispatch, TransportConfig
 
 log = structlog.get_logger("bus.mqtt")
 _OK = paho.MQTT_ERR_SUCCESS
@@ -71,6 +75,8 @@ class MqttTransport:
         self._suback: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._connack: asyncio.Future[tuple[ReasonCode, bool]] | None = None
         self._waiters = 0
+        self._sync: Dispatch | None = None
+        self._backlog: tuple[Awaitable[None], int, int] | None = None
         self._inflight: asyncio.Semaphore
         self._tasks: list[asyncio.Task[None]] = []
         self._reconnector: asyncio.Task[None] | None = None
@@ -80,6 +86,7 @@ class MqttTransport:
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, config: TransportConfig) -> None:
         self._config = config
+        self._sync = config.dispatch
         self._opts = parse(config.url, config.client_id, config.keepalive_s)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -189,6 +196,9 @@ class MqttTransport:
         self._connected.clear()
         for task in self._tasks:
             task.cancel()
+        pending = self._backlog[0] if self._backlog is not None else None
+        if inspect.iscoroutine(pending) and inspect.getcoroutinestate(pending) == "CORO_CREATED":
+            pending.close()  # never awaited: close it rather than leak a warning
         self._fail_waiters()
         self._config.on_state("closed")
 
@@ -282,7 +292,16 @@ class MqttTransport:
         ids = self._routes.route(pub.sub_ids, msg, pub.mid)
         if ids is None:  # parked until a subscription claims it (persistent sessions)
             return
-        self._queue.append((msg, ids, pub.mid, pub.qos))
+        if not self._queue and self._backlog is None and self._sync is not None:
+            # Fast path, no task hop: hand over right here when every buffer has room.
+            pending = self._sync(msg, ids) if ids else None
+            if pending is None:
+                if pub.qos:
+                    self._client.ack(pub.mid, pub.qos)
+                return
+            self._backlog = (pending, pub.mid, pub.qos)  # the dispatcher finishes it
+        else:
+            self._queue.append((msg, ids, pub.mid, pub.qos))
         self._wakeup.set()
         if len(self._queue) >= self._opts.max_pending and not self._waiters:
             self._pause(True)
@@ -302,19 +321,29 @@ class MqttTransport:
 
     # -- delivery ----------------------------------------------------------------------------
     async def _dispatch(self) -> None:
-        deliver, queue, client = self._config.deliver, self._queue, self._client
+        """Deliver, in order, what the fast path could not (full BLOCK buffers, or no dispatch)."""
+        deliver, queue = self._config.deliver, self._queue
         low = self._opts.max_pending // 2
         while True:
+            if self._backlog is not None:
+                pending, mid, qos = self._backlog
+                await pending
+                self._backlog = None
+                self._ack(mid, qos)
             while queue:
                 msg, ids, mid, qos = queue.popleft()
                 if ids:
                     await deliver(msg, ids)
-                if qos and self._connected.is_set():
-                    client.ack(mid, qos)  # after delivery: at-least-once end to end
+                self._ack(mid, qos)
                 if self._paused and len(queue) <= low:
                     self._pause(False)
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    def _ack(self, mid: int, qos: int) -> None:
+        """Acknowledge after delivery: at-least-once end to end (redelivered after a crash)."""
+        if qos and self._connected.is_set():
+            self._client.ack(mid, qos)
 
     async def _housekeeping(self) -> None:
         period = min(0.5, self._opts.keepalive_s / 4)

@@ -21,7 +21,7 @@ import structlog
 import typer
 import yaml
 
-from bus.api import Bus
+from bus.api import Bus, run
 from bus.cli.common import DEFAULT_BUS, BusOpt
 from bus.errors import BusError
 from bus.message import Message
@@ -99,7 +99,7 @@ def render(msg: Message, fmt: Format, verbose: bool) -> str:
 # -- helpers ---------------------------------------------------------------------------------
 def _run(main: Callable[[], Awaitable[None]]) -> None:
     try:
-        anyio.run(main)
+        run(main)  # asyncio, on uvloop when installed: the one loop choice of every process
     except BusError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -216,7 +216,7 @@ def hz(
     count: CountOpt = None,
     duration: DurationOpt = None,
 ) -> None:
-    """Show the message rate, and latency from the ``ts_ns`` field of robobus messages."""
+    """Show the message rate, and latency from the ts_ns field of robobus messages."""
     stats = RateStats(window)
     last = [time.monotonic()]
 

@@ -139,7 +139,7 @@ async def start_agents(sup: Supervisor, bus: Bus, url: str, cfg: FleetConfig) ->
         edge = name.startswith("edge-")
         await sup.start(name, argv, tier=TIER_EDGE if edge else TIER_CORE)
     deadline = time.monotonic() + ready_timeout(0)
-    while not await memory_knows(bus, []):
+    while not await memory_knows(bus, [], timeout=0.25):  # its first queries predate it
         if time.monotonic() > deadline:
             raise NotReady(ready_timeout(0), ["memory agent answering queries"])
         await anyio.sleep(0.05)  # a request that failed fast (not a timeout) must not spin
@@ -204,11 +204,11 @@ class Readiness:
             await event.wait()
 
 
-async def memory_knows(bus: Bus, robots: list[str]) -> bool:
+async def memory_knows(bus: Bus, robots: list[str], timeout: float = 1.0) -> bool:
     """True once the memory agent answers a ``robots`` query listing every robot."""
     try:
         msg = await bus.request(bus.topic("memory", "query"), MemoryQuery(kind="robots"),
-                                timeout=1.0)
+                                timeout=timeout)
         reply = msgspec.msgpack.decode(msg.payload, type=QueryReply)
     except (BusError, msgspec.DecodeError) as exc:
         log.debug("memory_not_ready", error=str(exc))

@@ -100,11 +100,11 @@ class LineView:
 class LiveView:
     """A rich Live table: each task's status and each robot's current skill."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Any = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        self.console = Console()
+        self.console = console or Console()
         self.live = Live(console=self.console, auto_refresh=False, transient=False)
         self.observer: Observer | None = None
         self.title = ""

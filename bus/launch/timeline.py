@@ -128,11 +128,11 @@ def render(events: list[Observed], path: Path, *, title: str = "", robots: list[
     lanes, hidden = _lanes(runs, points, robots or [])
     end = max([r.end for r in runs] + [m.t for m in points] + [1.0])
     points = _merge(points, end / 60)
-    fig, ax = plt.subplots(figsize=(12, 1.6 + 0.55 * len(lanes)), dpi=110)
+    fig, ax = plt.subplots(figsize=(12, 1.9 + 0.55 * len(lanes)), dpi=110)
     _draw_bars(ax, runs, lanes, end, multi_task=len({r.task_id for r in runs}) > 1)
     _draw_marks(ax, points, lanes)
     ax.set_yticks(range(len(lanes)), lanes)
-    ax.set_ylim(len(lanes) - 0.4, -1.25)
+    ax.set_ylim(len(lanes) - 0.4, -1.3)
     ax.set_xlim(0, end * 1.08)
     ax.set_xlabel("scenario time (s, from fleet ready)")
     ax.grid(axis="x", alpha=0.3)
@@ -190,31 +190,33 @@ def _draw_bars(ax: Any, runs: list[SkillRun], lanes: list[str], end: float,
         if text is not None:
             ax.text(run.start + width / 2, y, text, ha="center", va="center", fontsize=7)
             continue
-        outside += 1  # too narrow: label above or below the bar, alternating
-        above = outside % 2 == 1
-        ax.text(run.start, y - 0.33 if above else y + 0.33, _variants(run, False)[1],
-                ha="left", va="bottom" if above else "top", fontsize=6, color="#37474f")
+        outside += 1  # too narrow: label above the bar, two heights alternating
+        ax.text(run.start, y - 0.32 - 0.14 * (outside % 2), _variants(run, False)[1],
+                ha="left", va="bottom", fontsize=6, color="#37474f")
 
 
 def _variants(run: SkillRun, multi_task: bool) -> list[str]:
-    """Labels from most to least detailed: ``pick apple (failed) [t0]`` ... ``pick``."""
+    """Labels from most to least detailed: ``place apple basket (failed) [t0]`` ... ``place``."""
     state = "" if run.outcome == "done" else f" ({run.outcome})"
     tag = f" [{run.task_id}]" if multi_task and run.task_id else ""
-    return [f"{run.label}{state}{tag}", f"{run.label}{state}", f"{run.skill}{state}", run.skill]
+    short = " ".join(run.label.split()[:2])
+    return [f"{run.label}{state}{tag}", f"{run.label}{state}", f"{short}{state}",
+            f"{run.skill}{state}", run.skill]
 
 
 def _draw_marks(ax: Any, points: list[Mark], lanes: list[str]) -> None:
     index = {name: i for i, name in enumerate(lanes)}
     for k, m in enumerate(points):
         if m.kind == "fault":
-            y = index.get(m.robot or "", -0.5) - 0.36
+            y = index.get(m.robot or "", -0.5) + 0.38  # under the lane: labels go above
             ax.plot(m.t, y, marker="X", color="#b71c1c", markersize=9, zorder=5, clip_on=False)
-            ax.annotate(m.label, (m.t, y), xytext=(6, 0), textcoords="offset points",
-                        fontsize=7, color="#b71c1c", fontweight="bold", va="center")
+            ax.annotate(m.label, (m.t, y), xytext=(7, 0), textcoords="offset points", zorder=6,
+                        fontsize=7, color="#b71c1c", fontweight="bold", va="center",
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
             continue
         colour = "#1565c0" if m.kind == "instruction" else "#2e7d32"
         if m.kind == "task_end" and m.label.split()[-1] != "done":
             colour = "#c62828"
         ax.axvline(m.t, color=colour, linestyle="--", linewidth=1, alpha=0.8)
-        ax.text(m.t, -0.62 - 0.22 * (k % 3), f" {m.label}", color=colour, fontsize=7,
+        ax.text(m.t, -0.72 - 0.2 * (k % 3), f" {m.label}", color=colour, fontsize=7,
                 va="center", ha="left")

@@ -81,8 +81,11 @@ def test_logits_processor_masks_random_logits_into_a_valid_goalset() -> None:
         for _step in range(600):
             scores = torch.randn(1, vocab + 5, generator=gen)  # 5 padded rows: never allowed
             scores[0, hf.eos_token_id] -= 4.0  # random logits would end lists very early
-            masked = proc(torch.tensor([ids], dtype=torch.long), scores)
+            masked = proc(torch.tensor([ids], dtype=torch.long), scores.clone())
             assert torch.isinf(masked[0, vocab:]).all()
+            # bf16 logits (as on a GPU) take the masked_fill path: same tokens survive
+            again = proc(torch.tensor([ids], dtype=torch.long), scores.to(torch.bfloat16))
+            assert torch.equal(torch.isinf(again), torch.isinf(masked))
             token = int(masked[0].argmax())
             if token == hf.eos_token_id:
                 break

@@ -112,6 +112,20 @@ async def test_retained_last_value_and_clearing(bus_url: str, prefix: str) -> No
             assert msg.payload == b"marker"
 
 
+async def test_retained_goes_only_to_the_new_subscription(bus_url: str, prefix: str) -> None:
+    topic = f"{prefix}/robots/g2/alive"
+    async with pair(bus_url, prefix) as (a, b):
+        await a.publish(topic, b"online", retain=True, qos=1)
+        async with b.subscribe(topic) as first:
+            assert [m.payload for m in await take(first)] == [b"online"]
+            async with b.subscribe(topic) as second:
+                assert [m.payload for m in await take(second)] == [b"online"]
+                await a.publish(topic, b"end", qos=1)
+                assert await until(first, b"end") == []  # no second copy of the snapshot
+                assert await until(second, b"end") == []
+        await a.publish(topic, b"", retain=True, qos=1)
+
+
 async def test_last_will_on_abort_not_on_close(bus_url: str, prefix: str) -> None:
     alive = f"{prefix}/robots/dying/alive"
     will = Will(alive, b"offline", retain=True, qos=1)

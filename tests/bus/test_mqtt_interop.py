@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from anyio.abc import Process
 
-from bus import Bus, BusOptions, ConnectError, DisconnectedError, testing
+from bus import Bus, BusOptions, ConnectError, DisconnectedError, Overflow, testing
 from bus.backends.mqtt_options import MqttOptionError, credentials_from_env, parse
 from schemas.messages import ErrorReport, Instruction, RobotState
 
@@ -131,6 +131,37 @@ async def test_broker_restart_reconnects_and_resubscribes(tmp_path: Path, prefix
                 with anyio.fail_after(15):
                     await bus.publish(topic, b"after", qos=1)  # waits for the reconnect
                     assert (await sub.get()).payload == b"after"
+
+
+async def test_without_reconnect_a_lost_broker_ends_subscriptions(tmp_path: Path,
+                                                                   prefix: str) -> None:
+    port = testing.free_port()
+    argv = [testing.mosquitto_binary(), "-c", str(testing.write_mosquitto_conf(tmp_path, port))]
+    url = f"mqtt://127.0.0.1:{port}?reconnect=0&publish_wait=0.2"
+    with testing.spawn(argv, name="mosquitto") as broker:
+        await anyio.to_thread.run_sync(testing.wait_port, port)
+        async with Bus.connect(url, name="edge") as bus, bus.subscribe(f"{prefix}/x") as sub:
+            await anyio.to_thread.run_sync(testing.stop, broker)
+            with anyio.fail_after(WAIT), pytest.raises(DisconnectedError):
+                await sub.get()  # the iterator raises; it does not quietly stop
+            with pytest.raises(DisconnectedError):
+                await bus.publish(f"{prefix}/x", b"nobody listens")
+
+
+async def test_paused_reader_loses_nothing(mosquitto_url: str, prefix: str) -> None:
+    """A tiny inbound buffer forces socket-level backpressure (reader paused and resumed)."""
+    n = 3000
+    slow_url = f"{mosquitto_url}?max_pending=20"
+    async with (
+        Bus.connect(mosquitto_url, name="flood") as flood,
+        Bus.connect(slow_url, name="slow") as slow,
+        slow.subscribe(f"{prefix}/burst", maxsize=5, overflow=Overflow.BLOCK) as sub,
+    ):
+        for i in range(n):
+            await flood.publish(f"{prefix}/burst", i.to_bytes(4, "big"))
+        with anyio.fail_after(30):
+            got = [int.from_bytes((await sub.get()).payload, "big") for _ in range(n)]
+    assert got == list(range(n))
 
 
 async def test_unreachable_broker_fails_fast() -> None:

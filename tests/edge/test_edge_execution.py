@@ -51,6 +51,11 @@ async def test_cancel_queued_command(scene: dict[str, Any], make: Any) -> None:
         running = await h.send("bot", "pick", {"object": "apple"})
         queued = await h.send("bot", "pick", {"object": "banana"})
         await h.wait(running, {"started"})
+        async with h.bus.subscribe(h.topics.state("bot"), RobotState) as sub:
+            async for msg in sub:  # the retained value, or the next tick
+                if msg.data.busy:
+                    assert msg.data.current == ["pick"]
+                    break
         await h.cancel("bot", queued)
         assert (await h.wait(queued)).status == "cancelled"
         assert h.statuses(queued) == ["accepted", "cancelled"]

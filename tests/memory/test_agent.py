@@ -84,6 +84,8 @@ async def test_conflicting_claims_are_refused_with_reason_and_error_report(
             away = await _change(run, op="place", robot="g1", object="apple", target="shelf")
             assert not away.ok and away.code == "not_colocated"
             assert "'shelf' is at 'shelf', robot 'g1' is at 'kitchenTable'" in (away.reason or "")
+            odd = await _change(run, op="add_robot", robot="g3", data={"hands": "two"})
+            assert not odd.ok and odd.code == "invalid" and "two" in (odd.reason or "")
             bad = await run.client.request(run.topics.world_change, b"\x93nonsense", timeout=5)
             reply = msgspec.msgpack.decode(bad.payload, type=WorldReply)
             assert not reply.ok and reply.code == "malformed"
@@ -236,3 +238,37 @@ async def test_agent_records_and_answers_on_every_backend(tmp_path: Path, prefix
         batteries = [msgspec.msgpack.decode(ev["payload"], type=RobotState).battery
                      for ev in page.result["events"]]
         assert batteries == [i / 20 for i in range(20)]
+
+
+READER = """
+import sys, memory_store
+store = memory_store.open(sys.argv[1], readonly=True)
+for line in sys.stdin:
+    print(sum(1 for _ in store.scan(pattern=line.strip())), flush=True)
+"""
+
+
+async def test_reader_process_sees_what_the_agent_writes(tmp_path: Path, prefix: str,
+                                                         start_agent: Any) -> None:
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    topic = f"{prefix}/robots/g1/telemetry"
+    async with start_agent(store, prefix) as run:
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(store)], text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert reader.stdin is not None and reader.stdout is not None
+            for round_ in range(1, 4):
+                for i in range(50):
+                    await run.client.publish(topic, b"%d" % i)
+                # an events query answers once what the agent received before it is committed
+                assert (await run.query(kind="events", pattern=topic, limit=1)).ok
+                reader.stdin.write(topic + "\n")
+                reader.stdin.flush()
+                line = await anyio.to_thread.run_sync(reader.stdout.readline)
+                assert int(line) == 50 * round_
+        finally:
+            reader.kill()
+            reader.wait(5)

@@ -153,3 +153,23 @@ def test_log_info_and_cat(tmp_path: Path) -> None:
     assert [json.loads(line)["data"] for line in lines] == [{"k": 1}, {"k": 2}]
     window = _cli("log", "cat", str(path), "--from", "1", "--to", "2.5").stdout
     assert "hello" in window and "p/a" not in window
+
+
+def test_cli_sizes_durations_and_times_parse_or_say_why() -> None:
+    import typer
+
+    from memory_store.cli import parse_duration_ns, parse_size
+    from memory_store.replay import parse_time
+
+    assert parse_size("16GiB") == 16 << 30 and parse_size("1TB") == 1 << 40
+    assert parse_size("4096") == 4096
+    assert parse_duration_ns("1h") == 3600 * 10**9 and parse_duration_ns("500ms") == 5 * 10**8
+    with pytest.raises(typer.BadParameter, match="cannot read size 'lots'"):
+        parse_size("lots")
+    with pytest.raises(typer.BadParameter, match="cannot read duration"):
+        parse_duration_ns("1 fortnight")
+    assert parse_time("2.5", T0, 0) == T0 + 2_500_000_000
+    assert parse_time(str(T0 + 7), 0, 0) == T0 + 7
+    assert parse_time(None, T0, -1) == -1
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_time("yesterday", T0, 0)

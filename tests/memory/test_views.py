@@ -33,3 +33,14 @@ def test_first_registration_adds_the_robot_once() -> None:
     assert "g1" not in replayed.world.robots  # a replay takes robots from world events only
     replayed.observe("robobus/world/events", msgspec.msgpack.encode(event), 7)
     assert replayed.world.snapshot() == views.world.snapshot()
+
+
+def test_nonsense_values_are_rejected_not_raised() -> None:
+    views = Views()
+    views.seed({"places": {"dock": {}}})
+    reg = msgspec.msgpack.encode(RobotRegistration(robot="g1", type="g1",
+                                                   profile={"start": "dock", "hands": "two"}))
+    [rejected] = views.observe("robobus/robots/g1/registration", reg, 5)
+    assert isinstance(rejected, Rejected) and rejected.code == "invalid"
+    assert "hands" in rejected.reason or "two" in rejected.reason
+    assert "g1" not in views.world.robots

@@ -50,7 +50,7 @@ def _check_report(result: RunResult) -> None:
     assert (folder / "store").is_dir() and (folder / "logs" / "memory.log").exists()
 
 
-def _task_span(summary: dict[str, Any], events: list[dict[str, Any]], task: str) -> tuple[int, int]:
+def _task_span(events: list[dict[str, Any]], task: str) -> tuple[int, int]:
     times = [e["t_ns"] for e in events if e["type"] == "SkillCommand" and e["data"].get("task_id") == task]
     return min(times), max(times)
 
@@ -74,7 +74,7 @@ async def test_shipped_scenario(name: str, backend: str, request: pytest.Fixture
     elif name == "concurrent_instructions":
         lines = (result.report_dir / "events.jsonl").read_text().splitlines()
         events = [json.loads(line) for line in lines]
-        a, b = _task_span(s, events, "apple"), _task_span(s, events, "book")
+        a, b = _task_span(events, "apple"), _task_span(events, "book")
         assert a[0] < b[1] and b[0] < a[1], "the two tasks did not overlap"
 
 
