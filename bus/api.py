@@ -210,17 +210,21 @@ class Bus:
         maxsize: int = 10_000,
         overflow: Overflow = Overflow.BLOCK,
         rate_limit: RateLimit | None = None,
+        manual_ack: bool = False,
     ) -> AsyncIterator[Subscription]:
         """Subscribe to an MQTT-style filter; typed subscriptions set ``msg.data``.
 
         A message that fails to decode into ``type`` is reported on ``{prefix}/errors`` and
         skipped; the subscription goes on. With ``rate_limit``, messages beyond the per-sender
-        rate are refused and reported the same way.
+        rate are refused and reported the same way. With ``manual_ack``, the transport's
+        acknowledgement (MQTT PUBACK) waits until the consumer calls ``msg.ack()``: a broker
+        with a persistent session then redelivers what a crash left unconfirmed.
         """
         validate_filter(pattern)
         sub_id = next(self._ids)
         decode = self._decoder(type) if type is not None else None
-        sub = Subscription(pattern, maxsize=maxsize, overflow=overflow, decode=decode, sub_id=sub_id)
+        sub = Subscription(pattern, maxsize=maxsize, overflow=overflow, decode=decode, sub_id=sub_id,
+                           manual_ack=manual_ack)
         if rate_limit is not None:
             self._limits[sub_id] = TokenBuckets(rate_limit)
         self._subs[sub_id] = sub
@@ -266,6 +270,11 @@ class Bus:
             targets = [self._subs[i] for i in sub_ids if i in self._subs]
         if self._limits:
             targets = [s for s in targets if self._admit(s, msg)]
+        token = msg.ack_token
+        if token is not None:
+            manual = sum(1 for s in targets if s.manual_ack)
+            if manual:
+                token.remaining, token.deferred = manual, True
         full = [sub for sub in targets if not sub.put_nowait(msg)]
         return self._put_all(full, msg) if full else None
 

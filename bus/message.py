@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,12 @@ class Message:
     sender: str | None = None
     ts_ns: int = field(default_factory=time.time_ns)
     data: Any = None
+    ack_token: AckToken | None = None
+
+    def ack(self) -> None:
+        """Confirm processing (subscriptions with ``manual_ack=True``); a no-op otherwise."""
+        if self.ack_token is not None:
+            self.ack_token.done()
 
     def headers(self) -> dict[str, Any]:
         """The optional headers, without empty ones (used by backends that frame them)."""
@@ -45,6 +52,26 @@ class Message:
         if self.retain:
             out["r"] = True
         return out
+
+
+@dataclass(slots=True)
+class AckToken:
+    """Delays a transport-level acknowledgement (MQTT PUBACK) until every manual-ack
+    subscription that received the message called :meth:`Message.ack`.
+
+    This is what makes "acknowledged" mean "committed" for a recorder: the broker keeps (and
+    redelivers after a crash) every message not yet acknowledged.
+    """
+
+    send: Callable[[], None] | None
+    remaining: int = 0
+    deferred: bool = False
+
+    def done(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0 and self.send is not None:
+            send, self.send = self.send, None
+            send()
 
 
 @dataclass(slots=True)

@@ -44,6 +44,7 @@ class Subscription:
         overflow: Overflow = Overflow.BLOCK,
         decode: Callable[[Message], Any] | None = None,
         sub_id: int = 0,
+        manual_ack: bool = False,
     ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
@@ -51,6 +52,7 @@ class Subscription:
         self.maxsize = maxsize
         self.overflow = overflow
         self.sub_id = sub_id
+        self.manual_ack = manual_ack
         self.dropped = 0
         self._decode = decode
         self._queue: deque[Message] = deque()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,10 +83,19 @@ class MemoryAgent:
         self.topics = Topics(bus.options.prefix)
         self.views = Views(self.topics, live=True) if config.views else None
         self.committer = GroupCommitter(store, self.views, config.commit)
+        # Messages whose transport ack (MQTT PUBACK) waits for their commit: a kill -9 then
+        # loses nothing the broker considers delivered.
+        self._unacked: deque[tuple[int, Message]] = deque()
+        self.committer.on_commit = self._ack_committed
         #: request topic -> its handler (filled by ``_start_servers``)
         self.requests: dict[str, Callable[[Request], Awaitable[None]]] = {}
         self._log_queries: MemoryObjectSendStream[tuple[Message, int, MemoryQuery]] | None = None
         self.log = log.bind(agent="memory", store=str(config.store))
+
+    def _ack_committed(self, committed: int) -> None:
+        unacked = self._unacked
+        while unacked and unacked[0][0] <= committed:
+            unacked.popleft()[1].ack()
 
     # -- start-up ---------------------------------------------------------------------------
     def restore(self) -> int:
@@ -123,6 +133,8 @@ class MemoryAgent:
             n = 0
             while msg is not None:
                 put(msg.topic, msg.payload, msg.ts_ns)
+                if msg.ack_token is not None:
+                    self._unacked.append((self.committer.put_count, msg))
                 if observe is not None:
                     found = observe(msg.topic, msg.payload, msg.ts_ns)
                     if found:
@@ -248,7 +260,8 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
                     _start_servers(agent, tg, patterns)
                 for pattern in patterns:
                     sub = await stack.enter_async_context(
-                        bus.subscribe(pattern, maxsize=cfg.buffer, overflow=Overflow.BLOCK))
+                        bus.subscribe(pattern, maxsize=cfg.buffer, overflow=Overflow.BLOCK,
+                                      manual_ack=True))
                     subs.append(sub)
                     tg.start_soon(agent.ingest, sub, name=f"memory-ingest {pattern}")
                 if agent.views is not None and agent.views.scene is not None:
@@ -282,6 +295,8 @@ async def _record_leftovers(agent: MemoryAgent, subs: list[Subscription]) -> Non
     for sub in subs:
         while (msg := sub.get_nowait()) is not None:
             agent.committer.put(msg.topic, msg.payload, msg.ts_ns)
+            if msg.ack_token is not None:
+                agent._unacked.append((agent.committer.put_count, msg))
             left += 1
     await agent.committer.commit_now()
     agent.log.info("memory_stopped", recorded_at_shutdown=left, last_seq=agent.committer.last_seq)

@@ -10,6 +10,7 @@ acknowledgement.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -49,6 +50,8 @@ class GroupCommitter:
         self._full = anyio.Event()
         self._done = anyio.Event()
         self._room = anyio.Event()
+        #: called with the committed count after each commit (the agent acks the bus there)
+        self.on_commit: Callable[[int], None] | None = None
 
     def put(self, topic: str, payload: bytes, ts_ns: int) -> None:
         """Queue one event for the next commit (not yet acknowledged)."""
@@ -126,6 +129,8 @@ class GroupCommitter:
             self.last_seq = await anyio.to_thread.run_sync(self.store.commit, batch, dirty)
             self.committed += len(batch)
             self.commits += 1
+            if self.on_commit is not None:
+                self.on_commit(self.committed)
         self._cycles_done += 1
         self._done.set()
         self._room.set()

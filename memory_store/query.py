@@ -38,6 +38,8 @@ def parse(payload: bytes) -> MemoryQuery:
         raise QueryError(f"malformed query: {exc}", "malformed") from exc
     except msgspec.DecodeError as exc:
         raise QueryError(f"malformed query: payload is not msgpack ({exc})", "malformed") from exc
+    except RecursionError as exc:  # deeply nested input must not end the memory agent
+        raise QueryError("malformed query: nested too deep", "malformed") from exc
 
 
 def answer(q: MemoryQuery, views: Views, log: EventLog | None) -> QueryReply:

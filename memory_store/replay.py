@@ -136,8 +136,8 @@ def to_json(payload: bytes) -> bytes:
         obj = msgspec.msgpack.decode(payload)
         if isinstance(obj, dict):
             return msgspec.json.encode(obj)
-    except (msgspec.DecodeError, TypeError):
-        pass
+    except (msgspec.DecodeError, TypeError, RecursionError):
+        pass  # not a msgpack map (or absurdly nested): shown as text or raw bytes below
     try:
         return msgspec.json.encode({"text": payload.decode("utf-8")})
     except UnicodeDecodeError:

@@ -144,8 +144,14 @@ class Views:
         self._dirty_robots.add(robot)
         return rec
 
+    def _check_robot(self, topic: str, robot: str) -> None:
+        """A robot topic's payload must name that robot (else one robot could speak for another)."""
+        if self.topics.robot_of(topic) != robot:
+            raise WorldConflict(f"payload names robot {robot!r} on {topic!r}", "robot_mismatch")
+
     def _on_registration(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         reg = decode_as(payload, RobotRegistration, topic)
+        self._check_robot(topic, reg.robot)
         self._record(reg.robot, ts_ns).registration = reg
         if not self.live or reg.robot in self.world.robots:
             return _NONE
@@ -162,6 +168,7 @@ class Views:
 
     def _on_alive(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         msg = decode_as(payload, Alive, topic)
+        self._check_robot(topic, msg.robot)
         self._record(msg.robot, ts_ns).alive = msg.online
         robot = self.world.robots.get(msg.robot)
         if robot is not None and robot.alive != msg.online:
@@ -171,11 +178,13 @@ class Views:
 
     def _on_state(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         state = decode_as(payload, RobotState, topic)
+        self._check_robot(topic, state.robot)
         self._record(state.robot, ts_ns).state = state
         return _NONE
 
     def _on_feedback(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         fb = decode_as(payload, SkillFeedback, topic)
+        self._check_robot(topic, fb.robot)
         self._record(fb.robot, ts_ns).feedback = fb
         return _NONE
 

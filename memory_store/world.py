@@ -103,7 +103,9 @@ class World:
     def __init__(self, snapshot: WorldSnapshot | None = None) -> None:
         snap = snapshot or WorldSnapshot()
         self.places: dict[str, Place] = dict(snap.places)
-        self.objects: dict[str, WorldObject] = {k: msgspec.structs.replace(v) for k, v in snap.objects.items()}
+        self.objects: dict[str, WorldObject] = {
+            k: msgspec.structs.replace(v) for k, v in snap.objects.items()
+        }
         self.robots: dict[str, WorldRobot] = {
             k: msgspec.structs.replace(v, holding=list(v.holding)) for k, v in snap.robots.items()
         }

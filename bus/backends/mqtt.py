@@ -20,6 +20,7 @@ import ssl
 import threading
 from collections import deque
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -33,7 +34,7 @@ from bus.backends.mqtt_options import MqttOptions, parse
 from bus.backends.mqtt_routes import Routes
 from bus.backends.mqtt_wire import FastClient, Publish, publish_properties
 from bus.errors import BusError, ConnectError, DisconnectedError, PublishError
-from bus.message import Message
+from bus.message import AckToken, Message
 from bus.transport import Dispatch, TransportConfig
 
 log = structlog.get_logger("bus.mqtt")
@@ -52,6 +53,14 @@ class SubscribeError(BusError):
 
 class _Dropped(Exception):
     """Internal: the connection dropped while waiting for an acknowledgement."""
+
+
+def _settle(msg: Message) -> None:
+    """Acknowledge ``msg`` now, unless a manual-ack subscription will do it later."""
+    token = msg.ack_token
+    if token is not None and not token.deferred and token.send is not None:
+        send, token.send = token.send, None
+        send()
 
 
 class MqttTransport:
@@ -76,7 +85,8 @@ class MqttTransport:
         self._connack: asyncio.Future[tuple[ReasonCode, bool]] | None = None
         self._waiters = 0
         self._sync: Dispatch | None = None
-        self._backlog: tuple[Awaitable[None], int, int] | None = None
+        self._backlog: tuple[Awaitable[None], Message] | None = None
+        self._generation = 0  # bumped per connection: acks never cross connections
         self._inflight: asyncio.Semaphore
         self._tasks: list[asyncio.Task[None]] = []
         self._reconnector: asyncio.Task[None] | None = None
@@ -259,6 +269,7 @@ class MqttTransport:
         # Honour the broker's Receive Maximum (Mosquitto's default is 20): exceeding it gets us
         # disconnected. paho's setter refuses once connected, hence the attribute.
         client._max_inflight_messages = min(self._opts.inflight, server_max)
+        self._generation += 1
         if self._connack is not None and not self._connack.done():
             self._connack.set_result((reason, bool(flags.session_present)))
 
@@ -289,6 +300,8 @@ class MqttTransport:
         msg = Message(pub.topic, pub.payload, retain=pub.retain, qos=pub.qos,
                       response_topic=pub.response_topic, correlation=pub.correlation,
                       sender=sender)
+        if pub.qos:
+            msg.ack_token = AckToken(partial(self._ack, pub.mid, pub.qos, self._generation))
         ids = self._routes.route(pub.sub_ids, msg, pub.mid)
         if ids is None:  # parked until a subscription claims it (persistent sessions)
             return
@@ -296,10 +309,9 @@ class MqttTransport:
             # Fast path, no task hop: hand over right here when every buffer has room.
             pending = self._sync(msg, ids) if ids else None
             if pending is None:
-                if pub.qos:
-                    self._client.ack(pub.mid, pub.qos)
+                _settle(msg)
                 return
-            self._backlog = (pending, pub.mid, pub.qos)  # the dispatcher finishes it
+            self._backlog = (pending, msg)  # the dispatcher finishes it
         else:
             self._queue.append((msg, ids, pub.mid, pub.qos))
         self._wakeup.set()
@@ -326,22 +338,28 @@ class MqttTransport:
         low = self._opts.max_pending // 2
         while True:
             if self._backlog is not None:
-                pending, mid, qos = self._backlog
+                pending, msg = self._backlog
                 await pending
                 self._backlog = None
-                self._ack(mid, qos)
+                _settle(msg)
             while queue:
-                msg, ids, mid, qos = queue.popleft()
+                msg, ids, _mid, _qos = queue.popleft()
                 if ids:
                     await deliver(msg, ids)
-                self._ack(mid, qos)
+                _settle(msg)
                 if self._paused and len(queue) <= low:
                     self._pause(False)
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    def _ack(self, mid: int, qos: int) -> None:
-        """Acknowledge after delivery: at-least-once end to end (redelivered after a crash)."""
+    def _ack(self, mid: int, qos: int, generation: int | None = None) -> None:
+        """Acknowledge after delivery: at-least-once end to end (redelivered after a crash).
+
+        Acks for a previous connection are dropped: message ids restart, and the broker
+        redelivers whatever that connection left unacknowledged.
+        """
+        if generation is not None and generation != self._generation:
+            return
         if qos and self._connected.is_set():
             self._client.ack(mid, qos)
 

@@ -30,7 +30,8 @@ from schemas.scenario import RobotSpec
 log = structlog.get_logger("launch.fleet")
 REPO = Path(__file__).resolve().parents[2]
 TIER_INFRA, TIER_CORE, TIER_EDGE = 0, 1, 2
-BRAIN_BOOT_S = 5.0
+BRAIN_BOOT_S = 5.0         # symbolic planner: the brain boots in well under a second
+BRAIN_BOOT_MODEL_S = 180.0  # other planners may load a language model first
 
 
 @dataclass
@@ -57,6 +58,11 @@ def _tcp_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _ipc_open(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        return s.connect_ex(path) == 0
+
+
 async def _wait_tcp(host: str, ports: tuple[int, ...], what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not all(_tcp_open(host, p) for p in ports):
@@ -78,8 +84,12 @@ async def ensure_bus(url: str, sup: Supervisor) -> str:
             await sup.start("hub", testing.robobus_cmd("hub", "--bus", url), tier=TIER_INFRA)
             await _wait_tcp(host, ports, "robobus hub")
     elif parts.scheme == "zmq+ipc":
-        if not Path(f"{parts.path}.ctl").exists():
+        ctl = f"{parts.path}.ctl"
+        if not _ipc_open(ctl):  # a socket file left by a dead hub refuses connections
             await sup.start("hub", testing.robobus_cmd("hub", "--bus", url), tier=TIER_INFRA)
+            with anyio.fail_after(10):
+                while not _ipc_open(ctl):
+                    await anyio.sleep(0.05)  # a socket has no event to wait on
     elif parts.scheme == "mqtt":
         await _ensure_mosquitto(parts.hostname or testing.LOOPBACK, parts.port or 1883, sup)
     return url
@@ -153,6 +163,12 @@ def edges_may_die(sup: Supervisor) -> None:
             managed.critical = False
 
 
+async def stop_agents(sup: Supervisor) -> None:
+    """Stop edges, then brain and memory, leaving the hub or broker up (retained cleanup)."""
+    for tier in (TIER_EDGE, TIER_CORE):
+        await sup.stop([n for n, m in sup.procs.items() if m.tier == tier])
+
+
 async def clear_retained(bus: Bus, robots: list[str]) -> None:
     """Forget robots' retained registration/alive/state from an earlier run on the same broker."""
     for robot in robots:
@@ -217,7 +233,13 @@ async def memory_knows(bus: Bus, robots: list[str], timeout: float = 1.0) -> boo
     return all(r in known for r in robots)
 
 
-async def wait_ready(bus: Bus, ready: Readiness, timeout: float) -> None:
+def brain_boot_s(planner: str) -> float:
+    """How long to wait for the brain's boot before scenario time 0."""
+    return BRAIN_BOOT_S if planner == "symbolic" else BRAIN_BOOT_MODEL_S
+
+
+async def wait_ready(bus: Bus, ready: Readiness, timeout: float,
+                     brain_boot: float = BRAIN_BOOT_S) -> None:
     """Wait for every robot's registration and liveness, then for the memory agent."""
     deadline = time.monotonic() + timeout
     while not ready.robots_ready():
@@ -230,11 +252,11 @@ async def wait_ready(bus: Bus, ready: Readiness, timeout: float) -> None:
             raise NotReady(timeout, ready.missing())
         await ready.next_change(0.2)  # memory applies registrations asynchronously
     ready.memory_ok = True
-    with anyio.move_on_after(BRAIN_BOOT_S):  # soft: a brain without task recovery never asks
+    with anyio.move_on_after(brain_boot):  # soft: a brain without task recovery never asks
         while not ready.brain_booted:
-            await ready.next_change(BRAIN_BOOT_S)
+            await ready.next_change(brain_boot)
     if not ready.brain_booted:
-        log.info("brain_boot_not_seen", waited_s=BRAIN_BOOT_S)
+        log.info("brain_boot_not_seen", waited_s=brain_boot)
 
 
 def ready_timeout(n_robots: int) -> float:

@@ -75,7 +75,7 @@ def decode(topics: Topics, topic: str, payload: bytes) -> tuple[str, Any]:
             return "Undecodable", {"reason": exc.reason, "hex": payload[:256].hex()}
     try:
         return "Raw", msgspec.msgpack.decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: hostile nesting
         return "Raw", payload[:256].decode("utf-8", "replace")
 
 

@@ -81,17 +81,16 @@ async def run_scenario(path: str | Path, opts: RunOptions | None = None) -> RunR
     folder = (opts.report_dir or default_report_dir(sc.name)).resolve()
     _clean(folder)
     url = opts.bus_url or fleet.default_bus_url()
-    observer_box: list[Observer] = []
+    observer = Observer(Topics(opts.prefix), [r.name for r in sc.robots])
     results: list[ExpectResult] = []
     error: str | None = None
     started = time.monotonic()
     try:
-        results = await _run(Path(path), sc, speed, url, folder, opts, observer_box)
+        results = await _run(Path(path), sc, speed, url, folder, opts, observer)
     except (LaunchError, BusError) as exc:
         error = str(exc)
         log.error("scenario_aborted", scenario=sc.name, error=error)
-    observer = observer_box[0] if observer_box else None
-    events = observer.events if observer else []
+    events = observer.events
     events.append(marker("end", error=error))
     meta = {"scenario": sc.name, "file": str(path), "bus": url, "prefix": opts.prefix, "speed": speed,
             "planner": opts.planner, "robots": len(sc.robots),
@@ -113,7 +112,7 @@ def _clean(folder: Path) -> None:
 
 
 async def _run(path: Path, sc: Scenario, speed: float, url: str, folder: Path, opts: RunOptions,
-               observer_box: list[Observer]) -> list[ExpectResult]:
+               observer: Observer) -> list[ExpectResult]:
     robots = [r.name for r in sc.robots]
     cfg = fleet.FleetConfig(sc.robots, path.resolve(), folder / "store", opts.planner, 1.0 / speed,
                             base_dir=path.resolve().parent)
@@ -122,19 +121,19 @@ async def _run(path: Path, sc: Scenario, speed: float, url: str, folder: Path, o
         await fleet.ensure_bus(url, sup)
         async with Bus.connect(url, name="scenario", options=BusOptions(prefix=opts.prefix)) as bus:
             await fleet.clear_retained(bus, robots)
-            observer = Observer(Topics(bus.options.prefix), robots)
-            observer_box.append(observer)
-            script = Script(bus, sc, observer, sup, speed, opts.view)
-            async with anyio.create_task_group() as tg:
-                await tg.start(_record, bus, observer, script.ready)
-                tg.start_soon(_refresh, opts.view, name="view-refresh")
-                opts.view.attach(observer, f"{sc.name} on {url} at speed {speed:g}")
-                await fleet.start_agents(sup, bus, url, cfg)
-                results = await script.run()
-                tg.cancel_scope.cancel()
-            opts.view.close()
-            await sup.stop([n for n in sup.procs if n.startswith("edge-")])
-            await fleet.clear_retained(bus, robots)
+            script = Script(bus, sc, observer, sup, speed, opts.view, opts.planner)
+            opts.view.attach(observer, f"{sc.name} on {url} at speed {speed:g}")
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(_record, bus, observer, script.ready)
+                    tg.start_soon(_refresh, opts.view, name="view-refresh")
+                    await fleet.start_agents(sup, bus, url, cfg)
+                    results = await script.run()
+                    tg.cancel_scope.cancel()
+            finally:
+                opts.view.close()
+            await fleet.stop_agents(sup)
+            await fleet.clear_retained(bus, robots)  # nobody left to mistake the empties
     return results
 
 
@@ -161,15 +160,16 @@ class Script:
     """Plays the scenario's instructions and faults against a ready fleet, then judges it."""
 
     def __init__(self, bus: Bus, sc: Scenario, observer: Observer, sup: Supervisor, speed: float,
-                 view: View) -> None:
+                 view: View, planner: str = "symbolic") -> None:
         self.bus, self.sc, self.observer, self.sup = bus, sc, observer, sup
-        self.speed, self.view = speed, view
+        self.speed, self.view, self.planner = speed, view, planner
         self.ready = fleet.Readiness([r.name for r in sc.robots], time.time_ns())
         self.pending = len(sc.instructions) + sum(f.at is not None for f in sc.faults)
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def run(self) -> list[ExpectResult]:
-        await fleet.wait_ready(self.bus, self.ready, fleet.ready_timeout(len(self.sc.robots)))
+        await fleet.wait_ready(self.bus, self.ready, fleet.ready_timeout(len(self.sc.robots)),
+                               fleet.brain_boot_s(self.planner))
         fleet.edges_may_die(self.sup)
         self.observer.add(marker("ready"))
         self.t0 = anyio.current_time()
@@ -244,22 +244,21 @@ class Script:
         return self.pending == 0 and all(t is not None and t.status in TERMINAL_TASK for t in tasks)
 
     async def _judge(self) -> list[ExpectResult]:
+        """Watch the bus until every task has ended (or the deadline), then ask memory; while
+        memory catches up with the last events, ask again for up to SETTLE_S."""
         deadline = self.t0 + self.sc.timeout_s / self.speed + GRACE_S
         settled_at: float | None = None
         while True:
-            seen = self.observer.version
+            while not self._settled() and anyio.current_time() < deadline:
+                await self.observer.wait_change(0.5)
             results = await evaluate(self.bus, self.sc, self.observer)
             now = anyio.current_time()
-            if all(r.ok for r in results) and self._settled():
+            if all(r.ok for r in results):
                 return results
-            if self._settled():
-                settled_at = settled_at or now
-                if now - settled_at > SETTLE_S:
-                    return results
-            if now > deadline:
+            if now >= deadline:
                 return [r if r.ok else ExpectResult(r.expect, False, f"timeout: {r.reason}")
                         for r in results]
-            if self.observer.version == seen:
-                await self.observer.wait_change(0.5)
-            else:  # something changed while memory was asked: look again, at most 20 times/s
-                await anyio.sleep(0.05)
+            settled_at = settled_at or now
+            if now - settled_at > SETTLE_S:
+                return results
+            await anyio.sleep(0.1)

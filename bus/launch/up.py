@@ -74,7 +74,7 @@ async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, 
                                      folder=folder, send=_send_hint(url, prefix), prefix=prefix))
                 async for _ in signals:
                     break
-                await sup.stop([n for n in sup.procs if n.startswith("edge-")])
+                await fleet.stop_agents(sup)
                 await fleet.clear_retained(bus, [r.name for r in robots])
 
 
@@ -95,6 +95,7 @@ async def _start(bus: Bus, sup: Supervisor, url: str, cfg: fleet.FleetConfig) ->
     async with anyio.create_task_group() as tg:
         await tg.start(_watch_robots, bus, ready)
         await fleet.start_agents(sup, bus, url, cfg)
-        await fleet.wait_ready(bus, ready, fleet.ready_timeout(len(names)))
+        await fleet.wait_ready(bus, ready, fleet.ready_timeout(len(names)),
+                               fleet.brain_boot_s(cfg.planner))
         fleet.edges_may_die(sup)
         tg.cancel_scope.cancel()
