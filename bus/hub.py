@@ -19,6 +19,7 @@ import structlog
 import zmq
 
 from bus import zmq_wire as wire
+from bus.hub_replay import ReplayBuffer
 from bus.topics import matches
 
 log = structlog.get_logger("bus.hub")
@@ -35,8 +36,8 @@ class Hub:
     """A hub bound to the endpoints of ``url``. Run with :meth:`serve` or :meth:`start`."""
 
     def __init__(self, url: str, *, context: zmq.Context | None = None,
-                 curve_secret: bytes | None = None, authorized_keys: list[bytes] | None = None
-                 ) -> None:
+                 curve_secret: bytes | None = None, authorized_keys: list[bytes] | None = None,
+                 replay_buffer: int = 0) -> None:
         self.url = url
         self.endpoints = wire.endpoints(url)
         self.ctx = context or zmq.Context.instance()
@@ -48,6 +49,9 @@ class Hub:
         self._threads: list[threading.Thread] = []
         self._curve = (curve_secret, authorized_keys)
         self._auth = None
+        self.replay = ReplayBuffer(replay_buffer) if replay_buffer > 0 else None
+        self._capture: zmq.Socket | None = None
+        self._capture_in: zmq.Socket | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def _bind(self) -> None:
@@ -79,6 +83,16 @@ class Hub:
         self._steer.bind(steer_ep)
         self._steer_peer = self.ctx.socket(zmq.PAIR)
         self._steer_peer.connect(steer_ep)
+        if self.replay is not None:
+            # PUB, not PAIR: a lagging replay buffer drops copies instead of stalling the bus.
+            cap_ep = f"inproc://robobus-capture-{secrets.token_hex(4)}"
+            self._capture = self.ctx.socket(zmq.PUB)
+            self._capture.setsockopt(zmq.SNDHWM, 1_000_000)
+            self._capture.bind(cap_ep)
+            self._capture_in = self.ctx.socket(zmq.SUB)
+            self._capture_in.setsockopt(zmq.RCVHWM, 1_000_000)
+            self._capture_in.setsockopt(zmq.SUBSCRIBE, b"")
+            self._capture_in.connect(cap_ep)
         log.info("hub_listening", publish=ep.publish, subscribe=ep.subscribe, control=ep.control,
                  curve=self._curve[0] is not None)
 
@@ -120,7 +134,7 @@ class Hub:
 
     def _proxy(self) -> None:
         try:
-            zmq.proxy_steerable(self.xsub, self.xpub, None, self._steer_peer)
+            zmq.proxy_steerable(self.xsub, self.xpub, self._capture, self._steer_peer)
         except zmq.ContextTerminated:
             pass
 
@@ -128,10 +142,13 @@ class Hub:
     def _control_loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        if self._capture_in is not None:
+            poller.register(self._capture_in, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 if poller.poll(100):
                     self._drain()
+                    self._drain_capture()
                 self._reap(time.monotonic())
         finally:
             self._steer.send(b"TERMINATE")
@@ -139,8 +156,9 @@ class Hub:
                 if thread is not threading.current_thread() and thread.name == "hub-proxy":
                     thread.join(timeout=2)
             for sock in (self.router, self.injector, self._steer, self._steer_peer, self.xsub,
-                         self.xpub):
-                sock.close(0)
+                         self.xpub, self._capture, self._capture_in):
+                if sock is not None:
+                    sock.close(0)
             if self._auth is not None:
                 self._auth.stop()
             log.info("hub_stopped", **self.stats)
@@ -152,7 +170,22 @@ class Hub:
             except zmq.Again:
                 return
             if len(frames) >= 2:
-                self._handle(frames[0], frames[1], frames[2:])
+                try:
+                    self._handle(frames[0], frames[1], frames[2:])
+                except BAD_CONTROL as exc:  # one malformed frame must not take the bus down
+                    log.warning("hub_bad_control", command=frames[1][:16], client=frames[0][:32],
+                                error=repr(exc)[:200])
+
+    def _drain_capture(self) -> None:
+        if self.replay is None or self._capture_in is None:
+            return
+        capture, sock = self.replay.capture, self._capture_in
+        for _ in range(50_000):  # bounded, so control messages are never starved
+            try:
+                capture(sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        self.replay.pump(self.router)
 
     def _handle(self, ident: bytes, cmd: bytes, args: list[bytes]) -> None:
         client = self.clients.get(ident)
@@ -166,20 +199,35 @@ class Hub:
             if client is None:
                 self.router.send_multipart([ident, wire.WHO])
         elif cmd == wire.HELLO and args:
-            hello = msgspec.msgpack.decode(args[0])
+            hello = _dict.decode(args[0])
             keepalive = float(hello.get("keepalive", 1.0))
-            self.clients[ident] = _Client(hello.get("will"), timeout_s=2.5 * keepalive)
+            self.clients[ident] = _Client(_will(hello.get("will")), timeout_s=2.5 * keepalive)
             self.stats["hellos"] += 1
             self.router.send_multipart([ident, wire.HELLO])
+            if hello.get("durable"):
+                self._attach_durable(str(hello["durable"]), ident)
+        elif cmd == wire.DACK and args and self.replay is not None:
+            self.replay.ack(ident, int.from_bytes(args[0], "big"))
+            self.replay.pump(self.router)
         elif cmd == wire.BYE:
             self.clients.pop(ident, None)
+            if self.replay is not None:
+                self.replay.detach(ident)
         elif cmd == wire.SNAP and len(args) == 2:
             self._snapshot(ident, args[0], args[1].decode())
         else:
             log.warning("hub_bad_control", command=cmd[:16], client=ident[:32])
 
+    def _attach_durable(self, name: str, ident: bytes) -> None:
+        if self.replay is None:
+            log.warning("durable_without_replay_buffer", client=name,
+                        hint="start the hub with --replay-buffer N")
+            return
+        self.replay.attach(name, ident)
+        self.replay.pump(self.router)
+
     def _publish(self, topic: bytes, header: bytes, payload: bytes) -> None:
-        head = msgspec.msgpack.decode(header) if header else {}
+        head = _dict.decode(header) if header else {}
         if head.pop("r", False):
             key = topic.decode()
             if payload:
@@ -198,12 +246,29 @@ class Hub:
         dead = [i for i, c in self.clients.items() if now - c.last_seen > c.timeout_s]
         for ident in dead:
             will = self.clients.pop(ident).will
+            if self.replay is not None:
+                self.replay.detach(ident)
             log.info("client_dead", client=ident.decode(errors="replace"), will=bool(will))
             if will:
                 head = {"r": True} if will.get("retain", True) else {}
                 head["s"] = "hub"
                 self._publish(will["topic"].encode(), msgspec.msgpack.encode(head), will["payload"])
                 self.stats["wills"] += 1
+
+
+_dict = msgspec.msgpack.Decoder(dict)
+#: what a malformed control frame from a client raises (RecursionError: hostile nesting)
+BAD_CONTROL = (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError, TypeError)
+
+
+def _will(will: object) -> dict | None:
+    """A client's last will from its hello, checked now so that reaping it cannot fail later."""
+    if will is None:
+        return None
+    if not (isinstance(will, dict) and isinstance(will.get("topic"), str)
+            and isinstance(will.get("payload"), bytes)):
+        raise ValueError(f"malformed last will: {will!r:.80}")
+    return will
 
 
 class _KeySet:

@@ -40,6 +40,13 @@ class Message:
         if self.ack_token is not None:
             self.ack_token.done()
 
+    def settle(self) -> None:
+        """Transport side: acknowledge now, unless a manual-ack subscription took it over."""
+        token = self.ack_token
+        if token is not None and not token.deferred and token.send is not None:
+            send, token.send = token.send, None
+            send()
+
     def headers(self) -> dict[str, Any]:
         """The optional headers, without empty ones (used by backends that frame them)."""
         out: dict[str, Any] = {}

@@ -29,6 +29,10 @@ DEFAULT_PORT = 7650
 
 # Control commands (DEALER -> ROUTER and back).
 HELLO, HEARTBEAT, BYE, PUB, ACK, SNAP, WHO = b"HELLO", b"HB", b"BYE", b"PUB", b"ACK", b"SNAP", b"WHO"
+# Durable stream (hub -> recorder): DATA h topic body; recorder -> hub: DACK h (committed up to h).
+DATA, DACK = b"DATA", b"DACK"
+#: messages a durable client may have unacknowledged (keep its subscription buffer larger)
+DURABLE_WINDOW = 20_000
 
 #: High-water marks, chosen per socket class and counted (never unlimited; see docs/bus.md).
 DATA_HWM = 200_000
@@ -43,6 +47,7 @@ class Endpoints:
     tcp_ports: tuple[int, ...] = ()
     host: str = DEFAULT_HOST
     embed: bool = False
+    durable: str | None = None
 
 
 def endpoints(url: str) -> Endpoints:
@@ -50,18 +55,20 @@ def endpoints(url: str) -> Endpoints:
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     embed = query.get("embed", ["0"])[0] in ("1", "true", "yes")
+    durable = query.get("durable", [None])[0]
     if parts.scheme == "zmq+ipc":
         base = parts.path
         if not base:
             raise ConnectError(url, "zmq+ipc URL needs a path, e.g. zmq+ipc:///tmp/robobus")
-        return Endpoints(f"ipc://{base}.pub", f"ipc://{base}.sub", f"ipc://{base}.ctl", embed=embed)
+        return Endpoints(f"ipc://{base}.pub", f"ipc://{base}.sub", f"ipc://{base}.ctl", embed=embed,
+                         durable=durable)
     host = parts.hostname or DEFAULT_HOST
     port = parts.port or DEFAULT_PORT
     if ":" in host:
         host = f"[{host}]"
     ports = (port, port + 1, port + 2)
     return Endpoints(*(f"tcp://{host}:{p}" for p in ports), tcp_ports=ports,
-                     host=parts.hostname or DEFAULT_HOST, embed=embed)
+                     host=parts.hostname or DEFAULT_HOST, embed=embed, durable=durable)
 
 
 _header_decoder = msgspec.msgpack.Decoder(dict)

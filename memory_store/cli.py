@@ -7,6 +7,7 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import anyio
 import msgspec
@@ -55,6 +56,13 @@ def _store_options(map_size: str, segment: str, retention: str | None) -> StoreO
                         retention_ns=parse_duration_ns(retention) if retention else None)
 
 
+def with_query(url: str, **params: str) -> str:
+    """``url`` with extra query parameters."""
+    parts = urlsplit(url)
+    query = "&".join(filter(None, [parts.query, urlencode(params)]))
+    return urlunsplit(parts._replace(query=query))
+
+
 def memory(
     store: StoreArg,
     bus_url: BusOpt = DEFAULT_BUS,
@@ -68,8 +76,13 @@ def memory(
                                              help="Commit at most this long after an event")]
     = 5.0,
     prefix: PrefixOpt = "robobus",
+    durable: Annotated[bool, typer.Option(
+        "--durable", help="ZeroMQ: take the hub's numbered stream and confirm after each commit, "
+                          "so a restart loses nothing (hub needs --replay-buffer)")] = False,
 ) -> None:
     """Run the memory agent: record the bus, keep world/robot/task memory, answer queries."""
+    if durable and bus_url.startswith("zmq"):
+        bus_url = with_query(bus_url, durable="memory")
     if scene is not None:
         try:
             load_scene(scene)

@@ -55,14 +55,6 @@ class _Dropped(Exception):
     """Internal: the connection dropped while waiting for an acknowledgement."""
 
 
-def _settle(msg: Message) -> None:
-    """Acknowledge ``msg`` now, unless a manual-ack subscription will do it later."""
-    token = msg.ack_token
-    if token is not None and not token.deferred and token.send is not None:
-        send, token.send = token.send, None
-        send()
-
-
 class MqttTransport:
     """Transport for ``mqtt://HOST:PORT`` and ``mqtts://HOST:PORT`` (MQTT 5)."""
 
@@ -309,7 +301,7 @@ class MqttTransport:
             # Fast path, no task hop: hand over right here when every buffer has room.
             pending = self._sync(msg, ids) if ids else None
             if pending is None:
-                _settle(msg)
+                msg.settle()
                 return
             self._backlog = (pending, msg)  # the dispatcher finishes it
         else:
@@ -341,12 +333,12 @@ class MqttTransport:
                 pending, msg = self._backlog
                 await pending
                 self._backlog = None
-                _settle(msg)
+                msg.settle()
             while queue:
                 msg, ids, _mid, _qos = queue.popleft()
                 if ids:
                     await deliver(msg, ids)
-                _settle(msg)
+                msg.settle()
                 if self._paused and len(queue) <= low:
                     self._pause(False)
             self._wakeup.clear()

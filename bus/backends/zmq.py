@@ -19,6 +19,8 @@ import os
 import socket
 import struct
 from collections import Counter
+from collections.abc import Awaitable
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -28,7 +30,7 @@ import zmq
 
 from bus import zmq_wire as wire
 from bus.errors import ConnectError, DisconnectedError, PublishError
-from bus.message import Message
+from bus.message import AckToken, Message
 from bus.topics import literal_prefix
 from bus.transport import TransportConfig
 
@@ -62,6 +64,8 @@ class ZmqTransport:
         self._in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
         self._hub = None
         self._closed = False
+        self._acked_h = 0
+        self._dack_scheduled = False
         self._drains: list = []  # one per read socket; see _kick
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -133,7 +137,7 @@ class ZmqTransport:
 
     async def _say_hello(self) -> None:
         will = self.config.will
-        hello = {"keepalive": self.config.keepalive_s, "will": None}
+        hello = {"keepalive": self.config.keepalive_s, "will": None, "durable": self.ep.durable}
         if will is not None:
             hello["will"] = {"topic": will.topic, "payload": will.payload, "retain": will.retain}
         self._hello = self.loop.create_future()
@@ -196,7 +200,7 @@ class ZmqTransport:
         try:
             header, payload = wire.split_body(frames[1])
             msg, head = wire.decode_frames([frames[0], header, payload])
-        except (ValueError, msgspec.DecodeError) as exc:
+        except (ValueError, msgspec.DecodeError, RecursionError) as exc:  # hostile nesting, too
             log.warning("bad_data_frame", error=str(exc))
             return None
         if msg.topic.startswith(self._probe_prefix):
@@ -219,7 +223,7 @@ class ZmqTransport:
             log.warning("messages_lost_at_hwm", topic=topic, publisher=client,
                         lost=seq - last - 1, total_lost=self.dropped)
 
-    def _on_control(self, frames: list[bytes]) -> None:
+    def _on_control(self, frames: list[bytes]):  # noqa: ANN202
         cmd = frames[0]
         if cmd == wire.ACK and len(frames) == 2:
             fut = self._acks.pop(frames[1], None)
@@ -232,8 +236,46 @@ class ZmqTransport:
         elif cmd == wire.HELLO:
             if self._hello is not None and not self._hello.done():
                 self._hello.set_result(None)
+        elif cmd == wire.DATA and len(frames) == 4:
+            return self._on_durable(frames)
         elif cmd == wire.WHO:
             self.config.task_group.start_soon(self._rejoin, name="zmq-rejoin")
+
+    def _on_durable(self, frames: list[bytes]):  # noqa: ANN202
+        """One message of the durable stream: confirmed to the hub once processed."""
+        h = int.from_bytes(frames[1], "big")
+        try:
+            header, payload = wire.split_body(frames[3])
+            msg, _ = wire.decode_frames([frames[2], header, payload])
+        except (ValueError, msgspec.DecodeError, RecursionError) as exc:
+            log.warning("bad_durable_frame", error=str(exc))
+            self._durable_ack(h)
+            return None
+        msg.ack_token = AckToken(partial(self._durable_ack, h))
+        pending = self.config.dispatch(msg, None)
+        if pending is None:
+            msg.settle()
+            return None
+        return self._settle_after(pending, msg)
+
+    @staticmethod
+    async def _settle_after(pending: Awaitable[None], msg: Message) -> None:
+        await pending
+        msg.settle()
+
+    def _durable_ack(self, h: int) -> None:
+        """Coalesce acknowledgements: one DACK per loop iteration, for the highest ``h``."""
+        if h <= self._acked_h:
+            return
+        self._acked_h = h
+        if not self._dack_scheduled:
+            self._dack_scheduled = True
+            self.loop.call_soon(self._send_dack)
+
+    def _send_dack(self) -> None:
+        self._dack_scheduled = False
+        if not self._closed:
+            self.ctl.send_multipart([wire.DACK, self._acked_h.to_bytes(8, "big")])
 
     async def _rejoin(self) -> None:
         """The hub restarted and forgot us: hello again and restore our retained values."""
@@ -287,6 +329,10 @@ class ZmqTransport:
 
     # -- subscribing -------------------------------------------------------------------
     async def subscribe(self, pattern: str, sub_id: int) -> None:
+        if self.ep.durable and sub_id != 0:
+            # a durable client receives every message through the hub's numbered stream
+            await self._fetch_snapshot(pattern, sub_id)
+            return
         prefix = literal_prefix(pattern)
         self._filters[sub_id] = prefix
         self._prefixes[prefix] += 1

@@ -18,6 +18,10 @@ def hub(
         typer.Option("--curve-keys", envvar="ROBOBUS_HUB_KEYS",
                      help="Directory from `robobus secure init`: enables CURVE authentication"),
     ] = None,
+    replay_buffer: Annotated[
+        int, typer.Option("--replay-buffer", min=0,
+                          help="Keep the last N messages for durable recorders (?durable=NAME) "
+                               "to replay after a restart; 0 disables")] = 0,
 ) -> None:
     """Run the ZeroMQ hub (XSUB/XPUB forwarder, last-value cache, liveness, last wills).
 
@@ -33,7 +37,7 @@ def hub(
 
         secret, keys = zmq_hub_keys(curve_keys)
     try:
-        server = Hub(bus_url, curve_secret=secret, authorized_keys=keys)
+        server = Hub(bus_url, curve_secret=secret, authorized_keys=keys, replay_buffer=replay_buffer)
     except BusError as exc:
         raise typer.BadParameter(str(exc)) from exc
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
