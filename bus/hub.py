@@ -204,8 +204,8 @@ class Hub:
             self.clients[ident] = _Client(_will(hello.get("will")), timeout_s=2.5 * keepalive)
             self.stats["hellos"] += 1
             self.router.send_multipart([ident, wire.HELLO])
-            if hello.get("durable"):
-                self._attach_durable(str(hello["durable"]), ident)
+        elif cmd == wire.DURABLE and args:
+            self._attach_durable(args[0].decode(errors="replace"), ident)
         elif cmd == wire.DACK and args and self.replay is not None:
             self.replay.ack(ident, int.from_bytes(args[0], "big"))
             self.replay.pump(self.router)

@@ -29,8 +29,9 @@ DEFAULT_PORT = 7650
 
 # Control commands (DEALER -> ROUTER and back).
 HELLO, HEARTBEAT, BYE, PUB, ACK, SNAP, WHO = b"HELLO", b"HB", b"BYE", b"PUB", b"ACK", b"SNAP", b"WHO"
-# Durable stream (hub -> recorder): DATA h topic body; recorder -> hub: DACK h (committed up to h).
-DATA, DACK = b"DATA", b"DACK"
+# Durable stream: the recorder sends DURABLE name once its subscriptions exist; the hub then
+# streams DATA h topic body; the recorder answers DACK h (processed up to and including h).
+DURABLE, DATA, DACK = b"DURABLE", b"DATA", b"DACK"
 #: messages a durable client may have unacknowledged (keep its subscription buffer larger)
 DURABLE_WINDOW = 20_000
 

@@ -66,6 +66,7 @@ class ZmqTransport:
         self._closed = False
         self._acked_h = 0
         self._dack_scheduled = False
+        self._durable_started = False
         self._drains: list = []  # one per read socket; see _kick
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -137,7 +138,7 @@ class ZmqTransport:
 
     async def _say_hello(self) -> None:
         will = self.config.will
-        hello = {"keepalive": self.config.keepalive_s, "will": None, "durable": self.ep.durable}
+        hello = {"keepalive": self.config.keepalive_s, "will": None}
         if will is not None:
             hello["will"] = {"topic": will.topic, "payload": will.payload, "retain": will.retain}
         self._hello = self.loop.create_future()
@@ -282,6 +283,9 @@ class ZmqTransport:
         log.warning("hub_restarted_rejoining", url=self.config.url)
         self.config.on_state("reconnected")
         await self._say_hello()
+        if self._durable_started and self.ep.durable:
+            self._acked_h = 0  # a new hub numbers its stream afresh
+            self.ctl.send_multipart([wire.DURABLE, self.ep.durable.encode()])
         for msg in list(self._own_retained.values()):
             await self._send_control(msg)
 
@@ -330,8 +334,11 @@ class ZmqTransport:
     # -- subscribing -------------------------------------------------------------------
     async def subscribe(self, pattern: str, sub_id: int) -> None:
         if self.ep.durable and sub_id != 0:
-            # a durable client receives every message through the hub's numbered stream
+            # A durable client receives every message through the hub's numbered stream, which
+            # starts only now: a message that reached no subscription would be confirmed unseen.
             await self._fetch_snapshot(pattern, sub_id)
+            self._durable_started = True
+            self.ctl.send_multipart([wire.DURABLE, self.ep.durable.encode()])
             return
         prefix = literal_prefix(pattern)
         self._filters[sub_id] = prefix
