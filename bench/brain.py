@@ -42,12 +42,19 @@ from brain_agent.planners import plan_goals  # noqa: E402
 from brain_agent.planners.symbolic import SymbolicPlanner  # noqa: E402
 from bus import Bus, BusOptions, testing  # noqa: E402
 from schemas.messages import (  # noqa: E402
-    Alive, Instruction, RobotRegistration, SkillCommand, SkillFeedback, TaskStatus,
+    Alive,
+    Instruction,
+    RobotRegistration,
+    SkillCommand,
+    SkillFeedback,
+    TaskStatus,
 )
 from schemas.topics import Topics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_LEVEL = "warning"
+#: idle time between instructions: response latency, not throughput under a backlog
+GAP_S = 0.02
 LOG_DIR = Path(tempfile.gettempdir()) / "robobus-bench-brain"
 LATENCY_TEXT = "Bring the fruit nearest the cup and a fruit knife to the office desk"
 
@@ -134,6 +141,7 @@ async def _latency_run(url: str, n: int, warmup: int) -> dict[str, Any]:
                 if tid not in fleet.first:
                     failed += 1
                     continue
+                await anyio.sleep(GAP_S)  # let the previous task's status traffic settle
                 if i >= warmup:
                     samples.append((fleet.first[tid] - t0) / 1e6)
                     inbound.append((fleet.wire[tid][0] - w0) / 1e6)
@@ -236,7 +244,10 @@ def main() -> None:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--latency-only", action="store_true", help="print latency, write nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--gap-ms", type=float, default=20.0, help="idle time between instructions")
     args = ap.parse_args()
+    global GAP_S
+    GAP_S = args.gap_ms / 1000
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}

@@ -49,6 +49,7 @@ OUT = Path(__file__).resolve().parent / "results"
 PROBES = SkillRegistry()
 _first_line: dict[str, int] = {}
 PACE_S = 0.002
+TERMINAL = {"done", "failed", "cancelled", "rejected"}
 
 
 class ProbeArgs(msgspec.Struct):
@@ -79,7 +80,9 @@ async def dispatch(url: str, n: int, warmup: int = 200) -> list[int]:
     t = Topics(prefix)
     profile = parse_profile({"name": "bench", "type": "bench", "embodiment": {"mobile": False},
                              "skills": {"probe": {}}, "telemetry_hz": 1}, "bench", PROBES)
-    config = EdgeConfig(profile, registry=PROBES, resume_timeout_s=0.05, time_scale=0)
+    # No per-sender command rate limit: the bench sends ~300 commands/s on purpose.
+    config = EdgeConfig(profile, registry=PROBES, resume_timeout_s=0.05, time_scale=0,
+                        command_rate_limit=None)
     lat: list[int] = []
     dec = msgspec.msgpack.Decoder(SkillFeedback)
     async with Bus.connect(url, name="bench", options=edge_bus_options("bench", prefix)) as ebus, \
@@ -92,9 +95,12 @@ async def dispatch(url: str, n: int, warmup: int = 200) -> list[int]:
             cmd = SkillCommand(command_id=cid, skill="probe", args={"n": i})
             t0 = time.perf_counter_ns()
             await dbus.publish(topic, cmd, qos=1)
-            while (fb := dec.decode((await feedback.get()).payload)).status != "done" \
-                    or fb.command_id != cid:
-                pass
+            with anyio.fail_after(10):
+                while (fb := dec.decode((await feedback.get()).payload)).command_id != cid \
+                        or fb.status not in TERMINAL:
+                    pass
+            if fb.status != "done":
+                raise RuntimeError(f"probe {cid} ended {fb.status}: {fb.reason}")
             if i >= warmup:
                 lat.append(_first_line.pop(cid) - t0)
             await anyio.sleep(PACE_S)  # let the previous command's tail (state publish) finish

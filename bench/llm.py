@@ -95,7 +95,7 @@ def reference(case: Case) -> set[tuple[Any, ...]] | None:
 async def run_case(planner: Any, case: Case) -> None:
     ctx = case.ctx()
     planner.history.clear()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     res: dict[str, Any] = {"valid": False, "correct": False}
     try:
         plan = await planner.plan(case.text, ctx)
@@ -109,6 +109,7 @@ async def run_case(planner: Any, case: Case) -> None:
     except BrainError as exc:
         res["error"] = exc.reason
     res["seconds"] = time.perf_counter() - started
+    res["cpu_s"] = time.process_time() - cpu  # all threads: robust to other load on the box
     gens = list(planner.history)
     res.update(_gen_stats([g for _, g in gens]))
     res["answer"] = gens[-1][1].text if gens else ""
@@ -134,7 +135,9 @@ def summarize(cases: list[Case], extra: dict[str, Any]) -> dict[str, Any]:
             "correct": sum(c.result["correct"] for c in cases),
             "scenario_cases": len(scen), "scenario_correct": sum(c.result["correct"] for c in scen),
             "p50_s_per_plan": statistics.median(secs), "mean_s_per_plan": statistics.fmean(secs),
-            "max_s_per_plan": max(secs), "tokens_per_s": toks / gen_s if gen_s else 0.0,
+            "max_s_per_plan": max(secs), "min_s_per_plan": min(secs),
+            "p50_cpu_s_per_plan": statistics.median(c.result.get("cpu_s", 0.0) for c in cases),
+            "tokens_per_s": toks / gen_s if gen_s else 0.0,
             "mean_new_tokens": toks / max(1, sum(c.result["attempts"] for c in cases))}
 
 
@@ -244,7 +247,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--export-kit", type=Path, help="after the run, write a replay kit here")
     ap.add_argument("--replay", type=Path, help="time a kit's recorded answers (GPU, no weights)")
+    ap.add_argument("--from-results", type=Path,
+                    help="with --export-kit: export from this earlier run's JSON, run nothing")
     args = ap.parse_args()
+    if args.export_kit and args.from_results:
+        export_kit(args.from_results, args.model, args.cache, args.export_kit)
+        return
     if args.replay:
         cases, extra = replay(args.replay, args.device, args.dtype)
     else:

@@ -9,7 +9,15 @@ Run from the repository root::
 Prints a table, writes ``bench/results/memory.json`` and PNG plots next to it.
 """
 
+# ruff: noqa: E402 - the sys.path fix below must run before the project imports
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# ``python bench/memory.py`` puts bench/ first on sys.path, where bench/bus.py would shadow the
+# ``bus`` package; ``python -m bench.memory`` does not need this.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import contextlib
@@ -18,11 +26,9 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio

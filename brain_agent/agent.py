@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -16,7 +17,7 @@ from brain_agent.fleet import FleetView, MemoryUnavailable, query_memory
 from brain_agent.planners import load_planner
 from brain_agent.scheduler import Scheduler, goals_of
 from brain_agent.tasks import StatusPublisher, Task
-from bus import Bus, Overflow
+from bus import Bus, Message, Overflow
 from memory_store.world import WorldEvent
 from schemas.memory import MemoryQuery, TaskRecord
 from schemas.messages import Alive, Instruction, RobotRegistration, RobotState, SkillFeedback
@@ -24,6 +25,7 @@ from schemas.topics import Topics
 
 log = structlog.get_logger("brain")
 _IN_FLIGHT = ("dispatched", "progress")
+MAX_TASK_ID = 128
 
 
 def new_task_id() -> str:
@@ -54,28 +56,48 @@ class Brain:
             (t.state(), RobotState, self._on_state, {"overflow": Overflow.LATEST}),
             (t.feedback(), SkillFeedback, self.scheduler.on_feedback, {}),
             (t.world_events, WorldEvent, self._on_world_event, {}),
-            (t.instructions, Instruction, self._on_instruction, {}),
+            (t.instructions, Instruction, self._on_instruction,
+             {"rate_limit": self.config.instruction_rate_limit}),
         ]
         for pattern, type_, handler, opts in subs:
             sub = await stack.enter_async_context(self.bus.subscribe(pattern, type_, **opts))
             self.tg.start_soon(self._consume, sub, handler, name=f"brain-sub-{pattern}")
 
-    @staticmethod
-    async def _consume(sub: Any, handler: Any) -> None:
+    async def _consume(self, sub: Any, handler: Any) -> None:
         async for msg in sub:
+            if not self._from_its_robot(msg):
+                continue
             result = handler(msg.data)
             if result is not None:
                 await result
 
+    def _from_its_robot(self, msg: Message) -> bool:
+        """A robot topic's payload must name that robot (else one robot could speak for another)."""
+        robot = self.topics.robot_of(msg.topic)
+        claimed = getattr(msg.data, "robot", robot)
+        if robot is None or claimed == robot:
+            return True
+        self.bus.report_error_soon(msg.topic, f"payload names robot {claimed!r} on robot "
+                                   f"{robot!r}'s topic", "robot_mismatch", msg.payload)
+        return False
+
     # -- handlers --------------------------------------------------------------------------
-    def _on_instruction(self, inst: Instruction) -> None:
+    def _on_instruction(self, inst: Instruction) -> Awaitable[None] | None:
         task_id = inst.task_id or new_task_id()
-        if task_id in self.scheduler.tasks:
-            log.info("duplicate_instruction", task=task_id)
-            return
+        refused = _refuse_task_id(task_id, self.scheduler.tasks)
+        if refused is not None:
+            log.info("instruction_refused", task=task_id[:128], code=refused[1])
+            self.bus.report_error_soon(self.topics.instructions, refused[0], refused[1],
+                                       msgspec.msgpack.encode(inst))
+            return None
         task = Task(task_id, inst.text, inst.priority)
         self.scheduler.add(task)
+        if getattr(self.planner, "inline", False):
+            # a planner that never waits is run on the intake path: one scheduling hop less
+            # between the instruction and the first command
+            return self.scheduler.start_task(task)
         self.tg.start_soon(self.scheduler.start_task, task, name=f"task-{task_id}")
+        return None
 
     def _on_registration(self, reg: RobotRegistration) -> None:
         self.fleet.on_registration(reg)
@@ -99,7 +121,10 @@ class Brain:
 
     # -- start-up and recovery -------------------------------------------------------------
     async def boot(self) -> None:
-        """Load the world from memory, then resume active tasks from task memory."""
+        """Warm the planner up, load the world from memory, resume active tasks."""
+        warmup = getattr(self.planner, "warmup", None)
+        if warmup is not None:  # model backends load weights now, not on the first instruction
+            self.tg.start_soon(warmup, name="brain-planner-warmup")
         await self.fleet.load_world_until_ready()
         if self.config.recover:
             await self.recover()
@@ -122,6 +147,16 @@ class Brain:
             orphans = {s.id: s.robot for s in (rec.plan.steps if rec.plan else [])
                        if rec.steps.get(s.id) in _IN_FLIGHT and self.fleet.online.get(s.robot, True)}
             self.tg.start_soon(self.scheduler.resume, task, orphans, name=f"resume-{rec.task_id}")
+
+
+def _refuse_task_id(task_id: str, known: Any) -> tuple[str, str] | None:
+    """(reason, code) if ``task_id`` cannot name a new task: it is one topic level, and new."""
+    if len(task_id) > MAX_TASK_ID or any(c in task_id for c in "/+#\x00"):
+        return (f"task id {task_id[:64]!r} is not a single topic level of at most "
+                f"{MAX_TASK_ID} characters", "bad_task_id")
+    if task_id in known:
+        return f"task id {task_id!r} is already taken (a replayed instruction?)", "duplicate_task"
+    return None
 
 
 async def run(bus: Bus, config: BrainConfig | None = None, *,

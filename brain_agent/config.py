@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bus.limits import RateLimit
+
 
 @dataclass(slots=True)
 class BrainConfig:
@@ -30,3 +32,5 @@ class BrainConfig:
     orphan_wait_s: float = 10.0
     #: resume active tasks from task memory at start
     recover: bool = True
+    #: per-sender limit on P/instructions; floods beyond it are refused on P/errors (None: off)
+    instruction_rate_limit: RateLimit | None = RateLimit(rate=20, burst=50)

@@ -69,12 +69,7 @@ class SymbolicParser:
 
     # -- clauses -------------------------------------------------------------------------
     def _clauses(self, words: list[str]) -> list[Clause]:
-        robot = None
-        if "," in words:
-            head = words[: words.index(",")]
-            ent = self._lookup(self._strip_det(head), "robot")
-            if ent is not None:
-                robot, words = ent.name, words[words.index(",") + 1:]
+        robot, words = self._addressee(words)
         parts: list[list[str]] = [[]]
         for i, w in enumerate(words):
             nxt = words[i + 1] if i + 1 < len(words) else ""
@@ -86,6 +81,18 @@ class SymbolicParser:
                 continue
             parts[-1].append(w)
         return [Clause(robot, [w for w in p if w != "then"]) for p in parts if p]
+
+    def _addressee(self, words: list[str]) -> tuple[str | None, list[str]]:
+        """``R, do ...`` / ``R: do ...`` / ``R do ...`` -> (R, the rest)."""
+        if "," in words:
+            head = words[: words.index(",")]
+            ent = self._lookup(self._strip_det(head), "robot")
+            if ent is not None:
+                return ent.name, words[words.index(",") + 1:]
+        for n in range(min(3, len(words) - 1), 0, -1):
+            if words[n] in _VERBS and (ent := self._lookup(self._strip_det(words[:n]), "robot")):
+                return ent.name, words[n:]
+        return None, words
 
     def _clause(self, clause: Clause) -> list[Goal]:
         words, robot = clause.words, clause.robot

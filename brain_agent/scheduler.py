@@ -135,7 +135,7 @@ class Scheduler:
         try:
             await self._wait_world()
             if task.goals is None:
-                goals = await self.goals_for(task, self.context(task, strict=True))
+                goals = await self.goals_for(task, self.context(task, strict=False))
                 cancel = next((g for g in goals.goals if isinstance(g, CancelTask)), None)
                 if cancel is not None:
                     await self.cancel_task(cancel.task_id, task)
@@ -204,9 +204,11 @@ class Scheduler:
         with anyio.CancelScope() as scope:
             run.watchdog = scope
             await anyio.sleep(limit)
-            if run.state == "running":
-                await self._send_cancel(run)
-                await self.step_ended(run, "failed", f"no result within {limit:.1f}s (timeout)")
+        if scope.cancel_called or run.state != "running":
+            return
+        run.watchdog = None  # what follows (a replan) must not run inside a scope it cancels
+        await self._send_cancel(run)
+        await self.step_ended(run, "failed", f"no result within {limit:.1f}s (timeout)")
 
     async def _send_cancel(self, run: StepRun) -> None:
         cmd = SkillCommand(run.command_id, run.step.skill, task_id=run.task.id,
@@ -284,7 +286,7 @@ class Scheduler:
         if task.phase != "replanning":
             return
         try:
-            goals = task.goals or await self.goals_for(task, self.context(task, strict=True))
+            goals = task.goals or await self.goals_for(task, self.context(task, strict=False))
             task.goals = goals
             plan = self.make_plan(task, goals)
         except BrainError as exc:

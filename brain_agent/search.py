@@ -13,6 +13,7 @@ never from this code. Cost: O(wants x robots) arithmetic, no blind search.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -20,67 +21,11 @@ from brain_agent.context import PlanContext
 from brain_agent.errors import PlanInvalid, PlanningError
 from brain_agent.goals import GoalSet
 from brain_agent.resolve import Want, resolve_goals
+from brain_agent.timeline import DEFAULT_DURATION_S, Bot, make_bot, skill_args
 from memory_store.world import World, WorldChange, WorldConflict
-from schemas.messages import Plan, PlanStep, SkillSpec
+from schemas.messages import Plan, PlanStep
 
-#: Nominal skill durations (s) when a robot's profile gives none (``profile["durations"]``).
-DEFAULT_DURATION_S: dict[str, float] = {"pick": 2.0, "place": 2.0, "handover": 2.0}
-_TARGET_KINDS = ("place", "container", "place|container", "robot")
 _HANDOVER_CANDIDATES = 3
-
-
-@dataclass(slots=True)
-class Bot:
-    """A robot's planned timeline: when it is free, where it will be, what it will hold."""
-
-    name: str
-    t: float
-    place: str | None
-    pos: tuple[float, float]
-    holding: list[str]
-    hands: int
-    mobile: bool
-    speed: float
-    skills: dict[str, SkillSpec]  # by declared world change (move/pick/place/handover)
-    durations: dict[str, float]  # by world change: profile["durations"][skill] or a default
-    last: str | None = None
-
-    def can(self, change: str) -> bool:
-        return change in self.skills
-
-    def reaches(self, place: str | None) -> bool:
-        return place is not None and (place == self.place or (self.mobile and self.can("move")))
-
-    def dur(self, change: str) -> float:
-        return self.durations.get(change, 1.0)
-
-    def hand_free(self) -> bool:
-        return len(self.holding) < self.hands
-
-
-def _bot(name: str, ctx: PlanContext) -> Bot:
-    wr = ctx.world.robots[name]
-    reg = ctx.fleet[name]
-    skills: dict[str, SkillSpec] = {}
-    for spec in reg.skills:
-        if spec.change is not None:
-            skills.setdefault(spec.change, spec)
-    given = reg.profile.get("durations") or {}
-    durations = {change: float(given.get(spec.name, DEFAULT_DURATION_S.get(change, 1.0)))
-                 for change, spec in skills.items()}
-    return Bot(name, float(ctx.busy_until.get(name, 0.0)), wr.place, wr.position, list(wr.holding),
-               wr.hands, wr.mobile, max(wr.speed, 1e-6), skills, durations)
-
-
-def skill_args(spec: SkillSpec, obj: str | None, target: str | None) -> dict[str, str]:
-    """Fill a skill's arguments by what each names (object / place / container / robot)."""
-    args: dict[str, str] = {}
-    for arg, kind in spec.param_kinds.items():
-        if kind == "object" and obj is not None:
-            args[arg] = obj
-        elif kind in _TARGET_KINDS and target is not None:
-            args[arg] = target
-    return args
 
 
 @dataclass(slots=True)
@@ -98,10 +43,11 @@ class Search:
         self.ctx = ctx
         self.naive = naive
         self.world: World = ctx.world.copy()
-        self.bots = {n: _bot(n, ctx) for n in sorted(ctx.fleet) if ctx.usable(n)}
+        self.bots = {n: make_bot(n, ctx) for n in sorted(ctx.fleet) if ctx.usable(n)}
         self.steps: list[PlanStep] = []
         self.end: dict[str, float] = {}
         self.last_touch: dict[str, str] = {}
+        self.wanted: set[str] = set()
 
     # -- timing helpers ------------------------------------------------------------------
     def travel(self, bot: Bot, frm: str | None, to: str | None, pos: tuple[float, float]) -> float:
@@ -154,21 +100,64 @@ class Search:
             if name and name in self.world.objects:
                 self.last_touch[name] = sid
 
+    def spare(self, bot: Bot) -> str | None:
+        """A held object no want needs, which the robot may put down to free a hand."""
+        if not bot.can("place") or bot.place is None:
+            return None
+        return next((o for o in bot.holding if o not in self.wanted), None)
+
+    def free_cost(self, bot: Bot) -> float | None:
+        """Time to get a free hand: 0, one put-down, or None (impossible)."""
+        if bot.hand_free():
+            return 0.0
+        return bot.dur("place") if self.spare(bot) is not None else None
+
+    def free_hand(self, bot: Bot) -> None:
+        """Put down a held object nobody asked for (left over from a preempted task)."""
+        if not bot.hand_free():
+            self.add(bot, "place", self.spare(bot), bot.place)
+
     def go(self, bot: Bot, place: str | None) -> None:
         if place is not None and place != bot.place:
             self.add(bot, "move", None, place)
 
     # -- the search ----------------------------------------------------------------------
     def run(self, wants: list[Want]) -> list[PlanStep]:
-        for want in wants:
+        from brain_agent.batching import batch_trip
+
+        self.wanted = {n for w in wants for n in (w.subject, w.target) if n}
+        pending = list(wants)
+        while pending:
+            want = pending.pop(0)
             if self.satisfied(want):
                 continue
-            options = self.options(want)
-            if not options:
-                raise PlanningError(self.why_not(want), "impossible")
-            best = options[0] if self.naive else min(options, key=lambda o: o.end)
-            best.run()  # type: ignore[operator]
+            covered = None if self.naive else batch_trip(self, want, pending)
+            if covered:
+                pending = [w for w in pending if w not in covered]
+                continue
+            self.commit_best(want)
         return self.steps
+
+    def commit_best(self, want: Want) -> None:
+        """Commit the option that reaches ``want`` soonest (the first one when naive)."""
+        options = self.options(want)
+        if not options:
+            raise PlanningError(self.why_not(want), "impossible")
+        best = options[0] if self.naive else min(options, key=lambda o: o.end)
+        best.run()  # type: ignore[operator]
+
+    def makespan(self) -> float:
+        return max(self.end.values(), default=0.0)
+
+    def clone(self) -> Search:
+        """An independent copy of the search state, to try an alternative on."""
+        other = Search.__new__(Search)
+        other.ctx, other.naive, other.wanted = self.ctx, self.naive, self.wanted
+        other.world = self.world.copy()
+        other.bots = {n: dataclasses.replace(b, holding=list(b.holding)) for n, b in self.bots.items()}
+        other.steps, other.end = list(self.steps), dict(self.end)
+        other.last_touch = dict(self.last_touch)
+        return other
 
     def satisfied(self, want: Want) -> bool:
         w = self.world
@@ -233,9 +222,10 @@ class Search:
             return None
         t, place, pos = bot.t, bot.place, bot.pos
         if pick:
-            if not (bot.hand_free() and bot.reaches(src)):
+            free = self.free_cost(bot)
+            if free is None or not bot.reaches(src):
                 return None
-            t = max(t + self.travel(bot, place, src, pos), self.ready(obj)) + bot.dur("pick")
+            t = max(t + free + self.travel(bot, place, src, pos), self.ready(obj)) + bot.dur("pick")
             place = src
             pos = self.world.places[src].position if src else pos
         t += self.travel(bot, place, dest, pos)
@@ -243,6 +233,7 @@ class Search:
 
     def _direct(self, bot: Bot, obj: str, src: str | None, target: str, dest: str | None) -> None:
         if obj not in bot.holding:
+            self.free_hand(bot)
             self.go(bot, src)
             self.add(bot, "pick", obj, None)
         self.go(bot, dest)
@@ -305,11 +296,13 @@ class Search:
             out.extend(self._give_options(obj, src, holder, recv))
         if holder is None:
             for bot in ([recv] if recv else self.candidates(want)):
-                if bot.can("pick") and bot.hand_free() and bot.reaches(src):
-                    end = max(bot.t + self.travel(bot, bot.place, src, bot.pos),
+                free = self.free_cost(bot)
+                if bot.can("pick") and free is not None and bot.reaches(src):
+                    end = max(bot.t + free + self.travel(bot, bot.place, src, bot.pos),
                               self.ready(obj)) + bot.dur("pick")
                     out.append(Option(end + (1e-3 if recv else 0.0),
-                                      lambda b=bot: (self.go(b, src), self.add(b, "pick", obj, None))))
+                                      lambda b=bot: (self.free_hand(b), self.go(b, src),
+                                                     self.add(b, "pick", obj, None))))
         return out
 
     def _give_options(self, obj: str, src: str | None, holder: Bot | None, recv: Bot) -> list[Option]:

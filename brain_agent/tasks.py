@@ -111,7 +111,10 @@ class StatusPublisher:
     def emit(self, task: Task, status: str, **fields: Any) -> None:
         msg = TaskStatus(task_id=task.id, status=status, text=task.text,  # type: ignore[arg-type]
                          priority=task.priority, replans=task.replans, **fields)
-        self._send.send_nowait(msg)
+        try:
+            self._send.send_nowait(msg)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.debug("status_dropped_at_shutdown", task=task.id, status=status)
 
     async def run(self) -> None:
         async with self._recv:

@@ -128,9 +128,15 @@ class Hub:
         self._control_loop()
 
     def stop(self) -> None:
+        """Ask the control loop to stop; it terminates the proxy on its way out.
+
+        Safe from a signal handler: only a control loop running in its own thread (the
+        embedded hub) is waited for, never the proxy, which waits for the control loop.
+        """
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=2)
+            if thread.name == "hub-control" and thread is not threading.current_thread():
+                thread.join(timeout=2)
 
     def _proxy(self) -> None:
         try:

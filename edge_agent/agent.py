@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
-from bus import Bus, BusError, BusOptions, DecodeError, Message, Overflow, Will, encode
+from bus import Bus, BusError, BusOptions, DecodeError, Message, Overflow, RateLimit, Will, encode
 from edge_agent.commands import command_id_of, convert, decode_map, parse_command
 from edge_agent.executor import Executor
 from edge_agent.memory_client import BusWorldPort
@@ -46,6 +46,8 @@ class EdgeConfig:
     resume_timeout_s: float = 0.5
     memory_timeout_s: float = 5.0
     registry: SkillRegistry | None = None
+    #: per-sender limit on this robot's skill topics; floods are refused on P/errors (None: off)
+    command_rate_limit: RateLimit | None = RateLimit(rate=50, burst=100)
 
     @property
     def robot(self) -> str:
@@ -102,7 +104,8 @@ class EdgeAgent:
                 sub = self.bus.subscribe
                 t = self.topics
                 cmds = await stack.enter_async_context(
-                    sub(t.skill(self.robot, "+"), maxsize=1000, overflow=Overflow.BLOCK))
+                    sub(t.skill(self.robot, "+"), maxsize=1000, overflow=Overflow.BLOCK,
+                        rate_limit=self.config.command_rate_limit))
                 faults = await stack.enter_async_context(sub(t.faults(self.robot), maxsize=100))
                 events = await stack.enter_async_context(
                     sub(t.world_events, WorldEvent, maxsize=10_000, overflow=Overflow.DROP_OLDEST))

@@ -56,10 +56,26 @@ async def _stop_on_signal(scope: anyio.CancelScope) -> None:
             return
 
 
-def profiles() -> None:
-    """List the known robot types and their profile files."""
-    for rtype, path in sorted(robot_types().items()):
-        typer.echo(f"{rtype:24s} {path}")
+def profiles(
+    files: Annotated[list[str] | None, typer.Argument(
+        help="Profiles to validate (paths or type names); none lists the robot types")] = None,
+) -> None:
+    """List the known robot types, or validate profiles (exit status 2 if one is invalid)."""
+    if not files:
+        for rtype, path in sorted(robot_types().items()):
+            typer.echo(f"{rtype:24s} {path}")
+        return
+    bad = 0
+    for ref in files:
+        try:
+            prof = load_profile(ref)
+        except ProfileError as exc:
+            typer.echo(f"invalid  {exc}", err=True)
+            bad += 1
+            continue
+        typer.echo(f"ok       {ref}: {prof.type}, skills {', '.join(sorted(prof.skills))}")
+    if bad:
+        raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,8 @@ def decode_map(payload: bytes, topic: str) -> dict[str, Any]:
             obj = msgspec.msgpack.decode(payload)
     except (ValueError, msgspec.DecodeError) as exc:
         raise DecodeError(topic, f"payload is neither a msgpack nor a JSON object: {exc}") from exc
+    except RecursionError as exc:  # deeply nested input must not end the command loop
+        raise DecodeError(topic, "payload nested too deep") from exc
     if not isinstance(obj, dict):
         raise DecodeError(topic, f"expected an object, got {type(obj).__name__}")
     return obj

@@ -40,6 +40,7 @@ class Job:
     args: msgspec.Struct
     params: SkillParams
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    cancel_requested: bool = False  # the scope also fires on the timeout: tell them apart
 
     def feedback(self, robot: str, status: FeedbackState, **kw: Any) -> SkillFeedback:
         return SkillFeedback(command_id=self.cmd.command_id, robot=robot, skill=self.cmd.skill,
@@ -126,6 +127,7 @@ class Executor:
         job = self._running.get(command_id)
         if job is None:
             return False
+        job.cancel_requested = True
         job.scope.cancel()
         return True
 
@@ -173,8 +175,9 @@ class Executor:
         ctx = self._context(job)
         timeout = self._timeout(job)
         result: Any = None
+        job.scope.deadline = anyio.current_time() + timeout
         try:
-            with job.scope, anyio.move_on_after(timeout) as timer:
+            with job.scope:
                 result = await self._run_skill(job, ctx)
         except SkillError as exc:
             return job.feedback(self.robot, "failed", reason_code=exc.code, reason=exc.reason)
@@ -186,7 +189,7 @@ class Executor:
             return job.feedback(self.robot, "done", progress=100.0, result=result)
         if ctx.committed:  # cancelled or timed out after the world changed: it did happen
             return job.feedback(self.robot, "done", progress=100.0, result={"late": True})
-        if timer.cancelled_caught:
+        if not job.cancel_requested:
             return job.feedback(self.robot, "failed", reason_code="timeout",
                                 reason=f"{job.cmd.skill} did not finish within {timeout:.2f}s")
         return job.feedback(self.robot, "cancelled", reason_code="cancelled",

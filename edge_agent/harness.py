@@ -30,6 +30,7 @@ from memory_store.world import World, WorldChange, WorldConflict, WorldEvent, Wo
 from schemas.memory import MemoryQuery, QueryReply
 from schemas.messages import FaultSpec, RobotRegistration, SkillCommand, SkillFeedback, now_ns
 from schemas.topics import Topics
+from skills.registry import SkillRegistry
 
 TERMINAL = frozenset({"done", "failed", "cancelled", "rejected"})
 
@@ -131,11 +132,14 @@ class EdgeHarness:
         await self._stack.__aexit__(*exc)
 
     async def add_robot(self, profile: str | Path | RobotProfile, *, name: str | None = None,
-                        at: str | None = None) -> str:
-        """Start an edge agent (its own bus connection) and wait until the world has it."""
-        prof = profile if isinstance(profile, RobotProfile) else load_profile(profile)
+                        at: str | None = None, registry: SkillRegistry | None = None) -> str:
+        """Start an edge agent (its own bus connection) and wait until the world has it.
+
+        ``registry`` runs the robot with your own skills instead of the installed ones.
+        """
+        prof = profile if isinstance(profile, RobotProfile) else load_profile(profile, registry)
         config = EdgeConfig(prof, name=name, start=at, time_scale=self.time_scale,
-                            resume_timeout_s=0.2)
+                            resume_timeout_s=0.2, registry=registry)
         await self._tg.start(self._robot, config)
         await self.service.wait_robot(config.robot)
         return config.robot

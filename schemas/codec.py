@@ -28,6 +28,8 @@ def decode_as(payload: bytes, type_: type[T], topic: str = "?") -> T:
         raise DecodeError(topic, f"schema violation for {type_.__name__}: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise DecodeError(topic, f"malformed msgpack: {exc}") from exc
+    except RecursionError as exc:  # a few KiB of nested arrays must not kill the receiver
+        raise DecodeError(topic, f"nesting too deep: {exc}") from exc
 
 
 def encode(msg: Any) -> bytes:
@@ -62,6 +64,8 @@ def _try_structured(payload: bytes, topic: str) -> Instruction | None:
             obj = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
             return None  # text that merely starts with a brace
+        except RecursionError as exc:
+            raise DecodeError(topic, "instruction JSON nested too deep") from exc
         try:
             return msgspec.convert(obj, Instruction)
         except msgspec.ValidationError as exc:
@@ -73,4 +77,6 @@ def _try_structured(payload: bytes, topic: str) -> Instruction | None:
             raise DecodeError(topic, f"schema violation for Instruction: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise DecodeError(topic, f"malformed msgpack instruction: {exc}") from exc
+        except RecursionError as exc:
+            raise DecodeError(topic, "msgpack instruction nested too deep") from exc
     return None

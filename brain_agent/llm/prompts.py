@@ -27,8 +27,8 @@ Use only names listed in the scene. The instruction may be in Chinese: translate
 the scene's names."""
 
 EXAMPLE_SCENE = """places: shelfA, packingTable, dock
-objects (name: kind @ where): bolt1: bolt @ shelfA; bolt2: bolt @ shelfA; nut7: nut @ dock; \
-wrench: tool @ dock; crate: box @ packingTable
+objects: bolt1 (kind bolt, at shelfA), bolt2 (kind bolt, at shelfA), nut7 (kind nut, at dock), \
+wrench (kind tool, at dock), crate (kind box, at packingTable)
 containers: crate
 robots: arm_1, rover"""
 
@@ -38,6 +38,8 @@ EXAMPLES: list[tuple[str, str]] = [
      '{"name":"wrench"}],"to":"dock"}]}'),
     ("put all bolts on shelf A in the crate",
      '{"goals":[{"type":"deliver","objects":[{"kind":"bolt","all_at":"shelfA"}],"to":"crate"}]}'),
+    ("Bring the wrench to shelf A",
+     '{"goals":[{"type":"deliver","objects":[{"name":"wrench"}],"to":"shelfA"}]}'),
     ("Bring nut7 and bolt2 to the packing table",
      '{"goals":[{"type":"deliver","objects":[{"name":"nut7"},{"name":"bolt2"}],'
      '"to":"packingTable"}]}'),
@@ -52,9 +54,10 @@ EXAMPLES: list[tuple[str, str]] = [
     ("Put the nut nearest the wrench in the crate, then bring the crate to shelf A",
      '{"goals":[{"type":"deliver","objects":[{"kind":"nut","nearest_to":"wrench"}],'
      '"to":"crate"},{"type":"deliver","objects":[{"name":"crate"}],"to":"shelfA"}]}'),
-    ("拿离扳手最近的螺母，并把螺栓送到码头",
+    ("把螺栓送到码头", '{"goals":[{"type":"deliver","objects":[{"kind":"bolt"}],"to":"dock"}]}'),
+    ("拿离扳手最近的螺母，并递送一个螺栓",
      '{"goals":[{"type":"pickup","object":{"kind":"nut","nearest_to":"wrench"}},'
-     '{"type":"deliver","objects":[{"kind":"bolt"}],"to":"dock"}]}'),
+     '{"type":"pickup","object":{"kind":"bolt"}}]}'),
     ("cancel task t-42", '{"goals":[{"type":"cancel","task_id":"t-42"}]}'),
 ]
 
@@ -75,15 +78,15 @@ def render_scene(ctx: PlanContext) -> str:
     world = ctx.world
     objects = sorted(world.objects.values(), key=lambda o: o.name)
     if len(objects) <= MAX_LISTED_OBJECTS:
-        listed = "; ".join(f"{o.name}: {o.kind} @ {o.location}" for o in objects)
+        listed = ", ".join(f"{o.name} (kind {o.kind}, at {o.location})" for o in objects)
     else:
         counts: dict[str, int] = {}
         for o in objects:
             counts[o.kind] = counts.get(o.kind, 0) + 1
-        listed = "; ".join(f"{n} x {k}" for k, n in sorted(counts.items()))
+        listed = ", ".join(f"{n} of kind {k}" for k, n in sorted(counts.items()))
     containers = ", ".join(o.name for o in objects if o.container) or "(none)"
     robots = ", ".join(sorted(set(ctx.fleet) | set(world.robots))) or "(none)"
-    return (f"places: {', '.join(sorted(world.places))}\nobjects (name: kind @ where): {listed}\n"
+    return (f"places: {', '.join(sorted(world.places))}\nobjects: {listed}\n"
             f"containers: {containers}\nrobots: {robots}")
 
 

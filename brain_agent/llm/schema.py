@@ -18,6 +18,7 @@ import msgspec
 
 from brain_agent.context import PlanContext
 from brain_agent.goals import GoalSet
+from brain_agent.vocab import build_vocabulary, tokenize
 
 #: (struct, field) -> the name category the field may hold.
 FIELD_NAMES: dict[tuple[str, str], str] = {
@@ -56,12 +57,48 @@ class SceneNames:
                    containers=sorted(o.name for o in world.objects.values() if o.container),
                    robots=sorted(set(ctx.fleet) | set(world.robots)))
 
+    def narrowed(self, text: str, ctx: PlanContext) -> SceneNames:
+        """The names an English instruction mentions, where it mentions any.
+
+        Small models prefer ``{"kind": ..., "nearest_to": ...}`` even for "the apple"; when the
+        text names objects or kinds outright, only those stay in the object and kind enums
+        (and a category nobody mentions drops out), so the model chooses the structure and
+        the words choose the names. Non-ASCII text (Chinese) is left to the model.
+        """
+        if not text.isascii():
+            return self
+        found = mentioned(text, ctx)
+        objects, kinds = found.get("object", set()), found.get("kind", set())
+        if not objects and not kinds:
+            return self
+        return SceneNames(objects=sorted(objects), kinds=sorted(kinds), places=self.places,
+                          containers=self.containers, robots=self.robots)
+
     def category(self, name: str) -> list[str]:
         if name == "references":
             return sorted({*self.objects, *self.places, *self.robots})
         if name == "holders":
             return sorted({*self.places, *self.containers})
         return list(getattr(self, name))
+
+
+def mentioned(text: str, ctx: PlanContext) -> dict[str, set[str]]:
+    """Entity type -> scene names that ``text`` mentions (longest phrases first, plurals too)."""
+    vocab = build_vocabulary(ctx.world, list(ctx.fleet))
+    words = [vocab.singular(w) for w in tokenize(text)]
+    found: dict[str, set[str]] = {}
+    i = 0
+    while i < len(words):
+        for n in range(min(vocab.max_len, len(words) - i), 0, -1):
+            entities = vocab.lookup(tuple(words[i:i + n]))
+            if entities:
+                for ent in entities:
+                    found.setdefault(ent.type, set()).add(ent.name)
+                i += n
+                break
+        else:
+            i += 1
+    return found
 
 
 def goalset_schema(names: SceneNames | None = None) -> dict[str, Any]:
@@ -76,12 +113,16 @@ def goalset_schema(names: SceneNames | None = None) -> dict[str, Any]:
     for def_name, definition in defs.items():
         definition.pop("description", None)
         definition["additionalProperties"] = False
-        for prop, prop_schema in definition.get("properties", {}).items():
-            _tighten(def_name, prop, prop_schema, names)
+        props = definition.get("properties", {})
+        for prop in list(props):
+            if not _tighten(def_name, prop, props[prop], names):
+                del props[prop]
     return schema
 
 
-def _tighten(def_name: str, prop: str, prop_schema: dict[str, Any], names: SceneNames | None) -> None:
+def _tighten(def_name: str, prop: str, prop_schema: dict[str, Any],
+             names: SceneNames | None) -> bool:
+    """Tighten one property in place; False when the property must go (no name fits)."""
     if prop == "count":
         prop_schema.update(minimum=1, maximum=MAX_COUNT)
     elif prop == "objects":
@@ -90,11 +131,14 @@ def _tighten(def_name: str, prop: str, prop_schema: dict[str, Any], names: Scene
         prop_schema.update(pattern=r"^[A-Za-z0-9_.:\-]{1,40}$")
     category = FIELD_NAMES.get((def_name, prop))
     if category is None:
-        return
+        return True
     values = names.category(category) if names is not None else []
+    if names is not None and not values and def_name == "ObjectRef" and prop in ("name", "kind"):
+        return False
     prop_schema.clear()
     # Optional fields lose their ``null`` branch: a model should leave them out instead.
     prop_schema.update({"enum": values} if values else {"type": "string", "maxLength": 60})
+    return True
 
 
 def schema_text(names: SceneNames) -> str:

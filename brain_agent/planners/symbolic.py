@@ -18,6 +18,8 @@ class SymbolicPlanner:
     """
 
     name = "symbolic"
+    #: parsing and search never wait on anything, so the brain may plan on its intake path
+    inline = True
 
     def __init__(self) -> None:
         self._key: tuple[int, int, int] | None = None

@@ -83,6 +83,16 @@ async def test_gives_up_after_bounded_retries(rig_factory) -> None:  # noqa: ANN
         assert st.status == "failed" and "gave up after 2 failures" in st.reason, st.reason
 
 
+async def test_skill_timeout_is_a_failure_and_bounded(rig_factory) -> None:  # noqa: ANN001
+    config = BrainConfig(timeout_scale=0.0005, timeout_margin_s=0.0, max_failures=1)
+    async with rig_factory(brain=config, time_scale=0.1) as rig:
+        tid = await rig.send("g1, go to the office desk")
+        st = await rig.status(tid)
+        assert st.status == "failed" and "gave up after 2 failures" in st.reason, st.reason
+        failures = [s.reason or "" for s in rig.statuses[tid] if s.status == "step_failed"]
+        assert failures and all("timeout" in r or "timed out" in r for r in failures), failures
+
+
 async def test_two_concurrent_tasks_on_disjoint_robots(rig_factory) -> None:  # noqa: ANN001
     async with rig_factory() as rig:
         a = await rig.send("realman_1, go to the office desk")
@@ -158,3 +168,14 @@ async def test_brain_crash_and_restart_resumes_task(rig_factory) -> None:  # noq
         assert "brain restarted" in " ".join(s.reason or "" for s in rig.statuses[tid])
         world = await rig.world()
         assert world.place_of("apple") == world.place_of("knife") == "officeDesk"
+
+
+async def test_equal_priority_task_queues_behind_the_robots_owner(rig_factory) -> None:  # noqa: ANN001
+    async with rig_factory(time_scale=0.05) as rig:
+        first = await rig.send("g1, go to the office desk")
+        second = await rig.send("g1, go to the custom table")
+        assert (await rig.status(first)).status == "done"
+        assert (await rig.status(second)).status == "done"
+        assert "preempted" not in rig.seen(first)
+        world = await rig.world()
+        assert world.robots["g1"].place == "customTable"

@@ -62,6 +62,8 @@ def test_all_k_on_y() -> None:
 def test_robot_go_to() -> None:
     assert parse("g1, go to the office desk") == [GoTo("g1", "officeDesk")]
     assert parse("send realman_1 to the kitchen table") == [GoTo("realman_1", "kitchenTable")]
+    assert parse("G1: go to the office desk") == [GoTo("g1", "officeDesk")]
+    assert parse("realman 1 go to the kitchen table") == [GoTo("realman_1", "kitchenTable")]
 
 
 def test_robot_pick_up() -> None:

@@ -12,6 +12,7 @@ from brain_agent.goals import Deliver, GoalSet, GoTo, HandTo, ObjectRef, PickUp
 from brain_agent.planners import plan_goals, validate
 from brain_agent.planners.symbolic import SymbolicPlanner
 from brain_agent.validate import simulate
+from memory_store.world import WorldChange
 from schemas.messages import Plan, PlanStep, RobotRegistration
 
 
@@ -153,3 +154,26 @@ def test_validator_rejects_dead_robot_and_orders_by_dependencies() -> None:
     ok = _plan(PlanStep("s2", "realman_1", "place", {"object": "knife", "target": "basket"}, ["s1"]),
                PlanStep("s1", "realman_1", "pick", {"object": "knife"}))
     assert validate(ok, scenes.demo()) == []
+
+
+def test_a_full_handed_robot_puts_down_what_nobody_asked_for() -> None:
+    ctx = scenes.demo()
+    ctx.world.apply(WorldChange("pick", robot="realman_1", object="basket"))
+    plan = plan_goals(GoalSet([PickUp(ObjectRef(name="knife"), "realman_1")]), ctx)
+    assert [(s.skill, s.args) for s in plan.steps] == [
+        ("place", {"object": "basket", "target": "customTable"}), ("pick", {"object": "knife"})]
+    assert validate(plan, ctx) == []
+
+
+def test_a_two_handed_robot_carries_two_objects_in_one_trip() -> None:
+    scene = {"places": {"table": {"position": [0, 0]}, "sink": {"position": [8, 0]}},
+             "objects": {"cupA": {"kind": "cup", "at": "table"}, "cupB": {"kind": "cup", "at": "table"}}}
+    robots = [{"name": "duo", "mobile": True, "hands": 2, "speed": 1.0, "start": "table"}]
+    ctx = scenes.build(scene, robots)
+    plan = plan_text(ctx, "bring all cups on the table to the sink")
+    assert [s.skill for s in plan.steps].count("navigate") == 1
+    assert validate(plan, ctx) == []
+    assert all(simulate(plan, ctx).place_of(c) == "sink" for c in ("cupA", "cupB"))
+    naive = plan_goals(GoalSet([Deliver([ObjectRef(kind="cup", all_at="table", count=0)], "sink")]),
+                       ctx, naive=True)
+    assert plan.makespan_s < naive.makespan_s

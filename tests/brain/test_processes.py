@@ -1,4 +1,4 @@
-"""Brain, memory and edge agents as separate OS processes over the ZeroMQ hub.
+"""Brain, memory and edge agents as separate OS processes (ZeroMQ hub; the demo also on MQTT).
 
 Covers what only real processes can show: ``kill -9`` of a robot mid-skill (its last will
 fires, the brain reassigns), and ``kill -9`` of the brain mid-task (a new brain resumes the
@@ -27,7 +27,7 @@ from schemas.memory import MemoryQuery
 from schemas.messages import Instruction, RobotRegistration, SkillCommand, TaskStatus
 from schemas.topics import Topics
 
-pytestmark = [pytest.mark.anyio, pytest.mark.faults]
+pytestmark = pytest.mark.anyio
 TIME_SCALE = "0.05"
 
 
@@ -147,8 +147,14 @@ def zmq_url(hub_url: str) -> Iterator[str]:
     yield hub_url
 
 
-async def test_demo_over_zmq_processes(tmp_path: Path, zmq_url: str) -> None:
-    async with fleet(tmp_path, zmq_url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS) as (fl, bus):
+@pytest.fixture(params=["zmq", pytest.param("mqtt", marks=pytest.mark.broker)])
+def process_url(request: pytest.FixtureRequest) -> str:
+    """The ZeroMQ hub or the private Mosquitto (both started once per session)."""
+    return request.getfixturevalue("hub_url" if request.param == "zmq" else "mosquitto_url")
+
+
+async def test_demo_over_processes(tmp_path: Path, process_url: str) -> None:
+    async with fleet(tmp_path, process_url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS) as (fl, bus):
         tid = await fl.send(bus, "Bring the fruit nearest the cup and a fruit knife to the office desk")
         st = await fl.until(lambda: fl.status(tid))
         assert st.status == "done", st.reason
@@ -167,6 +173,7 @@ REASSIGN_ROBOTS = [
 ]
 
 
+@pytest.mark.faults
 async def test_kill9_robot_mid_skill_reassigns(tmp_path: Path, zmq_url: str) -> None:
     async with fleet(tmp_path, zmq_url, REASSIGN_SCENE, REASSIGN_ROBOTS) as (fl, bus):
         tid = await fl.send(bus, "bring the bolt to home")
@@ -180,6 +187,7 @@ async def test_kill9_robot_mid_skill_reassigns(tmp_path: Path, zmq_url: str) -> 
         assert (await fl.world(bus)).place_of("bolt") == "home"
 
 
+@pytest.mark.faults
 async def test_kill9_brain_mid_task_and_restart(tmp_path: Path, zmq_url: str) -> None:
     async with fleet(tmp_path, zmq_url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS) as (fl, bus):
         tid = await fl.send(bus, "Bring the fruit nearest the cup and a fruit knife to the office desk")

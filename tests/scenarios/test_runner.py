@@ -85,3 +85,11 @@ async def test_warehouse_50_robots(backend: str, request: pytest.FixtureRequest,
     result = await _run("warehouse_50", backend, request, tmp_path)
     assert result.summary["robots"] == 50
     assert len(result.summary["tasks"]) == 3
+
+
+async def test_zmq_ipc_url_starts_its_own_hub(tmp_path: Path) -> None:
+    (tmp_path / "bus.ctl").write_bytes(b"")  # a stale socket file from a dead hub
+    opts = RunOptions(bus_url=f"zmq+ipc://{tmp_path}/bus", speed=SPEED, report_dir=tmp_path / "r")
+    result = await run_scenario(SCENARIOS / "concurrent_instructions.yaml", opts)
+    assert result.passed, result.error or result.failures()
+    assert (tmp_path / "r" / "logs" / "hub.log").exists()

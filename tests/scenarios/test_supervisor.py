@@ -46,7 +46,9 @@ async def test_stop_all_kills_the_whole_group(tmp_path: Path) -> None:
         assert _alive(child)
         assert os.getpgid(managed.pid) == managed.pid  # its own process group
     assert managed.returncode is not None
-    assert not _alive(child)
+    with anyio.fail_after(5):  # SIGKILL is delivered asynchronously; a loaded host may lag
+        while _alive(child):
+            await anyio.sleep(0.02)
 
 
 async def test_kill_is_expected_and_not_a_crash(tmp_path: Path) -> None:

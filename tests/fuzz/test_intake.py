@@ -1,0 +1,137 @@
+"""Regression tests for what the fuzz found, and the intake limits it relies on (in-process).
+
+* Deeply nested input (a few KiB of ``[[[[...]]]]`` in msgpack or JSON) raised RecursionError
+  out of every decoder: it killed the brain (instruction intake), the edge (command loop), the
+  memory agent (views and queries) and the scenario runner's observer.
+* An instruction's ``task_id`` with topic syntax in it, or a replayed one, was dropped silently.
+* A robot topic whose payload names another robot let one robot speak for another.
+* The brain's instruction intake and the edges' command intake had no per-sender rate limit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from brain_agent.agent import run as run_brain
+from brain_agent.config import BrainConfig
+from bus import Bus, DecodeError, RateLimit
+from bus.launch.observe import decode as observe_decode
+from edge_agent.agent import EdgeAgent, EdgeConfig
+from edge_agent.commands import decode_map
+from edge_agent.profile import parse_profile
+from memory_store.errors import QueryError
+from memory_store.query import parse as parse_query
+from memory_store.views import Views
+from memory_store.world import WorldEvent
+from schemas.codec import decode_as, parse_instruction
+from schemas.messages import Alive, ErrorReport, Instruction, RobotRegistration, SkillFeedback
+from schemas.topics import Topics
+
+DEEP_MSGPACK = b"\x91" * 100_000 + b"\x01"
+DEEP_JSON = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+DEEP_FIELD = b"\x82\xa4kind\xa5world\xa1z" + DEEP_MSGPACK  # nesting inside an ignored field
+
+
+@pytest.mark.parametrize("type_", [Alive, SkillFeedback, RobotRegistration, WorldEvent, dict])
+def test_deep_msgpack_is_a_decode_error(type_: type) -> None:
+    with pytest.raises(DecodeError, match="nest"):
+        decode_as(b"\x81\xa1z" + DEEP_MSGPACK, type_, "t")  # skipped unknown field
+
+
+@pytest.mark.parametrize("payload", [DEEP_JSON, b"\x81\xa4text" + DEEP_MSGPACK])
+def test_deep_instruction_is_a_decode_error(payload: bytes) -> None:
+    with pytest.raises(DecodeError):
+        parse_instruction(payload)
+
+
+@pytest.mark.parametrize("payload", [DEEP_JSON, DEEP_MSGPACK])
+def test_deep_command_is_a_decode_error(payload: bytes) -> None:
+    with pytest.raises(DecodeError, match="nested too deep"):
+        decode_map(payload, "robobus/robots/g1/skills/pick")
+
+
+def test_deep_query_is_refused_and_observer_survives() -> None:
+    with pytest.raises(QueryError, match="nested too deep"):
+        parse_query(DEEP_FIELD)
+    assert observe_decode(Topics(), "robobus/other", DEEP_MSGPACK)[0] == "Raw"
+
+
+def test_views_refuse_a_payload_naming_another_robot() -> None:
+    views = Views()
+    payload = msgspec.msgpack.encode(Alive(robot="g1", online=False))
+    [rejected] = views.observe("robobus/robots/r2/alive", payload, 1)
+    assert rejected.code == "robot_mismatch"  # type: ignore[union-attr]
+    assert views.observe("robobus/robots/g1/alive", payload, 2) == []
+
+
+# -- agents on an in-memory bus --------------------------------------------------------------
+@asynccontextmanager
+async def errors_of(bus: Bus) -> AsyncIterator[list[ErrorReport]]:
+    reports: list[ErrorReport] = []
+
+    async def collect(*, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        async with bus.subscribe(bus.topic("errors"), ErrorReport) as sub:
+            task_status.started()
+            async for msg in sub:
+                reports.append(msg.data)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(collect)
+        yield reports
+        tg.cancel_scope.cancel()
+
+
+async def until(reports: list[ErrorReport], code: str, n: int = 1, timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while sum(r.code == code for r in reports) < n:
+            await anyio.sleep(0.01)  # reports arrive on another task; nothing else to wait on
+
+
+@pytest.mark.anyio
+async def test_brain_refuses_bad_and_replayed_task_ids_and_floods() -> None:
+    url = f"memory://fz-{secrets.token_hex(4)}"
+    config = BrainConfig(recover=False, world_wait_s=0.2,  # no memory agent: tasks fail fast
+                         instruction_rate_limit=RateLimit(rate=5, burst=10))
+    async with Bus.connect(url, name="brain") as bbus, Bus.connect(url, name="op") as op, \
+            errors_of(op) as reports, anyio.create_task_group() as tg:
+        await tg.start(run_brain, bbus, config)
+        inst = op.topic("instructions")
+        for tid in ("a/b", "+", "x" * 200):
+            await op.publish(inst, Instruction("zq", task_id=tid))
+        await until(reports, "bad_task_id", 3)
+        await op.publish(inst, Instruction("zq", task_id="once"))
+        await op.publish(inst, Instruction("zq again", task_id="once"))
+        await until(reports, "duplicate_task")
+        wrong = msgspec.msgpack.encode(Alive(robot="g1", online=False))
+        await op.publish(op.topic("robots", "r2", "alive"), wrong)
+        await until(reports, "robot_mismatch")
+        for i in range(30):
+            await op.publish(inst, f"zqflood {i}")
+        await until(reports, "rate_limited")
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_edge_refuses_command_floods(tmp_path: Any) -> None:
+    profile = parse_profile({"name": "bot", "type": "t", "embodiment": {"mobile": False, "arms": 1},
+                             "start": "kitchenTable", "telemetry_hz": 5,
+                             "skills": {"detect": {"duration_s": 0.2}}}, "test")
+    config = EdgeConfig(profile, resume_timeout_s=0.05, command_rate_limit=RateLimit(5, burst=10))
+    url = f"memory://fz-{secrets.token_hex(4)}"
+    async with Bus.connect(url, name="bot") as ebus, Bus.connect(url, name="brain") as op, \
+            errors_of(op) as reports, anyio.create_task_group() as tg:
+        await tg.start(EdgeAgent(ebus, config).serve)
+        await op.publish(op.topic("robots", "bot", "skills", "fly"), DEEP_JSON)
+        await until(reports, "decode")
+        for i in range(40):
+            await op.publish(op.topic("robots", "bot", "skills", "fly"), {"command_id": f"c{i}"})
+        await until(reports, "rate_limited")
+        await until(reports, "unknown_skill", 9)
+        tg.cancel_scope.cancel()
