@@ -113,6 +113,18 @@ class Trigger(_Strict):
     count: int = 1
 
 
+#: Components a ``restart`` fault may name, besides robots.
+RESTARTABLE = ("brain", "memory", "hub", "broker")
+
+
+class Restart(_Strict):
+    """``kill -9`` a component (brain, memory, hub, broker, or a robot), restart it after
+    ``down_s`` scenario seconds."""
+
+    process: str
+    down_s: float = 0.5
+
+
 class FaultEntry(_Strict):
     """A fault, fired at scenario time ``at`` or ``when`` a skill event happens.
 
@@ -123,9 +135,13 @@ class FaultEntry(_Strict):
     when: Trigger | None = None
     fail_skill: FailSkill | None = None
     kill: str | None = None
+    restart: Restart | None = None
 
     @property
     def robot(self) -> str:
+        """The robot (or component) the fault hits."""
+        if self.restart is not None:
+            return self.restart.process
         return self.kill if self.kill is not None else self.fail_skill.robot  # type: ignore[union-attr]
 
 
@@ -337,8 +353,9 @@ class _Checker:
     def _faults(self) -> None:
         for i, fault in enumerate(self.sc.faults):
             field = f"faults[{i}]"
-            if (fault.fail_skill is None) == (fault.kill is None):
-                self.fail(field, "needs exactly one of 'fail_skill' or 'kill'")
+            kinds = [k for k in (fault.fail_skill, fault.kill, fault.restart) if k is not None]
+            if len(kinds) != 1:
+                self.fail(field, "needs exactly one of 'fail_skill', 'kill' or 'restart'")
             if (fault.at is None) == (fault.when is None):
                 self.fail(field, "needs exactly one of 'at' (seconds) or 'when' (a skill event)")
             if fault.at is not None and fault.at < 0:
@@ -349,6 +366,12 @@ class _Checker:
                     self.fail(f"{field}.when.count", "must be >= 1")
             if fault.kill is not None:
                 self._known(f"{field}.kill", fault.kill, self.robots, "robot")
+            if fault.restart is not None:
+                pool = set(RESTARTABLE) | set(self.robots)
+                self._known(f"{field}.restart.process", fault.restart.process, pool,
+                            "robot or component (brain, memory, hub, broker)")
+                if fault.restart.down_s < 0:
+                    self.fail(f"{field}.restart.down_s", "must be >= 0")
             if fault.fail_skill is not None:
                 fs = fault.fail_skill
                 self._known(f"{field}.fail_skill.robot", fs.robot, self.robots, "robot")

@@ -44,6 +44,7 @@ class FleetConfig:
     planner: str = "symbolic"
     time_scale: float = 1.0
     base_dir: Path | None = None  # where the scenario lives, for relative profile paths
+    prefix: str = "robobus"
 
 
 # -- the bus ----------------------------------------------------------------------------
@@ -81,12 +82,12 @@ async def ensure_bus(url: str, sup: Supervisor) -> str:
         host, port = parts.hostname or testing.LOOPBACK, parts.port or 7650
         ports = (port, port + 1, port + 2)
         if not all(_tcp_open(host, p) for p in ports):
-            await sup.start("hub", testing.robobus_cmd("hub", "--bus", url), tier=TIER_INFRA)
+            await sup.start("hub", hub_command(url), tier=TIER_INFRA)
             await _wait_tcp(host, ports, "robobus hub")
     elif parts.scheme == "zmq+ipc":
         ctl = f"{parts.path}.ctl"
         if not _ipc_open(ctl):  # a socket file left by a dead hub refuses connections
-            await sup.start("hub", testing.robobus_cmd("hub", "--bus", url), tier=TIER_INFRA)
+            await sup.start("hub", hub_command(url), tier=TIER_INFRA)
             with anyio.fail_after(10):
                 while not _ipc_open(ctl):
                     await anyio.sleep(0.05)  # a socket has no event to wait on
@@ -95,13 +96,30 @@ async def ensure_bus(url: str, sup: Supervisor) -> str:
     return url
 
 
+#: Messages the hub keeps for the memory agent to replay after a restart (--durable).
+REPLAY_BUFFER = 500_000
+
+
+def hub_command(url: str) -> list[str]:
+    return testing.robobus_cmd("hub", "--bus", url, "--replay-buffer", str(REPLAY_BUFFER))
+
+
+def memory_url(url: str, prefix: str) -> str:
+    """The memory agent's bus URL: a persistent MQTT session, so a restart loses nothing."""
+    if not url.startswith("mqtt"):
+        return url
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}session=persistent&client_id={prefix}-memory"
+
+
 async def _ensure_mosquitto(host: str, port: int, sup: Supervisor) -> None:
     if _tcp_open(host, port):
         return
     if host not in (testing.LOOPBACK, "localhost"):
         raise BusUnavailable(f"no MQTT broker at {host}:{port}")
     directory = Path(tempfile.mkdtemp(prefix="robobus-mosquitto-", dir=sup.log_dir))
-    conf = testing.write_mosquitto_conf(directory, port, persistence=False)
+    # persistent: a broker restart keeps sessions, queued QoS 1 messages and retained values
+    conf = testing.write_mosquitto_conf(directory, port, persistence=True)
     await sup.start("mosquitto", [testing.mosquitto_binary(), "-c", str(conf)], tier=TIER_INFRA)
     await _wait_tcp(testing.LOOPBACK, (port,), "mosquitto")
 
@@ -126,8 +144,8 @@ def resolve_profile(profile: str, base_dir: Path | None = None) -> str:
 def agent_commands(url: str, cfg: FleetConfig) -> dict[str, list[str]]:
     """Process name -> argv for memory, brain and each robot's edge agent."""
     cmds = {
-        "memory": testing.robobus_cmd("memory", "--bus", url, "--store", str(cfg.store_dir),
-                                      "--scene", str(cfg.scene_file)),
+        "memory": testing.robobus_cmd("memory", "--bus", memory_url(url, cfg.prefix), "--durable",
+                                      "--store", str(cfg.store_dir), "--scene", str(cfg.scene_file)),
         "brain": testing.robobus_cmd("brain", "--bus", url, "--planner", cfg.planner),
     }
     for robot in cfg.robots:

@@ -115,7 +115,7 @@ async def _run(path: Path, sc: Scenario, speed: float, url: str, folder: Path, o
                observer: Observer) -> list[ExpectResult]:
     robots = [r.name for r in sc.robots]
     cfg = fleet.FleetConfig(sc.robots, path.resolve(), folder / "store", opts.planner, 1.0 / speed,
-                            base_dir=path.resolve().parent)
+                            base_dir=path.resolve().parent, prefix=opts.prefix)
     fleet.agent_commands(url, cfg)  # resolve every profile before starting anything
     async with Supervisor(folder / "logs", env={"ROBOBUS_PREFIX": opts.prefix}) as sup:
         await fleet.ensure_bus(url, sup)
@@ -228,6 +228,8 @@ class Script:
         if fault.kill is not None:
             self.sup.kill(f"edge-{fault.kill}")
             label = "kill -9"
+        elif fault.restart is not None:
+            label = await self._restart(fault.restart.process, fault.restart.down_s)
         else:
             fs = fault.fail_skill
             assert fs is not None
@@ -235,9 +237,24 @@ class Script:
                              probability=fs.probability, seed=fs.seed)
             await self.bus.publish(self.bus.topic("robots", fs.robot, "faults"), spec, qos=1)
             label = f"fail {fs.skill}{' ' + fs.object if fs.object else ''} x{fs.times}"
-        self.observer.add(marker("fault", fault="kill" if fault.kill else "fail_skill",
+        kind = "kill" if fault.kill else "restart" if fault.restart else "fail_skill"
+        self.observer.add(marker("fault", fault=kind,
                                  robot=fault.robot, label=label))
         self.view.note(f"fault: {fault.robot} {label}")
+
+    async def _restart(self, process: str, down_s: float) -> str:
+        """kill -9 a component, then start it again with the same command."""
+        name = {"broker": "mosquitto"}.get(process, process)
+        if name not in self.sup.procs:
+            name = f"edge-{process}"
+        if name not in self.sup.procs:
+            raise LaunchError(f"cannot restart {process!r}: the runner did not start it "
+                                "(an external hub or broker cannot be restarted)")
+        self.sup.kill(name)
+        self.view.note(f"fault: kill -9 {process}, restart in {down_s:g}s")
+        await anyio.sleep(down_s / self.speed)
+        await self.sup.restart(name)
+        return f"restart after {down_s:g}s"
 
     def _settled(self) -> bool:
         tasks = [self.observer.tasks.get(self.sc.task_id(i)) for i in range(len(self.sc.instructions))]

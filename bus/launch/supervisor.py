@@ -128,6 +128,13 @@ class Supervisor:
         managed.expected_exit = True
         _killpg(managed.pid, signal.SIGKILL)
 
+    async def restart(self, name: str) -> Managed:
+        """Start ``name`` again with its original command (after :meth:`kill`)."""
+        old = self.procs[name]
+        with anyio.fail_after(5):
+            await old.exited.wait()
+        return await self.start(name, old.argv, tier=old.tier, critical=old.critical)
+
     async def stop(self, names: Sequence[str], timeout: float = 5.0) -> None:
         """SIGTERM the groups of ``names`` together, wait, then SIGKILL what is left."""
         group = [self.procs[n] for n in names if n in self.procs]
