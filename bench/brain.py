@@ -27,6 +27,7 @@ import contextlib  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import secrets  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -250,7 +251,9 @@ def main() -> None:
     GAP_S = args.gap_ms / 1000
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     args.out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"bench": "brain", "ts": time.time(), "gap_ms": args.gap_ms,
+                              "loadavg_at_start": list(os.getloadavg()),
+                              "cpus": os.cpu_count()}
     if not args.skip_latency:
         result["latency"] = latency(args.latency_n, args.skip_mqtt)
         for bus_name, row in result["latency"].items():
@@ -264,6 +267,7 @@ def main() -> None:
     for r in result["plan_quality"]:
         print(f"  {r['scenario']:26s} makespan {r['makespan_s']:7.2f} s vs naive "
               f"{r['naive_makespan_s']:7.2f} s  ({r['speedup']:.2f}x)  {r['text'][:50]}")
+    result["loadavg_at_end"] = list(os.getloadavg())
     (args.out / "brain.json").write_text(json.dumps(result, indent=2))
     plots(args.out, result["planning_cost"], result["plan_quality"])
     print(f"wrote {args.out / 'brain.json'}")

@@ -6,8 +6,9 @@
   connection) with a ``probe`` skill, and a driver (another connection). Each sample runs from
   just before the driver publishes the ``SkillCommand`` (QoS 1) to the first line of the probe
   skill running in the edge agent, one command at a time (the next is sent 2 ms after the
-  previous one's ``done``). Both ends read the same monotonic clock. ``--mqtt`` repeats it
-  through a private Mosquitto.
+  previous one's ``done``). Both ends read the same monotonic clock. The same over the
+  in-process ``memory://`` bus gives the edge agent's own share; ``--mqtt`` repeats it through
+  a private Mosquitto.
 * **Telemetry**: a child process runs ``--robots`` edge agents (one shared connection) that
   publish ``RobotState`` at ``--hz`` each; this process subscribes to every robot's state and
   measures lag (receive wall clock - the state's ``ts_ns``) over ``--duration`` seconds, per
@@ -215,6 +216,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"dispatch": {}, "args": vars(args)}
     samples: dict[str, list[int]] = {}
     with contextlib.ExitStack() as stack:
+        # In-process bus first: the edge agent's own share, with no network hop.
+        samples["memory"] = await dispatch(f"memory://bench-{secrets.token_hex(3)}",
+                                           args.dispatch_n)
         hub = stack.enter_context(testing.hub())
         samples["zmq"] = await dispatch(hub, args.dispatch_n)
         if args.mqtt:

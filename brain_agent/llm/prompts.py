@@ -26,38 +26,32 @@ or {"kind": K} for "a K", "any K", "all K", "the K nearest X"; a kind may add "n
 Use only names listed in the scene. The instruction may be in Chinese: translate its words to
 the scene's names."""
 
-EXAMPLE_SCENE = """places: shelfA, packingTable, dock
-objects: bolt1 (kind bolt, at shelfA), bolt2 (kind bolt, at shelfA), nut7 (kind nut, at dock), \
-wrench (kind tool, at dock), crate (kind box, at packingTable)
-containers: crate
+EXAMPLE_SCENE = """places: pantry, counter, porch
+objects: plate (kind plate, at counter), mug1 (kind mug, at counter), mug2 (kind mug, at pantry), \
+spoon (kind spoon, at pantry), tray (kind tray, at counter)
+containers: tray
 robots: arm_1, rover"""
 
+_D = '{"goals":[{"type":"deliver","objects":[%s],"to":"%s"}]}'
 EXAMPLES: list[tuple[str, str]] = [
-    ("Bring the bolt nearest the crate and the wrench to the dock",
-     '{"goals":[{"type":"deliver","objects":[{"kind":"bolt","nearest_to":"crate"},'
-     '{"name":"wrench"}],"to":"dock"}]}'),
-    ("put all bolts on shelf A in the crate",
-     '{"goals":[{"type":"deliver","objects":[{"kind":"bolt","all_at":"shelfA"}],"to":"crate"}]}'),
-    ("Bring the wrench to shelf A",
-     '{"goals":[{"type":"deliver","objects":[{"name":"wrench"}],"to":"shelfA"}]}'),
-    ("Bring nut7 and bolt2 to the packing table",
-     '{"goals":[{"type":"deliver","objects":[{"name":"nut7"},{"name":"bolt2"}],'
-     '"to":"packingTable"}]}'),
-    ("rover, go to the packing table",
-     '{"goals":[{"type":"goto","robot":"rover","place":"packingTable"}]}'),
-    ("hand a tool to arm_1",
-     '{"goals":[{"type":"handto","object":{"kind":"tool"},"robot":"arm_1"}]}'),
-    ("give the wrench to rover",
-     '{"goals":[{"type":"handto","object":{"name":"wrench"},"robot":"rover"}]}'),
-    ("put the wrench in the crate",
-     '{"goals":[{"type":"deliver","objects":[{"name":"wrench"}],"to":"crate"}]}'),
-    ("Put the nut nearest the wrench in the crate, then bring the crate to shelf A",
-     '{"goals":[{"type":"deliver","objects":[{"kind":"nut","nearest_to":"wrench"}],'
-     '"to":"crate"},{"type":"deliver","objects":[{"name":"crate"}],"to":"shelfA"}]}'),
-    ("把螺栓送到码头", '{"goals":[{"type":"deliver","objects":[{"kind":"bolt"}],"to":"dock"}]}'),
-    ("拿离扳手最近的螺母，并递送一个螺栓",
-     '{"goals":[{"type":"pickup","object":{"kind":"nut","nearest_to":"wrench"}},'
-     '{"type":"pickup","object":{"kind":"bolt"}}]}'),
+    ("Bring the mug nearest the plate and the spoon to the porch",
+     _D % ('{"kind":"mug","nearest_to":"plate"},{"name":"spoon"}', "porch")),
+    ("put all mugs on the counter on the tray", _D % ('{"kind":"mug","all_at":"counter"}', "tray")),
+    ("Bring the spoon to the pantry", _D % ('{"name":"spoon"}', "pantry")),
+    ("Bring mug1 and the plate to the porch", _D % ('{"name":"mug1"},{"name":"plate"}', "porch")),
+    ("rover, go to the porch", '{"goals":[{"type":"goto","robot":"rover","place":"porch"}]}'),
+    ("hand a mug to arm_1",
+     '{"goals":[{"type":"handto","object":{"kind":"mug"},"robot":"arm_1"}]}'),
+    ("give the plate to rover",
+     '{"goals":[{"type":"handto","object":{"name":"plate"},"robot":"rover"}]}'),
+    ("put the spoon in the tray", _D % ('{"name":"spoon"}', "tray")),
+    ("Put the mug nearest the spoon in the tray, then bring the tray to the porch",
+     '{"goals":[{"type":"deliver","objects":[{"kind":"mug","nearest_to":"spoon"}],"to":"tray"},'
+     '{"type":"deliver","objects":[{"name":"tray"}],"to":"porch"}]}'),
+    ("把勺子送到门廊", _D % ('{"kind":"spoon"}', "porch")),
+    ("拿离盘子最近的杯子，并递送一把勺子",
+     '{"goals":[{"type":"pickup","object":{"kind":"mug","nearest_to":"plate"}},'
+     '{"type":"pickup","object":{"kind":"spoon"}}]}'),
     ("cancel task t-42", '{"goals":[{"type":"cancel","task_id":"t-42"}]}'),
 ]
 

@@ -179,3 +179,22 @@ async def test_equal_priority_task_queues_behind_the_robots_owner(rig_factory) -
         assert "preempted" not in rig.seen(first)
         world = await rig.world()
         assert world.robots["g1"].place == "customTable"
+
+
+ONE_HAND_SCENE = {
+    "places": {"shelf": {"position": [0.0, 0.0]}, "desk": {"position": [20.0, 0.0]},
+               "sink": {"position": [0.0, 3.0]}},
+    "objects": {"book": {"kind": "book", "at": "shelf"}, "mug": {"kind": "cup", "at": "shelf"}},
+}
+ONE_HAND_ROBOT = [{"name": "solo", "mobile": True, "hands": 1, "speed": 1.0, "start": "shelf"}]
+
+
+async def test_preempted_one_handed_robot_puts_down_its_load(rig_factory) -> None:  # noqa: ANN001
+    async with rig_factory(scene=ONE_HAND_SCENE, robots=ONE_HAND_ROBOT, time_scale=0.05) as rig:
+        slow = await rig.send("bring the book to the desk", priority=0)
+        await rig.until(lambda: "step_done" in rig.seen(slow))  # the book is in its only hand
+        urgent = await rig.send("bring the mug to the sink", priority=5)
+        assert (await rig.status(urgent)).status == "done"
+        assert (await rig.status(slow, timeout=20)).status == "done"
+        world = await rig.world()
+        assert world.place_of("mug") == "sink" and world.place_of("book") == "desk"
