@@ -228,6 +228,7 @@ class Hub:
         if self.replay is None:
             log.warning("durable_without_replay_buffer", client=name,
                         hint="start the hub with --replay-buffer N")
+            self.router.send_multipart([ident, wire.NO_DURABLE])
             return
         self.replay.attach(name, ident)
         self.replay.pump(self.router)

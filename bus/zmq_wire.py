@@ -32,6 +32,8 @@ HELLO, HEARTBEAT, BYE, PUB, ACK, SNAP, WHO = b"HELLO", b"HB", b"BYE", b"PUB", b"
 # Durable stream: the recorder sends DURABLE name once its subscriptions exist; the hub then
 # streams DATA h topic body; the recorder answers DACK h (processed up to and including h).
 DURABLE, DATA, DACK = b"DURABLE", b"DATA", b"DACK"
+#: the hub's answer to DURABLE when it keeps no replay buffer: the client subscribes normally
+NO_DURABLE = b"NODURABLE"
 #: messages a durable client may have unacknowledged (keep its subscription buffer larger)
 DURABLE_WINDOW = 20_000
 

@@ -71,7 +71,8 @@ class ModelPlanner:
         if not text.strip():
             raise ParseError("empty instruction")
         messages = prompts.messages_for(text, ctx)
-        schema = goalset_schema(SceneNames.from_context(ctx).narrowed(text, ctx))
+        schema = goalset_schema(SceneNames.from_context(ctx).narrowed(text, ctx),
+                                translate=not text.isascii())
         # The first answer is greedy; after a rejection, sampling keeps a small model from
         # writing the same wrong answer again.
         temperature = self.retry_temperature if ctx.feedback else 0.0

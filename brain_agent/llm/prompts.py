@@ -23,8 +23,8 @@ Goal types:
 An object is {"name": N} when the instruction names that one object ("the apple", "box_07"),
 or {"kind": K} for "a K", "any K", "all K", "the K nearest X"; a kind may add "nearest_to": X
 (the one nearest to X), "all_at": P (every one at place or container P) or "count": how many.
-Use only names listed in the scene. The instruction may be in Chinese: translate its words to
-the scene's names."""
+Use only names listed in the scene. An instruction in another language (Chinese) is first
+translated to English in "english", then turned into goals with the scene's names."""
 
 EXAMPLE_SCENE = """places: pantry, counter, porch
 objects: plate (kind plate, at counter), mug1 (kind mug, at counter), mug2 (kind mug, at pantry), \
@@ -48,10 +48,12 @@ EXAMPLES: list[tuple[str, str]] = [
     ("Put the mug nearest the spoon in the tray, then bring the tray to the porch",
      '{"goals":[{"type":"deliver","objects":[{"kind":"mug","nearest_to":"spoon"}],"to":"tray"},'
      '{"type":"deliver","objects":[{"name":"tray"}],"to":"porch"}]}'),
-    ("把勺子送到门廊", _D % ('{"kind":"spoon"}', "porch")),
-    ("拿离盘子最近的杯子，并递送一把勺子",
-     '{"goals":[{"type":"pickup","object":{"kind":"mug","nearest_to":"plate"}},'
-     '{"type":"pickup","object":{"kind":"spoon"}}]}'),
+    ("把勺子送到门廊",
+     '{"english":"bring a spoon to the porch","goals":[{"type":"deliver","objects":'
+     '[{"kind":"spoon"}],"to":"porch"}]}'),
+    ("拿离托盘最近的勺子，并递送一个盘子",
+     '{"english":"take the spoon nearest the tray, and deliver a plate","goals":[{"type":"pickup",'
+     '"object":{"kind":"spoon","nearest_to":"tray"}},{"type":"pickup","object":{"kind":"plate"}}]}'),
     ("cancel task t-42", '{"goals":[{"type":"cancel","task_id":"t-42"}]}'),
 ]
 

@@ -101,15 +101,22 @@ def mentioned(text: str, ctx: PlanContext) -> dict[str, set[str]]:
     return found
 
 
-def goalset_schema(names: SceneNames | None = None) -> dict[str, Any]:
+def goalset_schema(names: SceneNames | None = None, *, translate: bool = False) -> dict[str, Any]:
     """The JSON Schema a model answer must match; with ``names``, strings become enums.
 
     ``language`` is left out: the planner detects it from the text, which costs no tokens.
+    ``translate`` (for non-English text) asks for an ``english`` rendering before the goals,
+    which a small model writes far better goals from; decoding ignores it.
     """
     schema = copy.deepcopy(msgspec.json.schema(GoalSet))
     defs: dict[str, Any] = schema["$defs"]
     defs["GoalSet"]["properties"].pop("language", None)
     defs["GoalSet"]["properties"]["goals"].update(minItems=1, maxItems=MAX_ITEMS)
+    if translate:
+        top = defs["GoalSet"]
+        top["properties"] = {"english": {"type": "string", "minLength": 3, "maxLength": 200},
+                             **top["properties"]}
+        top["required"] = ["english", "goals"]
     for def_name, definition in defs.items():
         definition.pop("description", None)
         definition["additionalProperties"] = False

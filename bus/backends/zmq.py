@@ -67,12 +67,14 @@ class ZmqTransport:
         self._acked_h = 0
         self._dack_scheduled = False
         self._durable_started = False
+        self._durable_filters: dict[int, str] = {}
         self._drains: list = []  # one per read socket; see _kick
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, config: TransportConfig) -> None:
         self.config = config
         self.ep = wire.endpoints(config.url)
+        self._durable = bool(self.ep.durable)
         self._maybe_embed()
         ctx = zmq.Context.instance()
         self.pub = self._socket(ctx, zmq.PUB, self.ep.publish)
@@ -239,6 +241,11 @@ class ZmqTransport:
                 self._hello.set_result(None)
         elif cmd == wire.DATA and len(frames) == 4:
             return self._on_durable(frames)
+        elif cmd == wire.NO_DURABLE and self._durable:
+            log.warning("hub_has_no_replay_buffer", url=self.config.url,
+                        hint="start the hub with --replay-buffer N; subscribing normally")
+            self._durable = False
+            self.config.task_group.start_soon(self._durable_fallback, name="zmq-durable-fallback")
         elif cmd == wire.WHO:
             self.config.task_group.start_soon(self._rejoin, name="zmq-rejoin")
 
@@ -264,6 +271,19 @@ class ZmqTransport:
         await pending
         msg.settle()
 
+    async def _durable_fallback(self) -> None:
+        for sub_id, pattern in list(self._durable_filters.items()):
+            self._add_filter(pattern, sub_id)
+        await self._sync()
+
+    def _add_filter(self, pattern: str, sub_id: int) -> None:
+        """ZeroMQ filters by prefix: the literal part before the first wildcard, ref-counted."""
+        prefix = literal_prefix(pattern)
+        self._filters[sub_id] = prefix
+        self._prefixes[prefix] += 1
+        if self._prefixes[prefix] == 1:
+            self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+
     def _durable_ack(self, h: int) -> None:
         """Coalesce acknowledgements: one DACK per loop iteration, for the highest ``h``."""
         if h <= self._acked_h:
@@ -283,7 +303,7 @@ class ZmqTransport:
         log.warning("hub_restarted_rejoining", url=self.config.url)
         self.config.on_state("reconnected")
         await self._say_hello()
-        if self._durable_started and self.ep.durable:
+        if self._durable_started and self._durable:
             self._acked_h = 0  # a new hub numbers its stream afresh
             self.ctl.send_multipart([wire.DURABLE, self.ep.durable.encode()])
         for msg in list(self._own_retained.values()):
@@ -333,18 +353,19 @@ class ZmqTransport:
 
     # -- subscribing -------------------------------------------------------------------
     async def subscribe(self, pattern: str, sub_id: int) -> None:
-        if self.ep.durable and sub_id != 0:
+        if self._durable and sub_id != 0:
             # A durable client receives every message through the hub's numbered stream, which
             # starts only now: a message that reached no subscription would be confirmed unseen.
+            self._durable_filters[sub_id] = pattern
             await self._fetch_snapshot(pattern, sub_id)
-            self._durable_started = True
-            self.ctl.send_multipart([wire.DURABLE, self.ep.durable.encode()])
+            if not self._durable_started:
+                self._durable_started = True
+                self.ctl.send_multipart([wire.DURABLE, self.ep.durable.encode()])
             return
-        prefix = literal_prefix(pattern)
-        self._filters[sub_id] = prefix
-        self._prefixes[prefix] += 1
-        if self._prefixes[prefix] == 1:
-            self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        await self._subscribe_live(pattern, sub_id)
+
+    async def _subscribe_live(self, pattern: str, sub_id: int) -> None:
+        self._add_filter(pattern, sub_id)
         await self._sync()
         if sub_id != 0:
             await self._fetch_snapshot(pattern, sub_id)

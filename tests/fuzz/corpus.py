@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -78,7 +78,6 @@ class FuzzInput:
     verdict: str = "reject"          # reject | accept | unsafe
     reason: str = ""                 # the oracle's reason (a decode error, a rule)
     task_id: str | None = None       # accepted instructions: the task that must end
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # -- strategies -----------------------------------------------------------------------------
@@ -103,7 +102,7 @@ def _deep(depth: int, kind: str) -> bytes:
     return head * depth + b"\x01"
 
 
-def _fields(fleet: Fleet, robot: str, skill: str) -> dict[str, dict[str, Any]]:
+def _fields(robot: str, skill: str) -> dict[str, dict[str, Any]]:
     """A well-formed plain dict per message kind (mutated by the strategies)."""
     return {
         "registration": {"robot": robot, "type": "g1", "profile": {"start": "nowhere"}, "skills": []},
@@ -141,7 +140,7 @@ def _target(draw: st.DrawFn, fleet: Fleet) -> tuple[str, str, dict[str, Any]]:
     skills = fleet.robots.get(robot, ("navigate", "pick"))
     skill = draw(st.sampled_from([*skills, "fly", "self_destruct"]))
     task = f"fz{draw(st.integers(0, 10**9))}"
-    base = _fields(fleet, robot, skill)[kind]
+    base = _fields(robot, skill)[kind]
     return kind, _topic(fleet, kind, robot, skill, task), base
 
 
