@@ -183,7 +183,7 @@ def replay(kit: Path, device: str, dtype: str) -> tuple[list[Case], dict[str, An
     from brain_agent.llm import prompts
     from brain_agent.llm.constrain import grammar_for
     from brain_agent.llm.engine import LocalEngine, pick_device, pick_dtype
-    from brain_agent.llm.schema import SceneNames, goalset_schema
+    from brain_agent.llm.planning import schema_for
 
     recorded = json.loads((kit / "llm.json").read_text())
     dev = pick_device(device)
@@ -195,7 +195,7 @@ def replay(kit: Path, device: str, dtype: str) -> tuple[list[Case], dict[str, An
     cases = []
     for rec in [*recorded["cases"][:1], *recorded["cases"]]:  # the first one twice: warm-up
         case = Case(rec["name"], rec["text"], rec["scene"], rec["robots"])
-        grammar = grammar_for(goalset_schema(SceneNames.from_context(case.ctx())))
+        grammar = grammar_for(schema_for(case.text, case.ctx()))
         started = time.perf_counter()
         gens = [engine.generate(a["messages"], grammar, replay=a["tokens"])
                 for a in rec["result"]["attempts_detail"]]

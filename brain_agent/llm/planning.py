@@ -46,6 +46,13 @@ def decode_goals(raw: str, text: str) -> GoalSet:
     return msgspec.structs.replace(goals, language=prompts.detect_language(text))
 
 
+def schema_for(text: str, ctx: PlanContext) -> dict[str, Any]:
+    """The answer schema for ``text`` on ``ctx``: the scene's names, narrowed to those an
+    English instruction mentions; a translation field first for other languages."""
+    return goalset_schema(SceneNames.from_context(ctx).narrowed(text, ctx),
+                          translate=not text.isascii())
+
+
 class ModelPlanner:
     """Base of the ``llm`` and ``openai`` planners (see the module docstring)."""
 
@@ -71,8 +78,7 @@ class ModelPlanner:
         if not text.strip():
             raise ParseError("empty instruction")
         messages = prompts.messages_for(text, ctx)
-        schema = goalset_schema(SceneNames.from_context(ctx).narrowed(text, ctx),
-                                translate=not text.isascii())
+        schema = schema_for(text, ctx)
         # The first answer is greedy; after a rejection, sampling keeps a small model from
         # writing the same wrong answer again.
         temperature = self.retry_temperature if ctx.feedback else 0.0

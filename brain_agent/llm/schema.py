@@ -48,6 +48,8 @@ class SceneNames:
     places: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
     robots: list[str] = field(default_factory=list)
+    #: most object references one goal may list (set when narrowed to the mentioned names)
+    max_refs: int = MAX_ITEMS
 
     @classmethod
     def from_context(cls, ctx: PlanContext) -> SceneNames:
@@ -71,8 +73,11 @@ class SceneNames:
         objects, kinds = found.get("object", set()), found.get("kind", set())
         if not objects and not kinds:
             return self
+        # Each mentioned name or kind is one reference at most (small models otherwise repeat
+        # the only name they may write until the array is full).
         return SceneNames(objects=sorted(objects), kinds=sorted(kinds), places=self.places,
-                          containers=self.containers, robots=self.robots)
+                          containers=self.containers, robots=self.robots,
+                          max_refs=max(1, min(MAX_ITEMS, len(objects) + len(kinds))))
 
     def category(self, name: str) -> list[str]:
         if name == "references":
@@ -83,15 +88,23 @@ class SceneNames:
 
 
 def mentioned(text: str, ctx: PlanContext) -> dict[str, set[str]]:
-    """Entity type -> scene names that ``text`` mentions (longest phrases first, plurals too)."""
+    """Entity type -> scene names that ``text`` mentions (longest phrases first).
+
+    A word that names an object and a kind ("the book") counts as the object, as in the
+    symbolic parser, unless it is plural ("all books").
+    """
     vocab = build_vocabulary(ctx.world, list(ctx.fleet))
-    words = [vocab.singular(w) for w in tokenize(text)]
+    raw = tokenize(text)
+    words = [vocab.singular(w) for w in raw]
     found: dict[str, set[str]] = {}
     i = 0
     while i < len(words):
         for n in range(min(vocab.max_len, len(words) - i), 0, -1):
             entities = vocab.lookup(tuple(words[i:i + n]))
             if entities:
+                plural = raw[i + n - 1] != words[i + n - 1]
+                if not plural and any(e.type == "object" for e in entities):
+                    entities = [e for e in entities if e.type != "kind"]
                 for ent in entities:
                     found.setdefault(ent.type, set()).add(ent.name)
                 i += n
@@ -133,7 +146,7 @@ def _tighten(def_name: str, prop: str, prop_schema: dict[str, Any],
     if prop == "count":
         prop_schema.update(minimum=1, maximum=MAX_COUNT)
     elif prop == "objects":
-        prop_schema.update(minItems=1, maxItems=MAX_ITEMS)
+        prop_schema.update(minItems=1, maxItems=names.max_refs if names else MAX_ITEMS)
     elif prop == "task_id":
         prop_schema.update(pattern=r"^[A-Za-z0-9_.:\-]{1,40}$")
     category = FIELD_NAMES.get((def_name, prop))

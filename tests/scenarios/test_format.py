@@ -75,7 +75,7 @@ BAD = [
     ("instructions.0.text", " ", "instructions[0].text", "must not be empty"),
     ("faults.0.fail_skill.robot", "ghost", "faults[0].fail_skill.robot", "unknown robot 'ghost'"),
     ("faults.1.at", 2.0, "faults[1]", "exactly one of 'at'"),
-    ("faults.0.kill", "r1", "faults[0]", "exactly one of 'fail_skill' or 'kill'"),
+    ("faults.0.kill", "r1", "faults[0]", "exactly one of 'fail_skill', 'kill' or 'restart'"),
     ("expect.0.object", "cup", "expect[0].object", "unknown object 'cup'"),
     ("expect.1.task", "nope", "expect[1].task", "unknown task id 'nope'"),
     ("expect.2.task", 7, "expect[2].task", "out of range"),
