@@ -102,9 +102,12 @@ async def crash_under_load(url: str, tmp_path: Path, prefix: str, qos: int, extr
             report["recovery_s"] = await wait_ready(bus)
             expected = set(range(sent))
             got: set[int] = set()
+            idle = 0.0
             with anyio.move_on_after(30):  # the agent drains redelivered backlog
-                while not expected <= (got := stored(store, topic)):
+                while not expected <= (got := stored(store, topic)) and idle < 2.0:
+                    before = len(got)
                     await anyio.sleep(0.2)
+                    idle = idle + 0.2 if len(stored(store, topic)) == before else 0.0
             report.update(sent=sent, stored=len(got & expected), lost=len(expected - got))
     finally:
         testing.stop(proc)
