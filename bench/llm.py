@@ -20,8 +20,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/bus.py would shadow the `bus` package: import from the project, not this folder.
+# bench/bus.py would shadow the `bus` package: import from the project, not this folder (and
+# find the project without an install, as on a bare GPU machine).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import glob

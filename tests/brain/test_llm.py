@@ -47,6 +47,20 @@ def test_schema_enumerates_scene_names() -> None:
     assert "language" not in defs["GoalSet"]["properties"]
 
 
+def test_schema_narrows_to_mentioned_names_for_english_text() -> None:
+    from brain_agent.llm.planning import schema_for
+
+    ctx = scenes.demo()
+    ref = schema_for("hand the banana to agilex", ctx)["$defs"]["ObjectRef"]["properties"]
+    assert ref["name"]["enum"] == ["banana"] and "kind" not in ref
+    deliver = schema_for("Bring the fruit nearest the cup and a fruit knife to the office desk",
+                         ctx)["$defs"]["Deliver"]["properties"]
+    assert deliver["objects"]["maxItems"] == 3  # cup, knife (objects) + fruit (kind)
+    zh = schema_for("拿离杯子最近的水果", ctx)["$defs"]
+    assert zh["ObjectRef"]["properties"]["name"]["enum"] == sorted(ctx.world.objects)
+    assert list(zh["GoalSet"]["properties"])[0] == "english"
+
+
 def _toy_tokenizer() -> Any:
     """A small byte-level BPE tokenizer trained here, shaped like a Hugging Face fast tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -262,3 +276,15 @@ async def test_local_model_answers_use_only_scene_names(llm_planner: Any) -> Non
         _assert_names_in_scene(goals, ctx)
         assert all(not isinstance(g, Deliver) or g.objects for g in goals.goals)
     assert goals.language == "zh"
+
+
+async def test_brain_runs_a_task_with_the_local_model(rig_factory, llm_planner: Any) -> None:  # noqa: ANN001
+    """The whole path: instruction on the bus -> local model -> validated plan -> robots."""
+    config = BrainConfig(planner="llm", planner_options={"model": TEST_MODEL, "device": "cpu"},
+                         orphan_wait_s=2.0)
+    async with rig_factory(brain=config) as rig:
+        tid = await rig.send("g1, go to the custom table")
+        st = await rig.status(tid, timeout=60.0)
+        assert st.status == "done", st.reason
+        planned = next(s for s in rig.statuses[tid] if s.status == "planned")
+        assert planned.plan is not None and planned.plan.planner == "llm"
