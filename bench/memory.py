@@ -18,6 +18,7 @@ from pathlib import Path
 # ``python bench/memory.py`` puts bench/ first on sys.path, where bench/bus.py would shadow the
 # ``bus`` package; ``python -m bench.memory`` does not need this.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for ``bench.memory_scale``
 
 import argparse
 import contextlib
@@ -35,6 +36,7 @@ import anyio
 import msgspec
 
 import memory_store
+from bench.memory_scale import pct, scale_run
 from bus import Bus, RequestTimeout, testing
 from schemas.memory import MemoryQuery
 from schemas.messages import Alive, RobotRegistration, RobotState
@@ -65,11 +67,6 @@ async def main():
     print(sent, flush=True)
 anyio.run(main)
 """
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- direct API ------------------------------------------------------------------------------
@@ -318,55 +315,6 @@ def redis_side_by_side(n: int, samples: int) -> dict[str, Any]:
             "get_p99_us": pct(lat, 0.99), "hget_p50_us": pct(hlat, 0.5),
             "hget_p99_us": pct(hlat, 0.99), "used_memory_bytes": mem,
             "persistence": "none (RoboOS default: volatile, flushed on master start)"}
-
-
-# -- scale run -------------------------------------------------------------------------------
-def _evict(path: Path) -> None:
-    """Drop the store's pages from the page cache (only these files; no root needed)."""
-    for seg in path.rglob("*.mdb"):
-        fd = os.open(seg, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def scale_run(root: Path, n: int, samples: int = 2000) -> dict[str, Any]:
-    """Build an ``n``-event log (256-byte payloads, ten time segments), then read it cold."""
-    spacing = 1000  # ns between events
-    segment_ns = max(10**9, n * spacing // 10)
-    path = root / "scale"
-    batch = 10_000
-    t = time.perf_counter()
-    with memory_store.open(path, map_size=1 << 40, segment_ns=segment_ns) as store:
-        for start in range(0, n, batch):
-            count = min(batch, n - start)
-            store.append_many([(f"scale/r{(start + i) & 63}", PAYLOAD,
-                                T0 + (start + i) * spacing) for i in range(count)])
-    build_s = time.perf_counter() - t
-    size = sum(p.stat().st_size for p in path.rglob("*.mdb"))
-    _evict(path)
-    with memory_store.open(path, readonly=True, readahead=False) as store:
-        picks = [random.randrange(n) for _ in range(samples)]
-        get_lat = []
-        with store.snapshot() as snap:
-            for i in picks:
-                a = time.perf_counter_ns()
-                ev = snap.get(T0 + i * spacing, i + 1)
-                get_lat.append((time.perf_counter_ns() - a) / 1e3)
-                assert ev is not None
-        _evict(path)
-        seek_lat = []
-        for i in random.sample(range(n), min(samples, n)):
-            a = time.perf_counter_ns()
-            next(store.log.scan_raw(T0 + i * spacing, T0 + i * spacing + 10**6))
-            seek_lat.append((time.perf_counter_ns() - a) / 1e3)
-    return {"events": n, "build_s": build_s, "build_per_s": n / build_s, "bytes": size,
-            "segments": len(list((path / "log").glob("seg-*.mdb"))),
-            "ram_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-            "cold_get_p50_us": pct(get_lat, 0.5), "cold_get_p99_us": pct(get_lat, 0.99),
-            "cold_seek_p50_us": pct(seek_lat, 0.5), "cold_seek_p99_us": pct(seek_lat, 0.99),
-            "path": str(path)}
 
 
 # -- report ----------------------------------------------------------------------------------
