@@ -36,14 +36,12 @@ import anyio
 import msgspec
 
 import memory_store
-from bench.memory_scale import pct, scale_run
+from bench.memory_scale import PAYLOAD, T0, pct, scale_run
 from bus import Bus, RequestTimeout, testing
 from schemas.memory import MemoryQuery
 from schemas.messages import Alive, RobotRegistration, RobotState
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PAYLOAD = b"x" * 256
-T0 = 1_700_000_000 * 10**9
 PUBLISHER = r"""
 import sys, time, anyio
 from bus import Bus
