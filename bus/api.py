@@ -108,6 +108,8 @@ class Bus:
         self.client_id = f"{name}-{secrets.token_hex(4)}"
         self._transport = transport
         self._subs: dict[int, Subscription] = {}
+        # topic -> subscriptions matching it; cleared whenever the subscriptions change
+        self._routes: dict[str, list[Subscription]] = {}
         self._ids = itertools.count(1)
         self._inbox = f"{options.prefix}/_inbox/{self.client_id}"
         self._inbox_live = False
@@ -228,11 +230,13 @@ class Bus:
         if rate_limit is not None:
             self._limits[sub_id] = TokenBuckets(rate_limit)
         self._subs[sub_id] = sub
+        self._routes.clear()
         try:
             await self._transport.subscribe(pattern, sub_id)
             yield sub
         finally:
             self._subs.pop(sub_id, None)
+            self._routes.clear()
             self._limits.pop(sub_id, None)
             sub.close()
             if self.connected:
@@ -265,7 +269,12 @@ class Bus:
             self.report_error_soon(msg.topic, reason, "too_large", msg.payload[:64])
             return None
         if sub_ids is None:
-            targets = [s for s in self._subs.values() if matches(s.pattern, msg.topic)]
+            targets = self._routes.get(msg.topic)
+            if targets is None:
+                if len(self._routes) > 10_000:  # bounded: topics may carry ids
+                    self._routes.clear()
+                targets = self._routes[msg.topic] = [
+                    s for s in self._subs.values() if matches(s.pattern, msg.topic)]
         else:
             targets = [self._subs[i] for i in sub_ids if i in self._subs]
         if self._limits:

@@ -42,7 +42,6 @@ MAX_IN_FLIGHT = 10_000
 # Plain ints: combining zmq's enum flags costs more than the send itself.
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
 
 
 class ZmqTransport:
@@ -161,16 +160,19 @@ class ZmqTransport:
     # socket (ZeroMQ then queues up to its high-water mark), resumed by a task.
     def _watch(self, sock: zmq.Socket, handle) -> None:  # noqa: ANN001
         paused = [False]
-        getopt = sock.getsockopt
+        recv = sock.recv
 
         def drain() -> None:
             if paused[0] or self._closed:
                 return
             while True:
                 try:
-                    frames = [sock.recv(_NOBLOCK)]
-                    while getopt(_RCVMORE):
-                        frames.append(sock.recv(_NOBLOCK))
+                    # Frame.more is a plain attribute; getsockopt(RCVMORE) costs ~1 µs each
+                    frame = recv(_NOBLOCK, copy=False)
+                    frames = [frame.bytes]
+                    while frame.more:
+                        frame = recv(_NOBLOCK, copy=False)
+                        frames.append(frame.bytes)
                 except zmq.Again:
                     if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         return
