@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import signal
 from typing import Annotated
 
-import anyio
 import typer
 
 from brain_agent.agent import run
 from brain_agent.config import BrainConfig
 from brain_agent.planners import PLANNERS
-from bus import Bus, BusError, BusOptions
-from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt
+from bus import BusError, BusOptions
+from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
 
 
 def brain(
@@ -42,24 +40,11 @@ def brain(
                    err=True)
         raise typer.Exit(2)
     try:
-        anyio.run(_main, bus_url, config, prefix)
+        run_agent(bus_url, config.name, BusOptions(prefix=prefix), run, config)
     except BusError as exc:
         typer.echo(f"robobus brain: {exc}", err=True)
         raise typer.Exit(1) from exc
 
-
-async def _main(url: str, config: BrainConfig, prefix: str) -> None:
-    async with Bus.connect(url, name=config.name, options=BusOptions(prefix=prefix)) as bus, \
-            anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, tg.cancel_scope, name="brain:signals")
-        await tg.start(run, bus, config)
-
-
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
 
 
 def register(app: typer.Typer) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from typing import Annotated
 
-import anyio
 import typer
 
-from bus import Bus, BusError
-from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt
+from bus import BusError
+from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
 from edge_agent.agent import EdgeConfig, edge_bus_options, run
 from edge_agent.errors import ProfileError
 from edge_agent.profile import load_profile, robot_types
@@ -35,25 +33,11 @@ def edge(
         raise typer.Exit(2) from exc
     config = EdgeConfig(prof, name=name, start=at, time_scale=time_scale)
     try:
-        anyio.run(_main, bus_url, config, prefix)
+        run_agent(bus_url, config.robot, edge_bus_options(config.robot, prefix), run, config)
     except BusError as exc:
         typer.echo(f"robobus edge: {exc}", err=True)
         raise typer.Exit(1) from exc
 
-
-async def _main(url: str, config: EdgeConfig, prefix: str) -> None:
-    opts = edge_bus_options(config.robot, prefix)
-    async with Bus.connect(url, name=config.robot, options=opts) as bus, \
-            anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, tg.cancel_scope, name="edge:signals")
-        await tg.start(run, bus, config)
-
-
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
 
 
 def profiles(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +13,7 @@ import msgspec
 import typer
 
 from bus import Bus, BusError, BusOptions
-from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt
+from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent, stop_on_signal
 from memory_store.agent import MemoryConfig, load_scene, run
 from memory_store.commit import CommitOptions
 from memory_store.errors import MemoryStoreError
@@ -113,28 +112,11 @@ def record(
 def _run_agent(url: str, prefix: str, config: MemoryConfig, name: str,
                duration: float | None) -> None:
     try:
-        anyio.run(_agent_main, url, prefix, config, name, duration)
+        run_agent(url, name, BusOptions(prefix=prefix), run, config, duration=duration)
     except (BusError, MemoryStoreError) as exc:
         typer.echo(f"robobus {name}: {exc}", err=True)
         raise typer.Exit(1) from exc
 
-
-async def _agent_main(url: str, prefix: str, config: MemoryConfig, name: str,
-                      duration: float | None) -> None:
-    async with Bus.connect(url, name=name, options=BusOptions(prefix=prefix)) as bus, \
-            anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, tg.cancel_scope, name=f"{name}:signals")
-        await tg.start(run, bus, config)
-        if duration is not None:
-            await anyio.sleep(duration)
-            tg.cancel_scope.cancel()
-
-
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
 
 
 def _open(path: Path) -> MemoryStore:
@@ -180,7 +162,7 @@ async def _replay_main(url: str, prefix: str, store: MemoryStore, opts: ReplayOp
     async with Bus.connect(url, name="replay", options=BusOptions(prefix=prefix)) as bus:
         sent = 0
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            tg.start_soon(stop_on_signal, tg.cancel_scope)
             sent = await replay(bus, store, opts)
             tg.cancel_scope.cancel()
         return sent

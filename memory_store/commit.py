@@ -83,23 +83,23 @@ class GroupCommitter:
     async def flush_to(self, target: int) -> int:
         """Wait until the first ``target`` events put are committed."""
         while self.committed < target:
-            self._wake.set()
-            self._full.set()
-            if self._done.is_set():
-                self._done = anyio.Event()
-            await self._done.wait()
+            await self._next_commit()
         return self.last_seq
 
     async def sync(self) -> int:
         """Wait for a commit cycle that starts after this call (persists dirty views too)."""
         target = self._cycles_started + 1
         while self._cycles_done < target:
-            self._wake.set()
-            self._full.set()
-            if self._done.is_set():
-                self._done = anyio.Event()
-            await self._done.wait()
+            await self._next_commit()
         return self.last_seq
+
+    async def _next_commit(self) -> None:
+        """Ask for a commit now and wait for the next one to finish."""
+        self._wake.set()
+        self._full.set()
+        if self._done.is_set():
+            self._done = anyio.Event()
+        await self._done.wait()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
+import anyio
 import structlog
 import typer
 
-from bus.api import DEFAULT_URL
+from bus.api import DEFAULT_URL, Bus, BusOptions
+from bus.api import run as bus_run
 
 BusOpt = Annotated[
     str,
@@ -42,3 +46,32 @@ def setup_logging(level: str | None = None, json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+AgentRun = Callable[..., Awaitable[None]]
+
+
+def run_agent(url: str, name: str, options: BusOptions, agent: AgentRun, config: Any,
+              *, duration: float | None = None) -> None:
+    """Run one agent process: connect, start ``agent(bus, config)``, stop cleanly on SIGTERM or
+    SIGINT (or after ``duration`` seconds). Every ``robobus`` agent command starts this way."""
+    bus_run(_serve_agent, url, name, options, agent, config, duration)
+
+
+async def _serve_agent(url: str, name: str, options: BusOptions, agent: AgentRun, config: Any,
+                       duration: float | None) -> None:
+    async with Bus.connect(url, name=name, options=options) as bus, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signal, tg.cancel_scope, name=f"{name}:signals")
+        await tg.start(agent, bus, config)
+        if duration is not None:
+            await anyio.sleep(duration)
+            tg.cancel_scope.cancel()
+
+
+async def stop_on_signal(scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` on the first SIGTERM or SIGINT."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
