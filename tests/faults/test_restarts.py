@@ -37,7 +37,7 @@ async def _drill(path: Path, backend: str, tmp_path: Path) -> dict:
     opts = RunOptions(bus_url=_url(backend), speed=SPEED, report_dir=tmp_path / "report",
                       prefix=f"f{tmp_path.name[-6:]}")
     result = await run_scenario(path, opts)
-    assert result.passed, result.error or [f"{r.label}: {r.detail}" for r in result.failures()]
+    assert result.passed, result.error or [f"{r.expect}: {r.reason}" for r in result.failures()]
     events = [json.loads(line) for line in
               (result.report_dir / "events.jsonl").read_text().splitlines()]
     faults = [e for e in events if e.get("data", {}).get("kind") == "fault"]
