@@ -146,6 +146,8 @@ def build_paths(hub: str, mqtt_port: int, mqtt_url: str, redis_port: int, zport:
     return [
         Path_("raw pyzmq via zmq.proxy", None, ("zmq_echo", {"port": zport}),
               ("zmq_driver", {"port": zport}), 50_000),
+        Path_("pyzmq on uvloop via zmq.proxy", "raw pyzmq via zmq.proxy",
+              ("aiozmq_echo", {"port": zport}), ("aiozmq_driver", {"port": zport}), 50_000),
         Path_("robobus zmq (hub)", "raw pyzmq via zmq.proxy", ("robobus_echo", {"url": hub, "qos": 0}),
               ("robobus_driver", {"url": hub, "qos": 0}), 50_000),
         Path_("raw paho qos0", None, ("paho_echo", {"port": mqtt_port, "qos": 0}),

@@ -175,6 +175,93 @@ def zmq_driver(port: int, n: int, m: int) -> None:
     report({"rtt": rtts, "send_s": sent_s})
 
 
+# ------------------------------------------- pyzmq on an asyncio (uvloop) loop, no robobus
+def _loop_reader(sock, on_frames):  # noqa: ANN001, ANN202
+    """Drain ``sock`` from the loop's reader callback: the pattern any asyncio client uses."""
+    import zmq
+
+    def drain() -> None:
+        while True:
+            try:
+                on_frames(sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return
+
+    return drain
+
+
+def aiozmq_echo(port: int) -> None:
+    """The raw echo, but woken by the event loop instead of a blocking recv."""
+    import asyncio
+
+    import uvloop
+
+    async def main() -> None:
+        pub, sub = _zmq_pair(port, ["bench/in/"])
+        done = asyncio.Event()
+        state = {"count": 0, "first": 0.0, "last": 0.0}
+
+        def on_frames(frames: list[bytes]) -> None:
+            if frames[0] == PING.encode():
+                pub.send_multipart([PONG.encode(), frames[1]])
+            elif frames[0] == BLAST.encode():
+                state["last"] = time.perf_counter()
+                state["first"] = state["first"] or state["last"]
+                state["count"] += 1
+            else:
+                done.set()
+
+        asyncio.get_running_loop().add_reader(sub.FD, _loop_reader(sub, on_frames))
+        report({"ready": True})
+        await done.wait()
+        report({"received": state["count"], "elapsed": state["last"] - state["first"]})
+
+    uvloop.run(main())
+
+
+def aiozmq_driver(port: int, n: int, m: int) -> None:
+    import asyncio
+
+    import uvloop
+
+    async def main() -> None:
+        pub, sub = _zmq_pair(port, [PONG])
+        got: list[bytes] = []
+        ready = asyncio.Event()
+
+        def on_frames(frames: list[bytes]) -> None:
+            got.append(frames[1])
+            ready.set()
+
+        asyncio.get_running_loop().add_reader(sub.FD, _loop_reader(sub, on_frames))
+        while not got:  # slow-joiner warm-up
+            pub.send_multipart([PING.encode(), payload(0)])
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        rtts = []
+        for i in range(n + 200):
+            got.clear()
+            t0 = time.perf_counter()
+            pub.send_multipart([PING.encode(), payload(i)])
+            while not got:
+                ready.clear()
+                await ready.wait()
+            if i >= 200:
+                rtts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for i in range(m):
+            pub.send_multipart([BLAST.encode(), payload(i)])
+        sent_s = time.perf_counter() - t0
+        await asyncio.sleep(0.3)
+        for _ in range(20):
+            pub.send_multipart([DONE.encode(), b""])
+            await asyncio.sleep(0.01)
+        report({"rtt": rtts, "send_s": sent_s})
+
+    uvloop.run(main())
+
+
 def _pingpong(send: Callable[[int], object], recv: Callable[[], object], n: int) -> list[float]:
     rtts = []
     for i in range(n + 200):
@@ -296,7 +383,8 @@ def redis_driver(port: int, n: int, m: int) -> None:
 
 ROLES = {
     "robobus_echo": robobus_echo, "robobus_driver": robobus_driver, "zmq_proxy": zmq_proxy,
-    "zmq_echo": zmq_echo, "zmq_driver": zmq_driver, "paho_echo": paho_echo,
+    "zmq_echo": zmq_echo, "zmq_driver": zmq_driver, "aiozmq_echo": aiozmq_echo,
+    "aiozmq_driver": aiozmq_driver, "paho_echo": paho_echo,
     "paho_driver": paho_driver, "redis_echo": redis_echo, "redis_driver": redis_driver,
 }
 
