@@ -106,25 +106,28 @@ def robobus_driver(url: str, qos: int, n: int, m: int) -> None:
 def zmq_proxy(port: int) -> None:
     import zmq
 
-    ctx = zmq.Context.instance()
-    xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
-    for sock in (xsub, xpub):
-        sock.setsockopt(zmq.SNDHWM, 200_000)
-        sock.setsockopt(zmq.RCVHWM, 200_000)
+    xsub, xpub = _sockets(zmq.XSUB, zmq.XPUB)
     xsub.bind(f"tcp://127.0.0.1:{port}")
     xpub.bind(f"tcp://127.0.0.1:{port + 1}")
     report({"ready": True})
     zmq.proxy(xsub, xpub)
 
 
+def _sockets(*kinds: int) -> list:
+    """Sockets with the same explicit high-water marks as the robobus hub (200k)."""
+    import zmq
+
+    socks = [zmq.Context.instance().socket(kind) for kind in kinds]
+    for sock in socks:
+        sock.setsockopt(zmq.SNDHWM, 200_000)
+        sock.setsockopt(zmq.RCVHWM, 200_000)
+    return socks
+
+
 def _zmq_pair(port: int, topics: list[str]):  # noqa: ANN202
     import zmq
 
-    ctx = zmq.Context.instance()
-    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
-    for sock in (pub, sub):
-        sock.setsockopt(zmq.SNDHWM, 200_000)
-        sock.setsockopt(zmq.RCVHWM, 200_000)
+    pub, sub = _sockets(zmq.PUB, zmq.SUB)
     pub.connect(f"tcp://127.0.0.1:{port}")
     sub.connect(f"tcp://127.0.0.1:{port + 1}")
     for t in topics:
