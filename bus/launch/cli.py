@@ -40,8 +40,10 @@ What to try next:
       robobus up --bus mqtt://127.0.0.1:1883
       mosquitto_pub -t robobus/instructions -m "bring the apple to the office desk"
       robobus topic echo 'robobus/tasks/#' --bus mqtt://127.0.0.1:1883
-  * replay the recorded log (the memory agent's store):
+  * replay the recorded log (the memory agent's store) and watch it:
+      robobus hub &  robobus topic echo 'robobus/#' &
       robobus replay {store} --speed 2
+      robobus log info {store}
   * other scenarios: ls {scenarios}
 """
 
