@@ -40,6 +40,21 @@ def report(obj: dict) -> None:
     sys.stdout.flush()
 
 
+class Sink:
+    """Counts the blast on the receiving side: one-way throughput from first to last."""
+
+    def __init__(self) -> None:
+        self.count, self.first, self.last = 0, 0.0, 0.0
+
+    def hit(self) -> None:
+        self.last = time.perf_counter()
+        self.first = self.first or self.last
+        self.count += 1
+
+    def report(self) -> None:
+        report({"received": self.count, "elapsed": self.last - self.first})
+
+
 # ---------------------------------------------------------------------------------- robobus
 def robobus_echo(url: str, qos: int) -> None:
 
@@ -48,17 +63,15 @@ def robobus_echo(url: str, qos: int) -> None:
     async def main() -> None:
         async with Bus.connect(url, name="bench-echo") as bus, bus.subscribe("bench/in/+") as sub:
             report({"ready": True})
-            count, first, last = 0, 0.0, 0.0
+            sink = Sink()
             async for msg in sub:
                 if msg.topic == PING:
                     await bus.publish(PONG, msg.payload, qos=qos)
                 elif msg.topic == BLAST:
-                    last = time.perf_counter()
-                    first = first or last
-                    count += 1
+                    sink.hit()
                 else:
                     break
-            report({"received": count, "elapsed": last - first})
+            sink.report()
 
     from bus import run
 
@@ -138,18 +151,16 @@ def _zmq_pair(port: int, topics: list[str]):  # noqa: ANN202
 def zmq_echo(port: int) -> None:
     pub, sub = _zmq_pair(port, ["bench/in/"])
     report({"ready": True})
-    count, first, last = 0, 0.0, 0.0
+    sink = Sink()
     while True:
         topic, body = sub.recv_multipart()
         if topic == PING.encode():
             pub.send_multipart([PONG.encode(), body])
         elif topic == BLAST.encode():
-            last = time.perf_counter()
-            first = first or last
-            count += 1
+            sink.hit()
         elif topic == DONE.encode():
             break
-    report({"received": count, "elapsed": last - first})
+    sink.report()
 
 
 def zmq_driver(port: int, n: int, m: int) -> None:
@@ -203,22 +214,20 @@ def aiozmq_echo(port: int) -> None:
     async def main() -> None:
         pub, sub = _zmq_pair(port, ["bench/in/"])
         done = asyncio.Event()
-        state = {"count": 0, "first": 0.0, "last": 0.0}
+        sink = Sink()
 
         def on_frames(frames: list[bytes]) -> None:
             if frames[0] == PING.encode():
                 pub.send_multipart([PONG.encode(), frames[1]])
             elif frames[0] == BLAST.encode():
-                state["last"] = time.perf_counter()
-                state["first"] = state["first"] or state["last"]
-                state["count"] += 1
+                sink.hit()
             else:
                 done.set()
 
         asyncio.get_running_loop().add_reader(sub.FD, _loop_reader(sub, on_frames))
         report({"ready": True})
         await done.wait()
-        report({"received": state["count"], "elapsed": state["last"] - state["first"]})
+        sink.report()
 
     uvloop.run(main())
 
@@ -297,16 +306,14 @@ def _paho(port: int, name: str, topics: list[str], on_message: Callable, qos: in
 
 
 def paho_echo(port: int, qos: int) -> None:
-    state = {"count": 0, "first": 0.0, "last": 0.0}
+    sink = Sink()
     finished = threading.Event()
 
     def on_message(client, userdata, msg) -> None:  # noqa: ANN001
         if msg.topic == PING:
             client.publish(PONG, msg.payload, qos=qos)
         elif msg.topic == BLAST:
-            state["last"] = time.perf_counter()
-            state["first"] = state["first"] or state["last"]
-            state["count"] += 1
+            sink.hit()
         else:
             finished.set()
 
@@ -314,7 +321,7 @@ def paho_echo(port: int, qos: int) -> None:
     report({"ready": True})
     finished.wait(120)
     client.loop_stop()
-    report({"received": state["count"], "elapsed": state["last"] - state["first"]})
+    sink.report()
 
 
 def paho_driver(port: int, qos: int, n: int, m: int) -> None:
@@ -347,7 +354,7 @@ def redis_echo(port: int) -> None:
     ps.subscribe(PING, BLAST, DONE)
     ps.get_message(timeout=5)
     report({"ready": True})
-    count, first, last = 0, 0.0, 0.0
+    sink = Sink()
     for msg in ps.listen():
         if msg["type"] != "message":
             continue
@@ -355,12 +362,10 @@ def redis_echo(port: int) -> None:
         if channel == PING:
             r.publish(PONG, msg["data"])
         elif channel == BLAST:
-            last = time.perf_counter()
-            first = first or last
-            count += 1
+            sink.hit()
         else:
             break
-    report({"received": count, "elapsed": last - first})
+    sink.report()
 
 
 def redis_driver(port: int, n: int, m: int) -> None:

@@ -54,6 +54,19 @@ DEMO_ROBOTS: list[dict[str, Any]] = [
 ]
 
 
+#: Two identical mobile robots, one near the shelf and one far: when the near one dies
+#: mid-skill, the planner must reassign its step to the far one (reassignment tests).
+REASSIGN_SCENE: dict[str, Any] = {
+    "places": {"home": {"position": [0.0, 0.0]}, "far": {"position": [30.0, 0.0]},
+               "shelf": {"position": [10.0, 0.0]}},
+    "objects": {"bolt": {"kind": "bolt", "at": "shelf"}},
+}
+REASSIGN_ROBOTS: list[dict[str, Any]] = [
+    {"name": "near_bot", "mobile": True, "hands": 1, "speed": 1.0, "start": "home"},
+    {"name": "far_bot", "mobile": True, "hands": 1, "speed": 1.0, "start": "far"},
+]
+
+
 def registration(spec: dict[str, Any]) -> RobotRegistration:
     """A registration like an edge agent's for a robot described by ``spec``."""
     names = ["pick", "place", "handover", "detect"] + (["navigate"] if spec["mobile"] else [])

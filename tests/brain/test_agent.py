@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from brain_agent import scenes
 from brain_agent.config import BrainConfig
 from schemas.messages import FaultSpec
 
@@ -130,19 +131,9 @@ async def test_cancel_task(rig_factory) -> None:  # noqa: ANN001
         assert (await rig.status(tid)).status == "cancelled"
 
 
-REASSIGN_SCENE = {
-    "places": {"home": {"position": [0.0, 0.0]}, "far": {"position": [30.0, 0.0]},
-               "shelf": {"position": [10.0, 0.0]}},
-    "objects": {"bolt": {"kind": "bolt", "at": "shelf"}},
-}
-REASSIGN_ROBOTS = [
-    {"name": "near_bot", "mobile": True, "hands": 1, "speed": 1.0, "start": "home"},
-    {"name": "far_bot", "mobile": True, "hands": 1, "speed": 1.0, "start": "far"},
-]
-
-
 async def test_reassign_when_robot_dies_mid_skill(rig_factory) -> None:  # noqa: ANN001
-    async with rig_factory(scene=REASSIGN_SCENE, robots=REASSIGN_ROBOTS, time_scale=0.05) as rig:
+    async with rig_factory(scene=scenes.REASSIGN_SCENE, robots=scenes.REASSIGN_ROBOTS,
+                           time_scale=0.05) as rig:
         tid = await rig.send("bring the bolt to home")
         await rig.until(lambda: any(c.skill == "navigate" for c in rig.commands))
         first = next(c for c in rig.commands if c.skill == "navigate")

@@ -162,20 +162,9 @@ async def test_demo_over_processes(tmp_path: Path, process_url: str) -> None:
         assert world.place_of("apple") == world.place_of("knife") == "officeDesk"
 
 
-REASSIGN_SCENE = {
-    "places": {"home": {"position": [0.0, 0.0]}, "far": {"position": [30.0, 0.0]},
-               "shelf": {"position": [10.0, 0.0]}},
-    "objects": {"bolt": {"kind": "bolt", "at": "shelf"}},
-}
-REASSIGN_ROBOTS = [
-    {"name": "near_bot", "mobile": True, "hands": 1, "speed": 1.0, "start": "home"},
-    {"name": "far_bot", "mobile": True, "hands": 1, "speed": 1.0, "start": "far"},
-]
-
-
 @pytest.mark.faults
 async def test_kill9_robot_mid_skill_reassigns(tmp_path: Path, zmq_url: str) -> None:
-    async with fleet(tmp_path, zmq_url, REASSIGN_SCENE, REASSIGN_ROBOTS) as (fl, bus):
+    async with fleet(tmp_path, zmq_url, scenes.REASSIGN_SCENE, scenes.REASSIGN_ROBOTS) as (fl, bus):
         tid = await fl.send(bus, "bring the bolt to home")
         robot, _ = await fl.until(lambda: next((c for c in fl.commands if c[1].skill == "navigate"), None))
         fl.kill9(robot)
