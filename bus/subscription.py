@@ -99,18 +99,10 @@ class Subscription:
         self._readable.set()
 
     async def put(self, msg: Message) -> None:
-        """Deliver ``msg``, applying the overflow policy."""
-        if self._closed is not None:
-            return
-        if self.overflow is not Overflow.BLOCK:
-            self._put_lossy(msg)
-            return
-        while len(self._queue) >= self.maxsize and self._closed is None:
+        """Deliver ``msg``, applying the overflow policy; a full BLOCK buffer waits for room."""
+        while not self.put_nowait(msg):
             self._writable.clear()
             await self._writable.wait()
-        self._queue.append(msg)
-        self._seen_topics.add(msg.topic)
-        self._readable.set()
 
     def put_snapshot(self, msg: Message) -> None:
         """Deliver a retained value, unless a live message on that topic already arrived."""
