@@ -219,8 +219,8 @@ class Hub:
             self.clients.pop(ident, None)
             if self.replay is not None:
                 self.replay.detach(ident)
-        elif cmd == wire.SNAP and len(args) == 2:
-            self._snapshot(ident, args[0], args[1].decode())
+        elif cmd == wire.SNAP and len(args) in (2, 3):
+            self._snapshot(ident, args[0], args[1].decode(), args[2] if len(args) == 3 else None)
         else:
             log.warning("hub_bad_control", command=cmd[:16], client=ident[:32])
 
@@ -244,9 +244,16 @@ class Hub:
             header = msgspec.msgpack.encode(head)
         self.injector.send_multipart([topic, wire.pack_body(header, payload)])
 
-    def _snapshot(self, ident: bytes, sub_id: bytes, pattern: str) -> None:
+    def _snapshot(self, ident: bytes, sub_id: bytes, pattern: str, fence: bytes | None) -> None:
+        """Retained values matching ``pattern``. With a ``fence`` topic the snapshot travels on
+        the data path behind every control-path publish injected before it, so the client can
+        tell what is older than the snapshot (dropped) from what is newer (delivered)."""
         hits = [[t.encode(), h, p] for t, (h, p) in self.retained.items() if matches(pattern, t)]
-        self.router.send_multipart([ident, wire.SNAP, sub_id, msgspec.msgpack.encode(hits)])
+        blob = msgspec.msgpack.encode(hits)
+        if fence is None:
+            self.router.send_multipart([ident, wire.SNAP, sub_id, blob])
+        else:
+            self.injector.send_multipart([fence, wire.pack_body(b"", blob)])
         self.stats["snapshots"] += 1
 
     def _reap(self, now: float) -> None:

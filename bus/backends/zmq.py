@@ -8,7 +8,10 @@ through their file descriptors, so no thread sits on the hot path.
 Subscription readiness: ZeroMQ subscriptions propagate asynchronously ("slow joiner"), so
 ``subscribe`` returns only after a probe message published on our own PUB came back through
 the hub on a probe topic subscribed *after* the real filter; subscriptions are applied in
-order, so the real filter is live too.
+order, so the real filter is live too. The retained snapshot then comes back on the data path
+as a "fence" that the hub injects behind every control-path publish it handled before: the new
+subscription drops what arrives ahead of the fence (older than the snapshot, e.g. a value
+cleared just before we subscribed) and takes everything after it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import zmq
 from bus import zmq_wire as wire
 from bus.errors import ConnectError, DisconnectedError, PublishError
 from bus.message import AckToken, Message
-from bus.topics import literal_prefix
+from bus.topics import literal_prefix, matches
 from bus.transport import TransportConfig
 
 log = structlog.get_logger("bus.zmq")
@@ -51,6 +54,9 @@ class ZmqTransport:
         self.dropped = 0
         self._prefixes: Counter[str] = Counter()
         self._filters: dict[int, str] = {}
+        self._patterns: dict[int, str] = {}
+        self._joining: dict[int, str] = {}  # subscriptions waiting for their snapshot fence
+        self._fences: dict[str, tuple[int, asyncio.Future[None]]] = {}
         self._seq_out: dict[tuple[str, int], int] = {}
         self._seq_in: dict[tuple[str, str], int] = {}
         self._acks: dict[bytes, asyncio.Future[None]] = {}
@@ -209,12 +215,38 @@ class ZmqTransport:
             log.warning("bad_data_frame", error=str(exc))
             return None
         if msg.topic.startswith(self._probe_prefix):
+            self._on_probe(msg)
+            return None
+        self._check_seq(msg.topic, head)
+        if self._joining:
+            return self._dispatch_joining(msg)
+        return self.config.dispatch(msg, None)
+
+    def _on_probe(self, msg: Message) -> None:
+        fence = self._fences.pop(msg.topic, None)
+        if fence is None:
             event = self._probes.get(msg.topic)
             if event is not None:
                 event.set()
-            return None
-        self._check_seq(msg.topic, head)
-        return self.config.dispatch(msg, None)
+            return
+        # The snapshot fence: everything before it on the stream is older than the snapshot.
+        sub_id, done = fence
+        self._joining.pop(sub_id, None)
+        for topic, header, payload in msgspec.msgpack.decode(msg.payload):
+            retained, _ = wire.decode_frames([topic, header, payload])
+            self.config.snapshot(sub_id, retained)
+        if not done.done():
+            done.set_result(None)
+
+    def _dispatch_joining(self, msg: Message):  # noqa: ANN202
+        """A subscription still waiting for its fence gets nothing: what reaches it now was
+        forwarded before its snapshot was taken (a retained value is in the snapshot)."""
+        topic = msg.topic
+        if not any(matches(p, topic) for p in self._joining.values()):
+            return self.config.dispatch(msg, None)
+        live = tuple(i for i, p in self._patterns.items()
+                     if i not in self._joining and matches(p, topic))
+        return self.config.dispatch(msg, live)
 
     def _check_seq(self, topic: str, head: dict) -> None:
         client, seq = head.get("c"), head.get("n")
@@ -282,6 +314,7 @@ class ZmqTransport:
         """ZeroMQ filters by prefix: the literal part before the first wildcard, ref-counted."""
         prefix = literal_prefix(pattern)
         self._filters[sub_id] = prefix
+        self._patterns[sub_id] = pattern
         self._prefixes[prefix] += 1
         if self._prefixes[prefix] == 1:
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
@@ -367,13 +400,40 @@ class ZmqTransport:
         await self._subscribe_live(pattern, sub_id)
 
     async def _subscribe_live(self, pattern: str, sub_id: int) -> None:
+        if sub_id == 0:  # the reply inbox has no retained values
+            self._add_filter(pattern, sub_id)
+            await self._sync()
+            return
+        # The fence topic is subscribed before the sync probe, so it is live once the probe is.
+        fence = f"{self._probe_prefix}fence/{sub_id}"
+        self._joining[sub_id] = pattern
         self._add_filter(pattern, sub_id)
-        await self._sync()
-        if sub_id != 0:
-            await self._fetch_snapshot(pattern, sub_id)
+        self.sub.setsockopt(zmq.SUBSCRIBE, fence.encode())
+        try:
+            await self._sync()
+            await self._await_fence(pattern, sub_id, fence)
+        finally:
+            self._joining.pop(sub_id, None)
+            self._fences.pop(fence, None)
+            if not self._closed:
+                self.sub.setsockopt(zmq.UNSUBSCRIBE, fence.encode())
+                self._kick()
+
+    async def _await_fence(self, pattern: str, sub_id: int, fence: str) -> None:
+        """Ask for the snapshot behind a fence; asked again if a full queue dropped it."""
+        done = self.loop.create_future()
+        self._fences[fence] = (sub_id, done)
+        with anyio.fail_after(5):
+            while not done.done():
+                self.ctl.send_multipart([wire.SNAP, str(sub_id).encode(), pattern.encode(),
+                                         fence.encode()])
+                self._kick()
+                with anyio.move_on_after(0.5):
+                    await asyncio.shield(done)
 
     async def unsubscribe(self, pattern: str, sub_id: int) -> None:
         prefix = self._filters.pop(sub_id, None)
+        self._patterns.pop(sub_id, None)
         if prefix is None or self._closed:
             return
         self._prefixes[prefix] -= 1

@@ -112,6 +112,30 @@ async def test_retained_last_value_and_clearing(bus_url: str, prefix: str) -> No
             assert msg.payload == b"marker"
 
 
+async def test_snapshot_is_never_followed_by_an_older_value(bus_url: str, prefix: str) -> None:
+    """Subscribing while the retained value keeps changing: the snapshot comes first and no
+    value older than one already seen follows it (ZeroMQ: the snapshot fence)."""
+    topic = f"{prefix}/robots/g3/pose"
+    async with pair(bus_url, prefix) as (a, b):
+        await a.publish(topic, b"0", retain=True, qos=1)
+
+        values = iter(range(1, 1_000_000))  # cancelled once the subscriptions are checked
+
+        async def writer() -> None:  # several of them keep acknowledged publishes in flight
+            for i in values:
+                await a.publish(topic, str(i).encode(), retain=True, qos=1)
+                await anyio.sleep(0)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(writer)
+            for _ in range(20):
+                async with b.subscribe(topic) as sub:
+                    seen = [int(m.payload) for m in await take(sub, 5)]
+                assert seen == sorted(set(seen)), seen
+            tg.cancel_scope.cancel()
+
+
 async def test_retained_goes_only_to_the_new_subscription(bus_url: str, prefix: str) -> None:
     topic = f"{prefix}/robots/g2/alive"
     async with pair(bus_url, prefix) as (a, b):
