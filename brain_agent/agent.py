@@ -105,6 +105,7 @@ class Brain:
 
     def _on_state(self, state: RobotState) -> None:
         self.fleet.on_state(state)
+        self.scheduler.reconcile(state)
         if not state.busy and state.ts_ns > self.started_ns:
             self.scheduler.robot_idle(state.robot)
 

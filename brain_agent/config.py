@@ -24,6 +24,9 @@ class BrainConfig:
     #: brain-side watchdog per step: the skill's timeout_s x scale + margin
     timeout_scale: float = 1.0
     timeout_margin_s: float = 2.0
+    #: resend a running step's command when a robot state newer than this (since the last
+    #: send) does not list it: the command, or its result, was lost (e.g. a broker restart)
+    resend_after_s: float = 1.0
     #: memory agent requests
     query_timeout_s: float = 2.0
     #: how long an instruction waits for the first world snapshot before failing

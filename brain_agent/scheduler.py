@@ -24,7 +24,7 @@ from brain_agent.resolve import bind_goals
 from brain_agent.search import plan_goals
 from brain_agent.tasks import StatusPublisher, StepRun, Task
 from bus import Bus, BusError
-from schemas.messages import Plan, SkillCommand, SkillFeedback
+from schemas.messages import Plan, RobotState, SkillCommand, SkillFeedback
 from schemas.topics import Topics
 
 log = structlog.get_logger("brain.scheduler")
@@ -191,6 +191,7 @@ class Scheduler:
         timeout = (spec.timeout_s if spec else 60.0) * self.config.timeout_scale
         cmd = SkillCommand(run.command_id, step.skill, dict(step.args), task_id=task.id,
                            step_id=step.id, timeout_s=timeout)
+        run.command, run.sent_at = cmd, anyio.current_time()
         try:
             await self.bus.publish(self.topics.skill(run.robot, step.skill), cmd, qos=1)
         except BusError as exc:
@@ -199,6 +200,34 @@ class Scheduler:
         self.status.emit(task, "dispatched", step_id=step.id, robot=run.robot, skill=step.skill)
         self.tg.start_soon(self._watchdog, run, timeout + self.config.timeout_margin_s,
                            name=f"watchdog-{run.command_id}")
+
+    def reconcile(self, state: RobotState) -> None:
+        """Compare a robot's state with the step the brain believes it runs.
+
+        A command missing from ``state.commands`` a while after it was sent was lost on the
+        way, or its result was (a broker restart drops both): send it again. The robot answers
+        a repeat with where the command stands and never runs it twice.
+        """
+        run = self.robot_run.get(state.robot)
+        if run is None or run.state != "running" or run.command is None:
+            return
+        if run.command_id in state.commands or (state.busy and not state.commands):
+            return  # held; or an edge too old to list its commands
+        now = anyio.current_time()
+        if now - run.sent_at < self.config.resend_after_s:
+            return
+        run.sent_at = now
+        run.resends += 1
+        log.info("command_resent", task=run.task.id, step=run.step.id, robot=run.robot,
+                 command=run.command_id, resends=run.resends)
+        self.tg.start_soon(self._resend, run.robot, run.command)
+
+    async def _resend(self, robot: str, cmd: SkillCommand) -> None:
+        try:
+            await self.bus.publish(self.topics.skill(robot, cmd.skill), cmd, qos=1)
+        except BusError as exc:  # the next state comparison tries again
+            log.warning("command_resend_failed", robot=robot, command=cmd.command_id,
+                        error=str(exc))
 
     async def _watchdog(self, run: StepRun, limit: float) -> None:
         with anyio.CancelScope() as scope:

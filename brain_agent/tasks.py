@@ -13,7 +13,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from brain_agent.goals import GoalSet
 from bus import Bus
 from bus.errors import BusError
-from schemas.messages import Plan, PlanStep, TaskStatus
+from schemas.messages import Plan, PlanStep, SkillCommand, TaskStatus
 from schemas.topics import Topics
 
 log = structlog.get_logger("brain.tasks")
@@ -33,6 +33,9 @@ class StepRun:
     state: StepState = "pending"
     command_id: str = ""
     watchdog: anyio.CancelScope | None = None
+    command: SkillCommand | None = None
+    sent_at: float = 0.0  # anyio clock of the last send
+    resends: int = 0
 
     @property
     def robot(self) -> str:

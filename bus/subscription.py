@@ -132,7 +132,8 @@ class Subscription:
         if not self._queue:
             return None
         msg = self._queue.popleft()
-        self._writable.set()
+        if len(self._queue) == self.maxsize - 1:  # only a full queue has producers waiting
+            self._writable.set()
         return msg
 
     async def get(self) -> Message:

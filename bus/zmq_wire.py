@@ -74,41 +74,52 @@ def endpoints(url: str) -> Endpoints:
                      host=parts.hostname or DEFAULT_HOST, embed=embed, durable=durable)
 
 
-_header_decoder = msgspec.msgpack.Decoder(dict)
-_encode = msgspec.msgpack.encode
+class Head(msgspec.Struct, omit_defaults=True):
+    """A data header on the wire: a msgpack map with short keys, empty ones left out.
+
+    Decoded into a typed struct, not a dict: a header with a wrong type (a numeric sender, a
+    text sequence number) is refused as a malformed frame instead of travelling on.
+    """
+
+    r: bool = False  # retained
+    rt: str | None = None  # response topic
+    cd: bytes | None = None  # correlation data
+    s: str | None = None  # sender name
+    c: str | None = None  # publishing client id
+    n: int | None = None  # per (client, topic) sequence number
+
+
+_head_decoder = msgspec.msgpack.Decoder(Head)
+_head_encode = msgspec.msgpack.Encoder().encode
+_NO_HEAD = Head()
 
 
 def encode_header(msg: Message, client: str, seq: int) -> bytes:
-    head = msg.headers()
-    head["c"] = client
-    head["n"] = seq
-    return _encode(head)
+    return _head_encode(Head(msg.retain, msg.response_topic or None, msg.correlation,
+                             msg.sender or None, client, seq))
 
 
 def pack_body(header: bytes, payload: bytes) -> bytes:
     return len(header).to_bytes(2, "big") + header + payload
 
 
-def split_body(body: bytes) -> tuple[bytes, bytes]:
-    """(header, payload) of a data body; raises ValueError if it is malformed."""
-    if len(body) < 2:
-        raise ValueError("data frame shorter than its header length")
+def decode_body(topic: bytes, body: bytes) -> tuple[Message, Head]:
+    """The Message in a ``[topic, body]`` data frame pair, with its header.
+
+    Raises ValueError (or a msgspec.DecodeError) when the body is malformed.
+    """
     size = int.from_bytes(body[:2], "big")
-    if len(body) < 2 + size:
+    end = 2 + size
+    if len(body) < end or len(body) < 2:
         raise ValueError("data frame shorter than its header")
-    return body[2:2 + size], body[2 + size:]
-
-
-def decode_frames(frames: list[bytes]) -> tuple[Message, dict]:
-    """Build a Message from ``[topic, header, payload]``; returns it with the raw header."""
-    topic, header, payload = frames
-    head = _header_decoder.decode(header) if header else {}
-    msg = Message(
-        topic.decode(),
-        payload,
-        retain=bool(head.get("r", False)),
-        response_topic=head.get("rt"),
-        correlation=head.get("cd"),
-        sender=head.get("s"),
-    )
+    head = _head_decoder.decode(memoryview(body)[2:end]) if size else _NO_HEAD
+    # Positional: on the hot path keyword arguments cost ~0.6 µs per message.
+    msg = Message(topic.decode(), body[end:], head.r, 0, head.rt, head.cd, head.s)
     return msg, head
+
+
+def decode_frames(frames: list[bytes]) -> tuple[Message, Head]:
+    """Build a Message from ``[topic, header, payload]`` (a retained snapshot entry)."""
+    topic, header, payload = frames
+    head = _head_decoder.decode(header) if header else _NO_HEAD
+    return Message(topic.decode(), payload, head.r, 0, head.rt, head.cd, head.s), head

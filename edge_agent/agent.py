@@ -228,7 +228,8 @@ class EdgeAgent:
                 await self._publish_state()
 
     async def _publish_state(self) -> None:
-        msg = self.state.message(self.executor.busy, self.executor.current())
+        msg = self.state.message(self.executor.busy, self.executor.current(),
+                                 self.executor.held())
         await self.bus.publish(self.topics.state(self.robot), msg, retain=True, qos=0)
 
     async def _telemetry_loop(self) -> None:

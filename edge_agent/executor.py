@@ -43,9 +43,13 @@ class Job:
     cancel_requested: bool = False  # the scope also fires on the timeout: tell them apart
 
     def feedback(self, robot: str, status: FeedbackState, **kw: Any) -> SkillFeedback:
-        return SkillFeedback(command_id=self.cmd.command_id, robot=robot, skill=self.cmd.skill,
-                             status=status, task_id=self.cmd.task_id, step_id=self.cmd.step_id,
-                             **kw)
+        return self.feedback_for(self.cmd, robot, status, **kw)
+
+    @staticmethod
+    def feedback_for(cmd: SkillCommand, robot: str, status: FeedbackState, **kw: Any
+                     ) -> SkillFeedback:
+        return SkillFeedback(command_id=cmd.command_id, robot=robot, skill=cmd.skill,
+                             status=status, task_id=cmd.task_id, step_id=cmd.step_id, **kw)
 
 
 class Executor:
@@ -73,7 +77,8 @@ class Executor:
         self.time_scale = time_scale
         self._queue: deque[Job] = deque()
         self._running: dict[str, Job] = {}
-        self._recent: OrderedDict[str, None] = OrderedDict()  # O(1) duplicate check
+        # command id -> (the command, its final feedback once it has one): answers repeats
+        self._recent: OrderedDict[str, tuple[SkillCommand, SkillFeedback | None]] = OrderedDict()
         self._tg: anyio.abc.TaskGroup | None = None
         self._idle = anyio.Event()
         self._idle.set()
@@ -85,6 +90,10 @@ class Executor:
 
     def current(self) -> list[str]:
         return [j.cmd.skill for j in self._running.values()]
+
+    def held(self) -> list[str]:
+        """Ids of the commands queued or running."""
+        return [*self._running, *(j.cmd.command_id for j in self._queue)]
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -100,13 +109,15 @@ class Executor:
     # -- intake ----------------------------------------------------------------------------
     def submit(self, cmd: SkillCommand) -> None:
         """Accept ``cmd`` (or raise ``SkillRejected``/``UnknownSkill``) and schedule it."""
-        if cmd.command_id in self._recent:
-            raise SkillRejected(f"duplicate command id {cmd.command_id!r}", "duplicate")
+        seen = self._recent.get(cmd.command_id)
+        if seen is not None:
+            self._answer_repeat(cmd, *seen)
+            return
         if cmd.skill not in self.skills:
             raise UnknownSkill(cmd.skill, sorted(self.skills))
         sdef, params = self.skills[cmd.skill]
         job = Job(cmd, sdef, sdef.parse_args(cmd.args), params)
-        self._recent[cmd.command_id] = None
+        self._recent[cmd.command_id] = (cmd, None)
         if len(self._recent) > RECENT_IDS:
             self._recent.popitem(last=False)
         self._queue.append(job)
@@ -115,13 +126,29 @@ class Executor:
         self._schedule()
         self.emit(job.feedback(self.robot, "accepted"))
 
+    def _answer_repeat(self, cmd: SkillCommand, first: SkillCommand,
+                       outcome: SkillFeedback | None) -> None:
+        """Delivery is at least once (the brain resends what it believes lost): the same
+        command again is answered with where it stands, never run twice. The same id for a
+        different command is refused."""
+        if (cmd.skill, cmd.args) != (first.skill, first.args):
+            raise SkillRejected(f"command id {cmd.command_id!r} was used for another command",
+                                "duplicate")
+        self.emit(outcome or Job.feedback_for(first, self.robot, "accepted"))
+
+    def _finished(self, fb: SkillFeedback) -> None:
+        entry = self._recent.get(fb.command_id)
+        if entry is not None:
+            self._recent[fb.command_id] = (entry[0], fb)
+        self.emit(fb)
+
     def cancel(self, command_id: str, reason: str = "cancel requested") -> bool:
         """Cancel a queued or running command; False if there is none with that id."""
         for job in self._queue:
             if job.cmd.command_id == command_id:
                 self._queue.remove(job)
-                self.emit(job.feedback(self.robot, "cancelled", reason_code="cancelled",
-                                       reason=reason))
+                self._finished(job.feedback(self.robot, "cancelled", reason_code="cancelled",
+                                            reason=reason))
                 self._update_idle()
                 return True
         job = self._running.get(command_id)
@@ -169,7 +196,7 @@ class Executor:
                                        reason="edge agent stopping")
             else:
                 self._schedule()
-            self.emit(outcome)
+            self._finished(outcome)
 
     async def _outcome(self, job: Job) -> SkillFeedback:
         ctx = self._context(job)

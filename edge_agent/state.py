@@ -56,7 +56,7 @@ class LocalState:
         elif change.op == "handover" and change.target == self.robot and obj not in self.holding:
             self.holding.append(obj)
 
-    def message(self, busy: bool, current: list[str]) -> RobotState:
+    def message(self, busy: bool, current: list[str], commands: list[str]) -> RobotState:
         return RobotState(robot=self.robot, pose=self.pose, place=self.place,
                           battery=round(self.battery, 4), holding=list(self.holding), busy=busy,
-                          current=current)
+                          current=current, commands=commands)

@@ -154,6 +154,9 @@ class RobotState(Base):
     holding: list[str] = []
     busy: bool = False
     current: list[str] = []
+    #: ids of the commands the robot holds (queued or running): the brain resends one it
+    #: believes running that is missing here (lost on the way, or its result was)
+    commands: list[str] = []
     ts_ns: int = msgspec.field(default_factory=now_ns)
 
 

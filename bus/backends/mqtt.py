@@ -376,8 +376,12 @@ class MqttTransport:
                     present = await self._connect_once()
                     if not present:
                         await self._resubscribe()
-                except (ConnectError, _Dropped, SubscribeError) as exc:
+                except (ConnectError, _Dropped, SubscribeError, PublishError) as exc:
                     self.log.info("mqtt_reconnect_failed", error=str(exc), retry_in=delay)
+                    continue
+                except Exception as exc:  # never let one odd failure end reconnection for good
+                    self.log.warning("mqtt_reconnect_failed", error=repr(exc), retry_in=delay,
+                                     exc_info=True)
                     continue
                 self._connected.set()
                 self._config.on_state("connected")

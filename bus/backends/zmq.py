@@ -45,6 +45,8 @@ MAX_IN_FLIGHT = 10_000
 # Plain ints: combining zmq's enum flags costs more than the send itself.
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class ZmqTransport:
@@ -167,10 +169,12 @@ class ZmqTransport:
     def _watch(self, sock: zmq.Socket, handle) -> None:  # noqa: ANN001
         paused = [False]
         recv = sock.recv
+        events = partial(sock.getsockopt, _EVENTS)
 
         def drain() -> None:
             if paused[0] or self._closed:
                 return
+            first = True
             while True:
                 try:
                     # Frame.more is a plain attribute; getsockopt(RCVMORE) costs ~1 µs each
@@ -180,7 +184,7 @@ class ZmqTransport:
                         frame = recv(_NOBLOCK, copy=False)
                         frames.append(frame.bytes)
                 except zmq.Again:
-                    if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    if not events() & _POLLIN:
                         return
                     continue
                 pending = handle(frames)
@@ -188,6 +192,12 @@ class ZmqTransport:
                     paused[0] = True
                     self.config.task_group.start_soon(resume, pending, name="zmq-backpressure")
                     return
+                if first:
+                    # A lone message (a request, a reply) is the common wake-up: asking
+                    # EVENTS (~1.4 µs) spares raising zmq.Again (~4 µs); bursts go on below.
+                    first = False
+                    if not events() & _POLLIN:
+                        return
 
         async def resume(pending) -> None:  # noqa: ANN001
             await pending
@@ -209,8 +219,7 @@ class ZmqTransport:
         if len(frames) != 2:
             return None
         try:
-            header, payload = wire.split_body(frames[1])
-            msg, head = wire.decode_frames([frames[0], header, payload])
+            msg, head = wire.decode_body(frames[0], frames[1])
         except (ValueError, msgspec.DecodeError, RecursionError) as exc:  # hostile nesting, too
             log.warning("bad_data_frame", error=str(exc))
             return None
@@ -248,8 +257,8 @@ class ZmqTransport:
                      if i not in self._joining and matches(p, topic))
         return self.config.dispatch(msg, live)
 
-    def _check_seq(self, topic: str, head: dict) -> None:
-        client, seq = head.get("c"), head.get("n")
+    def _check_seq(self, topic: str, head: wire.Head) -> None:
+        client, seq = head.c, head.n
         if client is None or seq is None:
             return
         key = (client, topic)
@@ -287,8 +296,7 @@ class ZmqTransport:
         """One message of the durable stream: confirmed to the hub once processed."""
         h = int.from_bytes(frames[1], "big")
         try:
-            header, payload = wire.split_body(frames[3])
-            msg, _ = wire.decode_frames([frames[2], header, payload])
+            msg, _ = wire.decode_body(frames[2], frames[3])
         except (ValueError, msgspec.DecodeError, RecursionError) as exc:
             log.warning("bad_durable_frame", error=str(exc))
             self._durable_ack(h)

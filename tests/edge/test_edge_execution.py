@@ -106,7 +106,7 @@ async def test_bad_commands_are_rejected_and_reported(scene: dict[str, Any], mak
             await h.bus.publish(topic, b'{"command_id": "j", "args": {"object": "nothing"}}',
                                 qos=1)
             dup = await h.send("bot", "detect", {"kind": "cup"})
-            await h.send("bot", "detect", {"kind": "cup"}, command_id=dup)
+            await h.send("bot", "detect", {"kind": "fruit"}, command_id=dup)  # id reused
             with anyio.fail_after(5):
                 async for msg in sub:
                     errors.append(msg.data)
@@ -118,6 +118,31 @@ async def test_bad_commands_are_rejected_and_reported(scene: dict[str, Any], mak
         assert (await h.wait("j")).reason == ("precondition not met: known(nothing), "
                                               "colocated(bot, nothing), graspable(nothing)")
         assert (await h.run("bot", "pick", object="apple")).status == "done"  # still serving
+
+
+async def test_a_resent_command_is_answered_with_where_it_stands(scene: dict[str, Any],
+                                                                 make: Any) -> None:
+    """At-least-once delivery: a repeat is never run twice; it gets the command's state."""
+    async with EdgeHarness(scene, time_scale=0.05) as h:
+        await h.add_robot(make())
+        cid = await h.send("bot", "navigate", {"target": "officeDesk"})
+        await h.wait(cid, {"started"})
+        async with h.bus.subscribe(h.topics.state("bot"), RobotState) as sub:
+            async for msg in sub:
+                if msg.data.busy:
+                    assert msg.data.commands == [cid]  # the brain compares with what it sent
+                    break
+        await h.send("bot", "navigate", {"target": "officeDesk"}, command_id=cid)
+        with anyio.fail_after(5):
+            while h.statuses(cid).count("accepted") < 2:  # the repeat: "still yours, running"
+                await anyio.sleep(0.01)
+        done = await h.wait(cid)
+        assert done.status == "done"
+        await h.send("bot", "navigate", {"target": "officeDesk"}, command_id=cid)
+        with anyio.fail_after(5):
+            while h.statuses(cid).count("done") < 2:  # the repeat of a finished one: its result
+                await anyio.sleep(0.01)
+        assert h.statuses(cid).count("started") == 1  # ran once
 
 
 async def test_state_telemetry_and_resume_after_restart(scene: dict[str, Any], make: Any) -> None:
