@@ -8,6 +8,7 @@ the robots its plan needs from lower-priority ones, which are replanned once rob
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 
 import anyio
@@ -198,8 +199,10 @@ class Scheduler:
             await self.step_ended(run, "failed", f"could not send the command: {exc}")
             return
         self.status.emit(task, "dispatched", step_id=step.id, robot=run.robot, skill=step.skill)
-        self.tg.start_soon(self._watchdog, run, timeout + self.config.timeout_margin_s,
-                           name=f"watchdog-{run.command_id}")
+        limit = timeout + self.config.timeout_margin_s
+        # A loop timer, not a task with a cancel scope: arming and cancelling one per step is
+        # on the dispatch path (anyio's CancelScope.cancel formats the task's repr).
+        run.watchdog = asyncio.get_running_loop().call_later(limit, self._watchdog, run, limit)
 
     def reconcile(self, state: RobotState) -> None:
         """Compare a robot's state with the step the brain believes it runs.
@@ -229,13 +232,17 @@ class Scheduler:
             log.warning("command_resend_failed", robot=robot, command=cmd.command_id,
                         error=str(exc))
 
-    async def _watchdog(self, run: StepRun, limit: float) -> None:
-        with anyio.CancelScope() as scope:
-            run.watchdog = scope
-            await anyio.sleep(limit)
-        if scope.cancel_called or run.state != "running":
+    def _watchdog(self, run: StepRun, limit: float) -> None:
+        run.watchdog = None
+        if run.state == "running":
+            try:
+                self.tg.start_soon(self._timed_out, run, limit, name=f"timeout-{run.command_id}")
+            except RuntimeError:  # the brain is stopping: its task group is closed
+                pass
+
+    async def _timed_out(self, run: StepRun, limit: float) -> None:
+        if run.state != "running":
             return
-        run.watchdog = None  # what follows (a replan) must not run inside a scope it cancels
         await self._send_cancel(run)
         await self.step_ended(run, "failed", f"no result within {limit:.1f}s (timeout)")
 

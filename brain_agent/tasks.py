@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,7 +33,7 @@ class StepRun:
     task: Task
     state: StepState = "pending"
     command_id: str = ""
-    watchdog: anyio.CancelScope | None = None
+    watchdog: asyncio.TimerHandle | None = None
     command: SkillCommand | None = None
     sent_at: float = 0.0  # anyio clock of the last send
     resends: int = 0

@@ -68,7 +68,8 @@ class ZmqTransport:
         self._own_retained: dict[str, Message] = {}
         self._ack_ids = itertools.count(1)
         self._probe_ids = itertools.count(1)
-        self._in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
+        self._resends: dict[bytes, asyncio.TimerHandle] = {}
+        self._room = asyncio.Event()  # set while fewer than MAX_IN_FLIGHT await their ack
         self._hub = None
         self._closed = False
         self._acked_h = 0
@@ -139,6 +140,8 @@ class ZmqTransport:
             self.loop.remove_reader(sock.FD)
         for sock in (self.pub, self.sub, self.ctl):
             sock.close()
+        for timer in self._resends.values():
+            timer.cancel()
         for fut in (*self._acks.values(), *self._snaps.values()):
             if not fut.done():
                 fut.set_exception(DisconnectedError("transport closed"))
@@ -375,24 +378,45 @@ class ZmqTransport:
         await self._send_control(msg)
 
     async def _send_control(self, msg: Message) -> None:
-        """Acknowledged publish through the hub's control socket, resent until acked."""
-        async with self._in_flight:
-            ack_id = _SEQ.pack(next(self._ack_ids))
-            frames = [wire.PUB, ack_id, msg.topic.encode(), self._header(msg, 1), msg.payload]
-            fut = self.loop.create_future()
-            self._acks[ack_id] = fut
-            deadline = anyio.current_time() + ACK_TIMEOUT_S
-            try:
-                while True:
-                    self.ctl.send_multipart(frames)
-                    self._kick()
-                    with anyio.move_on_after(ACK_RESEND_S):
-                        await asyncio.shield(fut)
-                        return
-                    if anyio.current_time() > deadline:
-                        raise PublishError(msg.topic, f"hub did not acknowledge in {ACK_TIMEOUT_S}s")
-            finally:
-                self._acks.pop(ack_id, None)
+        """Acknowledged publish through the hub's control socket, resent until acked.
+
+        Resends ride a loop timer per message rather than a timeout scope around the await:
+        on the path of every command and status, a scope costs more than the send itself.
+        """
+        while len(self._acks) >= MAX_IN_FLIGHT:
+            self._room.clear()
+            await self._room.wait()
+        ack_id = _SEQ.pack(next(self._ack_ids))
+        frames = [wire.PUB, ack_id, msg.topic.encode(), self._header(msg, 1), msg.payload]
+        fut = self._acks[ack_id] = self.loop.create_future()
+        self._send_frames(frames)
+        timer = self._resends[ack_id] = self.loop.call_later(
+            ACK_RESEND_S, self._resend, ack_id, frames, self.loop.time() + ACK_TIMEOUT_S)
+        try:
+            await fut
+        finally:
+            self._acks.pop(ack_id, None)
+            timer = self._resends.pop(ack_id, timer)
+            timer.cancel()
+            if len(self._acks) < MAX_IN_FLIGHT:
+                self._room.set()
+
+    def _send_frames(self, frames: list[bytes]) -> None:
+        self.ctl.send_multipart(frames)
+        self._kick()
+
+    def _resend(self, ack_id: bytes, frames: list[bytes], deadline: float) -> None:
+        fut = self._acks.get(ack_id)
+        if fut is None or fut.done():
+            return
+        if self.loop.time() > deadline:
+            topic = frames[2].decode(errors="replace")
+            fut.set_exception(PublishError(topic, f"hub did not acknowledge in {ACK_TIMEOUT_S}s"))
+            return
+        if not self._closed:
+            self._send_frames(frames)
+        self._resends[ack_id] = self.loop.call_later(ACK_RESEND_S, self._resend, ack_id, frames,
+                                                     deadline)
 
     # -- subscribing -------------------------------------------------------------------
     async def subscribe(self, pattern: str, sub_id: int) -> None:
