@@ -38,6 +38,7 @@ import msgspec
 import memory_store
 from bench.memory_scale import PAYLOAD, T0, pct, scale_run
 from bus import Bus, RequestTimeout, testing
+from bus import run as bus_run
 from schemas.memory import MemoryQuery
 from schemas.messages import Alive, RobotRegistration, RobotState
 
@@ -254,7 +255,7 @@ def bus_queries(samples: int) -> dict[str, Any]:
                                    "--scene", str(scene))
         with testing.spawn(argv, name="memory"), \
                 testing.spawn([sys.executable, "-c", ECHO, url], name="echo"):
-            return anyio.run(_query_latencies, url, samples)
+            return bus_run(_query_latencies, url, samples)  # uvloop, as every robobus process
 
 
 async def _query_latencies(url: str, samples: int) -> dict[str, Any]:
