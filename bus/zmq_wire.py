@@ -113,9 +113,18 @@ def decode_body(topic: bytes, body: bytes) -> tuple[Message, Head]:
     if len(body) < end or len(body) < 2:
         raise ValueError("data frame shorter than its header")
     head = _head_decoder.decode(memoryview(body)[2:end]) if size else _NO_HEAD
+    name = _topics.get(topic)
+    if name is None:
+        if len(_topics) > 10_000:  # bounded: topics may carry ids
+            _topics.clear()
+        name = _topics[topic] = topic.decode()
     # Positional: on the hot path keyword arguments cost ~0.6 µs per message.
-    msg = Message(topic.decode(), body[end:], head.r, 0, head.rt, head.cd, head.s)
+    msg = Message(name, body[end:], head.r, 0, head.rt, head.cd, head.s)
     return msg, head
+
+
+#: decoded topic names (a few topics carry nearly all traffic)
+_topics: dict[bytes, str] = {}
 
 
 def decode_frames(frames: list[bytes]) -> tuple[Message, Head]:
