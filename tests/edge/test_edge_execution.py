@@ -123,20 +123,22 @@ async def test_bad_commands_are_rejected_and_reported(scene: dict[str, Any], mak
 async def test_a_resent_command_is_answered_with_where_it_stands(scene: dict[str, Any],
                                                                  make: Any) -> None:
     """At-least-once delivery: a repeat is never run twice; it gets the command's state."""
-    async with EdgeHarness(scene, time_scale=0.05) as h:
+    # time scale 0.5: the navigate runs ~3 s, long enough to be repeated while it runs
+    async with EdgeHarness(scene, time_scale=0.5) as h:
         await h.add_robot(make())
         cid = await h.send("bot", "navigate", {"target": "officeDesk"})
         await h.wait(cid, {"started"})
         async with h.bus.subscribe(h.topics.state("bot"), RobotState) as sub:
-            async for msg in sub:
-                if msg.data.busy:
-                    assert msg.data.commands == [cid]  # the brain compares with what it sent
-                    break
+            with anyio.fail_after(5):
+                async for msg in sub:
+                    if msg.data.busy:
+                        assert msg.data.commands == [cid]  # the brain compares it with its own
+                        break
         await h.send("bot", "navigate", {"target": "officeDesk"}, command_id=cid)
         with anyio.fail_after(5):
             while h.statuses(cid).count("accepted") < 2:  # the repeat: "still yours, running"
                 await anyio.sleep(0.01)
-        done = await h.wait(cid)
+        done = await h.wait(cid, timeout=15)
         assert done.status == "done"
         await h.send("bot", "navigate", {"target": "officeDesk"}, command_id=cid)
         with anyio.fail_after(5):
