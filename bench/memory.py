@@ -26,7 +26,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ import anyio
 import msgspec
 
 import memory_store
+from bench import memory_load as load
 from bench.memory_scale import PAYLOAD, T0, pct, scale_run
 from bus import Bus, RequestTimeout, testing
 from bus import run as bus_run
@@ -43,36 +43,6 @@ from schemas.memory import MemoryQuery
 from schemas.messages import Alive, RobotRegistration, RobotState
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PUBLISHER = r"""
-import sys, time, anyio
-from bus import Bus
-url, topic = sys.argv[1], sys.argv[2]
-duration, qos, conc = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-rate = float(sys.argv[6]) / conc  # per worker; 0: as fast as possible
-payload = b"x" * 256
-async def main():
-    sent = 0
-    async with Bus.connect(url, name="benchpub") as bus:
-        start = time.monotonic()
-        deadline = start + duration
-        async def worker():
-            nonlocal sent
-            mine = 0
-            while time.monotonic() < deadline:
-                for _ in range(100):
-                    await bus.publish(topic, payload, qos=qos)
-                sent += 100
-                mine += 100
-                if rate:
-                    await anyio.sleep(max(0.0, start + mine / rate - time.monotonic()))
-                else:
-                    await anyio.sleep(0)
-        async with anyio.create_task_group() as tg:
-            for _ in range(conc):
-                tg.start_soon(worker)
-    print(sent, start, flush=True)  # start: CLOCK_MONOTONIC, shared by every process
-anyio.run(main)
-"""
 
 
 # -- direct API ------------------------------------------------------------------------------
@@ -155,7 +125,7 @@ def _stored(store_dir: Path, topic: str) -> int:
         return int(ro.stats()["topics"].get(topic, 0))
 
 
-def agent_ingest(kind: str, root: Path, duration: float) -> dict[str, Any]:
+def agent_ingest(kind: str, root: Path, duration: float, mqtt_load: str) -> dict[str, Any]:
     """Sustained publish through the hub/broker into ``robobus memory``; sent vs stored."""
     store = root / f"agent-{kind}"
     with broker(kind) as url:
@@ -167,14 +137,11 @@ def agent_ingest(kind: str, root: Path, duration: float) -> dict[str, Any]:
             anyio.run(_ready_then, url)
             topic = "robobus/bench/ingest"
             t0 = time.monotonic()
-            if kind == "mqtt" and MQTT_LOAD == "mosquitto_pub":
-                sent, started = _c_publish(url, topic, duration)
-            else:
-                sent, started = _publish(kind, url, topic, duration)
+            sent, started = load.publish(kind, url, topic, duration, mqtt_load)
             pub_s = time.monotonic() - started
             stored, drained_at = _drain(store, topic, sent)
         result = {"transport": kind, "duration_s": duration, "sent": sent, "stored": stored,
-                  "load": "robobus publisher" if kind == "zmq" else MQTT_LOAD,
+                  "load": "robobus publisher" if kind == "zmq" else mqtt_load,
                   "lost": sent - stored, "publish_per_s": sent / pub_s,
                   # from the first publish to the last event stored (publisher start-up,
                   # a Python interpreter and a connect, is not the agent's time)
@@ -184,88 +151,23 @@ def agent_ingest(kind: str, root: Path, duration: float) -> dict[str, Any]:
         if kind == "mqtt":
             # at most 30 s of backlog: the test broker queues at most 1M messages per session
             # (max_queued_messages), and beyond that Mosquitto drops, by its configuration
-            result["backlog"] = _mqtt_backlog(url, agent, store, topic, sent, min(duration, 30))
+            result["backlog"] = _mqtt_backlog(url, agent, store, topic, sent, min(duration, 30),
+                                              mqtt_load)
     return result
 
 
 def _mqtt_backlog(url: str, agent: list[str], store: Path, topic: str, before: int,
-                  duration: float) -> dict[str, Any]:
+                  duration: float, mqtt_load: str) -> dict[str, Any]:
     """The agent's own MQTT capacity: publish while it is down (its persistent session
     queues at the broker), then restart it and time the drain. Also proves zero loss across
     an agent restart."""
-    if MQTT_LOAD == "mosquitto_pub":
-        sent, _ = _c_publish(url, topic, duration)
-    else:
-        sent, _ = _publish("mqtt", url, topic, duration)
+    sent, _ = load.publish("mqtt", url, topic, duration, mqtt_load)
     t0 = time.monotonic()
     with testing.spawn(agent, name="memory-again"):
         stored, drained_at = _drain(store, topic, before + sent)
     got = stored - before
     return {"sent_while_down": sent, "stored": got, "lost": sent - got,
             "drain_per_s": got / (drained_at - t0), "includes_agent_start": True}
-
-
-#: offered rate over ZeroMQ (events/s); the target is 80k/s sustained with zero loss
-ZMQ_RATE = 85_000
-#: MQTT load generator: "mosquitto_pub" (C, two processes) or "robobus" (Python publishers,
-#: which on 2 cores become the limit before the agent does)
-MQTT_LOAD = "mosquitto_pub"
-#: offered rate of the mosquitto_pub load (events/s); the target is 15k/s with zero loss
-MQTT_RATE = 18_000
-
-
-def _c_publish(url: str, topic: str, duration: float, procs: int = 2) -> tuple[int, float]:
-    """MQTT load from ``procs`` ``mosquitto_pub -l -q 1`` (C, libmosquitto) fed 256-byte lines
-    at ``MQTT_RATE`` for ``duration`` s: measures the agent's ingest, not a Python publisher's
-    speed. Paced, because ``mosquitto_pub -l`` queues without bound (a line per message, read
-    as fast as the pipe delivers). Returns the lines written; each becomes one QoS 1 message
-    (the store count shows any loss), and when the first line went out."""
-    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
-    line = b"x" * 255 + b"\n"
-    chunk = line * 64
-    pubs = [subprocess.Popen(["mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-t", topic,
-                              "-l", "-i", f"bench-c{i}"], stdin=subprocess.PIPE)
-            for i in range(procs)]
-    sent = 0
-    start = time.monotonic()
-    while (now := time.monotonic()) < start + duration:
-        ahead = sent - MQTT_RATE * (now - start)
-        if ahead > 0:
-            time.sleep(ahead / MQTT_RATE)
-        for proc in pubs:
-            assert proc.stdin is not None
-            proc.stdin.write(chunk)
-            proc.stdin.flush()
-            sent += 64
-    for proc in pubs:
-        assert proc.stdin is not None
-        proc.stdin.close()
-    for proc in pubs:
-        proc.wait(timeout=120)
-    return sent, start
-
-
-def _publish(kind: str, url: str, topic: str, duration: float, procs: int = 2
-             ) -> tuple[int, float]:
-    """Publish 256-byte payloads for ``duration`` s; returns the count the publishers sent
-    and when the first of them started (after its interpreter start and connect).
-
-    ZeroMQ: one robobus publisher process at QoS 0. MQTT: ``procs`` robobus publisher
-    processes with 16 concurrent QoS 1 publishes each (one paho client is near the target
-    rate by itself).
-    """
-    qos, conc, procs = (0, 1, 1) if kind == "zmq" else (1, 16, procs)
-    rate = ZMQ_RATE if kind == "zmq" else 0
-    argv = [sys.executable, "-c", PUBLISHER, url, topic, str(duration), str(qos), str(conc),
-            str(rate)]
-    pubs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
-    sent, start = 0, float("inf")
-    for proc in pubs:
-        out, _ = proc.communicate(timeout=duration + 120)
-        count, began = out.split()[-2:]
-        sent += int(count)
-        start = min(start, float(began))
-    return sent, start
 
 
 async def _ready_then(url: str) -> None:
@@ -486,10 +388,9 @@ def main() -> None:
     ap.add_argument("--scale-events", type=int, default=5_000_000)
     ap.add_argument("--scale-dir", type=Path, default=None, help="where to build it (big disk)")
     ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
-    ap.add_argument("--mqtt-load", choices=["mosquitto_pub", "robobus"], default=MQTT_LOAD,
+    ap.add_argument("--mqtt-load", choices=load.MQTT_LOADS, default=load.MQTT_LOADS[0],
                     help="MQTT load generator for the agent ingest runs")
     args = ap.parse_args()
-    globals()["MQTT_LOAD"] = args.mqtt_load
     root = Path(tempfile.mkdtemp(prefix="robobus-bench-"))
     results: dict[str, Any] = {"host": {"cpus": os.cpu_count(), "load": os.getloadavg()}}
     try:
@@ -502,7 +403,8 @@ def main() -> None:
                         results)
         agents = [k for k in ("zmq", "mqtt") if k not in args.skip]
         if agents:
-            section("agent", lambda: [agent_ingest(k, root, args.duration) for k in agents],
+            section("agent", lambda: [agent_ingest(k, root, args.duration, args.mqtt_load)
+                                              for k in agents],
                     results)
         if "queries" not in args.skip:
             section("queries", lambda: bus_queries(args.queries), results)

@@ -32,6 +32,7 @@ import structlog
 import zmq
 
 from bus import zmq_wire as wire
+from bus.backends.zmq_reader import Handler, watch
 from bus.errors import ConnectError, DisconnectedError, PublishError
 from bus.message import AckToken, Message
 from bus.topics import literal_prefix, matches
@@ -44,9 +45,6 @@ ACK_TIMEOUT_S = 10.0
 MAX_IN_FLIGHT = 10_000
 # Plain ints: combining zmq's enum flags costs more than the send itself.
 _SNDMORE = int(zmq.SNDMORE)
-_NOBLOCK = int(zmq.NOBLOCK)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 
 
 class ZmqTransport:
@@ -166,50 +164,9 @@ class ZmqTransport:
                 self._kick()
 
     # -- reading -----------------------------------------------------------------------
-    # Sockets are drained from the loop's reader callback and messages handed over
-    # synchronously: one wake-up per burst, no task hop. Only a full BLOCK buffer pauses the
-    # socket (ZeroMQ then queues up to its high-water mark), resumed by a task.
-    def _watch(self, sock: zmq.Socket, handle) -> None:  # noqa: ANN001
-        paused = [False]
-        recv = sock.recv
-        events = partial(sock.getsockopt, _EVENTS)
-
-        def drain() -> None:
-            if paused[0] or self._closed:
-                return
-            first = True
-            while True:
-                try:
-                    # Frame.more is a plain attribute; getsockopt(RCVMORE) costs ~1 µs each
-                    frame = recv(_NOBLOCK, copy=False)
-                    frames = [frame.bytes]
-                    while frame.more:
-                        frame = recv(_NOBLOCK, copy=False)
-                        frames.append(frame.bytes)
-                except zmq.Again:
-                    if not events() & _POLLIN:
-                        return
-                    continue
-                pending = handle(frames)
-                if pending is not None:
-                    paused[0] = True
-                    self.config.task_group.start_soon(resume, pending, name="zmq-backpressure")
-                    return
-                if first:
-                    # A lone message (a request, a reply) is the common wake-up: asking
-                    # EVENTS (~1.4 µs) spares raising zmq.Again (~4 µs); bursts go on below.
-                    first = False
-                    if not events() & _POLLIN:
-                        return
-
-        async def resume(pending) -> None:  # noqa: ANN001
-            await pending
-            paused[0] = False
-            drain()
-
-        self.loop.add_reader(sock.FD, drain)
-        self.loop.call_soon(drain)
-        self._drains.append(drain)
+    def _watch(self, sock: zmq.Socket, handle: Handler) -> None:
+        self._drains.append(watch(self.loop, sock, handle, self.config.task_group,
+                                  lambda: self._closed))
 
     def _kick(self) -> None:
         """Drain again after a send or setsockopt: ZeroMQ's FD is edge-triggered and those

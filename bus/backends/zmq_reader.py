@@ -1,0 +1,69 @@
+"""Reading ZeroMQ sockets on the asyncio loop, through their file descriptors.
+
+Sockets are drained from the loop's reader callback and messages handed over synchronously:
+one wake-up per burst, no task hop. Only a full BLOCK buffer pauses the socket (ZeroMQ then
+queues up to its high-water mark); a task resumes it once the buffer has room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import anyio.abc
+import zmq
+
+#: handles one message's frames; returns an awaitable when delivery must wait (backpressure)
+Handler = Callable[[list[bytes]], Awaitable[None] | None]
+
+# Plain ints: combining zmq's enum flags costs more than the call itself.
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
+def watch(loop: asyncio.AbstractEventLoop, sock: zmq.Socket, handle: Handler,
+          task_group: anyio.abc.TaskGroup, closed: Callable[[], bool]) -> Callable[[], None]:
+    """Read ``sock`` whenever it is readable; returns the drain function (call it again after
+    a send or setsockopt on the socket: ZeroMQ's FD is edge-triggered, see ``_kick``)."""
+    paused = [False]
+    recv = sock.recv
+    events = partial(sock.getsockopt, _EVENTS)
+
+    def drain() -> None:
+        if paused[0] or closed():
+            return
+        first = True
+        while True:
+            try:
+                # Frame.more is a plain attribute; getsockopt(RCVMORE) costs ~1 µs each
+                frame = recv(_NOBLOCK, copy=False)
+                frames = [frame.bytes]
+                while frame.more:
+                    frame = recv(_NOBLOCK, copy=False)
+                    frames.append(frame.bytes)
+            except zmq.Again:
+                if not events() & _POLLIN:
+                    return
+                continue
+            pending = handle(frames)
+            if pending is not None:
+                paused[0] = True
+                task_group.start_soon(resume, pending, name="zmq-backpressure")
+                return
+            if first:
+                # A lone message (a request, a reply) is the common wake-up: asking EVENTS
+                # (~1.4 µs) spares raising zmq.Again (~4 µs); bursts go on below.
+                first = False
+                if not events() & _POLLIN:
+                    return
+
+    async def resume(pending: Awaitable[None]) -> None:
+        await pending
+        paused[0] = False
+        drain()
+
+    loop.add_reader(sock.FD, drain)
+    loop.call_soon(drain)
+    return drain
