@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,11 @@ def render(events: list[Observed], path: Path, *, title: str = "", robots: list[
     if handles:
         ax.legend(handles=handles, loc="upper right", fontsize=8, ncol=len(handles),
                   bbox_to_anchor=(1.0, 1.0 + 0.9 / (2 + len(lanes))))
-    fig.tight_layout()
+    with warnings.catch_warnings():
+        # long lane labels (a fuzzed robot name, say) can leave no room to tighten: the plot
+        # is still written, with matplotlib's default margins
+        warnings.filterwarnings("ignore", "Tight layout not applied", UserWarning)
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
