@@ -290,10 +290,10 @@ class Bus:
             manual = sum(1 for s in targets if s.manual_ack)
             if manual:
                 token.remaining, token.deferred = manual, True
-        full = None
+        full: list[Subscription] = []
         for sub in targets:  # a loop, not a comprehension: no frame per message
             if not sub.put_nowait(msg):
-                full = [*(full or ()), sub]
+                full.append(sub)
         return self._put_all(full, msg) if full else None
 
     def _admit(self, sub: Subscription, msg: Message) -> bool:

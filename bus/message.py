@@ -47,18 +47,6 @@ class Message:
             send, token.send = token.send, None
             send()
 
-    def headers(self) -> dict[str, Any]:
-        """The optional headers, without empty ones (used by backends that frame them)."""
-        out: dict[str, Any] = {}
-        if self.response_topic:
-            out["rt"] = self.response_topic
-        if self.correlation is not None:
-            out["cd"] = self.correlation
-        if self.sender:
-            out["s"] = self.sender
-        if self.retain:
-            out["r"] = True
-        return out
 
 
 @dataclass(slots=True)

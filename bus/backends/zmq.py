@@ -55,7 +55,7 @@ class ZmqTransport:
         self._prefixes: Counter[str] = Counter()
         self._filters: dict[int, str] = {}
         self._patterns: dict[int, str] = {}
-        self._joining: dict[int, str] = {}  # subscriptions waiting for their snapshot fence
+        self._joining: set[int] = set()  # subscriptions waiting for their snapshot fence
         self._fences: dict[str, tuple[int, asyncio.Future[None]]] = {}
         self._seq_out: dict[tuple[str, int], int] = {}
         self._seq_in: dict[tuple[str, str], int] = {}
@@ -152,16 +152,14 @@ class ZmqTransport:
         if will is not None:
             hello["will"] = {"topic": will.topic, "payload": will.payload, "retain": will.retain}
         self._hello = self.loop.create_future()
-        self.ctl.send_multipart([wire.HELLO, msgspec.msgpack.encode(hello)])
-        self._kick()
+        self._send_frames([wire.HELLO, msgspec.msgpack.encode(hello)])
         await self._hello
 
     async def _heartbeat(self) -> None:
         while not self._closed:
             await anyio.sleep(self.config.keepalive_s)
             if not self._closed:
-                self.ctl.send_multipart([wire.HEARTBEAT])
-                self._kick()
+                self._send_frames([wire.HEARTBEAT])
 
     # -- reading -----------------------------------------------------------------------
     def _watch(self, sock: zmq.Socket, handle: Handler) -> None:
@@ -200,10 +198,8 @@ class ZmqTransport:
             return
         # The snapshot fence: everything before it on the stream is older than the snapshot.
         sub_id, done = fence
-        self._joining.pop(sub_id, None)
-        for topic, header, payload in msgspec.msgpack.decode(msg.payload):
-            retained, _ = wire.decode_frames([topic, header, payload])
-            self.config.snapshot(sub_id, retained)
+        self._joining.discard(sub_id)
+        self._deliver_snapshot(sub_id, msg.payload)
         if not done.done():
             done.set_result(None)
 
@@ -211,7 +207,7 @@ class ZmqTransport:
         """A subscription still waiting for its fence gets nothing: what reaches it now was
         forwarded before its snapshot was taken (a retained value is in the snapshot)."""
         topic = msg.topic
-        if not any(matches(p, topic) for p in self._joining.values()):
+        if not any(matches(self._patterns[i], topic) for i in self._joining):
             return self.config.dispatch(msg, None)
         live = tuple(i for i, p in self._patterns.items()
                      if i not in self._joining and matches(p, topic))
@@ -359,6 +355,7 @@ class ZmqTransport:
                 self._room.set()
 
     def _send_frames(self, frames: list[bytes]) -> None:
+        """Send on the control socket, then drain again (see :meth:`_kick`)."""
         self.ctl.send_multipart(frames)
         self._kick()
 
@@ -395,14 +392,14 @@ class ZmqTransport:
             return
         # The fence topic is subscribed before the sync probe, so it is live once the probe is.
         fence = f"{self._probe_prefix}fence/{sub_id}"
-        self._joining[sub_id] = pattern
         self._add_filter(pattern, sub_id)
+        self._joining.add(sub_id)
         self.sub.setsockopt(zmq.SUBSCRIBE, fence.encode())
         try:
             await self._sync()
             await self._await_fence(pattern, sub_id, fence)
         finally:
-            self._joining.pop(sub_id, None)
+            self._joining.discard(sub_id)
             self._fences.pop(fence, None)
             if not self._closed:
                 self.sub.setsockopt(zmq.UNSUBSCRIBE, fence.encode())
@@ -414,9 +411,8 @@ class ZmqTransport:
         self._fences[fence] = (sub_id, done)
         with anyio.fail_after(5):
             while not done.done():
-                self.ctl.send_multipart([wire.SNAP, str(sub_id).encode(), pattern.encode(),
-                                         fence.encode()])
-                self._kick()
+                self._send_frames([wire.SNAP, str(sub_id).encode(), pattern.encode(),
+                                   fence.encode()])
                 with anyio.move_on_after(0.5):
                     await asyncio.shield(done)
 
@@ -435,10 +431,13 @@ class ZmqTransport:
         key = str(sub_id).encode()
         fut = self.loop.create_future()
         self._snaps[key] = fut
-        self.ctl.send_multipart([wire.SNAP, key, pattern.encode()])
-        self._kick()
+        self._send_frames([wire.SNAP, key, pattern.encode()])
         with anyio.fail_after(5):
             blob = await fut
+        self._deliver_snapshot(sub_id, blob)
+
+    def _deliver_snapshot(self, sub_id: int, blob: bytes) -> None:
+        """Hand the hub's retained ``[topic, header, payload]`` entries to the subscription."""
         for topic, header, payload in msgspec.msgpack.decode(blob):
             msg, _ = wire.decode_frames([topic, header, payload])
             self.config.snapshot(sub_id, msg)
