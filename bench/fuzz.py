@@ -19,7 +19,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import functools  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import secrets  # noqa: E402
@@ -38,13 +37,7 @@ FUZZ = REPO / "tests" / "fuzz"
 
 
 def load(name: str) -> ModuleType:
-    key = f"robobus_fuzz_{name}"
-    spec = importlib.util.spec_from_file_location(key, FUZZ / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
-    return module
+    return testing.load_file(FUZZ / f"{name}.py", f"robobus_fuzz_{name}")
 
 
 async def one(args: argparse.Namespace, url: str, work: Path) -> dict[str, Any]:

@@ -223,14 +223,7 @@ class Scheduler:
         run.resends += 1
         log.info("command_resent", task=run.task.id, step=run.step.id, robot=run.robot,
                  command=run.command_id, resends=run.resends)
-        self.tg.start_soon(self._resend, run.robot, run.command)
-
-    async def _resend(self, robot: str, cmd: SkillCommand) -> None:
-        try:
-            await self.bus.publish(self.topics.skill(robot, cmd.skill), cmd, qos=1)
-        except BusError as exc:  # the next state comparison tries again
-            log.warning("command_resend_failed", robot=robot, command=cmd.command_id,
-                        error=str(exc))
+        self.tg.start_soon(self._send, run, run.command, "command_resend_failed")
 
     def _watchdog(self, run: StepRun, limit: float) -> None:
         run.watchdog = None
@@ -249,10 +242,16 @@ class Scheduler:
     async def _send_cancel(self, run: StepRun) -> None:
         cmd = SkillCommand(run.command_id, run.step.skill, task_id=run.task.id,
                            step_id=run.step.id, action="cancel")
+        await self._send(run, cmd, "cancel_not_sent")
+
+    async def _send(self, run: StepRun, cmd: SkillCommand, failed: str) -> None:
+        """A follow-up command (a cancel, a resend) to ``run``'s robot. A failure is only
+        logged as ``failed``: the watchdog, the robot's will or the next state settles it."""
         try:
-            await self.bus.publish(self.topics.skill(run.robot, run.step.skill), cmd, qos=1)
-        except BusError as exc:  # the watchdog or the robot's will settles the step
-            log.warning("cancel_not_sent", task=run.task.id, step=run.step.id, error=str(exc))
+            await self.bus.publish(self.topics.skill(run.robot, cmd.skill), cmd, qos=1)
+        except BusError as exc:
+            log.warning(failed, task=run.task.id, step=run.step.id, robot=run.robot,
+                        command=cmd.command_id, error=str(exc))
 
     # -- feedback ------------------------------------------------------------------------
     async def on_feedback(self, fb: SkillFeedback) -> None:

@@ -7,6 +7,7 @@ group) when its context exits.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 
 LOOPBACK = "127.0.0.1"
 
@@ -163,3 +165,16 @@ def kill9(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(5)
+
+
+def load_file(path: Path, name: str) -> ModuleType:
+    """Import the file at ``path`` as module ``name``, once (for helper files in a folder that
+    is not a package, such as ``tests/fuzz/``, shared by a test and a benchmark)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -11,10 +11,8 @@ accepted input was recorded, and nothing oversized was.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import secrets
-import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from bus import testing
 from bus.launch import fleet as fleet_mod
 from memory_store.store import open_store
 
@@ -38,15 +37,7 @@ PACED_RATE = 8.0      # instructions and world events: the brain's reports are l
 
 def load(name: str) -> ModuleType:
     """tests/fuzz/NAME.py by path, as module ``robobus_fuzz_NAME`` (tests/ is not a package)."""
-    key = f"robobus_fuzz_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
-    return module
+    return testing.load_file(HERE / f"{name}.py", f"robobus_fuzz_{name}")
 
 
 corpus_mod, driver = load("corpus"), load("driver")
