@@ -126,7 +126,11 @@ class GroupCommitter:
         batch, self._pending = self._pending, []
         dirty = self.views.take_dirty() if self.views is not None else None
         if batch or (dirty is not None and not dirty.empty()):
-            self.last_seq = await anyio.to_thread.run_sync(self.store.commit, batch, dirty)
+            # Shielded: once taken off the queue, the batch and the views' changes exist only
+            # here. A cancellation (the agent stopping) at the thread hand-off's checkpoint
+            # used to drop them both, so the stored views fell behind what was observed.
+            with anyio.CancelScope(shield=True):
+                self.last_seq = await anyio.to_thread.run_sync(self.store.commit, batch, dirty)
             self.committed += len(batch)
             self.commits += 1
             if self.on_commit is not None:
