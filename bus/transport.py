@@ -53,3 +53,9 @@ class Transport(Protocol):
 
     async def unsubscribe(self, pattern: str, sub_id: int) -> None:
         """Stop receiving ``pattern`` for ``sub_id``."""
+
+    async def advertise(self, pattern: str) -> bool:
+        """Offer a direct path for requests matching ``pattern``; False where there is none."""
+
+    async def withdraw(self, pattern: str) -> None:
+        """Stop offering the direct path for ``pattern``."""

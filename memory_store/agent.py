@@ -58,6 +58,8 @@ class MemoryConfig:
     commit: CommitOptions = field(default_factory=CommitOptions)
     patterns: tuple[str, ...] = ("#",)
     views: bool = True
+    #: also record memory queries (read-only requests to this agent) in the event log
+    record_queries: bool = False
     buffer: int = 100_000
     retention_check_s: float = 60.0
 
@@ -82,6 +84,10 @@ class MemoryAgent:
         self.store = store
         self.topics = Topics(bus.options.prefix)
         self.views = Views(self.topics, live=True) if config.views else None
+        # A query changes nothing: recording it would turn every read into a durable write.
+        # (A plain recorder, without views, answers none and records everything.)
+        self.unrecorded = (self.topics.memory_query
+                           if self.views is not None and not config.record_queries else None)
         self.committer = GroupCommitter(store, self.views, config.commit)
         # Messages whose transport ack (MQTT PUBACK) waits for their commit: a kill -9 then
         # loses nothing the broker considers delivered.
@@ -126,14 +132,16 @@ class MemoryAgent:
         put = self.committer.put
         observe = self.views.observe if self.views is not None else None
         requests = self.requests
+        unrecorded = self.unrecorded
         effects: list[WorldEvent | Rejected] = []
         routed: list[tuple[Callable[[Request], Awaitable[None]], Request]] = []
         while True:
             msg: Message | None = await sub.get()
             n = 0
             while msg is not None:
-                put(msg.topic, msg.payload, msg.ts_ns)
-                if msg.ack_token is not None:
+                if msg.topic != unrecorded:
+                    put(msg.topic, msg.payload, msg.ts_ns)
+                if msg.ack_token is not None:  # in order, once what came before is committed
                     self._unacked.append((self.committer.put_count, msg))
                 if observe is not None:
                     found = observe(msg.topic, msg.payload, msg.ts_ns)
@@ -264,6 +272,8 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
                                       manual_ack=True))
                     subs.append(sub)
                     tg.start_soon(agent.ingest, sub, name=f"memory-ingest {pattern}")
+                if agent.views is not None:  # queries skip the hub's hops where they can
+                    await stack.enter_async_context(bus.advertise(topics.memory_query))
                 if agent.views is not None and agent.views.scene is not None:
                     await bus.publish(topics.scene, agent.views.scene, retain=True, qos=1)
                 if cfg.store_options.retention_ns is not None:
@@ -294,7 +304,8 @@ async def _record_leftovers(agent: MemoryAgent, subs: list[Subscription]) -> Non
     left = 0
     for sub in subs:
         while (msg := sub.get_nowait()) is not None:
-            agent.committer.put(msg.topic, msg.payload, msg.ts_ns)
+            if msg.topic != agent.unrecorded:
+                agent.committer.put(msg.topic, msg.payload, msg.ts_ns)
             if msg.ack_token is not None:
                 agent._unacked.append((agent.committer.put_count, msg))
             left += 1

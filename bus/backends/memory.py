@@ -88,5 +88,11 @@ class MemoryTransport:
             if matches(pattern, topic):
                 self.config.snapshot(sub_id, msg)
 
+    async def advertise(self, pattern: str) -> bool:
+        return False  # requests go through the broker (MQTT 5 response topic), or in-process
+
+    async def withdraw(self, pattern: str) -> None:
+        return None
+
     async def unsubscribe(self, pattern: str, sub_id: int) -> None:
         self.filters.pop(sub_id, None)

@@ -476,6 +476,12 @@ class MqttTransport:
         if reasons and reasons[0].is_failure:
             raise SubscribeError(pattern, str(reasons[0]))
 
+    async def advertise(self, pattern: str) -> bool:
+        return False  # requests go through the broker (MQTT 5 response topic), or in-process
+
+    async def withdraw(self, pattern: str) -> None:
+        return None
+
     async def unsubscribe(self, pattern: str, sub_id: int) -> None:
         # A persistent session's subscriptions belong to the session, so that a restarted
         # process gets what was published meanwhile: only forget them locally.

@@ -22,7 +22,7 @@ import os
 import socket
 import struct
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -32,9 +32,11 @@ import structlog
 import zmq
 
 from bus import zmq_wire as wire
+from bus.backends.zmq_direct import Direct
 from bus.backends.zmq_reader import Handler, watch
 from bus.errors import ConnectError, DisconnectedError, PublishError
 from bus.message import AckToken, Message
+from bus.security import zmq_client_keys
 from bus.topics import literal_prefix, matches
 from bus.transport import TransportConfig
 
@@ -54,11 +56,13 @@ class ZmqTransport:
         self.dropped = 0
         self._prefixes: Counter[str] = Counter()
         self._filters: dict[int, str] = {}
-        self._patterns: dict[int, str] = {}
+        self.patterns: dict[int, str] = {}
         self._joining: set[int] = set()  # subscriptions waiting for their snapshot fence
         self._fences: dict[str, tuple[int, asyncio.Future[None]]] = {}
         self._seq_out: dict[tuple[str, int], int] = {}
-        self._seq_in: dict[tuple[str, str], int] = {}
+        #: path (0 best-effort, 1 acknowledged) -> (topic, seq) of our last publish on it
+        self._last_out: dict[int, tuple[str, int]] = {}
+        self.seq_in: dict[tuple[str, str], int] = {}
         self._acks: dict[bytes, asyncio.Future[None]] = {}
         self._snaps: dict[bytes, asyncio.Future[bytes]] = {}
         self._probes: dict[str, asyncio.Event] = {}
@@ -75,6 +79,7 @@ class ZmqTransport:
         self._durable_started = False
         self._durable_filters: dict[int, str] = {}
         self._drains: list = []  # one per read socket; see _kick
+        self.direct: Direct | None = None  # direct requests (zmq_direct), off under CURVE
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, config: TransportConfig) -> None:
@@ -82,14 +87,18 @@ class ZmqTransport:
         self.ep = wire.endpoints(config.url)
         self._durable = bool(self.ep.durable)
         self._maybe_embed()
-        ctx = zmq.Context.instance()
+        ctx = self.ctx = zmq.Context.instance()
         self.pub = self._socket(ctx, zmq.PUB, self.ep.publish)
         self.sub = self._socket(ctx, zmq.SUB, self.ep.subscribe)
         self.ctl = self._socket(ctx, zmq.DEALER, self.ep.control, ident=config.client_id.encode())
         self._probe_prefix = f"$robobus/probe/{config.client_id}/"
+        # the publishing client id in headers, per path: best-effort, acknowledged, direct
+        self._path_ids = (config.client_id, config.client_id + "/q", config.client_id + "/d")
         self.loop = asyncio.get_running_loop()
-        self._watch(self.sub, self._on_data)
-        self._watch(self.ctl, self._on_control)
+        self.watch_socket(self.sub, self.on_data)
+        self.watch_socket(self.ctl, self._on_control)
+        if zmq_client_keys(config.url) is None:
+            self.direct = Direct(self)
         try:
             with anyio.fail_after(5):
                 await self._say_hello()
@@ -136,6 +145,8 @@ class ZmqTransport:
                 sock.setsockopt(zmq.LINGER, 200)
         for sock in (self.sub, self.ctl):
             self.loop.remove_reader(sock.FD)
+        if self.direct is not None:
+            self.direct.close()
         for sock in (self.pub, self.sub, self.ctl):
             sock.close()
         for timer in self._resends.values():
@@ -152,19 +163,28 @@ class ZmqTransport:
         if will is not None:
             hello["will"] = {"topic": will.topic, "payload": will.payload, "retain": will.retain}
         self._hello = self.loop.create_future()
-        self._send_frames([wire.HELLO, msgspec.msgpack.encode(hello)])
+        self.send_control([wire.HELLO, msgspec.msgpack.encode(hello)])
         await self._hello
 
     async def _heartbeat(self) -> None:
         while not self._closed:
             await anyio.sleep(self.config.keepalive_s)
             if not self._closed:
-                self._send_frames([wire.HEARTBEAT])
+                self.send_control([wire.HEARTBEAT])
 
     # -- reading -----------------------------------------------------------------------
-    def _watch(self, sock: zmq.Socket, handle: Handler) -> None:
-        self._drains.append(watch(self.loop, sock, handle, self.config.task_group,
-                                  lambda: self._closed))
+    def watch_socket(self, sock: zmq.Socket, handle: Handler,
+                     closed: Callable[[], bool] | None = None) -> Callable[[], None]:
+        """Read ``sock`` on the loop (see :mod:`zmq_reader`); returns its drain function."""
+        done = (lambda: self._closed) if closed is None else (lambda: self._closed or closed())
+        drain = watch(self.loop, sock, handle, self.config.task_group, done)
+        self._drains.append(drain)
+        return drain
+
+    def forget_socket(self, sock: zmq.Socket, drain: Callable[[], None]) -> None:
+        """Stop reading ``sock`` (before closing it)."""
+        self.loop.remove_reader(sock.FD)
+        self._drains.remove(drain)
 
     def _kick(self) -> None:
         """Drain again after a send or setsockopt: ZeroMQ's FD is edge-triggered and those
@@ -173,7 +193,7 @@ class ZmqTransport:
         for drain in self._drains:
             self.loop.call_soon(drain)
 
-    def _on_data(self, frames: list[bytes]):  # noqa: ANN202
+    def on_data(self, frames: list[bytes]):  # noqa: ANN202
         if len(frames) != 2:
             return None
         try:
@@ -187,7 +207,10 @@ class ZmqTransport:
         self._check_seq(msg.topic, head)
         if self._joining:
             return self._dispatch_joining(msg)
-        return self.config.dispatch(msg, None)
+        pending = self.config.dispatch(msg, None)
+        if pending is None and self.direct is not None and self.direct.parked:
+            self.direct.release()  # a direct request may have waited for this message
+        return pending
 
     def _on_probe(self, msg: Message) -> None:
         fence = self._fences.pop(msg.topic, None)
@@ -207,9 +230,9 @@ class ZmqTransport:
         """A subscription still waiting for its fence gets nothing: what reaches it now was
         forwarded before its snapshot was taken (a retained value is in the snapshot)."""
         topic = msg.topic
-        if not any(matches(self._patterns[i], topic) for i in self._joining):
+        if not any(matches(self.patterns[i], topic) for i in self._joining):
             return self.config.dispatch(msg, None)
-        live = tuple(i for i, p in self._patterns.items()
+        live = tuple(i for i, p in self.patterns.items()
                      if i not in self._joining and matches(p, topic))
         return self.config.dispatch(msg, live)
 
@@ -218,8 +241,8 @@ class ZmqTransport:
         if client is None or seq is None:
             return
         key = (client, topic)
-        last = self._seq_in.get(key)
-        self._seq_in[key] = seq
+        last = self.seq_in.get(key)
+        self.seq_in[key] = seq
         if last is not None and seq > last + 1:
             self.dropped += seq - last - 1
             log.warning("messages_lost_at_hwm", topic=topic, publisher=client,
@@ -245,6 +268,8 @@ class ZmqTransport:
                         hint="start the hub with --replay-buffer N; subscribing normally")
             self._durable = False
             self.config.task_group.start_soon(self._durable_fallback, name="zmq-durable-fallback")
+        elif cmd == wire.SERVICES and len(frames) == 2 and self.direct is not None:
+            self.direct.on_table(frames[1])
         elif cmd == wire.WHO:
             self.config.task_group.start_soon(self._rejoin, name="zmq-rejoin")
 
@@ -278,7 +303,7 @@ class ZmqTransport:
         """ZeroMQ filters by prefix: the literal part before the first wildcard, ref-counted."""
         prefix = literal_prefix(pattern)
         self._filters[sub_id] = prefix
-        self._patterns[sub_id] = pattern
+        self.patterns[sub_id] = pattern
         self._prefixes[prefix] += 1
         if self._prefixes[prefix] == 1:
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
@@ -305,32 +330,42 @@ class ZmqTransport:
         if self._durable_started and self._durable:
             self._acked_h = 0  # a new hub numbers its stream afresh
             self.ctl.send_multipart([wire.DURABLE, self.ep.durable.encode()])
+        if self.direct is not None:
+            self.direct.rejoin()
         for msg in list(self._own_retained.values()):
-            await self._send_control(msg)
+            await self._publish_acked(msg)
 
     # -- publishing --------------------------------------------------------------------
-    def _header(self, msg: Message, path: int) -> bytes:
+    def header(self, msg: Message, path: int) -> bytes:
         key = (msg.topic, path)
         seq = self._seq_out.get(key, 0) + 1
         self._seq_out[key] = seq
-        client = self.config.client_id if path == 0 else self.config.client_id + "/q"
-        return wire.encode_header(msg, client, seq)
+        if path < 2:
+            self._last_out[path] = (msg.topic, seq)
+        return wire.encode_header(msg, self._path_ids[path], seq)
+
+    def marks(self) -> list[tuple[str, str, int]]:
+        """Our last publish on each hub path, for a direct request (see :mod:`zmq_direct`)."""
+        return [(self._path_ids[path], topic, seq) for path, (topic, seq) in self._last_out.items()]
 
     async def publish(self, msg: Message) -> None:
         if self._closed:
             raise DisconnectedError(f"{self.config.url} is closed")
+        if msg.correlation is not None and self.direct is not None and not msg.retain and (
+                self.direct.try_reply(msg) or msg.qos == 0 and self.direct.try_request(msg)):
+            return
         if msg.qos == 0 and not msg.retain:
             self.pub.send(msg.topic.encode(), _SNDMORE)
-            self.pub.send(wire.pack_body(self._header(msg, 0), msg.payload))
+            self.pub.send(wire.pack_body(self.header(msg, 0), msg.payload))
             return
         if msg.retain:
             if msg.payload:
                 self._own_retained[msg.topic] = msg
             else:
                 self._own_retained.pop(msg.topic, None)
-        await self._send_control(msg)
+        await self._publish_acked(msg)
 
-    async def _send_control(self, msg: Message) -> None:
+    async def _publish_acked(self, msg: Message) -> None:
         """Acknowledged publish through the hub's control socket, resent until acked.
 
         Resends ride a loop timer per message rather than a timeout scope around the await:
@@ -340,9 +375,9 @@ class ZmqTransport:
             self._room.clear()
             await self._room.wait()
         ack_id = _SEQ.pack(next(self._ack_ids))
-        frames = [wire.PUB, ack_id, msg.topic.encode(), self._header(msg, 1), msg.payload]
+        frames = [wire.PUB, ack_id, msg.topic.encode(), self.header(msg, 1), msg.payload]
         fut = self._acks[ack_id] = self.loop.create_future()
-        self._send_frames(frames)
+        self.send_control(frames)
         timer = self._resends[ack_id] = self.loop.call_later(
             ACK_RESEND_S, self._resend, ack_id, frames, self.loop.time() + ACK_TIMEOUT_S)
         try:
@@ -354,7 +389,7 @@ class ZmqTransport:
             if len(self._acks) < MAX_IN_FLIGHT:
                 self._room.set()
 
-    def _send_frames(self, frames: list[bytes]) -> None:
+    def send_control(self, frames: list[bytes]) -> None:
         """Send on the control socket, then drain again (see :meth:`_kick`)."""
         self.ctl.send_multipart(frames)
         self._kick()
@@ -368,7 +403,7 @@ class ZmqTransport:
             fut.set_exception(PublishError(topic, f"hub did not acknowledge in {ACK_TIMEOUT_S}s"))
             return
         if not self._closed:
-            self._send_frames(frames)
+            self.send_control(frames)
         self._resends[ack_id] = self.loop.call_later(ACK_RESEND_S, self._resend, ack_id, frames,
                                                      deadline)
 
@@ -411,27 +446,37 @@ class ZmqTransport:
         self._fences[fence] = (sub_id, done)
         with anyio.fail_after(5):
             while not done.done():
-                self._send_frames([wire.SNAP, str(sub_id).encode(), pattern.encode(),
+                self.send_control([wire.SNAP, str(sub_id).encode(), pattern.encode(),
                                    fence.encode()])
                 with anyio.move_on_after(0.5):
                     await asyncio.shield(done)
 
+    async def advertise(self, pattern: str) -> bool:
+        """Take requests matching ``pattern`` straight from requesters (:mod:`zmq_direct`)."""
+        if self.direct is None or self._durable or self._closed:
+            return False
+        return self.direct.advertise(pattern)
+
+    async def withdraw(self, pattern: str) -> None:
+        if self.direct is not None and not self._closed:
+            self.direct.withdraw(pattern)
+
     async def unsubscribe(self, pattern: str, sub_id: int) -> None:
         prefix = self._filters.pop(sub_id, None)
-        self._patterns.pop(sub_id, None)
+        self.patterns.pop(sub_id, None)
         if prefix is None or self._closed:
             return
         self._prefixes[prefix] -= 1
         if self._prefixes[prefix] <= 0:
             del self._prefixes[prefix]
             self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
-            self._seq_in.clear()
+            self.seq_in.clear()
 
     async def _fetch_snapshot(self, pattern: str, sub_id: int) -> None:
         key = str(sub_id).encode()
         fut = self.loop.create_future()
         self._snaps[key] = fut
-        self._send_frames([wire.SNAP, key, pattern.encode()])
+        self.send_control([wire.SNAP, key, pattern.encode()])
         with anyio.fail_after(5):
             blob = await fut
         self._deliver_snapshot(sub_id, blob)
@@ -472,8 +517,6 @@ def _hub_listening(ep: wire.Endpoints) -> bool:
 
 def _apply_curve(sock: zmq.Socket, url: str) -> None:
     """CURVE client keys from ``ROBOBUS_ZMQ_KEYS`` (a directory made by ``robobus secure init``)."""
-    from bus.security import zmq_client_keys
-
     keys = zmq_client_keys(url)
     if keys is None:
         return

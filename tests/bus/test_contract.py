@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import msgspec
@@ -18,6 +19,7 @@ from bus import (
     RequestTimeout,
     Subscription,
     Will,
+    testing,
 )
 from schemas.messages import ErrorReport, RobotState
 
@@ -286,3 +288,23 @@ async def test_oversized_payload_rejected(bus_url: str, prefix: str) -> None:
         assert msg.payload == b"small"
         (report,) = await take(errors)
     assert report.data.code == "too_large" and report.data.topic == f"{prefix}/big"
+
+
+async def test_advertised_requests_see_the_requesters_earlier_publishes(bus_url: str,
+                                                                         prefix: str) -> None:
+    """A request to an advertised pattern (direct on ZeroMQ) still arrives after everything its
+    sender published before it, and its reply still reaches the sender."""
+    async with pair(bus_url, prefix) as (a, b), b.subscribe(f"{prefix}/#") as sub, \
+            b.advertise(f"{prefix}/count") as direct:
+        assert direct == bus_url.startswith("zmq")
+        server = testing.load_file(Path(__file__).with_name("counter_server.py"), "counter_server")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.answer_counts, b, sub, prefix)
+            await a.request(f"{prefix}/count", b"", timeout=WAIT)  # learns the route
+            counts = []
+            for _ in range(3):
+                for i in range(200):
+                    await a.publish(f"{prefix}/data", b"x", qos=1 if i % 50 == 0 else 0)
+                counts.append(int((await a.request(f"{prefix}/count", b"", timeout=WAIT)).payload))
+            tg.cancel_scope.cancel()
+    assert counts == [200, 400, 600]

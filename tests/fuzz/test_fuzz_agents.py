@@ -63,7 +63,7 @@ def _check(run: Any, prefix: str) -> None:
     assert len(run.sent) >= 200, f"only {len(run.sent)} inputs went out before the task ended"
     _check_reports(run)
     _check_instructions(run)
-    _check_store(run, result.report_dir / "store")
+    _check_store(run, result.report_dir / "store", f"{prefix}/memory/query")
 
 
 def _check_reports(run: Any) -> None:
@@ -95,7 +95,9 @@ def _check_instructions(run: Any) -> None:
         assert all(s.status == "failed" and s.reason for s in ends), ends
 
 
-def _check_store(run: Any, path: Path) -> None:
+def _check_store(run: Any, path: Path, query_topic: str) -> None:
+    """Nothing stored is lost, every input is recorded except memory queries (read-only: the
+    agent answers them without logging, see docs/memory.md), and no oversized payload is."""
     with open_store(path, readonly=True) as store:
         events = list(store.scan())
     keys = {(e.ts_ns, e.seq) for e in events}
@@ -104,7 +106,9 @@ def _check_store(run: Any, path: Path) -> None:
     stored = {(e.topic, e.payload) for e in events}
     limit = corpus_mod.MAX_PAYLOAD
     missing = [i.category for i in run.sent if len(i.payload) <= limit
-               and (i.topic, i.payload) not in stored]
+               and i.topic != query_topic and (i.topic, i.payload) not in stored]
+    assert any(i.topic == query_topic for i in run.sent), "no memory query was fuzzed"
+    assert not any(e.topic == query_topic for e in events), "a memory query was recorded"
     assert not missing, f"{len(missing)} inputs not recorded: {Counter(missing)}"
     oversized = [i for i in run.sent if len(i.payload) > limit and (i.topic, i.payload) in stored]
     assert not oversized, "an oversized payload was recorded"
