@@ -132,9 +132,10 @@ class Brain:
 
     async def recover(self) -> None:
         try:
+            # qos 1: through the hub, so that observers (the scenario runner) see the boot end
             result = await query_memory(self.bus, self.topics,
                                         MemoryQuery(kind="tasks", status="active"),
-                                        self.config.query_timeout_s)
+                                        self.config.query_timeout_s, qos=1)
         except MemoryUnavailable as exc:
             log.warning("task_recovery_failed", reason=str(exc))
             return

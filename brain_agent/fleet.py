@@ -26,10 +26,15 @@ class MemoryUnavailable(BusError):
     """The memory agent did not answer (or answered with an error)."""
 
 
-async def query_memory(bus: Bus, topics: Topics, query: MemoryQuery, timeout: float) -> object:
-    """Ask the memory agent; return ``result`` or raise :class:`MemoryUnavailable`."""
+async def query_memory(bus: Bus, topics: Topics, query: MemoryQuery, timeout: float,
+                       qos: int = 0) -> object:
+    """Ask the memory agent; return ``result`` or raise :class:`MemoryUnavailable`.
+
+    ``qos=1`` keeps the query on the hub or broker, where every subscriber sees it (ZeroMQ
+    sends qos 0 queries straight to the memory agent, see docs/bus.md, "Direct requests").
+    """
     try:
-        msg = await bus.request(topics.memory_query, query, timeout=timeout)
+        msg = await bus.request(topics.memory_query, query, timeout=timeout, qos=qos)
     except BusError as exc:
         raise MemoryUnavailable(f"memory agent did not answer a {query.kind!r} query: {exc}") from exc
     reply = _reply_decoder.decode(msg.payload)

@@ -14,7 +14,18 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
-from bus import Bus, BusError, BusOptions, DecodeError, Message, Overflow, RateLimit, Will, encode
+from bus import (
+    Bus,
+    BusError,
+    BusOptions,
+    DecodeError,
+    Message,
+    Overflow,
+    PublishError,
+    RateLimit,
+    Will,
+    encode,
+)
 from edge_agent.commands import command_id_of, convert, decode_map, parse_command
 from edge_agent.executor import Executor
 from edge_agent.memory_client import BusWorldPort
@@ -220,7 +231,7 @@ class EdgeAgent:
 
     async def _feedback_loop(self) -> None:
         async for fb in self._rx:
-            await self.bus.publish(self.topics.feedback(self.robot), fb, qos=1)
+            await self._send(self.topics.feedback(self.robot), fb)
             if fb.status == "failed" and fb.reason_code in BAD_COMMAND_CODES:
                 await self.bus.report_error(self.topics.skill(self.robot, fb.skill),
                                             fb.reason or "", fb.reason_code or "failed")
@@ -230,7 +241,16 @@ class EdgeAgent:
     async def _publish_state(self) -> None:
         msg = self.state.message(self.executor.busy, self.executor.current(),
                                  self.executor.held())
-        await self.bus.publish(self.topics.state(self.robot), msg, retain=True, qos=0)
+        await self._send(self.topics.state(self.robot), msg, retain=True, qos=0)
+
+    async def _send(self, topic: str, msg: object, *, retain: bool = False, qos: int = 1) -> None:
+        """Publish an output; if the hub cannot be reached (a partition outlasting the acked
+        publish's 10 s), log it and go on: the robot keeps running, the next state supersedes
+        this one, and the brain resends a command whose result it did not hear."""
+        try:
+            await self.bus.publish(topic, msg, retain=retain, qos=qos)
+        except PublishError as exc:
+            self.log.warning("publish_failed", topic=topic, error=str(exc))
 
     async def _telemetry_loop(self) -> None:
         """State at the profile rate on a fixed schedule: no drift, no catch-up bursts."""

@@ -74,6 +74,7 @@ class ZmqTransport:
         self._room = asyncio.Event()  # set while fewer than MAX_IN_FLIGHT await their ack
         self._hub = None
         self._closed = False
+        self._rejoining = False  # a rejoin (hello again) is under way
         self._acked_h = 0
         self._dack_scheduled = False
         self._durable_started = False
@@ -270,7 +271,10 @@ class ZmqTransport:
             self.config.task_group.start_soon(self._durable_fallback, name="zmq-durable-fallback")
         elif cmd == wire.SERVICES and len(frames) == 2 and self.direct is not None:
             self.direct.on_table(frames[1])
-        elif cmd == wire.WHO:
+        elif cmd == wire.WHO and not self._rejoining:
+            # one rejoin for a burst: after a partition, every heartbeat queued meanwhile
+            # gets its own WHO
+            self._rejoining = True
             self.config.task_group.start_soon(self._rejoin, name="zmq-rejoin")
 
     def _on_durable(self, frames: list[bytes]):  # noqa: ANN202
@@ -323,17 +327,26 @@ class ZmqTransport:
             self.ctl.send_multipart([wire.DACK, self._acked_h.to_bytes(8, "big")])
 
     async def _rejoin(self) -> None:
-        """The hub restarted and forgot us: hello again and restore our retained values."""
+        """The hub forgot us (it restarted, or declared us dead during a partition): hello
+        again and restore our retained values."""
         log.warning("hub_restarted_rejoining", url=self.config.url)
         self.config.on_state("reconnected")
-        await self._say_hello()
+        with anyio.move_on_after(5) as hello:
+            await self._say_hello()
+        self._rejoining = False
+        if hello.cancelled_caught:  # the hub's next WHO starts another try
+            log.warning("rejoin_hello_unanswered", url=self.config.url)
+            return
         if self._durable_started and self._durable:
             self._acked_h = 0  # a new hub numbers its stream afresh
             self.ctl.send_multipart([wire.DURABLE, self.ep.durable.encode()])
         if self.direct is not None:
             self.direct.rejoin()
-        for msg in list(self._own_retained.values()):
-            await self._publish_acked(msg)
+        try:
+            for msg in list(self._own_retained.values()):
+                await self._publish_acked(msg)
+        except PublishError as exc:  # cut off again: the next WHO restores them
+            log.warning("rejoin_incomplete", url=self.config.url, error=str(exc))
 
     # -- publishing --------------------------------------------------------------------
     def header(self, msg: Message, path: int) -> bytes:

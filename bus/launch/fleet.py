@@ -212,7 +212,9 @@ class Readiness:
         if not isinstance(data, dict) or data.get("ts_ns", self.since_ns) < self.since_ns:
             return
         if type_ == "Raw" and data.get("kind") == "tasks" and data.get("status") == "active":
-            self.brain_booted = True  # the brain's task recovery query ends its boot
+            # the brain's task recovery query ends its boot (sent with qos 1 so that it
+            # crosses the hub: a direct query would not be seen here)
+            self.brain_booted = True
         elif type_ == "RobotRegistration":
             self.registered.add(data["robot"])
         elif type_ == "Alive":
