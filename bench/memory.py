@@ -159,20 +159,6 @@ def agent_ingest(kind: str, root: Path, duration: float, mqtt_load: str) -> dict
     return result
 
 
-def quiet_disk(limit_mb: float = 64, timeout_s: float = 60) -> float:
-    """Wait (bounded) until the kernel has little left to write back; returns the seconds
-    waited. Latency sections measured during a writeback storm measure the disk."""
-    started = time.monotonic()
-    os.sync()
-    while time.monotonic() - started < timeout_s:
-        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-        pending_kb = sum(int(info[k].split()[0]) for k in ("Dirty", "Writeback") if k in info)
-        if pending_kb / 1024 <= limit_mb:
-            break
-        time.sleep(0.5)
-    return time.monotonic() - started
-
-
 def _mqtt_backlog(url: str, agent: list[str], store: Path, topic: str, before: int,
                   duration: float, mqtt_load: str) -> dict[str, Any]:
     """The agent's own MQTT capacity: publish while it is down (its persistent session
@@ -428,7 +414,7 @@ def main() -> None:
                                               for k in agents],
                     results)
         if "queries" not in args.skip:
-            results["quiet_disk_s"] = quiet_disk()
+            results["quiet_disk_s"] = testing.quiet_disk()
             section("queries", lambda: bus_queries(args.queries), results)
         if "redis" not in args.skip:
             section("redis", lambda: redis_side_by_side(args.events, 20_000), results)

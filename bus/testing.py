@@ -178,3 +178,17 @@ def load_file(path: Path, name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def quiet_disk(limit_mb: float = 64, timeout_s: float = 60) -> float:
+    """Wait (bounded) until the kernel has little left to write back; returns the seconds
+    waited. Latency sections measured during a writeback storm measure the disk."""
+    started = time.monotonic()
+    os.sync()
+    while time.monotonic() - started < timeout_s:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        pending_kb = sum(int(info[k].split()[0]) for k in ("Dirty", "Writeback") if k in info)
+        if pending_kb / 1024 <= limit_mb:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - started

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import random
 import subprocess
 import time
@@ -20,7 +19,7 @@ from schemas.messages import Alive, RobotState
 
 pytestmark = pytest.mark.anyio
 T0 = 1_700_000_000 * 10**9
-REPLAY_ATTEMPTS = 4
+REPLAY_ATTEMPTS = 6
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -60,16 +59,40 @@ async def _replay_gap_errors(path: Path, prefix: str, hub_url: str, gaps: list[i
     return errors[int(0.99 * (len(errors) - 1))]
 
 
+def _floor_p99(gaps: list[int]) -> int:
+    """The machine's own p99 for the same schedule: raw pyzmq PUB -> C zmq.proxy -> raw SUB
+    (bench/replay.py's floor), measured now, beside the failing replay."""
+    from bench.bus import PEERS
+    from bench.replay import floor_round, gap_errors
+
+    ts = [T0]
+    for gap in gaps:
+        ts.append(ts[-1] + gap)
+    port = testing.free_port(span=2)
+    with testing.spawn([*PEERS, "zmq_proxy", json.dumps({"port": port})], name="proxy"):
+        testing.wait_port(port)
+        testing.wait_port(port + 1)
+        best = min(_p99(gap_errors(floor_round(port, ts, 20.0), ts)) for _ in range(2))
+    return best
+
+
+def _p99(errors: list[int]) -> int:
+    return errors[int(0.99 * (len(errors) - 1))] if errors else 10**12
+
+
 async def test_replay_keeps_the_original_gaps_within_1ms_p99(tmp_path: Path, prefix: str) -> None:
     path = tmp_path / "log"
     gaps = _irregular_log(path, prefix)
     # Every hop wakes an idle process on a shared 2-core VM, and the VM's own wake-up jitter is of
     # the same order as the target: raw pyzmq through a C proxy, measured the same way, showed a
     # per-round gap-error p99 between 0.44 and 2.4 ms (docs/memory.md, "Replay fidelity").
-    # So the test gets its own hub, keeps the collector out of the measured stretch, and the best
-    # of up to ATTEMPTS runs must meet the target: a replay that drifts, or sleeps coarsely,
-    # fails every run.
+    # So the test gets its own hub, waits for the disk to settle (earlier tests leave pages to
+    # write back), keeps the collector out of the measured stretch, and the best of up to
+    # REPLAY_ATTEMPTS runs must meet the target: a replay that drifts, or sleeps coarsely, fails
+    # every run. If none does, the raw floor is measured at once: when the machine itself cannot
+    # keep 1 ms, the run says so and is skipped, not passed.
     results: list[int] = []
+    testing.quiet_disk()
     gc.collect()
     gc.disable()
     try:
@@ -80,12 +103,15 @@ async def test_replay_keeps_the_original_gaps_within_1ms_p99(tmp_path: Path, pre
                     break
     finally:
         gc.enable()
-    p99 = min(results)
-    load = os.getloadavg()[0]
-    if p99 > 1_000_000 and load > (os.cpu_count() or 1):
-        pytest.skip(f"machine overloaded (load {load:.1f} on {os.cpu_count()} cores): replay gap "
-                    f"error p99 {p99 / 1e6:.3f} ms measures the scheduler, not the replay")
-    assert p99 <= 1_000_000, f"replay gap error p99 per run (ms): {[r / 1e6 for r in results]}"
+    if min(results) <= 1_000_000:
+        return
+    floor = await anyio.to_thread.run_sync(_floor_p99, gaps)
+    runs = [round(r / 1e6, 3) for r in results]
+    if floor > 1_000_000:
+        pytest.skip(f"this machine cannot resolve 1 ms now: raw pyzmq over the same hops has a "
+                    f"gap-error p99 of {floor / 1e6:.3f} ms; robobus replay p99 per run {runs} ms")
+    raise AssertionError(f"replay gap error p99 per run {runs} ms, while the raw pyzmq floor "
+                         f"measured right after is {floor / 1e6:.3f} ms")
 
 
 async def test_replay_speed_and_time_window(tmp_path: Path, prefix: str) -> None:
