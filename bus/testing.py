@@ -119,6 +119,20 @@ def hub(port: int | None = None, extra: Sequence[str] = ()) -> Iterator[str]:
         yield url
 
 
+@contextlib.contextmanager
+def ipc_hub(directory: Path, timeout: float = 10.0) -> Iterator[str]:
+    """Run ``robobus hub`` on ``zmq+ipc://`` sockets in ``directory``: no port, so no process
+    left over from an earlier test can reach it by a reused port number."""
+    url = f"zmq+ipc://{directory}/hub"
+    with spawn(robobus_cmd("hub", "--bus", url), name="hub"):
+        deadline = time.monotonic() + timeout
+        while not all(Path(f"{directory}/hub.{s}").exists() for s in ("pub", "sub", "ctl")):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no hub on {url} within {timeout} s")
+            time.sleep(0.02)
+        yield url
+
+
 def robobus_cmd(*args: str) -> list[str]:
     """The argv that runs ``robobus ARGS`` with this interpreter."""
     return [sys.executable, "-m", "bus.cli.main", *args]

@@ -86,17 +86,18 @@ async def test_replay_keeps_the_original_gaps_within_1ms_p99(tmp_path: Path, pre
     # Every hop wakes an idle process on a shared 2-core VM, and the VM's own wake-up jitter is of
     # the same order as the target: raw pyzmq through a C proxy, measured the same way, showed a
     # per-round gap-error p99 between 0.44 and 2.4 ms (docs/memory.md, "Replay fidelity").
-    # So the test gets its own hub, waits for the disk to settle (earlier tests leave pages to
-    # write back), keeps the collector out of the measured stretch, and the best of up to
-    # REPLAY_ATTEMPTS runs must meet the target: a replay that drifts, or sleeps coarsely, fails
-    # every run. If none does, the raw floor is measured at once: when the machine itself cannot
-    # keep 1 ms, the run says so and is skipped, not passed.
+    # So the test gets a hub of its own, on ipc sockets (a process left over from an earlier
+    # test once joined a fresh tcp hub through a reused port), waits for the disk to settle
+    # (earlier tests leave pages to write back), keeps the collector out of the measured
+    # stretch, and the best of up to REPLAY_ATTEMPTS runs must meet the target: a replay that
+    # drifts, or sleeps coarsely, fails every run. If none does, the raw floor is measured at
+    # once: when the machine itself cannot keep 1 ms, the run says so and is skipped, not passed.
     results: list[int] = []
     testing.quiet_disk()
     gc.collect()
     gc.disable()
     try:
-        with testing.hub() as hub_url:
+        with testing.ipc_hub(tmp_path) as hub_url:
             for _ in range(REPLAY_ATTEMPTS):
                 results.append(await _replay_gap_errors(path, prefix, hub_url, gaps))
                 if results[-1] <= 1_000_000:
