@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
+from bus.zmq_wire import endpoints
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -124,9 +126,11 @@ def ipc_hub(directory: Path, timeout: float = 10.0) -> Iterator[str]:
     """Run ``robobus hub`` on ``zmq+ipc://`` sockets in ``directory``: no port, so no process
     left over from an earlier test can reach it by a reused port number."""
     url = f"zmq+ipc://{directory}/hub"
+    ep = endpoints(url)
+    sockets = [Path(e.removeprefix("ipc://")) for e in (ep.publish, ep.subscribe, ep.control)]
     with spawn(robobus_cmd("hub", "--bus", url), name="hub"):
         deadline = time.monotonic() + timeout
-        while not all(Path(f"{directory}/hub.{s}").exists() for s in ("pub", "sub", "ctl")):
+        while not all(path.exists() for path in sockets):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no hub on {url} within {timeout} s")
             time.sleep(0.02)

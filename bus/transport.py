@@ -59,3 +59,14 @@ class Transport(Protocol):
 
     async def withdraw(self, pattern: str) -> None:
         """Stop offering the direct path for ``pattern``."""
+
+
+class NoDirectRequests:
+    """For backends with no direct request path: MQTT (requests cross the broker, with MQTT 5
+    response topic and correlation data) and the in-process bus (nothing to skip)."""
+
+    async def advertise(self, pattern: str) -> bool:
+        return False
+
+    async def withdraw(self, pattern: str) -> None:
+        return None

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from bus.errors import DisconnectedError
 from bus.message import Message
 from bus.topics import matches
-from bus.transport import TransportConfig
+from bus.transport import NoDirectRequests, TransportConfig
 
 
 class MemoryBroker:
@@ -48,7 +48,7 @@ def broker_for(url: str) -> MemoryBroker:
     return broker
 
 
-class MemoryTransport:
+class MemoryTransport(NoDirectRequests):
     """Transport for ``memory://``: synchronous hand-off with real backpressure."""
 
     def __init__(self) -> None:
@@ -87,12 +87,6 @@ class MemoryTransport:
         for topic, msg in list(broker.retained.items()):
             if matches(pattern, topic):
                 self.config.snapshot(sub_id, msg)
-
-    async def advertise(self, pattern: str) -> bool:
-        return False  # requests go through the broker (MQTT 5 response topic), or in-process
-
-    async def withdraw(self, pattern: str) -> None:
-        return None
 
     async def unsubscribe(self, pattern: str, sub_id: int) -> None:
         self.filters.pop(sub_id, None)

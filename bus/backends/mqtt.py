@@ -35,7 +35,7 @@ from bus.backends.mqtt_routes import Routes
 from bus.backends.mqtt_wire import FastClient, Publish, publish_properties
 from bus.errors import BusError, ConnectError, DisconnectedError, PublishError
 from bus.message import AckToken, Message
-from bus.transport import Dispatch, TransportConfig
+from bus.transport import Dispatch, NoDirectRequests, TransportConfig
 
 log = structlog.get_logger("bus.mqtt")
 _OK = paho.MQTT_ERR_SUCCESS
@@ -55,7 +55,7 @@ class _Dropped(Exception):
     """Internal: the connection dropped while waiting for an acknowledgement."""
 
 
-class MqttTransport:
+class MqttTransport(NoDirectRequests):
     """Transport for ``mqtt://HOST:PORT`` and ``mqtts://HOST:PORT`` (MQTT 5)."""
 
     def __init__(self) -> None:
@@ -475,12 +475,6 @@ class MqttTransport:
         reasons = await self._await_ack(fut, self._suback, mid, pattern)
         if reasons and reasons[0].is_failure:
             raise SubscribeError(pattern, str(reasons[0]))
-
-    async def advertise(self, pattern: str) -> bool:
-        return False  # requests go through the broker (MQTT 5 response topic), or in-process
-
-    async def withdraw(self, pattern: str) -> None:
-        return None
 
     async def unsubscribe(self, pattern: str, sub_id: int) -> None:
         # A persistent session's subscriptions belong to the session, so that a restarted

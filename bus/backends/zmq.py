@@ -22,8 +22,7 @@ import os
 import socket
 import struct
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -33,9 +32,10 @@ import zmq
 
 from bus import zmq_wire as wire
 from bus.backends.zmq_direct import Direct
+from bus.backends.zmq_durable import Durable
 from bus.backends.zmq_reader import Handler, watch
 from bus.errors import ConnectError, DisconnectedError, PublishError
-from bus.message import AckToken, Message
+from bus.message import Message
 from bus.security import zmq_client_keys
 from bus.topics import literal_prefix, matches
 from bus.transport import TransportConfig
@@ -75,10 +75,6 @@ class ZmqTransport:
         self._hub = None
         self._closed = False
         self._rejoining = False  # a rejoin (hello again) is under way
-        self._acked_h = 0
-        self._dack_scheduled = False
-        self._durable_started = False
-        self._durable_filters: dict[int, str] = {}
         self._drains: list = []  # one per read socket; see _kick
         self.direct: Direct | None = None  # direct requests (zmq_direct), off under CURVE
 
@@ -86,7 +82,8 @@ class ZmqTransport:
     async def start(self, config: TransportConfig) -> None:
         self.config = config
         self.ep = wire.endpoints(config.url)
-        self._durable = bool(self.ep.durable)
+        # the hub's numbered stream instead of subscriptions (zmq_durable), for recorders
+        self.durable = Durable(self, self.ep.durable) if self.ep.durable else None
         self._maybe_embed()
         ctx = self.ctx = zmq.Context.instance()
         self.pub = self._socket(ctx, zmq.PUB, self.ep.publish)
@@ -103,7 +100,7 @@ class ZmqTransport:
         try:
             with anyio.fail_after(5):
                 await self._say_hello()
-                await self._sync()
+                await self.sync()
         except TimeoutError as exc:
             await self.close(graceful=False)
             hint = ("the hub may require CURVE keys: set ROBOBUS_ZMQ_KEYS" if
@@ -174,6 +171,10 @@ class ZmqTransport:
                 self.send_control([wire.HEARTBEAT])
 
     # -- reading -----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def watch_socket(self, sock: zmq.Socket, handle: Handler,
                      closed: Callable[[], bool] | None = None) -> Callable[[], None]:
         """Read ``sock`` on the loop (see :mod:`zmq_reader`); returns its drain function."""
@@ -262,13 +263,10 @@ class ZmqTransport:
         elif cmd == wire.HELLO:
             if self._hello is not None and not self._hello.done():
                 self._hello.set_result(None)
-        elif cmd == wire.DATA and len(frames) == 4:
-            return self._on_durable(frames)
-        elif cmd == wire.NO_DURABLE and self._durable:
-            log.warning("hub_has_no_replay_buffer", url=self.config.url,
-                        hint="start the hub with --replay-buffer N; subscribing normally")
-            self._durable = False
-            self.config.task_group.start_soon(self._durable_fallback, name="zmq-durable-fallback")
+        elif cmd == wire.DATA and len(frames) == 4 and self.durable is not None:
+            return self.durable.on_data(frames)
+        elif cmd == wire.NO_DURABLE and self.durable is not None and self.durable.on:
+            self.durable.refused()
         elif cmd == wire.SERVICES and len(frames) == 2 and self.direct is not None:
             self.direct.on_table(frames[1])
         elif cmd == wire.WHO and not self._rejoining:
@@ -277,33 +275,7 @@ class ZmqTransport:
             self._rejoining = True
             self.config.task_group.start_soon(self._rejoin, name="zmq-rejoin")
 
-    def _on_durable(self, frames: list[bytes]):  # noqa: ANN202
-        """One message of the durable stream: confirmed to the hub once processed."""
-        h = int.from_bytes(frames[1], "big")
-        try:
-            msg, _ = wire.decode_body(frames[2], frames[3])
-        except (ValueError, msgspec.DecodeError, RecursionError) as exc:
-            log.warning("bad_durable_frame", error=str(exc))
-            self._durable_ack(h)
-            return None
-        msg.ack_token = AckToken(partial(self._durable_ack, h))
-        pending = self.config.dispatch(msg, None)
-        if pending is None:
-            msg.settle()
-            return None
-        return self._settle_after(pending, msg)
-
-    @staticmethod
-    async def _settle_after(pending: Awaitable[None], msg: Message) -> None:
-        await pending
-        msg.settle()
-
-    async def _durable_fallback(self) -> None:
-        for sub_id, pattern in list(self._durable_filters.items()):
-            self._add_filter(pattern, sub_id)
-        await self._sync()
-
-    def _add_filter(self, pattern: str, sub_id: int) -> None:
+    def add_filter(self, pattern: str, sub_id: int) -> None:
         """ZeroMQ filters by prefix: the literal part before the first wildcard, ref-counted."""
         prefix = literal_prefix(pattern)
         self._filters[sub_id] = prefix
@@ -311,20 +283,6 @@ class ZmqTransport:
         self._prefixes[prefix] += 1
         if self._prefixes[prefix] == 1:
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-
-    def _durable_ack(self, h: int) -> None:
-        """Coalesce acknowledgements: one DACK per loop iteration, for the highest ``h``."""
-        if h <= self._acked_h:
-            return
-        self._acked_h = h
-        if not self._dack_scheduled:
-            self._dack_scheduled = True
-            self.loop.call_soon(self._send_dack)
-
-    def _send_dack(self) -> None:
-        self._dack_scheduled = False
-        if not self._closed:
-            self.ctl.send_multipart([wire.DACK, self._acked_h.to_bytes(8, "big")])
 
     async def _rejoin(self) -> None:
         """The hub forgot us (it restarted, or declared us dead during a partition): hello
@@ -337,9 +295,8 @@ class ZmqTransport:
         if hello.cancelled_caught:  # the hub's next WHO starts another try
             log.warning("rejoin_hello_unanswered", url=self.config.url)
             return
-        if self._durable_started and self._durable:
-            self._acked_h = 0  # a new hub numbers its stream afresh
-            self.ctl.send_multipart([wire.DURABLE, self.ep.durable.encode()])
+        if self.durable is not None:
+            self.durable.rejoin()
         if self.direct is not None:
             self.direct.rejoin()
         try:
@@ -422,29 +379,23 @@ class ZmqTransport:
 
     # -- subscribing -------------------------------------------------------------------
     async def subscribe(self, pattern: str, sub_id: int) -> None:
-        if self._durable and sub_id != 0:
-            # A durable client receives every message through the hub's numbered stream, which
-            # starts only now: a message that reached no subscription would be confirmed unseen.
-            self._durable_filters[sub_id] = pattern
-            await self._fetch_snapshot(pattern, sub_id)
-            if not self._durable_started:
-                self._durable_started = True
-                self.ctl.send_multipart([wire.DURABLE, self.ep.durable.encode()])
+        if self.durable is not None and self.durable.on and sub_id != 0:
+            await self.durable.subscribe(pattern, sub_id)
             return
         await self._subscribe_live(pattern, sub_id)
 
     async def _subscribe_live(self, pattern: str, sub_id: int) -> None:
         if sub_id == 0:  # the reply inbox has no retained values
-            self._add_filter(pattern, sub_id)
-            await self._sync()
+            self.add_filter(pattern, sub_id)
+            await self.sync()
             return
         # The fence topic is subscribed before the sync probe, so it is live once the probe is.
         fence = f"{self._probe_prefix}fence/{sub_id}"
-        self._add_filter(pattern, sub_id)
+        self.add_filter(pattern, sub_id)
         self._joining.add(sub_id)
         self.sub.setsockopt(zmq.SUBSCRIBE, fence.encode())
         try:
-            await self._sync()
+            await self.sync()
             await self._await_fence(pattern, sub_id, fence)
         finally:
             self._joining.discard(sub_id)
@@ -466,7 +417,7 @@ class ZmqTransport:
 
     async def advertise(self, pattern: str) -> bool:
         """Take requests matching ``pattern`` straight from requesters (:mod:`zmq_direct`)."""
-        if self.direct is None or self._durable or self._closed:
+        if self.direct is None or self._closed or (self.durable is not None and self.durable.on):
             return False
         return self.direct.advertise(pattern)
 
@@ -485,7 +436,7 @@ class ZmqTransport:
             self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
             self.seq_in.clear()
 
-    async def _fetch_snapshot(self, pattern: str, sub_id: int) -> None:
+    async def fetch_snapshot(self, pattern: str, sub_id: int) -> None:
         key = str(sub_id).encode()
         fut = self.loop.create_future()
         self._snaps[key] = fut
@@ -500,7 +451,7 @@ class ZmqTransport:
             msg, _ = wire.decode_frames([topic, header, payload])
             self.config.snapshot(sub_id, msg)
 
-    async def _sync(self) -> None:
+    async def sync(self) -> None:
         """Wait until the hub applies our latest subscriptions (see module docstring)."""
         topic = f"{self._probe_prefix}{next(self._probe_ids)}"
         event = self._probes[topic] = asyncio.Event()

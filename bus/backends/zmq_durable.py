@@ -1,0 +1,108 @@
+"""The durable stream of the ZeroMQ backend (``zmq://...?durable=NAME``), for recorders.
+
+A durable client does not subscribe on the data path. Once its first subscription exists it
+sends ``DURABLE name``, and the hub (started with ``--replay-buffer N``) streams every message
+to it as ``DATA h topic body`` on the control socket, numbered. The client confirms with
+``DACK h`` once the message is processed (for the memory agent: committed), so a restart loses
+nothing: the hub resends whatever came after the last confirmation. A hub without a replay
+buffer answers ``NODURABLE`` and the client falls back to subscribing normally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+import msgspec
+import structlog
+
+from bus import zmq_wire as wire
+from bus.message import AckToken, Message
+
+if TYPE_CHECKING:
+    from bus.backends.zmq import ZmqTransport
+
+log = structlog.get_logger("bus.zmq.durable")
+
+
+@dataclass(slots=True)
+class Durable:
+    """The durable-stream state of one :class:`ZmqTransport`."""
+
+    transport: ZmqTransport
+    name: str
+    #: False once the hub said it keeps no replay buffer: then the client subscribes normally
+    on: bool = True
+    started: bool = False
+    #: subscription id -> pattern, for the fallback
+    filters: dict[int, str] = field(default_factory=dict)
+    acked_h: int = 0
+    dack_scheduled: bool = False
+
+    async def subscribe(self, pattern: str, sub_id: int) -> None:
+        """Every message comes through the hub's numbered stream, which starts only now: a
+        message that reached no subscription would be confirmed unseen."""
+        self.filters[sub_id] = pattern
+        await self.transport.fetch_snapshot(pattern, sub_id)
+        if not self.started:
+            self.started = True
+            self._start()
+
+    def _start(self) -> None:
+        self.transport.ctl.send_multipart([wire.DURABLE, self.name.encode()])
+
+    def rejoin(self) -> None:
+        """A new hub numbers its stream afresh."""
+        if self.started and self.on:
+            self.acked_h = 0
+            self._start()
+
+    def refused(self) -> None:
+        """``NODURABLE``: subscribe normally instead."""
+        log.warning("hub_has_no_replay_buffer", url=self.transport.config.url,
+                    hint="start the hub with --replay-buffer N; subscribing normally")
+        self.on = False
+        self.transport.config.task_group.start_soon(self._fallback, name="zmq-durable-fallback")
+
+    async def _fallback(self) -> None:
+        t = self.transport
+        for sub_id, pattern in list(self.filters.items()):
+            t.add_filter(pattern, sub_id)
+        await t.sync()
+
+    def on_data(self, frames: list[bytes]):  # noqa: ANN201
+        """One message of the stream (``DATA h topic body``): confirmed once processed."""
+        h = int.from_bytes(frames[1], "big")
+        try:
+            msg, _ = wire.decode_body(frames[2], frames[3])
+        except (ValueError, msgspec.DecodeError, RecursionError) as exc:
+            log.warning("bad_durable_frame", error=str(exc))
+            self._ack(h)
+            return None
+        msg.ack_token = AckToken(partial(self._ack, h))
+        pending = self.transport.config.dispatch(msg, None)
+        if pending is None:
+            msg.settle()
+            return None
+        return _settle_after(pending, msg)
+
+    def _ack(self, h: int) -> None:
+        """Coalesce acknowledgements: one DACK per loop iteration, for the highest ``h``."""
+        if h <= self.acked_h:
+            return
+        self.acked_h = h
+        if not self.dack_scheduled:
+            self.dack_scheduled = True
+            self.transport.loop.call_soon(self._send_dack)
+
+    def _send_dack(self) -> None:
+        self.dack_scheduled = False
+        if not self.transport.closed:
+            self.transport.ctl.send_multipart([wire.DACK, self.acked_h.to_bytes(8, "big")])
+
+
+async def _settle_after(pending: Awaitable[None], msg: Message) -> None:
+    await pending
+    msg.settle()
