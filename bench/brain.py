@@ -5,13 +5,17 @@
 * **Response latency**: a ``robobus hub`` (or Mosquitto), the memory agent and the brain run as
   separate processes on the demo scene; this process plays the robots (retained registrations,
   instant ``done`` feedback, so the world stays the same) and times each instruction from just
-  before its publish to the arrival of the first skill command of its task.
+  before its publish to the arrival of the first skill command of its task. Each is split at
+  the brain's intake (its ``accepted`` status is stamped there) and at the command's creation.
+  Over ZeroMQ each instruction alternates with a raw pyzmq round over the same hub and hops
+  (``bench/brain_floor.py``): the machine's floor, measured side by side.
 * **Planning cost**: parse + search + validation with the symbolic planner on generated
   scenes of 3/30/300 robots and 10/100/1000 objects (in-process).
 * **Plan quality**: plan makespan against a naive "first capable robot" assignment, for every
   instruction of the shipped scenarios.
 
-Writes ``brain.json``, ``brain_planning_cost.png`` and ``brain_makespan.png``.
+Writes ``brain.json``, ``brain_latency.png``, ``brain_planning_cost.png`` and
+``brain_makespan.png``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 # bench/bus.py would shadow the `bus` package: import from the project, not this folder.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for ``bench.brain_floor``
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -35,9 +40,11 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import anyio  # noqa: E402
+import msgspec  # noqa: E402
 import structlog  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.brain_floor import Floor  # noqa: E402
 from brain_agent import scenes  # noqa: E402
 from brain_agent.planners import plan_goals  # noqa: E402
 from brain_agent.planners.symbolic import SymbolicPlanner  # noqa: E402
@@ -76,6 +83,7 @@ class FakeFleet:
         # wall-clock ns
         self.wire: dict[str, tuple[int, int, int]] = {}
         self.done: dict[str, anyio.Event] = {}
+        self.accepted: dict[str, int] = {}  # task -> its "accepted" status created, wall-clock ns
 
     async def register(self) -> None:
         for spec in scenes.DEMO_ROBOTS:
@@ -104,16 +112,20 @@ class FakeFleet:
     async def _tasks(self, sub: Any) -> None:
         async for msg in sub:
             st: TaskStatus = msg.data
+            if st.status == "accepted":
+                self.accepted[st.task_id] = st.ts_ns
             if st.status in ("done", "failed") and st.task_id in self.done:
                 self.done[st.task_id].set()
 
 
-async def _latency_run(url: str, n: int, warmup: int) -> dict[str, Any]:
+async def _latency_run(url: str, n: int, warmup: int, with_floor: bool) -> dict[str, Any]:
     prefix = f"b{secrets.token_hex(3)}"
     topics = Topics(prefix)
-    samples: list[float] = []
-    inbound: list[float] = []  # instruction publish -> command created in the brain
-    on_wire: list[float] = []  # instruction publish -> command read off our socket
+    # per instruction, wall-clock ns: published, brain intake ("accepted" created), first
+    # command created in the brain, that command read off our socket
+    stamps: list[tuple[int, int, int, int]] = []
+    samples: list[float] = []  # publish -> the command seen by this consumer (perf counter)
+    floor_ms: list[float] = []
     failed = 0
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         scene_file = Path(tmp) / "scene.yaml"
@@ -127,8 +139,15 @@ async def _latency_run(url: str, n: int, warmup: int) -> dict[str, Any]:
                 "memory", "--store", f"{tmp}/store", "--scene", str(scene_file), "--bus", url,
                 "--prefix", prefix), name="memory", env=env, log_dir=LOG_DIR))
             stack.enter_context(testing.spawn(testing.robobus_cmd(
-                "brain", "--bus", url, "--prefix", prefix, "--no-recover"), name="brain", env=env,
-                log_dir=LOG_DIR))
+                "brain", "--bus", url, "--prefix", prefix, "--no-recover",
+                # one sender at ~40 instructions/s: above the default per-sender limit
+                "--instruction-rate", "0"), name="brain", env=env, log_dir=LOG_DIR))
+            floor = None
+            if with_floor:
+                floor = Floor(url, prefix, msgspec.msgpack.encode(Instruction(LATENCY_TEXT)),
+                              msgspec.msgpack.encode(_floor_command()))
+                stack.callback(floor.close)
+                floor.warm()
             await tg.start(fleet.serve)
             for i in range(n + warmup):
                 tid = f"L{i}"
@@ -146,28 +165,55 @@ async def _latency_run(url: str, n: int, warmup: int) -> dict[str, Any]:
                     failed += 1
                     continue
                 await anyio.sleep(GAP_S)  # let the previous task's status traffic settle
+                if floor is not None:  # alternating rounds: the same machine state on both
+                    trip = floor.round_ms()
+                    await anyio.sleep(GAP_S)
+                    if i >= warmup and trip is not None:
+                        floor_ms.append(trip)
                 if i >= warmup:
                     samples.append((fleet.first[tid] - t0) / 1e6)
-                    inbound.append((fleet.wire[tid][0] - w0) / 1e6)
-                    on_wire.append((fleet.wire[tid][1] - w0) / 1e6)
+                    created, read, _seen = fleet.wire[tid]
+                    stamps.append((w0, fleet.accepted.get(tid, created), created, read))
             tg.cancel_scope.cancel()
-    return {"n": len(samples), "lost": failed, "p50_ms": pct(samples, 0.5),
-            "p90_ms": pct(samples, 0.9), "p99_ms": pct(samples, 0.99),
-            "mean_ms": statistics.fmean(samples), "max_ms": max(samples),
-            "to_command_created_p50_ms": pct(inbound, 0.5),
-            "to_command_created_p99_ms": pct(inbound, 0.99),
-            # the same instant as the issue's "first skill command on the wire": stamped by
-            # the transport as it reads the frames, before this process's own task hop
-            "on_wire_p50_ms": pct(on_wire, 0.5), "on_wire_p99_ms": pct(on_wire, 0.99)}
+    return _latency_figures(samples, stamps, floor_ms, failed)
+
+
+def _floor_command() -> SkillCommand:
+    """A command of the size the brain sends first on the demo scene."""
+    return SkillCommand("L0.s1.0", "navigate", {"target": "kitchen_table"}, task_id="L0",
+                        step_id="s1", timeout_s=60.0)
+
+
+def _latency_figures(samples: list[float], stamps: list[tuple[int, int, int, int]],
+                     floor_ms: list[float], failed: int) -> dict[str, Any]:
+    ms = lambda a, b: [(s[b] - s[a]) / 1e6 for s in stamps]  # noqa: E731
+    on_wire, stages = ms(0, 3), {"to_intake": ms(0, 1), "in_brain": ms(1, 2), "to_robot": ms(2, 3)}
+    out: dict[str, Any] = {
+        "n": len(samples), "lost": failed, "p50_ms": pct(samples, 0.5),
+        "p90_ms": pct(samples, 0.9), "p99_ms": pct(samples, 0.99),
+        "mean_ms": statistics.fmean(samples), "max_ms": max(samples),
+        # the issue's "first skill command on the wire": stamped by the transport as it reads
+        # the frames, before this process's own task hop
+        "on_wire_p50_ms": pct(on_wire, 0.5), "on_wire_p99_ms": pct(on_wire, 0.99),
+        "to_command_created_p50_ms": pct(ms(0, 2), 0.5),
+        "to_command_created_p99_ms": pct(ms(0, 2), 0.99),
+        "stages_p50_ms": {k: pct(v, 0.5) for k, v in stages.items()},
+        "stages_p99_ms": {k: pct(v, 0.99) for k, v in stages.items()},
+        "samples_ms": on_wire}
+    if floor_ms:
+        out["floor"] = {"n": len(floor_ms), "p50_ms": pct(floor_ms, 0.5),
+                        "p90_ms": pct(floor_ms, 0.9), "p99_ms": pct(floor_ms, 0.99),
+                        "samples_ms": floor_ms}
+    return out
 
 
 def latency(n: int, skip_mqtt: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with testing.hub() as url:
-        out["zmq"] = anyio.run(_latency_run, url, n, 20)
+        out["zmq"] = anyio.run(_latency_run, url, n, 20, True)
     if not skip_mqtt:
         with testing.mosquitto() as url:
-            out["mqtt"] = anyio.run(_latency_run, url, n, 20)
+            out["mqtt"] = anyio.run(_latency_run, url, n, 20, False)
     return out
 
 
@@ -210,6 +256,52 @@ def plan_quality() -> list[dict[str, Any]]:
                          "speedup": round(naive.makespan_s / best.makespan_s, 3)
                          if best.makespan_s else 1.0})
     return rows
+
+
+def print_latency(rows: dict[str, dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="instruction -> first skill command read off the robot's socket (ms)")
+    for col in ("bus", "n", "p50", "p99", "to intake p50", "in brain p50", "to robot p50",
+                "raw floor p50 / p99", "above floor p50"):
+        table.add_column(col, justify="right")
+    for name, row in rows.items():
+        st, floor = row["stages_p50_ms"], row.get("floor")
+        table.add_row(name, str(row["n"]), f"{row['on_wire_p50_ms']:.2f}",
+                      f"{row['on_wire_p99_ms']:.2f}", f"{st['to_intake']:.2f}",
+                      f"{st['in_brain']:.2f}", f"{st['to_robot']:.2f}",
+                      f"{floor['p50_ms']:.2f} / {floor['p99_ms']:.2f}" if floor else "-",
+                      f"{row['on_wire_p50_ms'] - floor['p50_ms']:.2f}" if floor else "-")
+    Console().print(table)
+
+
+def latency_plot(out: Path, rows: dict[str, dict[str, Any]]) -> None:
+    """CDF of each bus's samples and of the raw floor; the samples then leave the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, row in rows.items():
+        for label, samples, style in ((f"robobus over {name}", row.pop("samples_ms"), "-"),
+                                      (f"raw pyzmq floor, same {name} hub", row.get("floor", {})
+                                       .pop("samples_ms", None), "--")):
+            if samples:
+                xs = sorted(samples)
+                ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], style, label=label)
+    ax.axvline(1.0, color="red", ls=":", lw=1, label="target p50 1 ms")
+    ax.axvline(2.0, color="darkred", ls=":", lw=1, label="target p99 2 ms")
+    ax.set(xscale="log", xlabel="instruction published -> first command read by the robot (ms)",
+           ylabel="fraction", title="Brain response latency, demo scene, symbolic planner")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "brain_latency.png", dpi=120)
+    plt.close(fig)
 
 
 def plots(out: Path, cost: list[dict[str, Any]], quality: list[dict[str, Any]]) -> None:
@@ -263,13 +355,11 @@ def main() -> None:
                               "cpus": os.cpu_count()}
     if not args.skip_latency:
         result["latency"] = latency(args.latency_n, args.skip_mqtt)
-        for bus_name, row in result["latency"].items():
-            print(f"  latency {bus_name}: p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms "
-                  f"(n={row['n']}); instruction -> command created in the brain: p50 "
-                  f"{row['to_command_created_p50_ms']:.3f} ms; read off the socket: p50 "
-                  f"{row['on_wire_p50_ms']:.3f} ms  p99 {row['on_wire_p99_ms']:.3f} ms")
+        print_latency(result["latency"])
     if args.latency_only:
         return
+    if "latency" in result:
+        latency_plot(args.out, result["latency"])
     result["planning_cost"] = planning_cost(args.plan_repeats)
     result["plan_quality"] = plan_quality()
     for r in result["plan_quality"]:

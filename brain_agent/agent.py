@@ -92,9 +92,10 @@ class Brain:
             return None
         task = Task(task_id, inst.text, inst.priority)
         self.scheduler.add(task)
-        if getattr(self.planner, "inline", False):
+        if getattr(self.planner, "inline", False) and self.fleet.world_ready.is_set():
             # a planner that never waits is run on the intake path: one scheduling hop less
-            # between the instruction and the first command
+            # between the instruction and the first command (not while the task would wait for
+            # the world: that would hold up every instruction behind it)
             return self.scheduler.start_task(task)
         self.tg.start_soon(self.scheduler.start_task, task, name=f"task-{task_id}")
         return None

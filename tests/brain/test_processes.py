@@ -24,7 +24,7 @@ from brain_agent.fleet import query_memory
 from bus import Bus, BusOptions, testing
 from memory_store.world import World, WorldSnapshot
 from schemas.memory import MemoryQuery
-from schemas.messages import Instruction, RobotRegistration, SkillCommand, TaskStatus
+from schemas.messages import ErrorReport, Instruction, RobotRegistration, SkillCommand, TaskStatus
 from schemas.topics import Topics
 
 pytestmark = pytest.mark.anyio
@@ -188,3 +188,39 @@ async def test_kill9_brain_mid_task_and_restart(tmp_path: Path, zmq_url: str) ->
         assert any("brain restarted" in (s.reason or "") for s in fl.statuses[tid])
         world = await fl.world(bus)
         assert world.place_of("apple") == world.place_of("knife") == "officeDesk"
+
+
+@pytest.mark.parametrize("rate", ["2", "0"])
+async def test_instruction_rate_option(tmp_path: Path, zmq_url: str, rate: str) -> None:
+    """``robobus brain --instruction-rate R``: one sender's flood beyond R/s is refused with a
+    reason on the errors topic, the rest is accepted; ``0`` lifts the limit (benchmarks).
+
+    No memory agent runs, so no task gets past waiting for the world: instructions must still
+    be accepted at once (the intake once planned inline and waited there, holding up the rest).
+    """
+    flood = 30
+    with contextlib.ExitStack() as stack:
+        fl = Fleet(tmp_path, zmq_url, scenes.DEMO_SCENE, [], stack)
+        fl.spawn("brain", "brain", "--no-recover", "--instruction-rate", rate)
+        async with Bus.connect(zmq_url, name="flooder", options=BusOptions(prefix=fl.prefix)) \
+                as bus, bus.subscribe(fl.topics.errors, ErrorReport) as errors, \
+                anyio.create_task_group() as tg:
+            await tg.start(fl.watch, bus)
+            await fl.send(bus, "bring the apple to the office desk")  # the brain is listening
+            await anyio.sleep(3.0 / (float(rate) or 1.0))  # the probe's tokens are back
+            for i in range(flood):
+                await bus.publish(fl.topics.instructions, Instruction("bring the apple", task_id=f"f{i}"))
+            if rate == "0":
+                await fl.until(lambda: all(f"f{i}" in fl.statuses for i in range(flood)), timeout=5)
+                await anyio.sleep(0.2)
+                codes = [m.data.code for m in iter(errors.get_nowait, None)]
+                assert "rate_limited" not in codes, codes
+            else:
+                with anyio.fail_after(10):
+                    while (report := (await errors.get()).data).code != "rate_limited":
+                        pass
+                assert "'flooder'" in report.reason
+                await anyio.sleep(0.5)
+                accepted = sum(f"f{i}" in fl.statuses for i in range(flood))
+                assert 1 <= accepted < flood, accepted
+            tg.cancel_scope.cancel()
