@@ -166,7 +166,7 @@ async def _latency_run(url: str, n: int, warmup: int, with_floor: bool) -> dict[
                     continue
                 await anyio.sleep(GAP_S)  # let the previous task's status traffic settle
                 if floor is not None:  # alternating rounds: the same machine state on both
-                    trip = floor.round_ms()
+                    trip = floor.round_ms()  # blocks the loop for one trip: nothing is in flight
                     await anyio.sleep(GAP_S)
                     if i >= warmup and trip is not None:
                         floor_ms.append(trip)
