@@ -44,6 +44,7 @@ import msgspec  # noqa: E402
 import structlog  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.brain_floor import MODES as FLOOR_MODES  # noqa: E402
 from bench.brain_floor import Floor  # noqa: E402
 from brain_agent import scenes  # noqa: E402
 from brain_agent.planners import plan_goals  # noqa: E402
@@ -125,7 +126,7 @@ async def _latency_run(url: str, n: int, warmup: int, with_floor: bool) -> dict[
     # command created in the brain, that command read off our socket
     stamps: list[tuple[int, int, int, int]] = []
     samples: list[float] = []  # publish -> the command seen by this consumer (perf counter)
-    floor_ms: list[float] = []
+    floor_ms: dict[str, list[float]] = {mode: [] for mode in FLOOR_MODES}
     failed = 0
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         scene_file = Path(tmp) / "scene.yaml"
@@ -165,11 +166,13 @@ async def _latency_run(url: str, n: int, warmup: int, with_floor: bool) -> dict[
                     failed += 1
                     continue
                 await anyio.sleep(GAP_S)  # let the previous task's status traffic settle
-                if floor is not None:  # alternating rounds: the same machine state on both
-                    trip = floor.round_ms()  # blocks the loop for one trip: nothing is in flight
+                for mode in FLOOR_MODES if floor is not None else ():
+                    # alternating rounds, so all see the same machine; each blocks the loop for
+                    # one trip, while nothing of robobus's is in flight
+                    trip = floor.round_ms(mode)
                     await anyio.sleep(GAP_S)
                     if i >= warmup and trip is not None:
-                        floor_ms.append(trip)
+                        floor_ms[mode].append(trip)
                 if i >= warmup:
                     samples.append((fleet.first[tid] - t0) / 1e6)
                     created, read, _seen = fleet.wire[tid]
@@ -185,7 +188,7 @@ def _floor_command() -> SkillCommand:
 
 
 def _latency_figures(samples: list[float], stamps: list[tuple[int, int, int, int]],
-                     floor_ms: list[float], failed: int) -> dict[str, Any]:
+                     floor_ms: dict[str, list[float]], failed: int) -> dict[str, Any]:
     ms = lambda a, b: [(s[b] - s[a]) / 1e6 for s in stamps]  # noqa: E731
     on_wire, stages = ms(0, 3), {"to_intake": ms(0, 1), "in_brain": ms(1, 2), "to_robot": ms(2, 3)}
     out: dict[str, Any] = {
@@ -200,10 +203,11 @@ def _latency_figures(samples: list[float], stamps: list[tuple[int, int, int, int
         "stages_p50_ms": {k: pct(v, 0.5) for k, v in stages.items()},
         "stages_p99_ms": {k: pct(v, 0.99) for k, v in stages.items()},
         "samples_ms": on_wire}
-    if floor_ms:
-        out["floor"] = {"n": len(floor_ms), "p50_ms": pct(floor_ms, 0.5),
-                        "p90_ms": pct(floor_ms, 0.9), "p99_ms": pct(floor_ms, 0.99),
-                        "samples_ms": floor_ms}
+    for mode, trips in floor_ms.items():
+        if trips:
+            out[f"floor_{mode}"] = {"n": len(trips), "p50_ms": pct(trips, 0.5),
+                                    "p90_ms": pct(trips, 0.9), "p99_ms": pct(trips, 0.99),
+                                    "samples_ms": trips}
     return out
 
 
@@ -264,15 +268,15 @@ def print_latency(rows: dict[str, dict[str, Any]]) -> None:
 
     table = Table(title="instruction -> first skill command read off the robot's socket (ms)")
     for col in ("bus", "n", "p50", "p99", "to intake p50", "in brain p50", "to robot p50",
-                "raw floor p50 / p99", "above floor p50"):
+                "raw floor p50 / p99: acked", "plain"):
         table.add_column(col, justify="right")
     for name, row in rows.items():
-        st, floor = row["stages_p50_ms"], row.get("floor")
+        st = row["stages_p50_ms"]
+        floors = [row.get(f"floor_{mode}") for mode in FLOOR_MODES]
         table.add_row(name, str(row["n"]), f"{row['on_wire_p50_ms']:.2f}",
                       f"{row['on_wire_p99_ms']:.2f}", f"{st['to_intake']:.2f}",
                       f"{st['in_brain']:.2f}", f"{st['to_robot']:.2f}",
-                      f"{floor['p50_ms']:.2f} / {floor['p99_ms']:.2f}" if floor else "-",
-                      f"{row['on_wire_p50_ms'] - floor['p50_ms']:.2f}" if floor else "-")
+                      *(f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f}" if f else "-" for f in floors))
     Console().print(table)
 
 
@@ -285,9 +289,11 @@ def latency_plot(out: Path, rows: dict[str, dict[str, Any]]) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, row in rows.items():
-        for label, samples, style in ((f"robobus over {name}", row.pop("samples_ms"), "-"),
-                                      (f"raw pyzmq floor, same {name} hub", row.get("floor", {})
-                                       .pop("samples_ms", None), "--")):
+        lines = [(f"robobus over {name}", row.pop("samples_ms"), "-")]
+        lines += [(f"raw pyzmq, same {name} hub, {mode} reply",
+                   row.get(f"floor_{mode}", {}).pop("samples_ms", None), style)
+                  for mode, style in zip(FLOOR_MODES, ("--", ":"), strict=True)]
+        for label, samples, style in lines:
             if samples:
                 xs = sorted(samples)
                 ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], style, label=label)
