@@ -12,6 +12,9 @@ from brain_agent.planners import PLANNERS
 from bus import BusError, BusOptions, RateLimit
 from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
 
+_DEFAULT_LIMIT = BrainConfig().instruction_rate_limit
+_DEFAULT_RATE = _DEFAULT_LIMIT.rate if _DEFAULT_LIMIT else 0.0
+
 
 def brain(
     bus_url: BusOpt = DEFAULT_BUS,
@@ -29,18 +32,19 @@ def brain(
     = 1.0,
     no_recover: Annotated[bool, typer.Option("--no-recover", help="Do not resume active tasks")]
     = False,
-    instruction_rate: Annotated[float, typer.Option(
-        "--instruction-rate", min=0.0,
-        help="Instructions per second accepted from one sender (bursts of 2.5 s); 0: no limit")]
-    = 20.0,
+    instruction_rate: Annotated[float | None, typer.Option(
+        "--instruction-rate", min=0.0, show_default=False,
+        help="Instructions per second accepted from one sender, in bursts of up to 2.5 s of "
+             f"them; 0: no limit (default {_DEFAULT_RATE:g})")] = None,
     prefix: PrefixOpt = "robobus",
 ) -> None:
     """Run the brain: instructions in, validated multi-robot plans out, closed loop."""
     options = {k: v for k, v in (("model", model), ("endpoint", endpoint)) if v is not None}
-    limit = RateLimit(instruction_rate, burst=2.5 * instruction_rate) if instruction_rate else None
     config = BrainConfig(planner=planner, planner_options=options, max_failures=max_failures,
-                         timeout_scale=timeout_scale, recover=not no_recover,
-                         instruction_rate_limit=limit)
+                         timeout_scale=timeout_scale, recover=not no_recover)
+    if instruction_rate is not None:
+        config.instruction_rate_limit = (RateLimit(instruction_rate, burst=2.5 * instruction_rate)
+                                         if instruction_rate else None)
     if planner not in PLANNERS:
         typer.echo(f"robobus brain: unknown planner {planner!r}; known: {', '.join(PLANNERS)}",
                    err=True)
