@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import random
 import subprocess
 import time
 from pathlib import Path
@@ -14,11 +13,12 @@ import msgspec
 import pytest
 
 import memory_store
+from bench.bus import PEERS
+from bench.replay import T0, floor_round, gap_errors, schedule
 from bus import Bus, BusOptions, testing
 from schemas.messages import Alive, RobotState
 
 pytestmark = pytest.mark.anyio
-T0 = 1_700_000_000 * 10**9
 REPLAY_ATTEMPTS = 6
 
 
@@ -28,18 +28,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _irregular_log(path: Path, prefix: str, n: int = 120) -> list[int]:
-    """A log whose gaps vary between 1 and 15 ms; returns the gaps in ns."""
-    rng = random.Random(7)
-    gaps = [rng.randint(1, 15) * 10**6 for _ in range(n - 1)]
-    ts = [T0]
-    for gap in gaps:
-        ts.append(ts[-1] + gap)
+    """A log whose gaps vary between 1 and 15 ms (bench/replay.py's schedule); returns the
+    timestamps in ns."""
+    ts = schedule(n, seed=7)
     with memory_store.open(path) as store:
         store.append_many([(f"{prefix}/replay/x", b"%d" % i, t) for i, t in enumerate(ts)])
-    return gaps
+    return ts
 
 
-async def _replay_gap_errors(path: Path, prefix: str, hub_url: str, gaps: list[int]) -> int:
+async def _replay_gap_errors(path: Path, prefix: str, hub_url: str, ts: list[int]) -> int:
     """Replay ``path`` with the CLI; a subscriber measures the gaps; returns the p99 error."""
     received: list[tuple[int, bytes]] = []
     async with Bus.connect(hub_url, name="watch", options=BusOptions(prefix=prefix)) as bus, \
@@ -50,24 +47,16 @@ async def _replay_gap_errors(path: Path, prefix: str, hub_url: str, gaps: list[i
             with anyio.fail_after(30):
                 async for msg in sub:
                     received.append((time.perf_counter_ns(), msg.payload))
-                    if len(received) == len(gaps) + 1:
+                    if len(received) == len(ts):
                         break
             assert await proc.wait() == 0
-    assert [p for _, p in received] == [b"%d" % i for i in range(len(gaps) + 1)]
-    measured = [b[0] - a[0] for a, b in zip(received, received[1:], strict=False)]
-    errors = sorted(abs(m - g) for m, g in zip(measured, gaps, strict=True))
-    return errors[int(0.99 * (len(errors) - 1))]
+    assert [p for _, p in received] == [b"%d" % i for i in range(len(ts))]
+    return _p99(gap_errors(received, ts))
 
 
-def _floor_p99(gaps: list[int]) -> int:
+def _floor_p99(ts: list[int]) -> int:
     """The machine's own p99 for the same schedule: raw pyzmq PUB -> C zmq.proxy -> raw SUB
     (bench/replay.py's floor), measured now, beside the failing replay."""
-    from bench.bus import PEERS
-    from bench.replay import floor_round, gap_errors
-
-    ts = [T0]
-    for gap in gaps:
-        ts.append(ts[-1] + gap)
     port = testing.free_port(span=2)
     with testing.spawn([*PEERS, "zmq_proxy", json.dumps({"port": port})], name="proxy"):
         testing.wait_port(port)
@@ -82,7 +71,7 @@ def _p99(errors: list[int]) -> int:
 
 async def test_replay_keeps_the_original_gaps_within_1ms_p99(tmp_path: Path, prefix: str) -> None:
     path = tmp_path / "log"
-    gaps = _irregular_log(path, prefix)
+    ts = _irregular_log(path, prefix)
     # Every hop wakes an idle process on a shared 2-core VM, and the VM's own wake-up jitter is of
     # the same order as the target: raw pyzmq through a C proxy, measured the same way, showed a
     # per-round gap-error p99 between 0.44 and 2.4 ms (docs/memory.md, "Replay fidelity").
@@ -99,14 +88,14 @@ async def test_replay_keeps_the_original_gaps_within_1ms_p99(tmp_path: Path, pre
     try:
         with testing.ipc_hub(tmp_path) as hub_url:
             for _ in range(REPLAY_ATTEMPTS):
-                results.append(await _replay_gap_errors(path, prefix, hub_url, gaps))
+                results.append(await _replay_gap_errors(path, prefix, hub_url, ts))
                 if results[-1] <= 1_000_000:
                     break
     finally:
         gc.enable()
     if min(results) <= 1_000_000:
         return
-    floor = await anyio.to_thread.run_sync(_floor_p99, gaps)
+    floor = await anyio.to_thread.run_sync(_floor_p99, ts)
     runs = [round(r / 1e6, 3) for r in results]
     if floor > 1_000_000:
         pytest.skip(f"this machine cannot resolve 1 ms now: raw pyzmq over the same hops has a "
@@ -119,9 +108,8 @@ async def test_replay_speed_and_time_window(tmp_path: Path, prefix: str) -> None
     from memory_store.replay import ReplayOptions, replay
 
     path = tmp_path / "log"
-    gaps = _irregular_log(path, prefix, n=60)
-    t_from = T0 + sum(gaps[:10])
-    t_to = T0 + sum(gaps[:40])
+    ts = _irregular_log(path, prefix, n=60)
+    t_from, t_to = ts[10], ts[40]
     url = f"memory://{prefix}"
     async with Bus.connect(url, name="replay") as pub, Bus.connect(url, name="sub") as watch, \
             watch.subscribe(f"{prefix}/#") as sub:
