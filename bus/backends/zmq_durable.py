@@ -51,7 +51,7 @@ class Durable:
             self._start()
 
     def _start(self) -> None:
-        self.transport.ctl.send_multipart([wire.DURABLE, self.name.encode()])
+        self.transport.send_control([wire.DURABLE, self.name.encode()])
 
     def rejoin(self) -> None:
         """A new hub numbers its stream afresh."""
@@ -100,7 +100,7 @@ class Durable:
     def _send_dack(self) -> None:
         self.dack_scheduled = False
         if not self.transport.closed:
-            self.transport.ctl.send_multipart([wire.DACK, self.acked_h.to_bytes(8, "big")])
+            self.transport.send_control([wire.DACK, self.acked_h.to_bytes(8, "big")])
 
 
 async def _settle_after(pending: Awaitable[None], msg: Message) -> None:
