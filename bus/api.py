@@ -29,7 +29,7 @@ from bus.errors import (
 from bus.limits import RateLimit, TokenBuckets
 from bus.message import Message, Will
 from bus.subscription import Overflow, Subscription
-from bus.topics import matches, validate_filter, validate_topic
+from bus.topics import TOPIC_CACHE_LIMIT, matches, remember, validate_filter, validate_topic
 from bus.transport import Transport, TransportConfig
 
 T = TypeVar("T")
@@ -200,7 +200,7 @@ class Bus:
             raise PayloadTooLarge(topic, len(data), self.options.max_payload)
         if topic not in self._valid_topics:
             validate_topic(topic)
-            if len(self._valid_topics) > 10_000:  # bounded: topics may carry ids
+            if len(self._valid_topics) > TOPIC_CACHE_LIMIT:
                 self._valid_topics.clear()
             self._valid_topics.add(topic)
         # Positional (topic, payload, retain, qos, response_topic, correlation, sender): on the
@@ -277,10 +277,8 @@ class Bus:
         if sub_ids is None:
             targets = self._routes.get(msg.topic)
             if targets is None:
-                if len(self._routes) > 10_000:  # bounded: topics may carry ids
-                    self._routes.clear()
-                targets = self._routes[msg.topic] = [
-                    s for s in self._subs.values() if matches(s.pattern, msg.topic)]
+                targets = remember(self._routes, msg.topic, [
+                    s for s in self._subs.values() if matches(s.pattern, msg.topic)])
         else:
             targets = [self._subs[i] for i in sub_ids if i in self._subs]
         if self._limits:

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TypeVar
 
 from bus.errors import TopicError
+
+K = TypeVar("K")
+V = TypeVar("V")
+#: entries a per-topic cache holds before it starts over (bounded: topics may carry ids)
+TOPIC_CACHE_LIMIT = 10_000
+
+
+def remember(cache: dict[K, V], key: K, value: V) -> V:
+    """Store ``value`` under ``key`` in a per-topic cache, emptied first once full; returns it.
+    Called on a miss only: the hit stays one ``dict.get`` on the hot path."""
+    if len(cache) > TOPIC_CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def validate_topic(topic: str) -> str:

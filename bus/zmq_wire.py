@@ -25,6 +25,7 @@ import msgspec
 
 from bus.errors import ConnectError
 from bus.message import Message
+from bus.topics import remember
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7650
@@ -126,9 +127,7 @@ def decode_frames(frames: list[Any]) -> tuple[Message, Head]:
     head = _head_decoder.decode(header) if header else _NO_HEAD
     name = _topics.get(topic)
     if name is None:
-        if len(_topics) > 10_000:  # bounded: topics may carry ids
-            _topics.clear()
-        name = _topics[topic] = topic.decode()
+        name = remember(_topics, topic, topic.decode())
     # Positional: on the hot path keyword arguments cost ~0.6 µs per message.
     return Message(name, payload, head.r, 0, head.rt, head.cd, head.s), head
 

@@ -35,7 +35,7 @@ import zmq
 
 from bus import zmq_wire as wire
 from bus.message import Message
-from bus.topics import matches
+from bus.topics import matches, remember
 
 if TYPE_CHECKING:
     from bus.backends.zmq import ZmqTransport
@@ -208,9 +208,7 @@ class Direct:
             return False
         route = self.routes.get(msg.topic, False)
         if route is False:
-            if len(self.routes) > 10_000:  # bounded: request topics may carry ids
-                self.routes.clear()
-            route = self.routes[msg.topic] = self._route(msg.topic)
+            route = remember(self.routes, msg.topic, self._route(msg.topic))
         if route is None:
             return False
         dealer, drain = route
