@@ -5,9 +5,6 @@ a new one."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -48,12 +45,10 @@ async def _route_learnt(bus: Bus, prefix: str) -> str:
 
 
 async def test_route_is_learnt_kept_in_order_and_follows_the_server(prefix: str) -> None:
-    argv = [sys.executable, str(SERVER), "", prefix]
     with testing.hub() as url:
-        argv[2] = url
+        argv = [sys.executable, str(SERVER), url, prefix]
         async with Bus.connect(url, name="req", options=BusOptions(prefix=prefix)) as bus:
-            first = subprocess.Popen(argv, start_new_session=True)
-            try:
+            with testing.spawn(argv, name="counter") as first:
                 endpoint = await _route_learnt(bus, prefix)
                 sent = _direct(bus).sent
                 # read-your-writes: 300 publishes on both hub paths, then a direct request
@@ -62,15 +57,12 @@ async def test_route_is_learnt_kept_in_order_and_follows_the_server(prefix: str)
                 assert await _count(bus, prefix) == 300
                 assert _direct(bus).sent == sent + 1
 
-                os.killpg(first.pid, signal.SIGKILL)
-                first.wait(5)
+                testing.kill9(first)
                 with anyio.fail_after(10):  # the hub reaps it (2.5 keepalives) and drops it
                     while _direct(bus).table:
                         await anyio.sleep(0.05)
                 with pytest.raises(RequestTimeout):
                     await _count(bus, prefix, timeout=0.3)
-            finally:
-                testing.stop(first)  # type: ignore[arg-type]
             with testing.spawn(argv, name="counter-2"):
                 assert await _route_learnt(bus, prefix) != endpoint
                 sent = _direct(bus).sent
