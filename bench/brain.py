@@ -80,9 +80,8 @@ class FakeFleet:
     def __init__(self, bus: Bus, topics: Topics) -> None:
         self.bus, self.topics = bus, topics
         self.first: dict[str, int] = {}
-        # task -> (command created in the brain, read off the socket, seen by this consumer),
-        # wall-clock ns
-        self.wire: dict[str, tuple[int, int, int]] = {}
+        # task -> (command created in the brain, read off the socket), wall-clock ns
+        self.wire: dict[str, tuple[int, int]] = {}
         self.done: dict[str, anyio.Event] = {}
         self.accepted: dict[str, int] = {}  # task -> its "accepted" status created, wall-clock ns
 
@@ -100,11 +99,11 @@ class FakeFleet:
             task_status.started()
             tg.start_soon(self._tasks, tasks)
             async for msg in cmds:
-                now, wall = time.perf_counter_ns(), time.time_ns()
+                now = time.perf_counter_ns()
                 cmd: SkillCommand = msg.data
                 if cmd.task_id not in self.first:
                     self.first[cmd.task_id or ""] = now
-                    self.wire[cmd.task_id or ""] = (cmd.ts_ns, msg.ts_ns, wall)
+                    self.wire[cmd.task_id or ""] = (cmd.ts_ns, msg.ts_ns)
                 robot = self.topics.robot_of(msg.topic) or ""
                 fb = SkillFeedback(cmd.command_id, robot, cmd.skill, "done", task_id=cmd.task_id,
                                    step_id=cmd.step_id)
@@ -175,7 +174,7 @@ async def _latency_run(url: str, n: int, warmup: int, with_floor: bool) -> dict[
                         floor_ms[mode].append(trip)
                 if i >= warmup:
                     samples.append((fleet.first[tid] - t0) / 1e6)
-                    created, read, _seen = fleet.wire[tid]
+                    created, read = fleet.wire[tid]
                     stamps.append((w0, fleet.accepted.get(tid, created), created, read))
             tg.cancel_scope.cancel()
     return _latency_figures(samples, stamps, floor_ms, failed)
