@@ -48,7 +48,6 @@ class Message:
             send()
 
 
-
 @dataclass(slots=True)
 class AckToken:
     """Delays a transport-level acknowledgement (MQTT PUBACK) until every manual-ack
