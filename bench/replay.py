@@ -82,11 +82,14 @@ def figures(errors: list[int], n: int, received: int) -> dict[str, Any]:
 
 
 # -- robobus: the CLI replays into the hub, a Bus subscriber here times arrivals ---------------
-async def _robobus_round(log: Path, hub: str, n: int, timeout: float) -> Received:
+async def replay_round(log: Path, hub: str, n: int, timeout: float,
+                       prefix: str = PREFIX) -> Received:
+    """``robobus replay LOG --speed 1`` into ``hub``; arrivals of ``PREFIX/replay/#`` here
+    (also tests/memory/test_replay.py's robobus side)."""
     received: Received = []
-    async with Bus.connect(hub, name="bench-replay-watch", options=BusOptions(prefix=PREFIX)) \
-            as bus, bus.subscribe(f"{PREFIX}/replay/#") as sub:
-        argv = testing.robobus_cmd("replay", str(log), "--bus", hub, "--prefix", PREFIX,
+    async with Bus.connect(hub, name="bench-replay-watch", options=BusOptions(prefix=prefix)) \
+            as bus, bus.subscribe(f"{prefix}/replay/#") as sub:
+        argv = testing.robobus_cmd("replay", str(log), "--bus", hub, "--prefix", prefix,
                                    "--speed", "1")
         with testing.spawn(argv, name="replay") as proc:
             with anyio.move_on_after(timeout):
@@ -101,7 +104,7 @@ async def _robobus_round(log: Path, hub: str, n: int, timeout: float) -> Receive
 
 
 def robobus_round(log: Path, hub: str, n: int, timeout: float) -> Received:
-    return anyio.run(_robobus_round, log, hub, n, timeout)
+    return anyio.run(replay_round, log, hub, n, timeout)
 
 
 # -- floor: raw PUB -> zmq.proxy -> raw SUB, the same schedule slept with time.sleep -----------

@@ -14,7 +14,7 @@ import pytest
 
 import memory_store
 from bench.bus import PEERS
-from bench.replay import T0, floor_round, gap_errors, schedule
+from bench.replay import T0, floor_round, gap_errors, replay_round, schedule
 from bus import Bus, BusOptions, testing
 from schemas.messages import Alive, RobotState
 
@@ -37,19 +37,9 @@ def _irregular_log(path: Path, prefix: str, n: int = 120) -> list[int]:
 
 
 async def _replay_gap_errors(path: Path, prefix: str, hub_url: str, ts: list[int]) -> int:
-    """Replay ``path`` with the CLI; a subscriber measures the gaps; returns the p99 error."""
-    received: list[tuple[int, bytes]] = []
-    async with Bus.connect(hub_url, name="watch", options=BusOptions(prefix=prefix)) as bus, \
-            bus.subscribe(f"{prefix}/replay/#") as sub:
-        proc = await anyio.open_process(testing.robobus_cmd(
-            "replay", str(path), "--bus", hub_url, "--prefix", prefix, "--speed", "1"))
-        async with proc:
-            with anyio.fail_after(30):
-                async for msg in sub:
-                    received.append((time.perf_counter_ns(), msg.payload))
-                    if len(received) == len(ts):
-                        break
-            assert await proc.wait() == 0
+    """Replay ``path`` with the CLI (bench/replay.py's round, so the bench and this test time the
+    same way); a subscriber measures the gaps; returns the p99 error."""
+    received = await replay_round(path, hub_url, len(ts), 30.0, prefix)
     assert [p for _, p in received] == [b"%d" % i for i in range(len(ts))]
     return _p99(gap_errors(received, ts))
 
