@@ -47,6 +47,7 @@ ACK_TIMEOUT_S = 10.0
 MAX_IN_FLIGHT = 10_000
 # Plain ints: combining zmq's enum flags costs more than the send itself.
 _SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class ZmqTransport:
@@ -360,8 +361,15 @@ class ZmqTransport:
                 self._room.set()
 
     def send_control(self, frames: list[bytes]) -> None:
-        """Send on the control socket, then drain again (see :meth:`_kick`)."""
-        self.ctl.send_multipart(frames)
+        """Send on the control socket without ever blocking the loop, then drain again (see
+        :meth:`_kick`). With no hub connection to queue on (a hub that refused our CURVE
+        handshake drops it), ZeroMQ blocks a DEALER's send, which froze the whole agent; the
+        frames are dropped instead, and the caller's own retry or deadline takes over (acked
+        publishes are resent, a hello times out into ConnectError)."""
+        try:
+            self.ctl.send_multipart(frames, _NOBLOCK)
+        except zmq.Again:
+            log.debug("control_send_dropped", command=frames[0][:16])
         self._kick()
 
     def _resend(self, ack_id: bytes, frames: list[bytes], deadline: float) -> None:
