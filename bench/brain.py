@@ -46,11 +46,12 @@ import yaml  # noqa: E402
 
 from bench.brain_floor import MODES as FLOOR_MODES  # noqa: E402
 from bench.brain_floor import Floor  # noqa: E402
-from brain_agent import scenes  # noqa: E402
-from brain_agent.planners import plan_goals  # noqa: E402
-from brain_agent.planners.symbolic import SymbolicPlanner  # noqa: E402
-from bus import Bus, BusOptions, testing  # noqa: E402
-from schemas.messages import (  # noqa: E402
+from robobus import testing  # noqa: E402
+from robobus.brain_agent import scenes  # noqa: E402
+from robobus.brain_agent.planners import plan_goals  # noqa: E402
+from robobus.brain_agent.planners.symbolic import SymbolicPlanner  # noqa: E402
+from robobus.bus import Bus, BusOptions  # noqa: E402
+from robobus.schemas.messages import (  # noqa: E402
     Alive,
     Instruction,
     RobotRegistration,
@@ -58,7 +59,7 @@ from schemas.messages import (  # noqa: E402
     SkillFeedback,
     TaskStatus,
 )
-from schemas.topics import Topics  # noqa: E402
+from robobus.schemas.topics import Topics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_LEVEL = "warning"

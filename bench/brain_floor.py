@@ -23,7 +23,7 @@ from multiprocessing.synchronize import Event as EventT
 
 import zmq
 
-from bus import zmq_wire as wire
+from robobus.bus import zmq_wire as wire
 
 MODES = ("acked", "plain")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bus import testing
+from robobus import testing
 
 HERE = Path(__file__).resolve().parent
 PEERS = [sys.executable, str(HERE / "bus_peers.py")]

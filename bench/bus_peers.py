@@ -58,7 +58,7 @@ class Sink:
 # ---------------------------------------------------------------------------------- robobus
 def robobus_echo(url: str, qos: int) -> None:
 
-    from bus import Bus
+    from robobus.bus import Bus
 
     async def main() -> None:
         async with Bus.connect(url, name="bench-echo") as bus, bus.subscribe("bench/in/+") as sub:
@@ -73,7 +73,7 @@ def robobus_echo(url: str, qos: int) -> None:
                     break
             sink.report()
 
-    from bus import run
+    from robobus.bus import run
 
     run(main)
 
@@ -81,7 +81,7 @@ def robobus_echo(url: str, qos: int) -> None:
 def robobus_driver(url: str, qos: int, n: int, m: int) -> None:
     import anyio
 
-    from bus import Bus
+    from robobus.bus import Bus
 
     async def main() -> None:
         async with Bus.connect(url, name="bench-driver") as bus, bus.subscribe(PONG) as pongs:
@@ -110,7 +110,7 @@ def robobus_driver(url: str, qos: int, n: int, m: int) -> None:
             await bus.publish(DONE, b"", qos=1)
             report({"rtt": rtts, "send_s": sent_s})
 
-    from bus import run
+    from robobus.bus import run
 
     run(main)
 
@@ -397,7 +397,7 @@ ROLES = {
 }
 
 if __name__ == "__main__":
-    from bus.cli.common import setup_logging
+    from robobus.cli.common import setup_logging
 
     setup_logging("warning")
     role, args = sys.argv[1], json.loads(sys.argv[2])

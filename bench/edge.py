@@ -38,13 +38,14 @@ import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 import structlog  # noqa: E402
 
-from bus import Bus, BusOptions, Overflow, testing  # noqa: E402
-from edge_agent.agent import EdgeAgent, EdgeConfig, edge_bus_options  # noqa: E402
-from edge_agent.profile import load_profile, parse_profile  # noqa: E402
-from schemas.messages import RobotState, SkillCommand, SkillFeedback  # noqa: E402
-from schemas.topics import Topics  # noqa: E402
-from skills.context import SkillContext  # noqa: E402
-from skills.registry import SkillRegistry  # noqa: E402
+from robobus import testing  # noqa: E402
+from robobus.bus import Bus, BusOptions, Overflow  # noqa: E402
+from robobus.edge_agent.agent import EdgeAgent, EdgeConfig, edge_bus_options  # noqa: E402
+from robobus.edge_agent.profile import load_profile, parse_profile  # noqa: E402
+from robobus.schemas.messages import RobotState, SkillCommand, SkillFeedback  # noqa: E402
+from robobus.schemas.topics import Topics  # noqa: E402
+from robobus.skills.context import SkillContext  # noqa: E402
+from robobus.skills.registry import SkillRegistry  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 PROBES = SkillRegistry()

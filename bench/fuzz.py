@@ -29,8 +29,8 @@ from typing import Any  # noqa: E402
 import anyio  # noqa: E402
 import structlog  # noqa: E402
 
-from bus import testing  # noqa: E402
-from bus.launch import fleet as fleet_mod  # noqa: E402
+from robobus import testing  # noqa: E402
+from robobus.launch import fleet as fleet_mod  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FUZZ = REPO / "tests" / "fuzz"

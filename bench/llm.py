@@ -37,11 +37,11 @@ from typing import Any
 
 import anyio
 
-from brain_agent import scenes
-from brain_agent.errors import BrainError
-from brain_agent.goals import CancelTask, GoalSet
-from brain_agent.planners.symbolic import SymbolicPlanner
-from brain_agent.resolve import resolve_goals
+from robobus.brain_agent import scenes
+from robobus.brain_agent.errors import BrainError
+from robobus.brain_agent.goals import CancelTask, GoalSet
+from robobus.brain_agent.planners.symbolic import SymbolicPlanner
+from robobus.brain_agent.resolve import resolve_goals
 
 HERE = Path(__file__).resolve().parent
 ZH_DEMO = "拿离杯子最近的水果，并递送一把水果刀"
@@ -167,7 +167,7 @@ def plot(cases: list[Case], summary: dict[str, Any], out: Path) -> None:
 
 def export_kit(results: Path, model: str, cache: str | None, kit: Path) -> None:
     """Config, tokenizer and the recorded run: everything a replay needs, minus the weights."""
-    from brain_agent.llm import models
+    from robobus.brain_agent.llm import models
 
     folder = models.resolve(model, models.cache_root(cache))
     (kit / "model").mkdir(parents=True, exist_ok=True)
@@ -182,10 +182,10 @@ def replay(kit: Path, device: str, dtype: str) -> tuple[list[Case], dict[str, An
     import torch
     import transformers
 
-    from brain_agent.llm import prompts
-    from brain_agent.llm.constrain import grammar_for
-    from brain_agent.llm.engine import LocalEngine, pick_device, pick_dtype
-    from brain_agent.llm.planning import schema_for
+    from robobus.brain_agent.llm import prompts
+    from robobus.brain_agent.llm.constrain import grammar_for
+    from robobus.brain_agent.llm.engine import LocalEngine, pick_device, pick_dtype
+    from robobus.brain_agent.llm.planning import schema_for
 
     recorded = json.loads((kit / "llm.json").read_text())
     dev = pick_device(device)
@@ -212,8 +212,8 @@ def replay(kit: Path, device: str, dtype: str) -> tuple[list[Case], dict[str, An
 async def measure(args: argparse.Namespace) -> tuple[list[Case], dict[str, Any]]:
     import torch
 
-    from brain_agent.llm import models
-    from brain_agent.planners.llm import LlmPlanner
+    from robobus.brain_agent.llm import models
+    from robobus.brain_agent.planners.llm import LlmPlanner
 
     t0 = time.perf_counter()
     models.resolve(args.model, models.cache_root(args.cache))

@@ -34,13 +34,13 @@ from typing import Any
 import anyio
 import msgspec
 
-import memory_store
 from bench import memory_load as load
 from bench.memory_scale import PAYLOAD, T0, pct, scale_run
-from bus import Bus, RequestTimeout, testing
-from bus import run as bus_run
-from schemas.memory import MemoryQuery
-from schemas.messages import Alive, RobotRegistration, RobotState
+from robobus import memory_store, testing
+from robobus.bus import Bus, RequestTimeout
+from robobus.bus import run as bus_run
+from robobus.schemas.memory import MemoryQuery
+from robobus.schemas.messages import Alive, RobotRegistration, RobotState
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -193,7 +193,7 @@ def _drain(store: Path, topic: str, sent: int, idle_s: float = 5.0) -> tuple[int
 
 ECHO = r"""
 import anyio, sys
-from bus import Bus
+from robobus.bus import Bus
 async def main():
     async with Bus.connect(sys.argv[1], name="echo") as bus, bus.subscribe("robobus/echo/#") as sub, \
             bus.advertise("robobus/echo/direct"):

@@ -11,7 +11,7 @@ import time
 
 PUBLISHER = r"""
 import sys, time, anyio
-from bus import Bus
+from robobus.bus import Bus
 url, topic = sys.argv[1], sys.argv[2]
 duration, qos, conc = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rate = float(sys.argv[6]) / conc  # per worker; 0: as fast as possible

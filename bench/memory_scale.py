@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import memory_store
+from robobus import memory_store
 
 PAYLOAD = b"x" * 256
 T0 = 1_700_000_000 * 10**9

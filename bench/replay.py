@@ -43,10 +43,10 @@ from typing import Any
 import anyio
 import zmq
 
-import memory_store
 from bench.bus import PEERS
-from bus import Bus, BusOptions, testing
-from bus.cli.common import setup_logging
+from robobus import memory_store, testing
+from robobus.bus import Bus, BusOptions
+from robobus.cli.common import setup_logging
 
 RESULTS = Path(__file__).resolve().parent / "results"
 T0 = 1_700_000_000 * 10**9

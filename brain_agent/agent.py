@@ -12,16 +12,16 @@ import anyio
 import msgspec
 import structlog
 
-from brain_agent.config import BrainConfig
-from brain_agent.fleet import FleetView, MemoryUnavailable, query_memory
-from brain_agent.planners import load_planner
-from brain_agent.scheduler import Scheduler, goals_of
-from brain_agent.tasks import StatusPublisher, Task
-from bus import Bus, Message, Overflow
-from memory_store.world import WorldEvent
-from schemas.memory import MemoryQuery, TaskRecord
-from schemas.messages import Alive, Instruction, RobotRegistration, RobotState, SkillFeedback
-from schemas.topics import Topics
+from robobus.brain_agent.config import BrainConfig
+from robobus.brain_agent.fleet import FleetView, MemoryUnavailable, query_memory
+from robobus.brain_agent.planners import load_planner
+from robobus.brain_agent.scheduler import Scheduler, goals_of
+from robobus.brain_agent.tasks import StatusPublisher, Task
+from robobus.bus import Bus, Message, Overflow
+from robobus.schemas.memory import MemoryQuery, TaskRecord
+from robobus.schemas.messages import Alive, Instruction, RobotRegistration, RobotState, SkillFeedback
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import WorldEvent
 
 log = structlog.get_logger("brain")
 _IN_FLIGHT = ("dispatched", "progress")

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from brain_agent.errors import PlanningError
-from brain_agent.resolve import Want
-from brain_agent.timeline import Bot
+from robobus.brain_agent.errors import PlanningError
+from robobus.brain_agent.resolve import Want
+from robobus.brain_agent.timeline import Bot
 
 if TYPE_CHECKING:
-    from brain_agent.search import Search
+    from robobus.brain_agent.search import Search
 
 _CARRIERS = 2
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bus.limits import RateLimit
+from robobus.bus.limits import RateLimit
 
 
 @dataclass(slots=True)

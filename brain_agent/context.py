@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from memory_store.world import World
-from schemas.messages import RobotRegistration, SkillSpec
+from robobus.schemas.messages import RobotRegistration, SkillSpec
+from robobus.schemas.world import World
 
 
 @dataclass(slots=True)

@@ -11,12 +11,12 @@ import anyio
 import msgspec
 import structlog
 
-from bus import Bus
-from bus.errors import BusError
-from memory_store.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
-from schemas.memory import MemoryQuery, QueryReply
-from schemas.messages import Alive, RobotRegistration, RobotState
-from schemas.topics import Topics
+from robobus.bus import Bus
+from robobus.bus.errors import BusError
+from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.messages import Alive, RobotRegistration, RobotState
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
 
 log = structlog.get_logger("brain.fleet")
 _reply_decoder = msgspec.msgpack.Decoder(QueryReply)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from brain_agent.errors import ParseError
-from brain_agent.goals import CancelTask, Deliver, Goal, GoalSet, GoTo, HandTo, ObjectRef, PickUp
-from brain_agent.vocab import Entity, EntityType, Vocabulary, tokenize
+from robobus.brain_agent.errors import ParseError
+from robobus.brain_agent.goals import CancelTask, Deliver, Goal, GoalSet, GoTo, HandTo, ObjectRef, PickUp
+from robobus.brain_agent.vocab import Entity, EntityType, Vocabulary, tokenize
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _CANCEL = re.compile(r"^\s*(?:please\s+)?(?:cancel|stop|abort)\s+(?:the\s+)?task\s+#?(\S+?)[.!]?\s*$",

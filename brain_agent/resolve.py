@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from brain_agent.context import PlanContext
-from brain_agent.errors import ParseError, PlanningError
-from brain_agent.goals import CancelTask, Deliver, GoalSet, GoTo, HandTo, ObjectRef, PickUp
-from memory_store.world import World, WorldConflict
+from robobus.brain_agent.context import PlanContext
+from robobus.brain_agent.errors import ParseError, PlanningError
+from robobus.brain_agent.goals import CancelTask, Deliver, GoalSet, GoTo, HandTo, ObjectRef, PickUp
+from robobus.schemas.world import World, WorldConflict
 
 
 @dataclass(frozen=True, slots=True)

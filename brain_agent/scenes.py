@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from brain_agent.context import PlanContext
-from memory_store.world import World, WorldChange
-from schemas.messages import RobotRegistration, SkillSpec
+from robobus.brain_agent.context import PlanContext
+from robobus.schemas.messages import RobotRegistration, SkillSpec
+from robobus.schemas.world import World, WorldChange
 
 SKILLS: dict[str, SkillSpec] = {
     "navigate": SkillSpec("navigate", preconditions=["mobile(?robot)", "is_place(?target)"],
@@ -120,7 +120,7 @@ def from_scenario(path: str | Any) -> tuple[dict[str, Any], list[dict[str, Any]]
 
     import yaml
 
-    from edge_agent.profile import load_profile
+    from robobus.edge_agent.profile import load_profile
 
     data = yaml.safe_load(Path(path).read_text())
     robots = []

@@ -15,18 +15,18 @@ import anyio
 import msgspec
 import structlog
 
-from brain_agent.config import BrainConfig
-from brain_agent.context import PlanContext
-from brain_agent.errors import BrainError, ParseError, PlanningError
-from brain_agent.fleet import FleetView
-from brain_agent.goals import CancelTask, GoalSet
-from brain_agent.planners import Planner
-from brain_agent.resolve import bind_goals
-from brain_agent.search import plan_goals
-from brain_agent.tasks import StatusPublisher, StepRun, Task
-from bus import Bus, BusError
-from schemas.messages import Plan, RobotState, SkillCommand, SkillFeedback
-from schemas.topics import Topics
+from robobus.brain_agent.config import BrainConfig
+from robobus.brain_agent.context import PlanContext
+from robobus.brain_agent.errors import BrainError, ParseError, PlanningError
+from robobus.brain_agent.fleet import FleetView
+from robobus.brain_agent.goals import CancelTask, GoalSet
+from robobus.brain_agent.planners import Planner
+from robobus.brain_agent.resolve import bind_goals
+from robobus.brain_agent.search import plan_goals
+from robobus.brain_agent.tasks import StatusPublisher, StepRun, Task
+from robobus.bus import Bus, BusError
+from robobus.schemas.messages import Plan, RobotState, SkillCommand, SkillFeedback
+from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("brain.scheduler")
 #: Finished tasks remembered (for duplicate instructions and "cancel task" answers).

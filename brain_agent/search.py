@@ -17,13 +17,13 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from brain_agent.context import PlanContext
-from brain_agent.errors import PlanInvalid, PlanningError
-from brain_agent.goals import GoalSet
-from brain_agent.resolve import Want, resolve_goals
-from brain_agent.timeline import DEFAULT_DURATION_S, Bot, make_bot, skill_args
-from memory_store.world import World, WorldChange, WorldConflict
-from schemas.messages import Plan, PlanStep
+from robobus.brain_agent.context import PlanContext
+from robobus.brain_agent.errors import PlanInvalid, PlanningError
+from robobus.brain_agent.goals import GoalSet
+from robobus.brain_agent.resolve import Want, resolve_goals
+from robobus.brain_agent.timeline import DEFAULT_DURATION_S, Bot, make_bot, skill_args
+from robobus.schemas.messages import Plan, PlanStep
+from robobus.schemas.world import World, WorldChange, WorldConflict
 
 _HANDOVER_CANDIDATES = 3
 
@@ -123,7 +123,7 @@ class Search:
 
     # -- the search ----------------------------------------------------------------------
     def run(self, wants: list[Want]) -> list[PlanStep]:
-        from brain_agent.batching import batch_trip
+        from robobus.brain_agent.batching import batch_trip
 
         self.wanted = {n for w in wants for n in (w.subject, w.target) if n}
         pending = list(wants)
@@ -360,7 +360,7 @@ def plan_goals(goals: GoalSet, ctx: PlanContext, *, planner: str = "symbolic", g
 
     ``naive=True`` assigns each want to the first capable robot by name (a quality baseline).
     """
-    from brain_agent.validate import validate
+    from robobus.brain_agent.validate import validate
 
     wants = resolve_goals(goals, ctx)
     search = Search(ctx, naive=naive)

@@ -11,11 +11,11 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from brain_agent.goals import GoalSet
-from bus import Bus
-from bus.errors import BusError
-from schemas.messages import Plan, PlanStep, SkillCommand, TaskStatus
-from schemas.topics import Topics
+from robobus.brain_agent.goals import GoalSet
+from robobus.bus import Bus
+from robobus.bus.errors import BusError
+from robobus.schemas.messages import Plan, PlanStep, SkillCommand, TaskStatus
+from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("brain.tasks")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brain_agent.context import PlanContext
-from schemas.messages import SkillSpec
+from robobus.brain_agent.context import PlanContext
+from robobus.schemas.messages import SkillSpec
 
 #: Nominal skill durations (s) when a robot's profile gives none (``profile["durations"]``).
 DEFAULT_DURATION_S: dict[str, float] = {"pick": 2.0, "place": 2.0, "handover": 2.0}

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from brain_agent.context import PlanContext
-from memory_store.world import PREDICATES, World, WorldChange, WorldConflict, ground, parse_literal
-from schemas.messages import Plan, PlanStep, SkillSpec
+from robobus.brain_agent.context import PlanContext
+from robobus.schemas.messages import Plan, PlanStep, SkillSpec
+from robobus.schemas.world import PREDICATES, World, WorldChange, WorldConflict, ground, parse_literal
 
 
 @dataclass(frozen=True, slots=True)

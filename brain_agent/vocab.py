@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from memory_store.world import World
+from robobus.schemas.world import World
 
 EntityType = Literal["object", "kind", "place", "robot"]
 #: When one phrase names several things, the first type here wins.

@@ -1,7 +1,7 @@
 """robobus transport layer: one async pub/sub API over memory, ZeroMQ and MQTT."""
 
-from bus.api import BACKENDS, DEFAULT_URL, Bus, BusOptions, connect, default_url, encode, run
-from bus.errors import (
+from robobus.bus.api import BACKENDS, DEFAULT_URL, Bus, BusOptions, connect, default_url, encode, run
+from robobus.bus.errors import (
     BusError,
     ConnectError,
     DecodeError,
@@ -12,12 +12,10 @@ from bus.errors import (
     TopicError,
     UnknownSchemeError,
 )
-from bus.limits import RateLimit
-from bus.message import Message, QoS, Will
-from bus.subscription import Overflow, Subscription
-from bus.topics import matches
-
-__version__ = "0.1.0"
+from robobus.bus.limits import RateLimit
+from robobus.bus.message import Message, QoS, Will
+from robobus.bus.subscription import Overflow, Subscription
+from robobus.bus.topics import matches
 
 __all__ = [
     "BACKENDS", "DEFAULT_URL", "Bus", "BusError", "BusOptions", "ConnectError", "DecodeError",

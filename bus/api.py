@@ -18,7 +18,7 @@ import anyio
 import msgspec
 import structlog
 
-from bus.errors import (
+from robobus.bus.errors import (
     BusError,
     DecodeError,
     DisconnectedError,
@@ -26,23 +26,23 @@ from bus.errors import (
     RequestTimeout,
     UnknownSchemeError,
 )
-from bus.limits import RateLimit, TokenBuckets
-from bus.message import Message, Will
-from bus.subscription import Overflow, Subscription
-from bus.topics import TOPIC_CACHE_LIMIT, matches, remember, validate_filter, validate_topic
-from bus.transport import Transport, TransportConfig
+from robobus.bus.limits import RateLimit, TokenBuckets
+from robobus.bus.message import Message, Will
+from robobus.bus.subscription import Overflow, Subscription
+from robobus.bus.topics import TOPIC_CACHE_LIMIT, matches, remember, validate_filter, validate_topic
+from robobus.bus.transport import Transport, TransportConfig
 
 T = TypeVar("T")
 log = structlog.get_logger("bus")
 
 #: Scheme -> "module:Class". Backends are imported lazily, only when their scheme is used.
 BACKENDS: dict[str, str] = {
-    "memory": "bus.backends.memory:MemoryTransport",
-    "zmq": "bus.backends.zmq:ZmqTransport",
-    "zmq+tcp": "bus.backends.zmq:ZmqTransport",
-    "zmq+ipc": "bus.backends.zmq:ZmqTransport",
-    "mqtt": "bus.backends.mqtt:MqttTransport",
-    "mqtts": "bus.backends.mqtt:MqttTransport",
+    "memory": "robobus.bus.backends.memory:MemoryTransport",
+    "zmq": "robobus.bus.backends.zmq:ZmqTransport",
+    "zmq+tcp": "robobus.bus.backends.zmq:ZmqTransport",
+    "zmq+ipc": "robobus.bus.backends.zmq:ZmqTransport",
+    "mqtt": "robobus.bus.backends.mqtt:MqttTransport",
+    "mqtts": "robobus.bus.backends.mqtt:MqttTransport",
 }
 
 DEFAULT_URL = "zmq://127.0.0.1:7650"
@@ -250,7 +250,7 @@ class Bus:
                     await self._transport.unsubscribe(pattern, sub_id)
 
     def _decoder(self, type_: type[Any]) -> Any:
-        from schemas.codec import decode_as
+        from robobus.schemas.codec import decode_as
 
         def decode(msg: Message) -> Message | None:
             try:
@@ -381,7 +381,7 @@ class Bus:
         self, topic: str, reason: str, code: str = "invalid", payload: bytes = b""
     ) -> None:
         """Log a rejected input and publish it on ``{prefix}/errors``."""
-        from schemas.messages import ErrorReport
+        from robobus.schemas.messages import ErrorReport
 
         self.log.warning("input_rejected", topic=topic, code=code, reason=reason)
         if not self.options.report_errors or topic == self.topic("errors"):

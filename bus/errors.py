@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from robobus.schemas.errors import DecodeError
+
+__all__ = [
+    "BusError", "ConnectError", "DecodeError", "DisconnectedError", "PayloadTooLarge", "PublishError",
+    "RequestTimeout", "TopicError", "UnknownSchemeError",
+]
+
 
 class BusError(Exception):
     """Base of every error raised by :mod:`bus`."""
@@ -22,15 +29,6 @@ class ConnectError(BusError, ConnectionError):
 
 class DisconnectedError(BusError, ConnectionError):
     """The connection dropped while a subscription or request was waiting."""
-
-
-class DecodeError(BusError, ValueError):
-    """A payload could not be decoded into the expected message type."""
-
-    def __init__(self, topic: str, reason: str) -> None:
-        super().__init__(f"cannot decode message on {topic!r}: {reason}")
-        self.topic = topic
-        self.reason = reason
 
 
 class PayloadTooLarge(BusError, ValueError):

@@ -18,9 +18,9 @@ import msgspec
 import structlog
 import zmq
 
-from bus import zmq_wire as wire
-from bus.hub_replay import ReplayBuffer
-from bus.topics import matches, validate_filter
+from robobus.bus import zmq_wire as wire
+from robobus.bus.hub_replay import ReplayBuffer
+from robobus.bus.topics import matches, validate_filter
 
 log = structlog.get_logger("bus.hub")
 

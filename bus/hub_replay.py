@@ -19,7 +19,7 @@ from itertools import islice
 import structlog
 import zmq
 
-from bus import zmq_wire as wire
+from robobus.bus import zmq_wire as wire
 
 log = structlog.get_logger("bus.hub")
 _H = struct.Struct(">Q")

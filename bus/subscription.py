@@ -10,8 +10,8 @@ from typing import Any
 
 import structlog
 
-from bus.errors import DisconnectedError
-from bus.message import Message
+from robobus.bus.errors import DisconnectedError
+from robobus.bus.message import Message
 
 log = structlog.get_logger("bus.subscription")
 

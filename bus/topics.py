@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TypeVar
 
-from bus.errors import TopicError
+from robobus.bus.errors import TopicError
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bus.message import Message, Will
+from robobus.bus.message import Message, Will
 
 #: Delivery callback: (message, subscription ids that matched, or None to match by pattern).
 Deliver = Callable[[Message, "tuple[int, ...] | None"], Awaitable[None]]

@@ -23,9 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from bus.errors import ConnectError
-from bus.message import Message
-from bus.topics import remember
+from robobus.bus.errors import ConnectError
+from robobus.bus.message import Message
+from robobus.bus.topics import remember
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7650

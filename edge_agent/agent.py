@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
-from bus import (
+from robobus.bus import (
     Bus,
     BusError,
     BusOptions,
@@ -26,18 +26,18 @@ from bus import (
     Will,
     encode,
 )
-from edge_agent.commands import command_id_of, convert, decode_map, parse_command
-from edge_agent.executor import Executor
-from edge_agent.memory_client import BusWorldPort
-from edge_agent.profile import RobotProfile
-from edge_agent.state import LocalState
-from memory_store.world import World, WorldChange, WorldEvent
-from schemas.messages import Alive, FaultSpec, Pose, RobotRegistration, SkillFeedback
-from schemas.topics import Topics
-from skills.context import SkillContext
-from skills.errors import SkillError, SkillFailed, SkillRejected
-from skills.faults import FaultInjector
-from skills.registry import REGISTRY, SkillRegistry, load_plugins
+from robobus.edge_agent.commands import command_id_of, convert, decode_map, parse_command
+from robobus.edge_agent.executor import Executor
+from robobus.edge_agent.memory_client import BusWorldPort
+from robobus.edge_agent.profile import RobotProfile
+from robobus.edge_agent.state import LocalState
+from robobus.schemas.messages import Alive, FaultSpec, Pose, RobotRegistration, SkillFeedback
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import World, WorldChange, WorldEvent
+from robobus.skills.context import SkillContext
+from robobus.skills.errors import SkillError, SkillFailed, SkillRejected
+from robobus.skills.faults import FaultInjector
+from robobus.skills.registry import REGISTRY, SkillRegistry, load_plugins
 
 log = structlog.get_logger("edge")
 

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from bus.errors import DecodeError
-from schemas.messages import SkillCommand
-from skills.errors import SkillRejected
+from robobus.bus.errors import DecodeError
+from robobus.schemas.messages import SkillCommand
+from robobus.skills.errors import SkillRejected
 
 T = TypeVar("T")
 

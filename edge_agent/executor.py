@@ -16,12 +16,12 @@ import anyio
 import msgspec
 import structlog
 
-from memory_store.world import WorldConflict
-from schemas.messages import FeedbackState, SkillCommand, SkillFeedback
-from skills.context import ContextHooks, SkillContext, SkillParams, WorldPort
-from skills.errors import SkillError, SkillFailed, SkillRejected, UnknownSkill
-from skills.faults import FaultInjector
-from skills.registry import SkillDef
+from robobus.schemas.messages import FeedbackState, SkillCommand, SkillFeedback
+from robobus.schemas.world import WorldConflict
+from robobus.skills.context import ContextHooks, SkillContext, SkillParams, WorldPort
+from robobus.skills.errors import SkillError, SkillFailed, SkillRejected, UnknownSkill
+from robobus.skills.faults import FaultInjector
+from robobus.skills.registry import SkillDef
 
 #: Real seconds added to every scaled timeout: bus round trips to the memory agent do not
 #: shrink with the time scale, so a tiny scale must not fail skills on overhead.

@@ -22,15 +22,15 @@ from typing import Any
 import anyio
 import msgspec
 
-from bus import Bus, BusOptions, Overflow
-from edge_agent.agent import EdgeConfig, edge_bus_options
-from edge_agent.agent import run as run_edge
-from edge_agent.profile import RobotProfile, load_profile
-from memory_store.world import World, WorldChange, WorldConflict, WorldEvent, WorldReply
-from schemas.memory import MemoryQuery, QueryReply
-from schemas.messages import FaultSpec, RobotRegistration, SkillCommand, SkillFeedback, now_ns
-from schemas.topics import Topics
-from skills.registry import SkillRegistry
+from robobus.bus import Bus, BusOptions, Overflow
+from robobus.edge_agent.agent import EdgeConfig, edge_bus_options
+from robobus.edge_agent.agent import run as run_edge
+from robobus.edge_agent.profile import RobotProfile, load_profile
+from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.messages import FaultSpec, RobotRegistration, SkillCommand, SkillFeedback, now_ns
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import World, WorldChange, WorldConflict, WorldEvent, WorldReply
+from robobus.skills.registry import SkillRegistry
 
 TERMINAL = frozenset({"done", "failed", "cancelled", "rejected"})
 

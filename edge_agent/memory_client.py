@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import msgspec
 
-from bus import Bus, DecodeError, RequestTimeout
-from memory_store.world import World, WorldChange, WorldReply, WorldSnapshot
-from schemas.codec import decode_as
-from schemas.memory import MemoryQuery, QueryReply
-from schemas.topics import Topics
-from skills.errors import SkillFailed
+from robobus.bus import Bus, DecodeError, RequestTimeout
+from robobus.schemas.codec import decode_as
+from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import World, WorldChange, WorldReply, WorldSnapshot
+from robobus.skills.errors import SkillFailed
 
 
 class BusWorldPort:

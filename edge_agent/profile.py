@@ -15,10 +15,10 @@ from typing import Annotated, Any
 import msgspec
 import yaml
 
-from edge_agent.errors import ProfileError
-from schemas.messages import FaultSpec
-from skills.context import SkillParams
-from skills.registry import REGISTRY, SkillRegistry, load_plugins
+from robobus.edge_agent.errors import ProfileError
+from robobus.schemas.messages import FaultSpec
+from robobus.skills.context import SkillParams
+from robobus.skills.registry import REGISTRY, SkillRegistry, load_plugins
 
 NAME = r"^[A-Za-z0-9_.-]+$"
 Name = Annotated[str, msgspec.Meta(pattern=NAME, min_length=1, max_length=64)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memory_store.world import World, WorldChange
-from schemas.messages import Pose, RobotState
+from robobus.schemas.messages import Pose, RobotState
+from robobus.schemas.world import World, WorldChange
 
 
 @dataclass(slots=True)

@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from memory_store.errors import MemoryStoreError, QueryError, ReadOnlyStore, StoreClosed, StoreFull
-from memory_store.log import Event
-from memory_store.store import MemoryStore, StoreOptions, open_store
+from robobus.memory_store.errors import MemoryStoreError, QueryError, ReadOnlyStore, StoreClosed, StoreFull
+from robobus.memory_store.log import Event
+from robobus.memory_store.store import MemoryStore, StoreOptions, open_store
 
 open = open_store  # noqa: A001 - the documented entry point is ``memory_store.open``
 

@@ -25,21 +25,21 @@ import structlog
 import yaml
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from bus import Bus
-from bus.errors import DecodeError
-from bus.message import Message
-from bus.subscription import Overflow, Subscription
-from bus.topics import matches
-from memory_store.commit import CommitOptions, GroupCommitter
-from memory_store.errors import QueryError
-from memory_store.query import LOG_KINDS, answer, parse, refuse
-from memory_store.segment import pack_key
-from memory_store.store import MemoryStore, StoreOptions, open_store
-from memory_store.views import Rejected, Views
-from memory_store.world import WorldChange, WorldConflict, WorldEvent, WorldReply
-from schemas.codec import decode_as
-from schemas.memory import MemoryQuery
-from schemas.topics import Topics
+from robobus.bus import Bus
+from robobus.bus.errors import DecodeError
+from robobus.bus.message import Message
+from robobus.bus.subscription import Overflow, Subscription
+from robobus.bus.topics import matches
+from robobus.memory_store.commit import CommitOptions, GroupCommitter
+from robobus.memory_store.errors import QueryError
+from robobus.memory_store.query import LOG_KINDS, answer, parse, refuse
+from robobus.memory_store.segment import pack_key
+from robobus.memory_store.store import MemoryStore, StoreOptions, open_store
+from robobus.memory_store.views import Rejected, Views
+from robobus.schemas.codec import decode_as
+from robobus.schemas.memory import MemoryQuery
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import WorldChange, WorldConflict, WorldEvent, WorldReply
 
 log = structlog.get_logger("memory.agent")
 _DRAIN = 4096

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
-from memory_store.store import MemoryStore
-from memory_store.views import Views
+from robobus.memory_store.store import MemoryStore
+from robobus.memory_store.views import Views
 
 log = structlog.get_logger("memory.commit")
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import lmdb
 import msgspec
 
-from bus.topics import matches
-from memory_store.errors import MemoryStoreError, ReadOnlyStore, StoreFull
-from memory_store.segment import (
+from robobus.bus.topics import matches
+from robobus.memory_store.errors import MemoryStoreError, ReadOnlyStore, StoreFull
+from robobus.memory_store.segment import (
     KEY_LEN,
     TID_LEN,
     Segment,

@@ -13,14 +13,14 @@ from typing import Any
 
 import msgspec
 
-from bus.errors import TopicError
-from bus.topics import validate_filter
-from memory_store.errors import QueryError
-from memory_store.log import EventLog
-from memory_store.segment import KEY_LEN
-from memory_store.views import TERMINAL, Views
-from memory_store.world import WorldConflict
-from schemas.memory import MemoryQuery, QueryReply
+from robobus.bus.errors import TopicError
+from robobus.bus.topics import validate_filter
+from robobus.memory_store.errors import QueryError
+from robobus.memory_store.log import EventLog
+from robobus.memory_store.segment import KEY_LEN
+from robobus.memory_store.views import TERMINAL, Views
+from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.world import WorldConflict
 
 MAX_LIMIT = 10_000
 MAX_K = 1000

@@ -18,13 +18,13 @@ import anyio
 import msgspec
 import structlog
 
-from bus import Bus
-from bus.topics import matches
-from memory_store.log import Event
-from memory_store.store import MemoryStore
-from memory_store.world import WorldChange, WorldEvent
-from schemas.memory import MemoryQuery, QueryReply
-from schemas.messages import MESSAGE_TYPES
+from robobus.bus import Bus
+from robobus.bus.topics import matches
+from robobus.memory_store.log import Event
+from robobus.memory_store.store import MemoryStore
+from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.messages import MESSAGE_TYPES
+from robobus.schemas.world import WorldChange, WorldEvent
 
 log = structlog.get_logger("memory.replay")
 

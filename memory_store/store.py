@@ -20,14 +20,14 @@ from typing import Any
 import lmdb
 import msgspec
 
-from memory_store.errors import ReadOnlyStore, StoreClosed
-from memory_store.log import HOUR_NS, Event, EventLog, LogSnapshot
-from memory_store.query import answer
-from memory_store.segment import SegmentOptions
-from memory_store.views import Dirty, RobotRecord, Views
-from memory_store.world import World, WorldSnapshot
-from schemas.memory import MemoryQuery, QueryReply, TaskRecord
-from schemas.topics import Topics
+from robobus.memory_store.errors import ReadOnlyStore, StoreClosed
+from robobus.memory_store.log import HOUR_NS, Event, EventLog, LogSnapshot
+from robobus.memory_store.query import answer
+from robobus.memory_store.segment import SegmentOptions
+from robobus.memory_store.views import Dirty, RobotRecord, Views
+from robobus.schemas.memory import MemoryQuery, QueryReply, TaskRecord
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import World, WorldSnapshot
 
 _META_WORLD, _META_SCENE, _META_POS = b"world", b"scene", b"log_position"
 

@@ -16,12 +16,12 @@ from typing import Any
 import msgspec
 import structlog
 
-from bus.errors import DecodeError
-from memory_store.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
-from schemas.codec import decode_as
-from schemas.memory import TaskRecord
-from schemas.messages import Alive, RobotRegistration, RobotState, SkillFeedback, TaskStatus
-from schemas.topics import Topics
+from robobus.bus.errors import DecodeError
+from robobus.schemas.codec import decode_as
+from robobus.schemas.memory import TaskRecord
+from robobus.schemas.messages import Alive, RobotRegistration, RobotState, SkillFeedback, TaskStatus
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
 
 log = structlog.get_logger("memory.views")
 

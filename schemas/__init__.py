@@ -1,7 +1,7 @@
 """Typed robobus messages and the public topic contract."""
 
-from schemas.codec import decode_as, encode, parse_instruction
-from schemas.messages import (
+from robobus.schemas.codec import decode_as, encode, parse_instruction
+from robobus.schemas.messages import (
     MESSAGE_TYPES,
     Alive,
     ErrorReport,
@@ -18,7 +18,7 @@ from schemas.messages import (
     TaskStatus,
     now_ns,
 )
-from schemas.topics import TOPICS, Topics
+from robobus.schemas.topics import TOPICS, Topics
 
 __all__ = [
     "MESSAGE_TYPES", "TOPICS", "Alive", "ErrorReport", "FaultSpec", "Instruction", "Plan", "PlanStep", "Pose",

@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from bus.errors import DecodeError
-from schemas.messages import Instruction
+from robobus.schemas.errors import DecodeError
+from robobus.schemas.messages import Instruction
 
 T = TypeVar("T")
 

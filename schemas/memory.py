@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from schemas.messages import Base, Plan
+from robobus.schemas.messages import Base, Plan
 
 QueryKind = Literal[
     "world",     # -> memory_store.world.WorldSnapshot

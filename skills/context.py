@@ -16,9 +16,9 @@ import anyio
 import msgspec
 import structlog
 
-from memory_store.world import World, WorldChange, WorldConflict, WorldReply
-from schemas.messages import FaultSpec, SkillCommand
-from skills.errors import SkillFailed
+from robobus.schemas.messages import FaultSpec, SkillCommand
+from robobus.schemas.world import World, WorldChange, WorldConflict, WorldReply
+from robobus.skills.errors import SkillFailed
 
 #: At most this many progress reports per motion, and no closer together than MIN_STEP_S.
 PROGRESS_STEPS = 10

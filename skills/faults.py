@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from schemas.messages import FaultSpec
+from robobus.schemas.messages import FaultSpec
 
 INJECTED = "injected"
 

@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 import structlog
 
-from schemas.messages import SkillSpec
-from skills.errors import SkillDefinitionError, SkillRejected, UnknownSkill
+from robobus.schemas.messages import SkillSpec
+from robobus.skills.errors import SkillDefinitionError, SkillRejected, UnknownSkill
 
 log = structlog.get_logger("skills")
 
@@ -189,7 +189,7 @@ def load_plugins() -> list[str]:
     The built-in simulated skills are imported even when robobus is not installed as a
     distribution (a source checkout), so that a bare checkout still has them.
     """
-    import skills.sim  # noqa: F401
+    import robobus.skills.sim  # noqa: F401
 
     loaded = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import msgspec
 
-from skills.context import SkillContext
-from skills.errors import SkillFailed
-from skills.registry import skill
+from robobus.skills.context import SkillContext
+from robobus.skills.errors import SkillFailed
+from robobus.skills.registry import skill
 
 PICK_S = 2.0
 PLACE_S = 1.5

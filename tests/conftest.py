@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bus import testing
+from robobus import testing
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@
 Importing this package does not import torch or transformers; only the local engine does.
 """
 
-from brain_agent.llm.errors import (
+from robobus.brain_agent.llm.errors import (
     EndpointError,
     GenerationError,
     LlmError,

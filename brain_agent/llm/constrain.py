@@ -14,8 +14,8 @@ import llguidance
 import numpy as np
 from transformers import LogitsProcessor
 
-from brain_agent.llm.errors import GenerationError
-from brain_agent.llm.schema import JSON_OPTIONS
+from robobus.brain_agent.llm.errors import GenerationError
+from robobus.brain_agent.llm.schema import JSON_OPTIONS
 
 
 def grammar_for(schema: dict[str, Any]) -> str:

@@ -18,8 +18,8 @@ from typing import Any
 
 import structlog
 
-from brain_agent.llm import models
-from brain_agent.llm.errors import GenerationError, ModelLoadError
+from robobus.brain_agent.llm import models
+from robobus.brain_agent.llm.errors import GenerationError, ModelLoadError
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +64,7 @@ class LocalEngine:
     """A loaded model, its tokenizer and its llguidance tokenizer. Build with :meth:`load`."""
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, device: str) -> None:
-        from brain_agent.llm.constrain import ll_tokenizer
+        from robobus.brain_agent.llm.constrain import ll_tokenizer
 
         self.model, self.tokenizer, self.name, self.device = model, tokenizer, name, device
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
@@ -125,7 +125,7 @@ class LocalEngine:
         """
         import torch
 
-        from brain_agent.llm.constrain import GrammarLogitsProcessor, new_matcher
+        from robobus.brain_agent.llm.constrain import GrammarLogitsProcessor, new_matcher
 
         ids = self.encode(messages)
         matcher = new_matcher(self.ll_tokenizer, grammar)

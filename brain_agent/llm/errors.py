@@ -6,7 +6,7 @@ topic with their ``reason`` like any other planning failure.
 
 from __future__ import annotations
 
-from brain_agent.errors import BrainError
+from robobus.brain_agent.errors import BrainError
 
 
 class LlmError(BrainError):

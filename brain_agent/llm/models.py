@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from brain_agent.llm.errors import ModelIntegrityError, ModelLoadError, ModelNotFound
+from robobus.brain_agent.llm.errors import ModelIntegrityError, ModelLoadError, ModelNotFound
 
 log = structlog.get_logger(__name__)
 

@@ -17,14 +17,14 @@ import anyio
 import msgspec
 import structlog
 
-from brain_agent.context import PlanContext
-from brain_agent.errors import BrainError, ParseError, PlanInvalid, PlanningError
-from brain_agent.goals import GoalSet
-from brain_agent.llm import prompts
-from brain_agent.llm.errors import GenerationError
-from brain_agent.llm.schema import SceneNames, goalset_schema
-from brain_agent.search import plan_goals
-from schemas.messages import Plan
+from robobus.brain_agent.context import PlanContext
+from robobus.brain_agent.errors import BrainError, ParseError, PlanInvalid, PlanningError
+from robobus.brain_agent.goals import GoalSet
+from robobus.brain_agent.llm import prompts
+from robobus.brain_agent.llm.errors import GenerationError
+from robobus.brain_agent.llm.schema import SceneNames, goalset_schema
+from robobus.brain_agent.search import plan_goals
+from robobus.schemas.messages import Plan
 
 log = structlog.get_logger(__name__)
 

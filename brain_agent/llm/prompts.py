@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from brain_agent.context import PlanContext
+from robobus.brain_agent.context import PlanContext
 
 SYSTEM = """You convert a robot instruction into JSON goals. Reply with JSON only.
 Goal types:

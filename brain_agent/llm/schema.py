@@ -16,9 +16,9 @@ from typing import Any
 
 import msgspec
 
-from brain_agent.context import PlanContext
-from brain_agent.goals import GoalSet
-from brain_agent.vocab import build_vocabulary, tokenize
+from robobus.brain_agent.context import PlanContext
+from robobus.brain_agent.goals import GoalSet
+from robobus.brain_agent.vocab import build_vocabulary, tokenize
 
 #: (struct, field) -> the name category the field may hold.
 FIELD_NAMES: dict[tuple[str, str], str] = {

@@ -30,13 +30,13 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol, runtime_checkable
 
-from brain_agent.context import PlanContext
-from brain_agent.errors import ParseError, PlanInvalid, PlanningError, UnknownPlanner
-from brain_agent.goals import GoalSet
-from brain_agent.resolve import bind_goals
-from brain_agent.search import plan_goals, resolve_goals
-from brain_agent.validate import Violation, validate
-from schemas.messages import Plan
+from robobus.brain_agent.context import PlanContext
+from robobus.brain_agent.errors import ParseError, PlanInvalid, PlanningError, UnknownPlanner
+from robobus.brain_agent.goals import GoalSet
+from robobus.brain_agent.resolve import bind_goals
+from robobus.brain_agent.search import plan_goals, resolve_goals
+from robobus.brain_agent.validate import Violation, validate
+from robobus.schemas.messages import Plan
 
 __all__ = [
     "PLANNERS", "ParseError", "Plan", "bind_goals", "PlanContext", "PlanInvalid", "Planner", "PlanningError",
@@ -61,9 +61,9 @@ class Planner(Protocol):
 
 #: Backend name -> "module:Class". Imported lazily: only the chosen backend's dependencies load.
 PLANNERS: dict[str, str] = {
-    "symbolic": "brain_agent.planners.symbolic:SymbolicPlanner",
-    "llm": "brain_agent.planners.llm:LlmPlanner",
-    "openai": "brain_agent.planners.openai:OpenAIPlanner",
+    "symbolic": "robobus.brain_agent.planners.symbolic:SymbolicPlanner",
+    "llm": "robobus.brain_agent.planners.llm:LlmPlanner",
+    "openai": "robobus.brain_agent.planners.openai:OpenAIPlanner",
 }
 
 

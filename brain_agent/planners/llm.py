@@ -22,8 +22,8 @@ from typing import Any
 
 import anyio
 
-from brain_agent.llm import models, prompts
-from brain_agent.llm.planning import ModelPlanner
+from robobus.brain_agent.llm import models, prompts
+from robobus.brain_agent.llm.planning import ModelPlanner
 
 
 class LlmPlanner(ModelPlanner):
@@ -48,7 +48,7 @@ class LlmPlanner(ModelPlanner):
         """The loaded :class:`~brain_agent.llm.engine.LocalEngine` (loads it once). Blocking."""
         with self._load_lock:
             if self._engine is None:
-                from brain_agent.llm.engine import LocalEngine
+                from robobus.brain_agent.llm.engine import LocalEngine
 
                 engine = LocalEngine.load(self.model, device=self.device, dtype=self.dtype,
                                           cache_dir=self.cache_dir)
@@ -62,7 +62,7 @@ class LlmPlanner(ModelPlanner):
 
     def complete(self, messages: list[dict[str, str]], schema: dict[str, Any],
                  temperature: float = 0.0) -> str:
-        from brain_agent.llm.constrain import grammar_for
+        from robobus.brain_agent.llm.constrain import grammar_for
 
         generation = self.engine().generate(messages, grammar_for(schema),
                                             max_new_tokens=self.max_new_tokens,

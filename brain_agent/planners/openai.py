@@ -20,8 +20,8 @@ from typing import Any
 
 import structlog
 
-from brain_agent.llm.errors import EndpointError
-from brain_agent.llm.planning import ModelPlanner
+from robobus.brain_agent.llm.errors import EndpointError
+from robobus.brain_agent.llm.planning import ModelPlanner
 
 log = structlog.get_logger(__name__)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from brain_agent.context import PlanContext
-from brain_agent.goals import GoalSet
-from brain_agent.parser import SymbolicParser
-from brain_agent.search import plan_goals
-from brain_agent.vocab import Vocabulary, build_vocabulary
-from schemas.messages import Plan
+from robobus.brain_agent.context import PlanContext
+from robobus.brain_agent.goals import GoalSet
+from robobus.brain_agent.parser import SymbolicParser
+from robobus.brain_agent.search import plan_goals
+from robobus.brain_agent.vocab import Vocabulary, build_vocabulary
+from robobus.schemas.messages import Plan
 
 
 class SymbolicPlanner:

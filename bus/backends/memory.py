@@ -10,10 +10,10 @@ import dataclasses
 import weakref
 from urllib.parse import urlsplit
 
-from bus.errors import DisconnectedError
-from bus.message import Message
-from bus.topics import matches
-from bus.transport import NoDirectRequests, TransportConfig
+from robobus.bus.errors import DisconnectedError
+from robobus.bus.message import Message
+from robobus.bus.topics import matches
+from robobus.bus.transport import NoDirectRequests, TransportConfig
 
 
 class MemoryBroker:

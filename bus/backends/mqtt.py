@@ -30,12 +30,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from bus.backends.mqtt_options import MqttOptions, parse
-from bus.backends.mqtt_routes import Routes
-from bus.backends.mqtt_wire import FastClient, Publish, publish_properties
-from bus.errors import BusError, ConnectError, DisconnectedError, PublishError
-from bus.message import AckToken, Message
-from bus.transport import Dispatch, NoDirectRequests, TransportConfig
+from robobus.bus.backends.mqtt_options import MqttOptions, parse
+from robobus.bus.backends.mqtt_routes import Routes
+from robobus.bus.backends.mqtt_wire import FastClient, Publish, publish_properties
+from robobus.bus.errors import BusError, ConnectError, DisconnectedError, PublishError
+from robobus.bus.message import AckToken, Message
+from robobus.bus.transport import Dispatch, NoDirectRequests, TransportConfig
 
 log = structlog.get_logger("bus.mqtt")
 _OK = paho.MQTT_ERR_SUCCESS

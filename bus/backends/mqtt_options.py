@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from bus.errors import BusError
+from robobus.bus.errors import BusError
 
 
 class MqttOptionError(BusError, ValueError):

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bus.message import Message
-from bus.topics import matches
+from robobus.bus.message import Message
+from robobus.bus.topics import matches
 
 log = structlog.get_logger("bus.mqtt")
 

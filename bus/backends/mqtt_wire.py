@@ -18,7 +18,7 @@ from paho.mqtt._packet import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bus.message import Message
+from robobus.bus.message import Message
 
 _SUB_ID, _RESPONSE_TOPIC, _CORRELATION, _USER = 0x0B, 0x08, 0x09, 0x26
 _FIXED = {0x01: 1, 0x02: 4, 0x23: 2}  # payload format, message expiry, topic alias

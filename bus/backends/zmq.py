@@ -30,15 +30,15 @@ import msgspec
 import structlog
 import zmq
 
-from bus import zmq_wire as wire
-from bus.backends.zmq_direct import Direct
-from bus.backends.zmq_durable import Durable
-from bus.backends.zmq_reader import Handler, watch
-from bus.errors import ConnectError, DisconnectedError, PublishError
-from bus.message import Message
-from bus.security import zmq_client_keys
-from bus.topics import literal_prefix, matches
-from bus.transport import TransportConfig
+from robobus.bus import zmq_wire as wire
+from robobus.bus.backends.zmq_direct import Direct
+from robobus.bus.backends.zmq_durable import Durable
+from robobus.bus.backends.zmq_reader import Handler, watch
+from robobus.bus.errors import ConnectError, DisconnectedError, PublishError
+from robobus.bus.message import Message
+from robobus.bus.security import zmq_client_keys
+from robobus.bus.topics import literal_prefix, matches
+from robobus.bus.transport import TransportConfig
 
 log = structlog.get_logger("bus.zmq")
 _SEQ = struct.Struct(">Q")
@@ -128,7 +128,7 @@ class ZmqTransport:
         """Start an in-process hub for ``?embed=1`` URLs when none is listening."""
         if not self.ep.embed or _hub_listening(self.ep):
             return
-        from bus.hub import Hub
+        from robobus.bus.hub import Hub
 
         self._hub = Hub(self.config.url)
         self._hub.start()

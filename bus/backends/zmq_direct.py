@@ -33,12 +33,12 @@ import msgspec
 import structlog
 import zmq
 
-from bus import zmq_wire as wire
-from bus.message import Message
-from bus.topics import matches, remember
+from robobus.bus import zmq_wire as wire
+from robobus.bus.message import Message
+from robobus.bus.topics import matches, remember
 
 if TYPE_CHECKING:
-    from bus.backends.zmq import ZmqTransport
+    from robobus.bus.backends.zmq import ZmqTransport
 
 log = structlog.get_logger("bus.zmq.direct")
 

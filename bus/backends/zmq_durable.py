@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 import msgspec
 import structlog
 
-from bus import zmq_wire as wire
-from bus.message import AckToken, Message
+from robobus.bus import zmq_wire as wire
+from robobus.bus.message import AckToken, Message
 
 if TYPE_CHECKING:
-    from bus.backends.zmq import ZmqTransport
+    from robobus.bus.backends.zmq import ZmqTransport
 
 log = structlog.get_logger("bus.zmq.durable")
 

@@ -16,17 +16,17 @@ import anyio
 import pytest
 import yaml
 
-from brain_agent import scenes
-from brain_agent.agent import run as run_brain
-from brain_agent.config import BrainConfig
-from bus import Bus, BusError, BusOptions, Overflow
-from edge_agent.agent import EdgeConfig, edge_bus_options
-from edge_agent.agent import run as run_edge
-from edge_agent.profile import parse_profile
-from memory_store.agent import MemoryConfig
-from memory_store.agent import run as run_memory
-from schemas.messages import FaultSpec, Instruction, SkillCommand, TaskStatus
-from schemas.topics import Topics
+from robobus.brain_agent import scenes
+from robobus.brain_agent.agent import run as run_brain
+from robobus.brain_agent.config import BrainConfig
+from robobus.bus import Bus, BusError, BusOptions, Overflow
+from robobus.edge_agent.agent import EdgeConfig, edge_bus_options
+from robobus.edge_agent.agent import run as run_edge
+from robobus.edge_agent.profile import parse_profile
+from robobus.memory_store.agent import MemoryConfig
+from robobus.memory_store.agent import run as run_memory
+from robobus.schemas.messages import FaultSpec, Instruction, SkillCommand, TaskStatus
+from robobus.schemas.topics import Topics
 
 TERMINAL = frozenset({"done", "failed", "cancelled"})
 
@@ -149,9 +149,9 @@ class Rig:
     async def world(self) -> Any:
         import msgspec
 
-        from brain_agent.fleet import query_memory
-        from memory_store.world import World, WorldSnapshot
-        from schemas.memory import MemoryQuery
+        from robobus.brain_agent.fleet import query_memory
+        from robobus.schemas.memory import MemoryQuery
+        from robobus.schemas.world import World, WorldSnapshot
         res = await query_memory(self.bus, self.topics, MemoryQuery(kind="world"), 2.0)
         return World(msgspec.convert(res, WorldSnapshot))
 

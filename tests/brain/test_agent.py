@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from brain_agent import scenes
-from brain_agent.config import BrainConfig
-from schemas.messages import FaultSpec
+from robobus.brain_agent import scenes
+from robobus.brain_agent.config import BrainConfig
+from robobus.schemas.messages import FaultSpec
 
 pytestmark = pytest.mark.anyio
 DEMO = "Bring the fruit nearest the cup and a fruit knife to the office desk"

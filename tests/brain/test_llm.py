@@ -18,14 +18,14 @@ from typing import Any
 import anyio
 import pytest
 
-from brain_agent import scenes
-from brain_agent.config import BrainConfig
-from brain_agent.errors import BrainError, ParseError
-from brain_agent.goals import Deliver, GoalSet
-from brain_agent.llm.errors import EndpointError
-from brain_agent.llm.planning import decode_goals
-from brain_agent.llm.schema import SceneNames, goalset_schema
-from brain_agent.planners import validate
+from robobus.brain_agent import scenes
+from robobus.brain_agent.config import BrainConfig
+from robobus.brain_agent.errors import BrainError, ParseError
+from robobus.brain_agent.goals import Deliver, GoalSet
+from robobus.brain_agent.llm.errors import EndpointError
+from robobus.brain_agent.llm.planning import decode_goals
+from robobus.brain_agent.llm.schema import SceneNames, goalset_schema
+from robobus.brain_agent.planners import validate
 
 pytestmark = [pytest.mark.llm, pytest.mark.anyio]
 torch = pytest.importorskip("torch")
@@ -48,7 +48,7 @@ def test_schema_enumerates_scene_names() -> None:
 
 
 def test_schema_narrows_to_mentioned_names_for_english_text() -> None:
-    from brain_agent.llm.planning import schema_for
+    from robobus.brain_agent.llm.planning import schema_for
 
     ctx = scenes.demo()
     ref = schema_for("hand the banana to agilex", ctx)["$defs"]["ObjectRef"]["properties"]
@@ -77,7 +77,7 @@ def _toy_tokenizer() -> Any:
 
 
 def test_logits_processor_masks_random_logits_into_a_valid_goalset() -> None:
-    from brain_agent.llm.constrain import (
+    from robobus.brain_agent.llm.constrain import (
         GrammarLogitsProcessor,
         grammar_for,
         ll_tokenizer,
@@ -190,7 +190,7 @@ GOOD = '{"goals":[{"type":"deliver","objects":[{"name":"knife"}],"to":"basket"}]
 
 
 async def test_openai_feeds_back_a_bad_answer_and_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    from brain_agent.planners.openai import OpenAIPlanner
+    from robobus.brain_agent.planners.openai import OpenAIPlanner
 
     monkeypatch.setenv("ROBOBUS_OPENAI_API_KEY", "sk-test-secret")
     ctx = scenes.demo()
@@ -207,7 +207,7 @@ async def test_openai_feeds_back_a_bad_answer_and_retries(monkeypatch: pytest.Mo
 
 
 async def test_openai_gives_up_after_bounded_retries_with_the_reason() -> None:
-    from brain_agent.planners.openai import OpenAIPlanner
+    from robobus.brain_agent.planners.openai import OpenAIPlanner
 
     with FakeOpenAI([BAD]) as server:
         with pytest.raises(ParseError, match=r"2 attempt\(s\).*unknown object 'pear'"):
@@ -216,7 +216,7 @@ async def test_openai_gives_up_after_bounded_retries_with_the_reason() -> None:
 
 
 async def test_openai_http_error_is_not_retried() -> None:
-    from brain_agent.planners.openai import OpenAIPlanner
+    from robobus.brain_agent.planners.openai import OpenAIPlanner
 
     with FakeOpenAI([(503, {"error": "overloaded"})]) as server:
         with pytest.raises(EndpointError, match="HTTP 503"):
@@ -239,7 +239,7 @@ async def test_brain_runs_a_task_with_the_openai_planner(rig_factory) -> None:  
 @pytest.fixture(scope="module")
 def llm_planner() -> Any:
     """One loaded local planner for the module (first use converts the GGUF into the cache)."""
-    from brain_agent.planners.llm import LlmPlanner
+    from robobus.brain_agent.planners.llm import LlmPlanner
 
     planner = LlmPlanner(TEST_MODEL, device="cpu")
     planner.engine()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from brain_agent import scenes
-from brain_agent.errors import ParseError
-from brain_agent.goals import CancelTask, Deliver, GoTo, HandTo, ObjectRef, PickUp
-from brain_agent.planners.symbolic import SymbolicPlanner
+from robobus.brain_agent import scenes
+from robobus.brain_agent.errors import ParseError
+from robobus.brain_agent.goals import CancelTask, Deliver, GoTo, HandTo, ObjectRef, PickUp
+from robobus.brain_agent.planners.symbolic import SymbolicPlanner
 
 WAREHOUSE = {
     "places": {"loadingDock": {"position": [0, 0]}, "shelfA": {"position": [5, 0]},

@@ -6,14 +6,14 @@ import random
 
 import pytest
 
-from brain_agent import scenes
-from brain_agent.errors import PlanningError
-from brain_agent.goals import Deliver, GoalSet, GoTo, HandTo, ObjectRef, PickUp
-from brain_agent.planners import plan_goals, validate
-from brain_agent.planners.symbolic import SymbolicPlanner
-from brain_agent.validate import simulate
-from memory_store.world import WorldChange
-from schemas.messages import Plan, PlanStep, RobotRegistration
+from robobus.brain_agent import scenes
+from robobus.brain_agent.errors import PlanningError
+from robobus.brain_agent.goals import Deliver, GoalSet, GoTo, HandTo, ObjectRef, PickUp
+from robobus.brain_agent.planners import plan_goals, validate
+from robobus.brain_agent.planners.symbolic import SymbolicPlanner
+from robobus.brain_agent.validate import simulate
+from robobus.schemas.messages import Plan, PlanStep, RobotRegistration
+from robobus.schemas.world import WorldChange
 
 
 def plan_text(ctx, text: str) -> Plan:  # noqa: ANN001

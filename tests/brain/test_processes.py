@@ -19,13 +19,14 @@ import msgspec
 import pytest
 import yaml
 
-from brain_agent import scenes
-from brain_agent.fleet import query_memory
-from bus import Bus, BusOptions, testing
-from memory_store.world import World, WorldSnapshot
-from schemas.memory import MemoryQuery
-from schemas.messages import ErrorReport, Instruction, RobotRegistration, SkillCommand, TaskStatus
-from schemas.topics import Topics
+from robobus import testing
+from robobus.brain_agent import scenes
+from robobus.brain_agent.fleet import query_memory
+from robobus.bus import Bus, BusOptions
+from robobus.schemas.memory import MemoryQuery
+from robobus.schemas.messages import ErrorReport, Instruction, RobotRegistration, SkillCommand, TaskStatus
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import World, WorldSnapshot
 
 pytestmark = pytest.mark.anyio
 TIME_SCALE = "0.05"

@@ -8,7 +8,7 @@ import sys
 
 import anyio
 
-from bus import Bus, BusOptions, Subscription
+from robobus.bus import Bus, BusOptions, Subscription
 
 
 async def answer_counts(bus: Bus, sub: Subscription, prefix: str) -> None:

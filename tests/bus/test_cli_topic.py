@@ -10,8 +10,9 @@ import msgspec
 import pytest
 from anyio.abc import Process
 
-from bus import Message, testing
-from bus.cli.topic import Format, decode_payload, encode_data, render
+from robobus import testing
+from robobus.bus import Message
+from robobus.cli.topic import Format, decode_payload, encode_data, render
 
 TIMEOUT = 20.0
 

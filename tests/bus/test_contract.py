@@ -10,7 +10,8 @@ import anyio
 import msgspec
 import pytest
 
-from bus import (
+from robobus import testing
+from robobus.bus import (
     Bus,
     BusOptions,
     Message,
@@ -19,9 +20,8 @@ from bus import (
     RequestTimeout,
     Subscription,
     Will,
-    testing,
 )
-from schemas.messages import ErrorReport, RobotState
+from robobus.schemas.messages import ErrorReport, RobotState
 
 pytestmark = pytest.mark.anyio
 WAIT = 5.0

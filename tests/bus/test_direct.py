@@ -11,8 +11,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bus import Bus, BusOptions, RequestTimeout, testing
-from bus.backends.zmq_direct import Direct
+from robobus import testing
+from robobus.bus import Bus, BusOptions, RequestTimeout
+from robobus.bus.backends.zmq_direct import Direct
 
 pytestmark = pytest.mark.anyio
 SERVER = Path(__file__).with_name("counter_server.py")

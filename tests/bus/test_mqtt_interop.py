@@ -12,9 +12,10 @@ import msgspec
 import pytest
 from anyio.abc import Process
 
-from bus import Bus, BusOptions, ConnectError, DisconnectedError, Overflow, testing
-from bus.backends.mqtt_options import MqttOptionError, credentials_from_env, parse
-from schemas.messages import ErrorReport, Instruction, RobotState
+from robobus import testing
+from robobus.bus import Bus, BusOptions, ConnectError, DisconnectedError, Overflow
+from robobus.bus.backends.mqtt_options import MqttOptionError, credentials_from_env, parse
+from robobus.schemas.messages import ErrorReport, Instruction, RobotState
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker,
               pytest.mark.skipif(shutil.which("mosquitto_pub") is None,

@@ -14,8 +14,8 @@ import time
 import pytest
 import zmq
 
-from bus.backends.zmq import ZmqTransport
-from bus.zmq_wire import HEARTBEAT
+from robobus.bus.backends.zmq import ZmqTransport
+from robobus.bus.zmq_wire import HEARTBEAT
 
 pytestmark = pytest.mark.anyio
 

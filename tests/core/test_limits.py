@@ -6,9 +6,9 @@ import anyio
 import msgspec
 import pytest
 
-from bus import Bus, RateLimit
-from bus.limits import TokenBuckets
-from schemas import ErrorReport
+from robobus.bus import Bus, RateLimit
+from robobus.bus.limits import TokenBuckets
+from robobus.schemas import ErrorReport
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.profile import RobotProfile, parse_profile
+from robobus.edge_agent.profile import RobotProfile, parse_profile
 
 SCENE: dict[str, Any] = {
     "places": {

@@ -9,12 +9,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from bus.testing import robobus_cmd
-from edge_agent.harness import EdgeHarness
-from edge_agent.profile import parse_profile
-from skills.context import SkillContext
-from skills.errors import SkillFailed
-from skills.registry import SkillRegistry
+from robobus.edge_agent.harness import EdgeHarness
+from robobus.edge_agent.profile import parse_profile
+from robobus.skills.context import SkillContext
+from robobus.skills.errors import SkillFailed
+from robobus.skills.registry import SkillRegistry
+from robobus.testing import robobus_cmd
 
 pytestmark = pytest.mark.anyio
 MINE = SkillRegistry()

@@ -8,8 +8,8 @@ import anyio
 import msgspec
 import pytest
 
-from edge_agent.harness import EdgeHarness
-from schemas.messages import ErrorReport, FaultSpec, RobotState
+from robobus.edge_agent.harness import EdgeHarness
+from robobus.schemas.messages import ErrorReport, FaultSpec, RobotState
 
 pytestmark = pytest.mark.anyio
 
@@ -167,7 +167,7 @@ async def test_state_telemetry_and_resume_after_restart(scene: dict[str, Any], m
 
 
 async def test_registration_carries_profile_and_skill_specs(scene: dict[str, Any]) -> None:
-    from schemas.messages import Alive, RobotRegistration
+    from robobus.schemas.messages import Alive, RobotRegistration
 
     async with EdgeHarness(scene) as h:
         await h.add_robot("agilex_dual_arm")

@@ -10,11 +10,11 @@ import anyio
 import pytest
 import yaml
 
-from bus import Bus, BusOptions
-from bus.testing import kill9, robobus_cmd, spawn
-from memory_store.world import WorldEvent
-from schemas.messages import Alive, RobotState, SkillCommand, SkillFeedback
-from schemas.topics import Topics
+from robobus.bus import Bus, BusOptions
+from robobus.schemas.messages import Alive, RobotState, SkillCommand, SkillFeedback
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import WorldEvent
+from robobus.testing import kill9, robobus_cmd, spawn
 
 pytestmark = pytest.mark.anyio
 TERMINAL = {"done", "failed", "cancelled", "rejected"}

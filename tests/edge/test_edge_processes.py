@@ -15,9 +15,9 @@ import anyio
 import msgspec
 import pytest
 
-from bus.testing import kill9, robobus_cmd, spawn
-from edge_agent.harness import EdgeHarness
-from schemas.messages import Alive, ErrorReport, RobotRegistration, RobotState
+from robobus.edge_agent.harness import EdgeHarness
+from robobus.schemas.messages import Alive, ErrorReport, RobotRegistration, RobotState
+from robobus.testing import kill9, robobus_cmd, spawn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bus.testing import robobus_cmd
-from edge_agent.errors import ProfileError
-from edge_agent.profile import load_profile, parse_profile, robot_types
+from robobus.edge_agent.errors import ProfileError
+from robobus.edge_agent.profile import load_profile, parse_profile, robot_types
+from robobus.testing import robobus_cmd
 
 SHIPPED = ["realman_single_arm", "agilex_dual_arm", "unitree_g1"]
 

@@ -7,10 +7,10 @@ from importlib.metadata import entry_points
 import msgspec
 import pytest
 
-from schemas.messages import FaultSpec
-from skills.errors import SkillDefinitionError, SkillRejected, UnknownSkill
-from skills.faults import FaultInjector
-from skills.registry import ENTRY_POINT_GROUP, REGISTRY, SkillRegistry, load_plugins
+from robobus.schemas.messages import FaultSpec
+from robobus.skills.errors import SkillDefinitionError, SkillRejected, UnknownSkill
+from robobus.skills.faults import FaultInjector
+from robobus.skills.registry import ENTRY_POINT_GROUP, REGISTRY, SkillRegistry, load_plugins
 
 #: docs/contracts.md, "Shipped skill models".
 CONTRACT = {

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from edge_agent.harness import EdgeHarness, run_skill
+from robobus.edge_agent.harness import EdgeHarness, run_skill
 
 pytestmark = pytest.mark.anyio
 SCALE = 0.01

@@ -20,9 +20,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-import memory_store
-from bus import Bus, BusError, testing
-from schemas.memory import MemoryQuery
+from robobus import memory_store, testing
+from robobus.bus import Bus, BusError
+from robobus.schemas.memory import MemoryQuery
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults]
 

@@ -25,10 +25,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bus import Bus, BusOptions, RequestTimeout, testing
-from schemas.memory import MemoryQuery
-from schemas.messages import Alive, Instruction, SkillFeedback, TaskStatus
-from schemas.topics import Topics
+from robobus import testing
+from robobus.bus import Bus, BusOptions, RequestTimeout
+from robobus.schemas.memory import MemoryQuery
+from robobus.schemas.messages import Alive, Instruction, SkillFeedback, TaskStatus
+from robobus.schemas.topics import Topics
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults]
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bus import testing
-from bus.launch.runner import RunOptions, run_scenario
+from robobus import testing
+from robobus.launch.runner import RunOptions, run_scenario
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults]
 

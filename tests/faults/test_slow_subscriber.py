@@ -12,7 +12,8 @@ import subprocess
 import anyio
 import pytest
 
-from bus import Bus, Overflow, testing
+from robobus import testing
+from robobus.bus import Bus, Overflow
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults]
 

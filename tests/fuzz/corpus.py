@@ -28,11 +28,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from bus.errors import DecodeError
-from edge_agent.commands import convert, decode_map, parse_command
-from memory_store.world import WorldChange, WorldEvent
-from schemas.codec import decode_as, parse_instruction
-from schemas.messages import (
+from robobus.bus.errors import DecodeError
+from robobus.edge_agent.commands import convert, decode_map, parse_command
+from robobus.schemas.codec import decode_as, parse_instruction
+from robobus.schemas.messages import (
     Alive,
     FaultSpec,
     Instruction,
@@ -41,8 +40,9 @@ from schemas.messages import (
     SkillFeedback,
     TaskStatus,
 )
-from schemas.topics import Topics
-from skills.errors import SkillError
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import WorldChange, WorldEvent
+from robobus.skills.errors import SkillError
 
 MAX_PAYLOAD = 1 << 20
 TELEMETRY = {"registration": RobotRegistration, "alive": Alive, "state": RobotState,

@@ -1,6 +1,6 @@
 """Drive a corpus of bad input at a running scenario, and collect what the fleet said back.
 
-:func:`fuzz_scenario` runs a scenario with :func:`bus.launch.runner.run_scenario` and, while its
+:func:`fuzz_scenario` runs a scenario with :func:`robobus.launch.runner.run_scenario` and, while its
 task runs, publishes the corpus from an external client at a bounded rate: inputs whose only
 rejecter reports through a per-topic rate-limited channel (instructions, world events) go at
 ``paced_rate``, the rest at ``rate``. Then it floods (instructions and commands beyond the
@@ -24,16 +24,16 @@ from typing import Any
 import anyio
 import msgspec
 
-from bus import Bus, BusError, BusOptions
-from bus.launch import fleet as fleet_mod
-from bus.launch import runner
-from bus.launch.runner import RunOptions, RunResult
-from bus.launch.supervisor import Supervisor
-from edge_agent.profile import load_profile
-from schemas.memory import MemoryQuery, QueryReply
-from schemas.messages import ErrorReport, TaskStatus
-from schemas.scenario import load_scenario
-from schemas.topics import Topics
+from robobus.bus import Bus, BusError, BusOptions
+from robobus.edge_agent.profile import load_profile
+from robobus.launch import fleet as fleet_mod
+from robobus.launch import runner
+from robobus.launch.runner import RunOptions, RunResult
+from robobus.launch.supervisor import Supervisor
+from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.messages import ErrorReport, TaskStatus
+from robobus.schemas.scenario import load_scenario
+from robobus.schemas.topics import Topics
 
 TERMINAL = ("done", "failed", "cancelled")
 

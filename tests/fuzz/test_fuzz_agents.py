@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from bus import testing
-from bus.launch import fleet as fleet_mod
-from memory_store.store import open_store
+from robobus import testing
+from robobus.launch import fleet as fleet_mod
+from robobus.memory_store.store import open_store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

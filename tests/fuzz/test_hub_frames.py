@@ -11,8 +11,9 @@ import anyio
 import pytest
 import zmq
 
-from bus import Bus, testing
-from bus.zmq_wire import pack_body
+from robobus import testing
+from robobus.bus import Bus
+from robobus.bus.zmq_wire import pack_body
 
 pytestmark = pytest.mark.anyio
 

@@ -19,20 +19,20 @@ import anyio
 import msgspec
 import pytest
 
-from brain_agent.agent import run as run_brain
-from brain_agent.config import BrainConfig
-from bus import Bus, DecodeError, RateLimit
-from bus.launch.observe import decode as observe_decode
-from edge_agent.agent import EdgeAgent, EdgeConfig
-from edge_agent.commands import decode_map
-from edge_agent.profile import parse_profile
-from memory_store.errors import QueryError
-from memory_store.query import parse as parse_query
-from memory_store.views import Views
-from memory_store.world import WorldEvent
-from schemas.codec import decode_as, parse_instruction
-from schemas.messages import Alive, ErrorReport, Instruction, RobotRegistration, SkillFeedback
-from schemas.topics import Topics
+from robobus.brain_agent.agent import run as run_brain
+from robobus.brain_agent.config import BrainConfig
+from robobus.bus import Bus, DecodeError, RateLimit
+from robobus.edge_agent.agent import EdgeAgent, EdgeConfig
+from robobus.edge_agent.commands import decode_map
+from robobus.edge_agent.profile import parse_profile
+from robobus.launch.observe import decode as observe_decode
+from robobus.memory_store.errors import QueryError
+from robobus.memory_store.query import parse as parse_query
+from robobus.memory_store.views import Views
+from robobus.schemas.codec import decode_as, parse_instruction
+from robobus.schemas.messages import Alive, ErrorReport, Instruction, RobotRegistration, SkillFeedback
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import WorldEvent
 
 DEEP_MSGPACK = b"\x91" * 100_000 + b"\x01"
 DEEP_JSON = b'{"a":' * 100_000 + b"1" + b"}" * 100_000

@@ -14,11 +14,11 @@ import msgspec
 import pytest
 import yaml
 
-from bus import Bus, BusOptions
-from memory_store.agent import MemoryConfig, run
-from memory_store.commit import CommitOptions
-from schemas.memory import MemoryQuery, QueryReply
-from schemas.topics import Topics
+from robobus.bus import Bus, BusOptions
+from robobus.memory_store.agent import MemoryConfig, run
+from robobus.memory_store.commit import CommitOptions
+from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.topics import Topics
 
 SCENE: dict[str, Any] = {
     "places": {

@@ -9,11 +9,10 @@ import anyio
 import msgspec
 import pytest
 
-import memory_store
-from memory_store.store import rebuild_world
-from memory_store.world import WorldChange, WorldReply
-from schemas.memory import MemoryQuery
-from schemas.messages import (
+from robobus import memory_store
+from robobus.memory_store.store import rebuild_world
+from robobus.schemas.memory import MemoryQuery
+from robobus.schemas.messages import (
     Alive,
     ErrorReport,
     Pose,
@@ -22,6 +21,7 @@ from schemas.messages import (
     SkillFeedback,
     TaskStatus,
 )
+from robobus.schemas.world import WorldChange, WorldReply
 
 pytestmark = pytest.mark.anyio
 
@@ -201,8 +201,8 @@ async def test_replaying_the_log_rebuilds_the_same_spatial_memory(
     async with start_agent(store, prefix, scene_file) as run:
         await _populate(run)
         live = (await run.query(kind="world")).result
-    from memory_store.world import WorldSnapshot
-    from schemas.topics import Topics
+    from robobus.schemas.topics import Topics
+    from robobus.schemas.world import WorldSnapshot
 
     rebuilt = rebuild_world(store, Topics(prefix))
     assert rebuilt.snapshot() == msgspec.convert(live, WorldSnapshot)

@@ -9,11 +9,11 @@ import anyio
 import msgspec
 import pytest
 
-import memory_store
-from memory_store.commit import CommitOptions, GroupCommitter
-from memory_store.views import Views
-from schemas.messages import Alive
-from schemas.topics import Topics
+from robobus import memory_store
+from robobus.memory_store.commit import CommitOptions, GroupCommitter
+from robobus.memory_store.views import Views
+from robobus.schemas.messages import Alive
+from robobus.schemas.topics import Topics
 
 pytestmark = pytest.mark.anyio
 T0 = 1_700_000_000 * 10**9

@@ -10,9 +10,9 @@ import anyio
 import msgspec
 import pytest
 
-import memory_store
-from bus import Bus, BusOptions, RequestTimeout, testing
-from schemas.memory import MemoryQuery, QueryReply
+from robobus import memory_store, testing
+from robobus.bus import Bus, BusOptions, RequestTimeout
+from robobus.schemas.memory import MemoryQuery, QueryReply
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults]
 

@@ -12,11 +12,11 @@ import anyio
 import msgspec
 import pytest
 
-import memory_store
 from bench.bus import PEERS
 from bench.replay import T0, floor_round, gap_errors, replay_round, schedule
-from bus import Bus, BusOptions, testing
-from schemas.messages import Alive, RobotState
+from robobus import memory_store, testing
+from robobus.bus import Bus, BusOptions
+from robobus.schemas.messages import Alive, RobotState
 
 pytestmark = pytest.mark.anyio
 REPLAY_ATTEMPTS = 6
@@ -95,7 +95,7 @@ async def test_replay_keeps_the_original_gaps_within_1ms_p99(tmp_path: Path, pre
 
 
 async def test_replay_speed_and_time_window(tmp_path: Path, prefix: str) -> None:
-    from memory_store.replay import ReplayOptions, replay
+    from robobus.memory_store.replay import ReplayOptions, replay
 
     path = tmp_path / "log"
     ts = _irregular_log(path, prefix, n=60)
@@ -177,8 +177,8 @@ def test_log_info_and_cat(tmp_path: Path) -> None:
 def test_cli_sizes_durations_and_times_parse_or_say_why() -> None:
     import typer
 
-    from memory_store.cli import parse_duration_ns, parse_size
-    from memory_store.replay import parse_time
+    from robobus.cli.memory import parse_duration_ns, parse_size
+    from robobus.memory_store.replay import parse_time
 
     assert parse_size("16GiB") == 16 << 30 and parse_size("1TB") == 1 << 40
     assert parse_size("4096") == 4096

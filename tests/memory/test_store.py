@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import memory_store
+from robobus import memory_store
 
 T0 = 1_700_000_000 * 10**9
 SEC = 10**9

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from memory_store.views import Rejected, Views
-from memory_store.world import WorldEvent
-from schemas.messages import RobotRegistration
+from robobus.memory_store.views import Rejected, Views
+from robobus.schemas.messages import RobotRegistration
+from robobus.schemas.world import WorldEvent
 
 
 def test_only_view_topics_are_decoded_and_bad_payloads_are_rejected() -> None:

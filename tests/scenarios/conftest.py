@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bus.launch.observe import RUNNER, Observed
+from robobus.launch.observe import RUNNER, Observed
 
 T0 = 1_700_000_000_000_000_000
 

@@ -13,8 +13,9 @@ import anyio
 import pytest
 import yaml
 
-from bus import Bus, BusOptions, testing
-from schemas.messages import Instruction, TaskStatus
+from robobus import testing
+from robobus.bus import Bus, BusOptions
+from robobus.schemas.messages import Instruction, TaskStatus
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 REPO = SCENARIOS.parent

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from schemas.scenario import ScenarioError, load_scenario, parse_scenario
+from robobus.schemas.scenario import ScenarioError, load_scenario, parse_scenario
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bus.launch.observe import Observed
-from bus.launch.report import ExpectResult, read_events, rebuild, summarize, write_report
-from bus.launch.timeline import marks, skill_runs
+from robobus.launch.observe import Observed
+from robobus.launch.report import ExpectResult, read_events, rebuild, summarize, write_report
+from robobus.launch.timeline import marks, skill_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

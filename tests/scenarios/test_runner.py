@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bus.launch.runner import RunOptions, RunResult, run_scenario
+from robobus.launch.runner import RunOptions, RunResult, run_scenario
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bus.launch.errors import ProcessCrashed
-from bus.launch.supervisor import Supervisor
+from robobus.launch.errors import ProcessCrashed
+from robobus.launch.supervisor import Supervisor
 
 pytestmark = pytest.mark.anyio
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bus.launch.errors import LaunchError
-from bus.launch.observe import Observed, Observer
-from bus.launch.progress import LineView, LiveView
-from bus.launch.up import robots_from_profiles
-from schemas.topics import Topics
+from robobus.launch.errors import LaunchError
+from robobus.launch.observe import Observed, Observer
+from robobus.launch.progress import LineView, LiveView
+from robobus.launch.up import robots_from_profiles
+from robobus.schemas.topics import Topics
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bus import Bus, BusError, ConnectError, testing
-from bus.secure_init import SecureConfig, secure_init
+from robobus import testing
+from robobus.bus import Bus, BusError, ConnectError
+from robobus.secure import SecureConfig, secure_init
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 

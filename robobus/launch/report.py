@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from bus.launch.observe import RUNNER, TERMINAL_TASK, Observed
-from bus.launch.timeline import origin_ns, render, skill_runs
+from robobus.launch.observe import RUNNER, TERMINAL_TASK, Observed
+from robobus.launch.timeline import origin_ns, render, skill_runs
 
 #: Keys of summary.json that describe the run rather than result from its events.
 META_KEYS = ("scenario", "file", "bus", "prefix", "speed", "planner", "robots", "fleet", "wall_s",

@@ -13,8 +13,8 @@ import anyio
 import structlog
 import typer
 
-from bus.api import DEFAULT_URL, Bus, BusOptions
-from bus.api import run as bus_run
+from robobus.bus.api import DEFAULT_URL, Bus, BusOptions
+from robobus.bus.api import run as bus_run
 
 BusOpt = Annotated[
     str,

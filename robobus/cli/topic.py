@@ -21,10 +21,10 @@ import structlog
 import typer
 import yaml
 
-from bus.api import Bus, run
-from bus.cli.common import DEFAULT_BUS, BusOpt
-from bus.errors import BusError
-from bus.message import Message
+from robobus.bus.api import Bus, run
+from robobus.bus.errors import BusError, DecodeError
+from robobus.bus.message import Message
+from robobus.cli.common import DEFAULT_BUS, BusOpt
 
 log = structlog.get_logger("robobus.topic")
 topic_app = typer.Typer(help="Inspect topics: list, echo, hz, pub.", no_args_is_help=True)
@@ -100,7 +100,7 @@ def render(msg: Message, fmt: Format, verbose: bool) -> str:
 def _run(main: Callable[[], Awaitable[None]]) -> None:
     try:
         run(main)  # asyncio, on uvloop when installed: the one loop choice of every process
-    except BusError as exc:
+    except (BusError, DecodeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from bus.launch.runner import RunResult
+    from robobus.launch.runner import RunResult
 
 scenario_app = typer.Typer(help="Run and check scenario files (docs/scenarios.md).",
                            no_args_is_help=True)
@@ -54,7 +54,7 @@ def _terminate_as_interrupt() -> None:
 
 
 def _view(quiet: bool) -> object:
-    from bus.launch.progress import QuietView, default_view
+    from robobus.launch.progress import QuietView, default_view
 
     return QuietView() if quiet else default_view()
 
@@ -76,8 +76,8 @@ def _run(file: Path, bus: str | None, planner: str, speed: float | None, report:
          quiet: bool, prefix: str = "robobus") -> RunResult:
     import anyio
 
-    from bus.launch.runner import RunOptions, run_scenario
-    from schemas.scenario import ScenarioError
+    from robobus.launch.runner import RunOptions, run_scenario
+    from robobus.schemas.scenario import ScenarioError
 
     _terminate_as_interrupt()
     opts = RunOptions(bus_url=bus, planner=planner, speed=speed, report_dir=report,
@@ -111,9 +111,9 @@ def run(
 @scenario_app.command("validate")
 def validate(files: Annotated[list[Path], typer.Argument(help="Scenario YAML files")]) -> None:
     """Check scenario files (format, names, robot profiles) without running them."""
-    from bus.launch.errors import ProfileNotFound
-    from bus.launch.fleet import resolve_profile
-    from schemas.scenario import ScenarioError, load_scenario
+    from robobus.launch.errors import ProfileNotFound
+    from robobus.launch.fleet import resolve_profile
+    from robobus.schemas.scenario import ScenarioError, load_scenario
 
     bad = 0
     for file in files:
@@ -136,7 +136,7 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Scenario YAML fil
 @scenario_app.command("report")
 def report_cmd(folder: Annotated[Path, typer.Argument(help="A report folder")]) -> None:
     """Rebuild timeline.png and summary.json from a report folder's events.jsonl."""
-    from bus.launch.report import rebuild
+    from robobus.launch.report import rebuild
 
     summary = rebuild(folder)
     typer.echo(f"rebuilt {folder / 'timeline.png'} (makespan {summary['makespan_s']} s)")
@@ -181,8 +181,8 @@ def up(
     """Start a fleet (hub, memory, brain, edges) and keep it running until Ctrl-C."""
     import anyio
 
-    from bus.launch.errors import LaunchError
-    from bus.launch.up import run_up
+    from robobus.launch.errors import LaunchError
+    from robobus.launch.up import run_up
 
     _terminate_as_interrupt()
     names = [p.strip() for item in profiles or [] for p in item.split(",") if p.strip()]

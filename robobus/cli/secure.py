@@ -22,7 +22,7 @@ def init(
     prefix: Annotated[str, typer.Option(envvar="ROBOBUS_PREFIX")] = "robobus",
 ) -> None:
     """Generate a CA, server certificate, Mosquitto TLS config, password file, ACL and CURVE keys."""
-    from bus.secure_init import SecureConfig, SecureInitError, secure_init
+    from robobus.secure import SecureConfig, SecureInitError, secure_init
 
     cfg = SecureConfig(directory, robots or DEMO_FLEET, operators or ["operator"], host, port, prefix)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class LaunchError(Exception):
-    """Base of every error raised by :mod:`bus.launch`."""
+    """Base of every error raised by :mod:`robobus.launch`."""
 
 
 class ProcessCrashed(LaunchError):

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from bus.zmq_wire import endpoints
+from robobus.bus.zmq_wire import endpoints
 
 LOOPBACK = "127.0.0.1"
 
@@ -139,7 +139,7 @@ def ipc_hub(directory: Path, timeout: float = 10.0) -> Iterator[str]:
 
 def robobus_cmd(*args: str) -> list[str]:
     """The argv that runs ``robobus ARGS`` with this interpreter."""
-    return [sys.executable, "-m", "bus.cli.main", *args]
+    return [sys.executable, "-m", "robobus.cli.main", *args]
 
 
 @contextlib.contextmanager

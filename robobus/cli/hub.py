@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from bus.cli.common import BusOpt
-from bus.errors import BusError
+from robobus.bus.errors import BusError
+from robobus.cli.common import BusOpt
 
 
 def hub(
@@ -27,13 +27,13 @@ def hub(
 
     Binds PORT (publishers), PORT+1 (subscribers) and PORT+2 (control) on loopback by default.
     """
-    from bus.hub import Hub
+    from robobus.bus.hub import Hub
 
     if not bus_url.startswith("zmq"):
         raise typer.BadParameter(f"the hub serves zmq:// or zmq+ipc:// URLs, not {bus_url!r}")
     secret, keys = None, None
     if curve_keys:
-        from bus.security import zmq_hub_keys
+        from robobus.bus.security import zmq_hub_keys
 
         secret, keys = zmq_hub_keys(curve_keys)
     try:

@@ -21,18 +21,18 @@ import anyio
 import anyio.abc
 import structlog
 
-from bus.api import Bus, BusOptions
-from bus.errors import BusError
-from bus.launch import fleet
-from bus.launch.errors import LaunchError
-from bus.launch.expect import evaluate
-from bus.launch.observe import TERMINAL_TASK, Observer, marker
-from bus.launch.progress import QuietView, View
-from bus.launch.report import ExpectResult, write_report
-from bus.launch.supervisor import Supervisor
-from schemas.messages import FaultSpec, Instruction, SkillFeedback
-from schemas.scenario import FaultEntry, Scenario, load_scenario
-from schemas.topics import Topics
+from robobus.bus.api import Bus, BusOptions
+from robobus.bus.errors import BusError
+from robobus.launch import fleet
+from robobus.launch.errors import LaunchError
+from robobus.launch.expect import evaluate
+from robobus.launch.observe import TERMINAL_TASK, Observer, marker
+from robobus.launch.progress import QuietView, View
+from robobus.launch.report import ExpectResult, write_report
+from robobus.launch.supervisor import Supervisor
+from robobus.schemas.messages import FaultSpec, Instruction, SkillFeedback
+from robobus.schemas.scenario import FaultEntry, Scenario, load_scenario
+from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("launch.runner")
 GRACE_S = 10.0        # wall seconds added to timeout_s / speed

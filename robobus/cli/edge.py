@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from bus import BusError
-from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
-from edge_agent.agent import EdgeConfig, edge_bus_options, run
-from edge_agent.errors import ProfileError
-from edge_agent.profile import load_profile, robot_types
+from robobus.bus import BusError
+from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
+from robobus.edge_agent.agent import EdgeConfig, edge_bus_options, run
+from robobus.edge_agent.errors import ProfileError
+from robobus.edge_agent.profile import load_profile, robot_types
 
 
 def edge(

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, Protocol, TextIO
 
-from bus.launch.observe import RUNNER, TERMINAL_SKILL, Observed, Observer
+from robobus.launch.observe import RUNNER, TERMINAL_SKILL, Observed, Observer
 
 _TASK_SHOWN = {"accepted", "planned", "replanning", "preempted", "done", "failed", "cancelled"}
 _STYLE = {"done": "green", "failed": "red", "cancelled": "yellow", "preempted": "yellow",

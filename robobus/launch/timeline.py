@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bus.launch.observe import RUNNER, TERMINAL_SKILL, TERMINAL_TASK, Observed
+from robobus.launch.observe import RUNNER, TERMINAL_SKILL, TERMINAL_TASK, Observed
 
 COLOURS = {"done": "#4caf50", "failed": "#e53935", "cancelled": "#fb8c00",
            "rejected": "#8e24aa", "lost": "#9e9e9e", "running": "#90caf9"}

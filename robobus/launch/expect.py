@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import msgspec
 
-from bus.api import Bus
-from bus.errors import BusError
-from bus.launch.observe import Observer
-from bus.launch.report import ExpectResult
-from memory_store.world import World, WorldSnapshot
-from schemas.memory import MemoryQuery, QueryReply, TaskRecord
-from schemas.scenario import Expectation, Scenario
+from robobus.bus.api import Bus
+from robobus.bus.errors import BusError
+from robobus.launch.observe import Observer
+from robobus.launch.report import ExpectResult
+from robobus.schemas.memory import MemoryQuery, QueryReply, TaskRecord
+from robobus.schemas.scenario import Expectation, Scenario
+from robobus.schemas.world import World, WorldSnapshot
 
 
 class MemoryUnavailable(Exception):

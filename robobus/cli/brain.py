@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from brain_agent.agent import run
-from brain_agent.config import BrainConfig
-from brain_agent.planners import PLANNERS
-from bus import BusError, BusOptions, RateLimit
-from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
+from robobus.brain_agent.agent import run
+from robobus.brain_agent.config import BrainConfig
+from robobus.brain_agent.planners import PLANNERS
+from robobus.bus import BusError, BusOptions, RateLimit
+from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
 
 _DEFAULT_LIMIT = BrainConfig().instruction_rate_limit
 _DEFAULT_RATE = _DEFAULT_LIMIT.rate if _DEFAULT_LIMIT else 0.0

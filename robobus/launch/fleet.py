@@ -19,13 +19,13 @@ import anyio
 import msgspec
 import structlog
 
-from bus import testing
-from bus.api import Bus
-from bus.errors import BusError
-from bus.launch.errors import BusUnavailable, NotReady, ProfileNotFound
-from bus.launch.supervisor import Supervisor
-from schemas.memory import MemoryQuery, QueryReply
-from schemas.scenario import RobotSpec
+from robobus import testing
+from robobus.bus.api import Bus
+from robobus.bus.errors import BusError
+from robobus.launch.errors import BusUnavailable, NotReady, ProfileNotFound
+from robobus.launch.supervisor import Supervisor
+from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.scenario import RobotSpec
 
 log = structlog.get_logger("launch.fleet")
 REPO = Path(__file__).resolve().parents[2]

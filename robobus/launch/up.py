@@ -12,13 +12,13 @@ import anyio
 import anyio.abc
 import yaml
 
-from bus.api import Bus, BusOptions
-from bus.launch import fleet
-from bus.launch.errors import LaunchError
-from bus.launch.observe import decode
-from bus.launch.supervisor import Supervisor
-from schemas.scenario import RobotSpec, load_scenario
-from schemas.topics import Topics
+from robobus.bus.api import Bus, BusOptions
+from robobus.launch import fleet
+from robobus.launch.errors import LaunchError
+from robobus.launch.observe import decode
+from robobus.launch.supervisor import Supervisor
+from robobus.schemas.scenario import RobotSpec, load_scenario
+from robobus.schemas.topics import Topics
 
 HINT = """\
 fleet up on {url}: {robots}

@@ -12,13 +12,13 @@ import anyio
 import msgspec
 import typer
 
-from bus import Bus, BusError, BusOptions
-from bus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent, stop_on_signal
-from memory_store.agent import MemoryConfig, load_scene, run
-from memory_store.commit import CommitOptions
-from memory_store.errors import MemoryStoreError
-from memory_store.replay import END, ReplayOptions, export_mcap, parse_time, replay, select, to_json
-from memory_store.store import MemoryStore, StoreOptions
+from robobus.bus import Bus, BusError, BusOptions
+from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent, stop_on_signal
+from robobus.memory_store.agent import MemoryConfig, load_scene, run
+from robobus.memory_store.commit import CommitOptions
+from robobus.memory_store.errors import MemoryStoreError
+from robobus.memory_store.replay import END, ReplayOptions, export_mcap, parse_time, replay, select, to_json
+from robobus.memory_store.store import MemoryStore, StoreOptions
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
 _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.I)

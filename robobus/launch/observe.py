@@ -1,7 +1,7 @@
 """What the runner sees on the bus: every message, decoded, plus the live state it implies.
 
 :class:`Observed` is also the line format of the report's ``events.jsonl``; the summary and the
-timeline are pure functions of a list of them (see :mod:`bus.launch.report`).
+timeline are pure functions of a list of them (see :mod:`robobus.launch.report`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import anyio
 import msgspec
 import structlog
 
-from bus.errors import DecodeError
-from memory_store.world import WorldEvent
-from schemas.codec import decode_as
-from schemas.messages import (
+from robobus.bus.errors import DecodeError
+from robobus.schemas.codec import decode_as
+from robobus.schemas.messages import (
     Alive,
     ErrorReport,
     FaultSpec,
@@ -29,7 +28,8 @@ from schemas.messages import (
     SkillFeedback,
     TaskStatus,
 )
-from schemas.topics import Topics
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import WorldEvent
 
 log = structlog.get_logger("launch.observe")
 

@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from bus.launch.errors import ProcessCrashed
+from robobus.launch.errors import ProcessCrashed
 
 log = structlog.get_logger("launch.supervisor")
 
