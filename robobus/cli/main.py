@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from robobus import __version__
-from robobus.cli import brain, edge, hub, memory, scenario, schema, secure, topic
+from robobus.cli import brain, edge, hub, log, memory, scenario, schema, secure, topic
 from robobus.cli.common import setup_logging
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (topic, hub, schema, memory, edge, brain, scenario, secure):
+for _module in (topic, hub, schema, memory, log, edge, brain, scenario, secure):
     _module.register(app)
 
 

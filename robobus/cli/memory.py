@@ -1,24 +1,20 @@
-"""``robobus memory | record | replay | export | log``: the memory agent and log tools."""
+"""``robobus memory | record``: the memory agent, and a recorder of the bus into a store."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import anyio
-import msgspec
 import typer
 
-from robobus.bus import Bus, BusError, BusOptions
-from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent, stop_on_signal
+from robobus.bus import BusError, BusOptions
+from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
 from robobus.memory_store.agent import MemoryConfig, load_scene, run
 from robobus.memory_store.commit import CommitOptions
 from robobus.memory_store.errors import MemoryStoreError
-from robobus.memory_store.replay import END, ReplayOptions, export_mcap, parse_time, replay, select, to_json
-from robobus.memory_store.store import MemoryStore, StoreOptions
+from robobus.memory_store.store import StoreOptions
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
 _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.I)
@@ -118,128 +114,7 @@ def _run_agent(url: str, prefix: str, config: MemoryConfig, name: str,
         raise typer.Exit(1) from exc
 
 
-
-def _open(path: Path) -> MemoryStore:
-    try:
-        return MemoryStore(path, readonly=True)
-    except MemoryStoreError as exc:
-        raise typer.BadParameter(str(exc), param_hint="LOG") from exc
-
-
-def _range(store: MemoryStore, t_from: str | None, t_to: str | None) -> tuple[int, int]:
-    first = store.stats()["first_ns"] or 0
-    try:
-        return parse_time(t_from, first, 0), parse_time(t_to, first, END)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-
-
-def replay_cmd(
-    log: Annotated[Path, typer.Argument(help="Store directory to replay")],
-    speed: Annotated[float, typer.Option("--speed", min=0.0001, help="Time scale (2 = twice)")]
-    = 1.0,
-    t_from: FromOpt = None,
-    t_to: ToOpt = None,
-    topics: TopicsOpt = None,
-    loop: Annotated[bool, typer.Option("--loop", help="Start over at the end")] = False,
-    bus_url: BusOpt = DEFAULT_BUS,
-    prefix: PrefixOpt = "robobus",
-) -> None:
-    """Republish a recorded log with its original timing, scaled by --speed."""
-    with _open(log) as store:
-        t0, t1 = _range(store, t_from, t_to)
-        opts = ReplayOptions(speed=speed, t0_ns=t0, t1_ns=t1, patterns=tuple(topics or ["#"]),
-                             loop=loop)
-        try:
-            sent = anyio.run(_replay_main, bus_url, prefix, store, opts)
-        except BusError as exc:
-            typer.echo(f"robobus replay: {exc}", err=True)
-            raise typer.Exit(1) from exc
-    typer.echo(f"replayed {sent} events")
-
-
-async def _replay_main(url: str, prefix: str, store: MemoryStore, opts: ReplayOptions) -> int:
-    async with Bus.connect(url, name="replay", options=BusOptions(prefix=prefix)) as bus:
-        sent = 0
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(stop_on_signal, tg.cancel_scope)
-            sent = await replay(bus, store, opts)
-            tg.cancel_scope.cancel()
-        return sent
-
-
-def export(
-    log: Annotated[Path, typer.Argument(help="Store directory to export")],
-    mcap: Annotated[Path, typer.Option("--mcap", help="MCAP file to write")],
-    topics: TopicsOpt = None,
-    t_from: FromOpt = None,
-    t_to: ToOpt = None,
-) -> None:
-    """Export a log as MCAP (JSON channels with JSON Schema) for Foxglove."""
-    with _open(log) as store:
-        t0, t1 = _range(store, t_from, t_to)
-        count = export_mcap(store, mcap, tuple(topics or ["#"]), t0, t1)
-    typer.echo(f"wrote {count} messages to {mcap}")
-
-
-log_app = typer.Typer(help="Inspect a recorded log.", no_args_is_help=True)
-
-
-def _iso(ns: int | None) -> str:
-    if ns is None:
-        return "-"
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds")
-
-
-@log_app.command("info")
-def info(
-    log: Annotated[Path, typer.Argument(help="Store directory")],
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
-) -> None:
-    """Counts per topic, time span, segments and size."""
-    with _open(log) as store:
-        stats: dict[str, Any] = store.stats()
-    if as_json:
-        typer.echo(msgspec.json.encode(stats).decode())
-        return
-    first, last = stats["first_ns"], stats["last_ns"]
-    span = (last - first) / 1e9 if first is not None and last is not None else 0.0
-    typer.echo(f"log       {log}")
-    typer.echo(f"events    {stats['events']}")
-    typer.echo(f"span      {_iso(first)} .. {_iso(last)} ({span:.3f} s)")
-    typer.echo(f"segments  {stats['segments']}, {stats['bytes'] / 1e6:.1f} MB on disk")
-    width = max((len(t) for t in stats["topics"]), default=5)
-    for topic, count in stats["topics"].items():
-        typer.echo(f"  {topic:<{width}}  {count:>10}")
-
-
-@log_app.command("cat")
-def cat(
-    log: Annotated[Path, typer.Argument(help="Store directory")],
-    topics: TopicsOpt = None,
-    t_from: FromOpt = None,
-    t_to: ToOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
-) -> None:
-    """Print events: time, sequence, topic and the payload as JSON."""
-    with _open(log) as store:
-        t0, t1 = _range(store, t_from, t_to)
-        for n, ev in enumerate(select(store, tuple(topics or ["#"]), t0, t1)):
-            if limit is not None and n >= limit:
-                break
-            body = to_json(ev.payload).decode()
-            if as_json:
-                typer.echo(f'{{"ts_ns":{ev.ts_ns},"seq":{ev.seq},'
-                           f'"topic":{msgspec.json.encode(ev.topic).decode()},"data":{body}}}')
-            else:
-                typer.echo(f"{_iso(ev.ts_ns)} {ev.seq:>8} {ev.topic} {body}")
-
-
 def register(app: typer.Typer) -> None:
+    """Add ``robobus memory`` and ``robobus record`` to the CLI."""
     app.command("memory")(memory)
     app.command("record")(record)
-    app.command("replay")(replay_cmd)
-    app.command("export")(export)
-    app.add_typer(log_app, name="log")
-
