@@ -92,7 +92,7 @@ class Brain:
             return None
         task = Task(task_id, inst.text, inst.priority)
         self.scheduler.add(task)
-        if getattr(self.planner, "inline", False) and self.fleet.world_ready.is_set():
+        if self.planner.inline and self.fleet.world_ready.is_set():
             # a planner that never waits is run on the intake path: one scheduling hop less
             # between the instruction and the first command (not while the task would wait for
             # the world: that would hold up every instruction behind it)
@@ -124,9 +124,8 @@ class Brain:
     # -- start-up and recovery -------------------------------------------------------------
     async def boot(self) -> None:
         """Warm the planner up, load the world from memory, resume active tasks."""
-        warmup = getattr(self.planner, "warmup", None)
-        if warmup is not None:  # model backends load weights now, not on the first instruction
-            self.tg.start_soon(warmup, name="brain-planner-warmup")
+        # model backends load weights now, not on the first instruction
+        self.tg.start_soon(self.planner.warmup, name="brain-planner-warmup")
         await self.fleet.load_world_until_ready()
         if self.config.recover:
             await self.recover()

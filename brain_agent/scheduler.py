@@ -89,7 +89,7 @@ class Scheduler:
 
     async def goals_for(self, task: Task, ctx: PlanContext) -> GoalSet:
         """Parse the instruction (with feedback retries for model backends) and bind it."""
-        attempts = 1 if self.planner.name == "symbolic" else 1 + self.config.parse_retries
+        attempts = 1 + self.config.parse_retries if self.planner.retry_with_feedback else 1
         for attempt in range(attempts):
             try:
                 goals = await self._parse(task, ctx)

@@ -57,6 +57,10 @@ class ModelPlanner:
     """Base of the ``llm`` and ``openai`` planners (see the module docstring)."""
 
     name = "model"
+    #: a model thinks for a while (or a remote endpoint answers): never on the intake path
+    inline = False
+    #: an answer rejected with its reason in the prompt is often right the next time
+    retry_with_feedback = True
 
     def __init__(self, *, max_attempts: int = 3, max_new_tokens: int = 200,
                  retry_temperature: float = 0.7) -> None:
@@ -67,6 +71,9 @@ class ModelPlanner:
         self.retry_temperature = retry_temperature
         self._limiter = anyio.CapacityLimiter(1)
         self.last_goals: GoalSet | None = None  #: the goals of the last answer decoded
+
+    async def warmup(self) -> None:
+        """Nothing to load by default (a remote endpoint); a local model overrides this."""
 
     def complete(self, messages: list[dict[str, str]], schema: dict[str, Any],
                  temperature: float = 0.0) -> str:

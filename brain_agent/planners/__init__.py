@@ -17,9 +17,12 @@ Contract (every backend, symbolic or language model):
   on the event loop before handing it to a thread.
 * How the brain uses a backend: ``goals = await planner.parse(text, ctx)``, then
   ``bind_goals`` + :func:`plan_goals` (the same search and validator for every backend). If
-  that raises ParseError/PlanningError, a non-symbolic backend's ``parse`` is called again with
-  the reason appended to ``ctx.feedback`` (``BrainConfig.parse_retries`` times), then the task
-  fails with the reason. Replans reuse the bound goals and do not call the backend again.
+  that raises ParseError/PlanningError and the backend says ``retry_with_feedback``, its
+  ``parse`` is called again with the reason appended to ``ctx.feedback``
+  (``BrainConfig.parse_retries`` times), then the task fails with the reason. Replans reuse
+  the bound goals and do not call the backend again.
+* What else the brain reads from a backend is declared on :class:`Planner` (``inline``,
+  ``retry_with_feedback``, ``warmup``); every backend implements all of it.
 
 Shared helpers re-exported here: :class:`PlanContext`, :func:`plan_goals`, :func:`validate`,
 :class:`Violation`, :func:`resolve_goals` (ObjectRef -> concrete object names).
@@ -49,6 +52,19 @@ class Planner(Protocol):
     """A planner backend. See the module docstring for the contract."""
 
     name: str
+    #: ``parse`` never waits (no model, no network): once the world is loaded, the brain plans
+    #: a new instruction on its intake path instead of in a task of its own
+    inline: bool
+    #: ``parse`` may answer differently when told why its last answer failed: the brain then
+    #: calls it again with the reason in ``ctx.feedback`` (``BrainConfig.parse_retries`` times)
+    retry_with_feedback: bool
+
+    async def warmup(self) -> None:
+        """Get ready for the first instruction (load a model); return at once if nothing to do.
+
+        The brain runs it in the background at boot: instructions are accepted meanwhile.
+        """
+        ...
 
     async def parse(self, text: str, ctx: PlanContext) -> GoalSet:
         """Instruction -> goals."""

@@ -20,6 +20,8 @@ class SymbolicPlanner:
     name = "symbolic"
     #: parsing and search never wait on anything, so the brain may plan on its intake path
     inline = True
+    #: the grammar is deterministic: the same text fails the same way again
+    retry_with_feedback = False
 
     def __init__(self) -> None:
         self._key: tuple[int, int, int] | None = None
@@ -38,6 +40,9 @@ class SymbolicPlanner:
     @staticmethod
     def _vocabulary(ctx: PlanContext) -> Vocabulary:
         return build_vocabulary(ctx.world, list(ctx.fleet))
+
+    async def warmup(self) -> None:
+        """Nothing to load: the vocabulary is built from the first plan's scene."""
 
     async def parse(self, text: str, ctx: PlanContext) -> GoalSet:
         return self.parse_sync(text, ctx)

@@ -9,7 +9,7 @@ import pytest
 from robobus.brain_agent import scenes
 from robobus.brain_agent.errors import PlanningError
 from robobus.brain_agent.goals import Deliver, GoalSet, GoTo, HandTo, ObjectRef, PickUp
-from robobus.brain_agent.planners import plan_goals, validate
+from robobus.brain_agent.planners import PLANNERS, Planner, load_planner, plan_goals, validate
 from robobus.brain_agent.planners.symbolic import SymbolicPlanner
 from robobus.brain_agent.validate import simulate
 from robobus.schemas.messages import Plan, PlanStep, RobotRegistration
@@ -18,6 +18,19 @@ from robobus.schemas.world import WorldChange
 
 def plan_text(ctx, text: str) -> Plan:  # noqa: ANN001
     return SymbolicPlanner().plan_sync(text, ctx)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("name", "inline", "retries"), [
+    ("symbolic", True, False), ("llm", False, True), ("openai", False, True)])
+async def test_every_backend_declares_what_the_brain_reads(name: str, inline: bool,
+                                                          retries: bool) -> None:
+    assert set(PLANNERS) == {"symbolic", "llm", "openai"}
+    planner = load_planner(name)  # model backends load nothing until used
+    assert isinstance(planner, Planner)
+    assert (planner.name, planner.inline, planner.retry_with_feedback) == (name, inline, retries)
+    if name != "llm":  # the local model's warmup loads weights (tests/brain/test_llm.py)
+        await planner.warmup()
 
 
 def test_demo_plan_reaches_goals_in_parallel() -> None:
