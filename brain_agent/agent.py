@@ -72,13 +72,10 @@ class Brain:
                 await result
 
     def _from_its_robot(self, msg: Message) -> bool:
-        """A robot topic's payload must name that robot (else one robot could speak for another)."""
-        robot = self.topics.robot_of(msg.topic)
-        claimed = getattr(msg.data, "robot", robot)
-        if robot is None or claimed == robot:
+        reason = self.topics.robot_mismatch(msg.topic, getattr(msg.data, "robot", None))
+        if reason is None:
             return True
-        self.bus.report_error_soon(msg.topic, f"payload names robot {claimed!r} on robot "
-                                   f"{robot!r}'s topic", "robot_mismatch", msg.payload)
+        self.bus.report_error_soon(msg.topic, reason, "robot_mismatch", msg.payload)
         return False
 
     # -- handlers --------------------------------------------------------------------------

@@ -145,9 +145,9 @@ class Views:
         return rec
 
     def _check_robot(self, topic: str, robot: str) -> None:
-        """A robot topic's payload must name that robot (else one robot could speak for another)."""
-        if self.topics.robot_of(topic) != robot:
-            raise WorldConflict(f"payload names robot {robot!r} on {topic!r}", "robot_mismatch")
+        reason = self.topics.robot_mismatch(topic, robot)
+        if reason is not None:
+            raise WorldConflict(reason, "robot_mismatch")
 
     def _on_registration(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         reg = decode_as(payload, RobotRegistration, topic)

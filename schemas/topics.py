@@ -72,5 +72,15 @@ class Topics:
             return parts[n + 1]
         return None
 
+    def robot_mismatch(self, topic: str, named: str | None) -> str | None:
+        """Why a payload naming robot ``named`` may not travel on ``topic``, or None if it may.
+
+        A robot topic's payload must name that robot, else one robot could speak for another.
+        """
+        robot = self.robot_of(topic)
+        if robot is None or named is None or named == robot:
+            return None
+        return f"payload names robot {named!r} on robot {robot!r}'s topic"
+
 
 TOPICS = Topics()
