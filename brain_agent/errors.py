@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class BrainError(Exception):
     """Base of every brain error. ``reason`` is human-readable, ``code`` machine-readable."""
@@ -32,7 +34,7 @@ class PlanInvalid(BrainError):
 
     code = "invalid_plan"
 
-    def __init__(self, violations: list[object]) -> None:
+    def __init__(self, violations: Sequence[object]) -> None:
         self.violations = violations
         super().__init__("; ".join(str(v) for v in violations) or "invalid plan")
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from robobus.brain_agent.context import PlanContext
 from robobus.brain_agent.errors import PlanInvalid, PlanningError
@@ -23,7 +25,7 @@ from robobus.brain_agent.goals import GoalSet
 from robobus.brain_agent.resolve import Want, resolve_goals
 from robobus.brain_agent.timeline import DEFAULT_DURATION_S, Bot, make_bot, skill_args
 from robobus.schemas.messages import Plan, PlanStep
-from robobus.schemas.world import World, WorldChange, WorldConflict
+from robobus.schemas.world import ChangeOp, World, WorldChange, WorldConflict
 
 _HANDOVER_CANDIDATES = 3
 
@@ -33,7 +35,7 @@ class Option:
     """A costed way to reach one want; ``run`` commits it."""
 
     end: float
-    run: object = field(repr=False)
+    run: Callable[[], object] = field(repr=False)
 
 
 class Search:
@@ -63,7 +65,7 @@ class Search:
         return max((self.end[s] for n in names if n and (s := self.last_touch.get(n))), default=0.0)
 
     # -- committing steps ----------------------------------------------------------------
-    def add(self, bot: Bot, change: str, obj: str | None, target: str | None,
+    def add(self, bot: Bot, change: ChangeOp, obj: str | None, target: str | None,
             extra: tuple[Bot, ...] = ()) -> str:
         spec = bot.skills[change]
         deps = {d for d in (bot.last, *(b.last for b in extra)) if d}
@@ -144,7 +146,7 @@ class Search:
         if not options:
             raise PlanningError(self.why_not(want), "impossible")
         best = options[0] if self.naive else min(options, key=lambda o: o.end)
-        best.run()  # type: ignore[operator]
+        best.run()
 
     def makespan(self) -> float:
         return max(self.end.values(), default=0.0)
@@ -211,7 +213,7 @@ class Search:
         for bot in ([holder] if holder else self.candidates(want)):
             end = self._direct_end(bot, obj, src, target, dest, holder is None)
             if end is not None:
-                out.append(Option(end, lambda b=bot: self._direct(b, obj, src, target, dest)))
+                out.append(Option(end, partial(self._direct, bot, obj, src, target, dest)))
         if want.robot is None or not out:
             out.extend(self._handover_options(obj, src, target, dest, holder, mobile_givers=not out))
         return out
@@ -257,12 +259,11 @@ class Search:
                                 lambda b: b.t + self.travel(b, b.place, src, b.pos))
             for taker in takers:
                 end = self._handover_end(giver, taker, obj, src, target, dest)
-                out.append(Option(end, lambda g=giver, k=taker: self._handover(g, k, obj, src,
-                                                                                 target, dest)))
+                out.append(Option(end, partial(self._handover, giver, taker, obj, src, target, dest)))
         return out
 
-    def _best(self, bots: list[Bot], key: object) -> list[Bot]:
-        return sorted(bots, key=key)[:_HANDOVER_CANDIDATES]  # type: ignore[arg-type]
+    def _best(self, bots: list[Bot], key: Callable[[Bot], float]) -> list[Bot]:
+        return sorted(bots, key=key)[:_HANDOVER_CANDIDATES]
 
     def _handover_end(self, giver: Bot, taker: Bot, obj: str, src: str | None, target: str,
                       dest: str | None) -> float:
@@ -300,10 +301,13 @@ class Search:
                 if bot.can("pick") and free is not None and bot.reaches(src):
                     end = max(bot.t + free + self.travel(bot, bot.place, src, bot.pos),
                               self.ready(obj)) + bot.dur("pick")
-                    out.append(Option(end + (1e-3 if recv else 0.0),
-                                      lambda b=bot: (self.free_hand(b), self.go(b, src),
-                                                     self.add(b, "pick", obj, None))))
+                    out.append(Option(end + (1e-3 if recv else 0.0), partial(self._fetch, bot, src, obj)))
         return out
+
+    def _fetch(self, bot: Bot, src: str | None, obj: str) -> None:
+        self.free_hand(bot)
+        self.go(bot, src)
+        self.add(bot, "pick", obj, None)
 
     def _give_options(self, obj: str, src: str | None, holder: Bot | None, recv: Bot) -> list[Option]:
         if not recv.hand_free():
@@ -323,7 +327,7 @@ class Search:
             g += self.between(giver, src, meet) if src else 0.0
             k = recv.t + self.travel(recv, recv.place, meet, recv.pos)
             end = max(g, k) + giver.dur("handover")
-            out.append(Option(end, lambda g=giver, m=meet: self._give(g, recv, obj, src, m)))
+            out.append(Option(end, partial(self._give, giver, recv, obj, src, meet)))
         return out
 
     def _give(self, giver: Bot, recv: Bot, obj: str, src: str | None, meet: str) -> None:

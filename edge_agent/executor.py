@@ -151,11 +151,11 @@ class Executor:
                                             reason=reason))
                 self._update_idle()
                 return True
-        job = self._running.get(command_id)
-        if job is None:
+        running = self._running.get(command_id)
+        if running is None:
             return False
-        job.cancel_requested = True
-        job.scope.cancel()
+        running.cancel_requested = True
+        running.scope.cancel()
         return True
 
     def cancel_all(self, reason: str) -> None:

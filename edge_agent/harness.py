@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 from contextlib import AsyncExitStack
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -128,8 +129,9 @@ class EdgeHarness:
         await self._tg.start(self._collect)
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.__aexit__(*exc)
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._stack.__aexit__(exc_type, exc, tb)
 
     async def add_robot(self, profile: str | Path | RobotProfile, *, name: str | None = None,
                         at: str | None = None, registry: SkillRegistry | None = None) -> str:

@@ -38,7 +38,7 @@ class LocalState:
     def goto(self, place: str | None) -> None:
         self.place = place
         if place in self.places:
-            x, y = self.places[place]  # type: ignore[index]
+            x, y = self.places[place]
             self.pose = Pose(x=x, y=y, theta=self.pose.theta)
 
     def apply(self, change: WorldChange, world: World | None = None) -> None:

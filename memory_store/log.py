@@ -242,7 +242,7 @@ class EventLog:
                 yield Event(from_bytes(key[:8]), from_bytes(key[8:]),
                             names.get(tid) or name_of(tid), value[TID_LEN:])
 
-    def _pattern_pairs(self, txn: lmdb.Transaction, seg: Segment, tids: list[int], lo: bytes,
+    def _pattern_pairs(self, txn: lmdb.Transaction[bytes], seg: Segment, tids: list[int], lo: bytes,
                        hi: bytes) -> Iterator[tuple[bytes, bytes]]:
         if len(tids) > INDEX_MERGE_LIMIT:
             wanted = {t.to_bytes(TID_LEN, "big") for t in tids}
@@ -252,7 +252,9 @@ class EventLog:
             return
         streams = [_topic_keys(txn.cursor(seg.index), tid, lo, hi) for tid in tids]
         for key in heapq.merge(*streams):
-            yield key, txn.get(key, db=seg.events)
+            event = txn.get(key, db=seg.events)
+            if event is not None:  # always: the index is written in the events' transaction
+                yield key, event
 
     # -- maintenance -----------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
@@ -321,9 +323,9 @@ class LogSnapshot:
     def __init__(self, log: EventLog) -> None:
         self.log = log
         self.starts = log.starts()
-        self._txns: dict[int, tuple[Segment, lmdb.Transaction]] = {}
+        self._txns: dict[int, tuple[Segment, lmdb.Transaction[memoryview]]] = {}
 
-    def _txn(self, ts_ns: int) -> tuple[Segment, lmdb.Transaction] | None:
+    def _txn(self, ts_ns: int) -> tuple[Segment, lmdb.Transaction[memoryview]] | None:
         i = bisect.bisect_right(self.starts, ts_ns) - 1
         if i < 0:
             return None
@@ -364,7 +366,7 @@ class LogSnapshot:
         self.close()
 
 
-def _range(cur: lmdb.Cursor, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+def _range(cur: lmdb.Cursor[bytes], lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
     if not cur.set_range(lo):
         return
     for key, value in cur.iternext():
@@ -373,7 +375,7 @@ def _range(cur: lmdb.Cursor, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, byte
         yield key, value
 
 
-def _topic_keys(cur: lmdb.Cursor, tid: int, lo: bytes, hi: bytes) -> Iterator[bytes]:
+def _topic_keys(cur: lmdb.Cursor[bytes], tid: int, lo: bytes, hi: bytes) -> Iterator[bytes]:
     """Event keys of topic ``tid`` in ``[lo, hi]`` from the per-batch topic index."""
     tid_b = tid.to_bytes(TID_LEN, "big")
     if cur.set_range(tid_b + lo):

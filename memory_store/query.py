@@ -79,6 +79,7 @@ def _where(q: MemoryQuery, views: Views) -> dict[str, Any]:
     name = _need(q, "name")
     _known(views, name)
     w = views.world
+    location: str | None
     if name in w.objects:
         location = w.objects[name].location
     elif name in w.robots:

@@ -107,7 +107,7 @@ class Views:
         if route is None or not payload:
             return _NONE  # not a view topic, or an empty payload clearing a retained value
         try:
-            return route(topic, payload, ts_ns)  # type: ignore[operator]
+            return route(topic, payload, ts_ns)
         except DecodeError as exc:
             return [Rejected(topic, exc.reason, "decode")]
         except WorldConflict as exc:

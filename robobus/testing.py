@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import IO
 
 from robobus.bus.zmq_wire import endpoints
 
@@ -149,7 +150,7 @@ def spawn(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``argv`` in its own process group; on exit, SIGTERM then SIGKILL the group."""
     full_env = {**os.environ, **(env or {})}
-    out: int | object = subprocess.DEVNULL
+    out: int | IO[bytes] = subprocess.DEVNULL
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         out = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed below
@@ -159,8 +160,8 @@ def spawn(
         yield proc
     finally:
         stop(proc)
-        if hasattr(out, "close"):
-            out.close()  # type: ignore[union-attr]
+        if not isinstance(out, int):
+            out.close()
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -131,7 +132,7 @@ def _positive(query: dict[str, str], name: str, default: int, limit: int) -> int
     return value
 
 
-def credentials_from_env(env: dict[str, str] | None = None) -> Credentials | None:
+def credentials_from_env(env: Mapping[str, str] | None = None) -> Credentials | None:
     """Read ``ROBOBUS_MQTT_USERNAME`` / ``_PASSWORD`` / ``_PASSWORD_FILE`` (file wins)."""
     env = os.environ if env is None else env
     username = env.get("ROBOBUS_MQTT_USERNAME")

@@ -92,8 +92,8 @@ def _property(pub: Publish, ident: int, buf: bytes | bytearray, pos: int) -> int
         pub.correlation, pos = _str16(buf, pos)
     elif ident == _USER:
         key, pos = _str16(buf, pos)
-        value, pos = _str16(buf, pos)
-        pub.user.append((key.decode(), value.decode()))
+        text, pos = _str16(buf, pos)
+        pub.user.append((key.decode(), text.decode()))
     elif ident in _FIXED:
         pos += _FIXED[ident]
     elif ident in _UTF8:
@@ -105,6 +105,8 @@ def _property(pub: Publish, ident: int, buf: bytes | bytearray, pos: int) -> int
 
 class FrozenProperties(Properties):
     """PUBLISH properties carrying only the sender, packed once (paho packs them per message)."""
+
+    _packed: bytes
 
     def __init__(self, sender: str) -> None:
         super().__init__(PacketTypes.PUBLISH)

@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import anyio
@@ -48,7 +48,7 @@ def setup_logging(level: str | None = None, json: bool | None = None) -> None:
     )
 
 
-AgentRun = Callable[..., Awaitable[None]]
+AgentRun = Callable[..., Coroutine[Any, Any, None]]
 
 
 def run_agent(url: str, name: str, options: BusOptions, agent: AgentRun, config: Any,

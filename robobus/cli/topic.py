@@ -97,7 +97,7 @@ def render(msg: Message, fmt: Format, verbose: bool) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _run(main: Callable[[], Awaitable[None]]) -> None:
+def _run(main: Callable[[], Awaitable[object]]) -> None:
     try:
         run(main)  # asyncio, on uvloop when installed: the one loop choice of every process
     except (BusError, DecodeError) as exc:
