@@ -26,11 +26,12 @@ from robobus.bus import (
     Will,
     encode,
 )
-from robobus.edge_agent.commands import command_id_of, convert, decode_map, parse_command
+from robobus.edge_agent.commands import command_id_of, parse_command
 from robobus.edge_agent.executor import Executor
 from robobus.edge_agent.memory_client import BusWorldPort
 from robobus.edge_agent.profile import RobotProfile
 from robobus.edge_agent.state import LocalState
+from robobus.schemas.codec import decode_lenient
 from robobus.schemas.messages import Alive, FaultSpec, Pose, RobotRegistration, SkillFeedback
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import World, WorldChange, WorldEvent
@@ -207,7 +208,7 @@ class EdgeAgent:
     async def _fault_loop(self, faults: anyio.abc.ObjectReceiveStream[Message]) -> None:
         async for msg in faults:
             try:
-                spec = convert(decode_map(msg.payload, msg.topic), FaultSpec, msg.topic)
+                spec = decode_lenient(msg.payload, FaultSpec, msg.topic)
                 if spec.skill not in self.executor.skills:
                     raise SkillRejected(f"robot {self.robot!r} has no skill {spec.skill!r}",
                                         "unknown_skill")

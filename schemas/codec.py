@@ -1,4 +1,9 @@
-"""Decoding with precise errors, plus the lenient instruction intake (text, JSON, msgpack)."""
+"""Decoding with precise errors, and the one lenient decoder for hand-written input.
+
+Agents decode their own traffic strictly (:func:`decode_as`). What people and other languages
+send may also be JSON: :func:`decode_lenient` reads skill commands and fault specs (numbers
+written as strings pass too), :func:`parse_instruction` instructions (plain text too).
+"""
 
 from __future__ import annotations
 
@@ -37,13 +42,39 @@ def encode(msg: Any) -> bytes:
     return msgspec.msgpack.encode(msg)
 
 
-_instruction = msgspec.msgpack.Decoder(Instruction)
+def decode_object(payload: bytes, topic: str = "?") -> dict[str, Any]:
+    """A JSON object (a payload starting with ``{``) or a msgpack map; raise DecodeError."""
+    try:
+        obj = json.loads(payload) if payload.lstrip()[:1] == b"{" \
+            else msgspec.msgpack.decode(payload)
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise DecodeError(topic, f"payload is neither a msgpack nor a JSON object: {exc}") from exc
+    except RecursionError as exc:  # deeply nested input must not end the receiving loop
+        raise DecodeError(topic, "payload nested too deep") from exc
+    if not isinstance(obj, dict):
+        raise DecodeError(topic, f"expected an object, got {type(obj).__name__}")
+    return obj
+
+
+def convert(raw: Any, type_: type[T], topic: str = "?", *, strict: bool = False) -> T:
+    """Plain data as ``type_``; unless ``strict``, ``"3"`` passes for 3 (JSON clients)."""
+    try:
+        return msgspec.convert(raw, type_, strict=strict)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(topic, f"schema violation for {type_.__name__}: {exc}") from exc
+
+
+def decode_lenient(payload: bytes, type_: type[T], topic: str = "?") -> T:
+    """A JSON object or msgpack map as ``type_``, numbers and booleans written as strings too."""
+    return convert(decode_object(payload, topic), type_, topic)
+
+
 _MAX_INSTRUCTION_CHARS = 4096
 
 
 def parse_instruction(payload: bytes, topic: str = "instructions") -> Instruction:
     """Accept UTF-8 plain text, a JSON object, or the same object in msgpack."""
-    inst = _try_structured(payload, topic)
+    inst = _structured_instruction(payload, topic)
     if inst is None:
         try:
             text = payload.decode("utf-8").strip()
@@ -57,26 +88,16 @@ def parse_instruction(payload: bytes, topic: str = "instructions") -> Instructio
     return inst
 
 
-def _try_structured(payload: bytes, topic: str) -> Instruction | None:
-    stripped = payload.lstrip()
-    if stripped[:1] == b"{":
-        try:
-            obj = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+def _structured_instruction(payload: bytes, topic: str) -> Instruction | None:
+    """The instruction object of a JSON or msgpack payload; None for plain text."""
+    json_like = payload.lstrip()[:1] == b"{"
+    msgpack_map = bool(payload) and (0x80 <= payload[0] <= 0x8F or payload[0] in (0xDE, 0xDF))
+    if not (json_like or msgpack_map):
+        return None
+    try:
+        obj = decode_object(payload, topic)
+    except DecodeError as exc:
+        if json_like and not isinstance(exc.__cause__, RecursionError):
             return None  # text that merely starts with a brace
-        except RecursionError as exc:
-            raise DecodeError(topic, "instruction JSON nested too deep") from exc
-        try:
-            return msgspec.convert(obj, Instruction)
-        except msgspec.ValidationError as exc:
-            raise DecodeError(topic, f"schema violation for Instruction: {exc}") from exc
-    if payload[:1] and (0x80 <= payload[0] <= 0x8F or payload[0] in (0xDE, 0xDF)):
-        try:
-            return _instruction.decode(payload)
-        except msgspec.ValidationError as exc:
-            raise DecodeError(topic, f"schema violation for Instruction: {exc}") from exc
-        except msgspec.DecodeError as exc:
-            raise DecodeError(topic, f"malformed msgpack instruction: {exc}") from exc
-        except RecursionError as exc:
-            raise DecodeError(topic, "msgpack instruction nested too deep") from exc
-    return None
+        raise
+    return convert(obj, Instruction, topic, strict=True)

@@ -29,8 +29,8 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from robobus.bus.errors import DecodeError
-from robobus.edge_agent.commands import convert, decode_map, parse_command
-from robobus.schemas.codec import decode_as, parse_instruction
+from robobus.edge_agent.commands import parse_command
+from robobus.schemas.codec import decode_as, decode_lenient, parse_instruction
 from robobus.schemas.messages import (
     Alive,
     FaultSpec,
@@ -349,14 +349,14 @@ class Judge:
             msg = decode_as(item.payload, TELEMETRY[kind], item.topic)
             if real or kind == "registration":
                 return "unsafe", f"a well-formed {kind}"
-            if msg.robot != robot:  # type: ignore[attr-defined]
+            if self.fleet.topics.robot_mismatch(item.topic, msg.robot):  # type: ignore[attr-defined]
                 return "reject", "robot_mismatch"
             return "accept", "telemetry of a robot nobody runs"
         if not real:
             return "accept", "no agent serves this robot (recorded only)"
         skills = self.fleet.robots[robot]
         if kind == "faults":
-            spec = convert(decode_map(item.payload, item.topic), FaultSpec, item.topic)
+            spec = decode_lenient(item.payload, FaultSpec, item.topic)
             return ("reject", "unknown_skill") if spec.skill not in skills else ("unsafe", "a fault")
         cmd = parse_command(item.payload, item.topic, robot, skill)
         if cmd.action == "cancel":

@@ -23,13 +23,12 @@ from robobus.brain_agent.agent import run as run_brain
 from robobus.brain_agent.config import BrainConfig
 from robobus.bus import Bus, DecodeError, RateLimit
 from robobus.edge_agent.agent import EdgeAgent, EdgeConfig
-from robobus.edge_agent.commands import decode_map
 from robobus.edge_agent.profile import parse_profile
 from robobus.launch.observe import decode as observe_decode
 from robobus.memory_store.errors import QueryError
 from robobus.memory_store.query import parse as parse_query
 from robobus.memory_store.views import Views
-from robobus.schemas.codec import decode_as, parse_instruction
+from robobus.schemas.codec import decode_as, decode_object, parse_instruction
 from robobus.schemas.messages import Alive, ErrorReport, Instruction, RobotRegistration, SkillFeedback
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldEvent
@@ -54,7 +53,7 @@ def test_deep_instruction_is_a_decode_error(payload: bytes) -> None:
 @pytest.mark.parametrize("payload", [DEEP_JSON, DEEP_MSGPACK])
 def test_deep_command_is_a_decode_error(payload: bytes) -> None:
     with pytest.raises(DecodeError, match="nested too deep"):
-        decode_map(payload, "robobus/robots/g1/skills/pick")
+        decode_object(payload, "robobus/robots/g1/skills/pick")
 
 
 def test_deep_query_is_refused_and_observer_survives() -> None:
