@@ -195,8 +195,7 @@ ECHO = r"""
 import anyio, sys
 from robobus.bus import Bus
 async def main():
-    async with Bus.connect(sys.argv[1], name="echo") as bus, bus.subscribe("robobus/echo/#") as sub, \
-            bus.advertise("robobus/echo/direct"):
+    async with Bus.connect(sys.argv[1], name="echo") as bus, bus.subscribe("robobus/echo/#") as sub:
         async for msg in sub:
             await bus.reply(msg, b"ok")
 anyio.run(main)
@@ -232,9 +231,8 @@ async def _query_latencies(url: str, samples: int) -> dict[str, Any]:
         for name, topic, q in (
                 ("where", "robobus/memory/query", MemoryQuery(kind="where", name="apple")),
                 ("robot", "robobus/memory/query", MemoryQuery(kind="robot", name="g1")),
-                ("echo, direct (bus floor)", "robobus/echo/direct", b""),
-                ("echo, through the hub", "robobus/echo/hub", b"")):
-            for _ in range(200):  # warm-up, unmeasured: the first requests learn the route
+                ("echo, through the hub (bus floor)", "robobus/echo/hub", b"")):
+            for _ in range(200):  # warm-up, unmeasured
                 await bus.request(topic, q, timeout=5)
             lat = []
             for _ in range(samples):

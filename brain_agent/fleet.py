@@ -30,8 +30,8 @@ async def query_memory(bus: Bus, topics: Topics, query: MemoryQuery, timeout: fl
                        qos: int = 0) -> object:
     """Ask the memory agent; return ``result`` or raise :class:`MemoryUnavailable`.
 
-    ``qos=1`` keeps the query on the hub or broker, where every subscriber sees it (ZeroMQ
-    sends qos 0 queries straight to the memory agent, see docs/bus.md, "Direct requests").
+    ``qos=1`` publishes the query acknowledged by the hub or broker instead of best-effort.
+    Either way it crosses the hub or broker, so every subscriber to the query topic sees it.
     """
     try:
         msg = await bus.request(topics.memory_query, query, timeout=timeout, qos=qos)

@@ -318,26 +318,6 @@ class Bus:
             sub.put_snapshot(msg)
 
     # -- request / reply ----------------------------------------------------------------
-    @asynccontextmanager
-    async def advertise(self, pattern: str) -> AsyncIterator[bool]:
-        """Let requests on topics matching ``pattern`` come straight to this client.
-
-        Requests still reach this client's subscriptions, in order with what their sender
-        published before; only the hub's forwarding hops are skipped (ZeroMQ: see
-        :mod:`bus.backends.zmq_direct`). Subscribe to the pattern as well: a requester that
-        does not know the route yet, or any other client (``mosquitto_rr``), still sends
-        through the hub or broker. Yields whether the direct path is on; other backends and
-        secured hubs keep the normal path.
-        """
-        validate_filter(pattern)
-        on = await self._transport.advertise(pattern)
-        try:
-            yield on
-        finally:
-            if on and self.connected:
-                with anyio.CancelScope(shield=True):
-                    await self._transport.withdraw(pattern)
-
     async def request(
         self, topic: str, payload: Payload, *, timeout: float | None = None, qos: int = 0
     ) -> Message:

@@ -20,7 +20,7 @@ import zmq
 
 from robobus.bus import zmq_wire as wire
 from robobus.bus.hub_replay import ReplayBuffer
-from robobus.bus.topics import matches, validate_filter
+from robobus.bus.topics import matches
 
 log = structlog.get_logger("bus.hub")
 
@@ -43,9 +43,6 @@ class Hub:
         self.ctx = context or zmq.Context.instance()
         self.retained: dict[str, tuple[bytes, bytes]] = {}
         self.clients: dict[bytes, _Client] = {}
-        #: direct-request servers: client -> pattern -> endpoint; and who watches that table
-        self.services: dict[bytes, dict[str, str]] = {}
-        self.watchers: set[bytes] = set()
         self.stats = {"acked": 0, "wills": 0, "snapshots": 0, "hellos": 0}
         self._inproc = f"inproc://robobus-hub-{secrets.token_hex(4)}"
         self._stop = threading.Event()
@@ -220,41 +217,16 @@ class Hub:
             self.replay.pump(self.router)
         elif cmd == wire.BYE:
             self._forget(ident)
-        elif cmd == wire.SERVE and len(args) == 2 and client is not None:
-            pattern, endpoint = args[0].decode(), args[1].decode()
-            validate_filter(pattern)
-            if not endpoint.startswith(("tcp://", "ipc://")):
-                raise ValueError(f"direct endpoint {endpoint!r:.80} is not tcp:// or ipc://")
-            self.services.setdefault(ident, {})[pattern] = endpoint
-            self._services_changed()
-        elif cmd == wire.UNSERVE and args:
-            if self.services.get(ident, {}).pop(args[0].decode(), None) is not None:
-                self._services_changed()
-        elif cmd == wire.WATCH:
-            self.watchers.add(ident)
-            self.router.send_multipart([ident, wire.SERVICES, self._service_table()])
         elif cmd == wire.SNAP and len(args) in (2, 3):
             self._snapshot(ident, args[0], args[1].decode(), args[2] if len(args) == 3 else None)
         else:
             log.warning("hub_bad_control", command=cmd[:16], client=ident[:32])
 
     def _forget(self, ident: bytes) -> None:
-        """A client left (goodbye) or died: it serves nothing any more."""
+        """A client left (goodbye) or died: its durable stream, if any, is detached."""
         self.clients.pop(ident, None)
-        self.watchers.discard(ident)
         if self.replay is not None:
             self.replay.detach(ident)
-        if self.services.pop(ident, None):
-            self._services_changed()
-
-    def _service_table(self) -> bytes:
-        return msgspec.msgpack.encode(
-            [[p, e] for served in self.services.values() for p, e in served.items()])
-
-    def _services_changed(self) -> None:
-        table = self._service_table()
-        for ident in self.watchers:
-            self.router.send_multipart([ident, wire.SERVICES, table])
 
     def _attach_durable(self, name: str, ident: bytes) -> None:
         if self.replay is None:

@@ -53,20 +53,3 @@ class Transport(Protocol):
 
     async def unsubscribe(self, pattern: str, sub_id: int) -> None:
         """Stop receiving ``pattern`` for ``sub_id``."""
-
-    async def advertise(self, pattern: str) -> bool:
-        """Offer a direct path for requests matching ``pattern``; False where there is none."""
-
-    async def withdraw(self, pattern: str) -> None:
-        """Stop offering the direct path for ``pattern``."""
-
-
-class NoDirectRequests:
-    """For backends with no direct request path: MQTT (requests cross the broker, with MQTT 5
-    response topic and correlation data) and the in-process bus (nothing to skip)."""
-
-    async def advertise(self, pattern: str) -> bool:
-        return False
-
-    async def withdraw(self, pattern: str) -> None:
-        return None

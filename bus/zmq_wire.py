@@ -37,10 +37,6 @@ HELLO, HEARTBEAT, BYE, PUB, ACK, SNAP, WHO = b"HELLO", b"HB", b"BYE", b"PUB", b"
 DURABLE, DATA, DACK = b"DURABLE", b"DATA", b"DACK"
 #: the hub's answer to DURABLE when it keeps no replay buffer: the client subscribes normally
 NO_DURABLE = b"NODURABLE"
-# Direct requests (see bus.backends.zmq_direct): SERVE pattern endpoint / UNSERVE pattern from a
-# server; WATCH from a requester, which the hub answers, and again on every change, with
-# SERVICES table (msgpack [[pattern, endpoint], ...] of the clients alive).
-SERVE, UNSERVE, WATCH, SERVICES = b"SERVE", b"UNSERVE", b"WATCH", b"SERVICES"
 #: messages a durable client may have unacknowledged (keep its subscription buffer larger)
 DURABLE_WINDOW = 20_000
 

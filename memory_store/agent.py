@@ -272,8 +272,6 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
                                       manual_ack=True))
                     subs.append(sub)
                     tg.start_soon(agent.ingest, sub, name=f"memory-ingest {pattern}")
-                if agent.views is not None:  # queries skip the hub's hops where they can
-                    await stack.enter_async_context(bus.advertise(topics.memory_query))
                 if agent.views is not None and agent.views.scene is not None:
                     await bus.publish(topics.scene, agent.views.scene, retain=True, qos=1)
                 if cfg.store_options.retention_ns is not None:

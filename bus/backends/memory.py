@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from robobus.bus.errors import DisconnectedError
 from robobus.bus.message import Message
 from robobus.bus.topics import matches
-from robobus.bus.transport import NoDirectRequests, TransportConfig
+from robobus.bus.transport import TransportConfig
 
 
 class MemoryBroker:
@@ -48,7 +48,7 @@ def broker_for(url: str) -> MemoryBroker:
     return broker
 
 
-class MemoryTransport(NoDirectRequests):
+class MemoryTransport:
     """Transport for ``memory://``: synchronous hand-off with real backpressure."""
 
     def __init__(self) -> None:

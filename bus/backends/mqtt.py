@@ -35,7 +35,7 @@ from robobus.bus.backends.mqtt_routes import Routes
 from robobus.bus.backends.mqtt_wire import FastClient, Publish, publish_properties
 from robobus.bus.errors import BusError, ConnectError, DisconnectedError, PublishError
 from robobus.bus.message import AckToken, Message
-from robobus.bus.transport import Dispatch, NoDirectRequests, TransportConfig
+from robobus.bus.transport import Dispatch, TransportConfig
 
 log = structlog.get_logger("bus.mqtt")
 _OK = paho.MQTT_ERR_SUCCESS
@@ -55,7 +55,7 @@ class _Dropped(Exception):
     """Internal: the connection dropped while waiting for an acknowledgement."""
 
 
-class MqttTransport(NoDirectRequests):
+class MqttTransport:
     """Transport for ``mqtt://HOST:PORT`` and ``mqtts://HOST:PORT`` (MQTT 5)."""
 
     def __init__(self) -> None:

@@ -22,7 +22,6 @@ import os
 import socket
 import struct
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -31,7 +30,6 @@ import structlog
 import zmq
 
 from robobus.bus import zmq_wire as wire
-from robobus.bus.backends.zmq_direct import Direct
 from robobus.bus.backends.zmq_durable import Durable
 from robobus.bus.backends.zmq_reader import Handler, watch
 from robobus.bus.errors import ConnectError, DisconnectedError, PublishError
@@ -57,13 +55,11 @@ class ZmqTransport:
         self.dropped = 0
         self._prefixes: Counter[str] = Counter()
         self._filters: dict[int, str] = {}
-        self.patterns: dict[int, str] = {}
+        self._patterns: dict[int, str] = {}
         self._joining: set[int] = set()  # subscriptions waiting for their snapshot fence
         self._fences: dict[str, tuple[int, asyncio.Future[None]]] = {}
         self._seq_out: dict[tuple[str, int], int] = {}
-        #: path (0 best-effort, 1 acknowledged) -> (topic, seq) of our last publish on it
-        self._last_out: dict[int, tuple[str, int]] = {}
-        self.seq_in: dict[tuple[str, str], int] = {}
+        self._seq_in: dict[tuple[str, str], int] = {}
         self._acks: dict[bytes, asyncio.Future[None]] = {}
         self._snaps: dict[bytes, asyncio.Future[bytes]] = {}
         self._probes: dict[str, asyncio.Event] = {}
@@ -77,7 +73,6 @@ class ZmqTransport:
         self._closed = False
         self._rejoining = False  # a rejoin (hello again) is under way
         self._drains: list = []  # one per read socket; see _kick
-        self.direct: Direct | None = None  # direct requests (zmq_direct), off under CURVE
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, config: TransportConfig) -> None:
@@ -86,18 +81,16 @@ class ZmqTransport:
         # the hub's numbered stream instead of subscriptions (zmq_durable), for recorders
         self.durable = Durable(self, self.ep.durable) if self.ep.durable else None
         self._maybe_embed()
-        ctx = self.ctx = zmq.Context.instance()
+        ctx = zmq.Context.instance()
         self.pub = self._socket(ctx, zmq.PUB, self.ep.publish)
         self.sub = self._socket(ctx, zmq.SUB, self.ep.subscribe)
         self.ctl = self._socket(ctx, zmq.DEALER, self.ep.control, ident=config.client_id.encode())
         self._probe_prefix = f"$robobus/probe/{config.client_id}/"
-        # the publishing client id in headers, per path: best-effort, acknowledged, direct
-        self._path_ids = (config.client_id, config.client_id + "/q", config.client_id + "/d")
+        # the publishing client id in headers, per path: best-effort, acknowledged
+        self._path_ids = (config.client_id, config.client_id + "/q")
         self.loop = asyncio.get_running_loop()
-        self.watch_socket(self.sub, self.on_data)
-        self.watch_socket(self.ctl, self._on_control)
-        if zmq_client_keys(config.url) is None:
-            self.direct = Direct(self)
+        self._watch(self.sub, self._on_data)
+        self._watch(self.ctl, self._on_control)
         try:
             with anyio.fail_after(5):
                 await self._say_hello()
@@ -144,8 +137,6 @@ class ZmqTransport:
                 sock.setsockopt(zmq.LINGER, 200)
         for sock in (self.sub, self.ctl):
             self.loop.remove_reader(sock.FD)
-        if self.direct is not None:
-            self.direct.close()
         for sock in (self.pub, self.sub, self.ctl):
             sock.close()
         for timer in self._resends.values():
@@ -176,18 +167,10 @@ class ZmqTransport:
     def closed(self) -> bool:
         return self._closed
 
-    def watch_socket(self, sock: zmq.Socket, handle: Handler,
-                     closed: Callable[[], bool] | None = None) -> Callable[[], None]:
-        """Read ``sock`` on the loop (see :mod:`zmq_reader`); returns its drain function."""
-        done = (lambda: self._closed) if closed is None else (lambda: self._closed or closed())
-        drain = watch(self.loop, sock, handle, self.config.task_group, done)
-        self._drains.append(drain)
-        return drain
-
-    def forget_socket(self, sock: zmq.Socket, drain: Callable[[], None]) -> None:
-        """Stop reading ``sock`` (before closing it)."""
-        self.loop.remove_reader(sock.FD)
-        self._drains.remove(drain)
+    def _watch(self, sock: zmq.Socket, handle: Handler) -> None:
+        """Read ``sock`` on the loop (see :mod:`zmq_reader`)."""
+        self._drains.append(watch(self.loop, sock, handle, self.config.task_group,
+                                  lambda: self._closed))
 
     def _kick(self) -> None:
         """Drain again after a send or setsockopt: ZeroMQ's FD is edge-triggered and those
@@ -196,7 +179,7 @@ class ZmqTransport:
         for drain in self._drains:
             self.loop.call_soon(drain)
 
-    def on_data(self, frames: list[bytes]):  # noqa: ANN202
+    def _on_data(self, frames: list[bytes]):  # noqa: ANN202
         if len(frames) != 2:
             return None
         try:
@@ -210,10 +193,7 @@ class ZmqTransport:
         self._check_seq(msg.topic, head)
         if self._joining:
             return self._dispatch_joining(msg)
-        pending = self.config.dispatch(msg, None)
-        if pending is None and self.direct is not None and self.direct.parked:
-            self.direct.release()  # a direct request may have waited for this message
-        return pending
+        return self.config.dispatch(msg, None)
 
     def _on_probe(self, msg: Message) -> None:
         fence = self._fences.pop(msg.topic, None)
@@ -233,9 +213,9 @@ class ZmqTransport:
         """A subscription still waiting for its fence gets nothing: what reaches it now was
         forwarded before its snapshot was taken (a retained value is in the snapshot)."""
         topic = msg.topic
-        if not any(matches(self.patterns[i], topic) for i in self._joining):
+        if not any(matches(self._patterns[i], topic) for i in self._joining):
             return self.config.dispatch(msg, None)
-        live = tuple(i for i, p in self.patterns.items()
+        live = tuple(i for i, p in self._patterns.items()
                      if i not in self._joining and matches(p, topic))
         return self.config.dispatch(msg, live)
 
@@ -244,8 +224,8 @@ class ZmqTransport:
         if client is None or seq is None:
             return
         key = (client, topic)
-        last = self.seq_in.get(key)
-        self.seq_in[key] = seq
+        last = self._seq_in.get(key)
+        self._seq_in[key] = seq
         if last is not None and seq > last + 1:
             self.dropped += seq - last - 1
             log.warning("messages_lost_at_hwm", topic=topic, publisher=client,
@@ -268,8 +248,6 @@ class ZmqTransport:
             return self.durable.on_data(frames)
         elif cmd == wire.NO_DURABLE and self.durable is not None and self.durable.on:
             self.durable.refused()
-        elif cmd == wire.SERVICES and len(frames) == 2 and self.direct is not None:
-            self.direct.on_table(frames[1])
         elif cmd == wire.WHO and not self._rejoining:
             # one rejoin for a burst: after a partition, every heartbeat queued meanwhile
             # gets its own WHO
@@ -280,7 +258,7 @@ class ZmqTransport:
         """ZeroMQ filters by prefix: the literal part before the first wildcard, ref-counted."""
         prefix = literal_prefix(pattern)
         self._filters[sub_id] = prefix
-        self.patterns[sub_id] = pattern
+        self._patterns[sub_id] = pattern
         self._prefixes[prefix] += 1
         if self._prefixes[prefix] == 1:
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
@@ -298,8 +276,6 @@ class ZmqTransport:
             return
         if self.durable is not None:
             self.durable.rejoin()
-        if self.direct is not None:
-            self.direct.rejoin()
         try:
             for msg in list(self._own_retained.values()):
                 await self._publish_acked(msg)
@@ -307,27 +283,18 @@ class ZmqTransport:
             log.warning("rejoin_incomplete", url=self.config.url, error=str(exc))
 
     # -- publishing --------------------------------------------------------------------
-    def header(self, msg: Message, path: int) -> bytes:
+    def _header(self, msg: Message, path: int) -> bytes:
         key = (msg.topic, path)
         seq = self._seq_out.get(key, 0) + 1
         self._seq_out[key] = seq
-        if path < 2:
-            self._last_out[path] = (msg.topic, seq)
         return wire.encode_header(msg, self._path_ids[path], seq)
-
-    def marks(self) -> list[tuple[str, str, int]]:
-        """Our last publish on each hub path, for a direct request (see :mod:`zmq_direct`)."""
-        return [(self._path_ids[path], topic, seq) for path, (topic, seq) in self._last_out.items()]
 
     async def publish(self, msg: Message) -> None:
         if self._closed:
             raise DisconnectedError(f"{self.config.url} is closed")
-        if msg.correlation is not None and self.direct is not None and not msg.retain and (
-                self.direct.try_reply(msg) or msg.qos == 0 and self.direct.try_request(msg)):
-            return
         if msg.qos == 0 and not msg.retain:
             self.pub.send(msg.topic.encode(), _SNDMORE)
-            self.pub.send(wire.pack_body(self.header(msg, 0), msg.payload))
+            self.pub.send(wire.pack_body(self._header(msg, 0), msg.payload))
             return
         if msg.retain:
             if msg.payload:
@@ -346,7 +313,7 @@ class ZmqTransport:
             self._room.clear()
             await self._room.wait()
         ack_id = _SEQ.pack(next(self._ack_ids))
-        frames = [wire.PUB, ack_id, msg.topic.encode(), self.header(msg, 1), msg.payload]
+        frames = [wire.PUB, ack_id, msg.topic.encode(), self._header(msg, 1), msg.payload]
         fut = self._acks[ack_id] = self.loop.create_future()
         self.send_control(frames)
         timer = self._resends[ack_id] = self.loop.call_later(
@@ -423,26 +390,16 @@ class ZmqTransport:
                 with anyio.move_on_after(0.5):
                     await asyncio.shield(done)
 
-    async def advertise(self, pattern: str) -> bool:
-        """Take requests matching ``pattern`` straight from requesters (:mod:`zmq_direct`)."""
-        if self.direct is None or self._closed or (self.durable is not None and self.durable.on):
-            return False
-        return self.direct.advertise(pattern)
-
-    async def withdraw(self, pattern: str) -> None:
-        if self.direct is not None and not self._closed:
-            self.direct.withdraw(pattern)
-
     async def unsubscribe(self, pattern: str, sub_id: int) -> None:
         prefix = self._filters.pop(sub_id, None)
-        self.patterns.pop(sub_id, None)
+        self._patterns.pop(sub_id, None)
         if prefix is None or self._closed:
             return
         self._prefixes[prefix] -= 1
         if self._prefixes[prefix] <= 0:
             del self._prefixes[prefix]
             self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
-            self.seq_in.clear()
+            self._seq_in.clear()
 
     async def fetch_snapshot(self, pattern: str, sub_id: int) -> None:
         key = str(sub_id).encode()
