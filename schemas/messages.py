@@ -168,6 +168,25 @@ class Alive(Base):
     ts_ns: int = msgspec.field(default_factory=now_ns)
 
 
+#: What the brain says about itself. Only ``ready`` so far; the brain's presence (a birth and
+#: a last will, as robots have on ``alive``) will add its other states on the same topic.
+BrainState = Literal["ready"]
+
+
+class BrainStatus(Base):
+    """Retained on ``robobus/brain/status``: ``ready`` once the brain takes instructions.
+
+    The brain publishes it when its subscriptions are live, the world is loaded from the
+    memory agent and its task recovery is done, and again after every restart. A value
+    stamped before a reader's own start may be a previous brain's.
+    """
+
+    brain: str
+    state: BrainState
+    planner: str
+    ts_ns: int = msgspec.field(default_factory=now_ns)
+
+
 class ErrorReport(Base):
     """A rejected input, on ``robobus/errors``."""
 
@@ -189,17 +208,3 @@ class FaultSpec(Base):
     seed: int = 0
     reason: str = "injected"
 
-
-#: Every public message type, by the name used in ``robobus schema``.
-MESSAGE_TYPES: dict[str, type[msgspec.Struct]] = {
-    "Instruction": Instruction,
-    "TaskStatus": TaskStatus,
-    "Plan": Plan,
-    "SkillCommand": SkillCommand,
-    "SkillFeedback": SkillFeedback,
-    "RobotRegistration": RobotRegistration,
-    "RobotState": RobotState,
-    "Alive": Alive,
-    "ErrorReport": ErrorReport,
-    "FaultSpec": FaultSpec,
-}
