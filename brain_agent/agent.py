@@ -19,7 +19,14 @@ from robobus.brain_agent.scheduler import Scheduler, goals_of
 from robobus.brain_agent.tasks import StatusPublisher, Task
 from robobus.bus import Bus, Message, Overflow
 from robobus.schemas.memory import MemoryQuery, TaskRecord
-from robobus.schemas.messages import Alive, Instruction, RobotRegistration, RobotState, SkillFeedback
+from robobus.schemas.messages import (
+    Alive,
+    BrainStatus,
+    Instruction,
+    RobotRegistration,
+    RobotState,
+    SkillFeedback,
+)
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldEvent
 
@@ -120,19 +127,26 @@ class Brain:
 
     # -- start-up and recovery -------------------------------------------------------------
     async def boot(self) -> None:
-        """Warm the planner up, load the world from memory, resume active tasks."""
+        """Warm the planner up, load the world from memory, resume active tasks, say ready."""
         # model backends load weights now, not on the first instruction
         self.tg.start_soon(self.planner.warmup, name="brain-planner-warmup")
         await self.fleet.load_world_until_ready()
         if self.config.recover:
             await self.recover()
+        await self.announce_ready()
+
+    async def announce_ready(self) -> None:
+        """Publish ``BrainStatus(ready)``, retained so that later subscribers (a launcher, an
+        operator's tool) see it too."""
+        status = BrainStatus(self.config.name, "ready", self.planner.name)
+        await self.bus.publish(self.topics.brain_status, status, retain=True, qos=1)
+        log.info("brain_ready", topic=self.topics.brain_status)
 
     async def recover(self) -> None:
         try:
-            # qos 1: through the hub, so that observers (the scenario runner) see the boot end
             result = await query_memory(self.bus, self.topics,
                                         MemoryQuery(kind="tasks", status="active"),
-                                        self.config.query_timeout_s, qos=1)
+                                        self.config.query_timeout_s)
         except MemoryUnavailable as exc:
             log.warning("task_recovery_failed", reason=str(exc))
             return

@@ -19,7 +19,7 @@ class BrainConfig:
     name: str = "brain"
     #: replans after failed skills / dead robots before a task fails
     max_failures: int = 3
-    #: extra parse attempts with the previous error as feedback (model backends only)
+    #: extra parse attempts with the previous error as feedback (planners that retry_with_feedback)
     parse_retries: int = 2
     #: brain-side watchdog per step: the skill's timeout_s x scale + margin
     timeout_scale: float = 1.0

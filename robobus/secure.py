@@ -49,6 +49,7 @@ def acl_text(cfg: SecureConfig) -> str:
              f"pattern read {p}/_inbox/%c/#", ""]
     lines += ["user brain", f"topic read {p}/#", f"topic write {p}/robots/+/skills/#",
               f"topic write {p}/tasks/#", f"topic write {p}/errors", f"topic write {p}/memory/query",
+              f"topic write {p}/brain/status",
               f"topic write {p}/_inbox/#", ""]
     lines += ["user memory", f"topic readwrite {p}/#", ""]
     for op in cfg.operators:

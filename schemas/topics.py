@@ -63,6 +63,12 @@ class Topics:
         """Retained: the scene the world was seeded from."""
         return f"{self.prefix}/world/scene"
 
+    # -- brain ---------------------------------------------------------------------------
+    @property
+    def brain_status(self) -> str:
+        """Retained: the brain's ``BrainStatus`` (``ready`` once it takes instructions)."""
+        return f"{self.prefix}/brain/status"
+
     def robot_of(self, topic: str) -> str | None:
         """The ``{robot}`` level of a robot topic, or None."""
         parts = topic.split("/")

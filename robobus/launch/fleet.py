@@ -1,8 +1,8 @@
 """Start a fleet as separate processes: the hub or broker, memory, brain and one edge per robot.
 
 Shared by ``robobus scenario run`` and ``robobus up``. Readiness is by events: every robot's
-registration and ``alive(online)`` stamped after the start, and the memory agent answering a
-query that lists every robot.
+registration and ``alive(online)`` stamped after the start, the memory agent answering a
+query that lists every robot, and the brain's own ``BrainStatus(ready)`` stamped after the start.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from robobus.bus.errors import BusError
 from robobus.launch.errors import BusUnavailable, NotReady, ProfileNotFound
 from robobus.launch.supervisor import Supervisor
 from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.messages import BrainStatus
 from robobus.schemas.scenario import RobotSpec
+from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("launch.fleet")
 REPO = Path(__file__).resolve().parents[2]
@@ -188,10 +190,12 @@ async def stop_agents(sup: Supervisor) -> None:
 
 
 async def clear_retained(bus: Bus, robots: list[str]) -> None:
-    """Forget robots' retained registration/alive/state from an earlier run on the same broker."""
+    """Forget robots' retained registration/alive/state and the brain's status from an earlier
+    run on the same broker."""
     for robot in robots:
         for sub in ("registration", "alive", "state"):
             await bus.publish(bus.topic("robots", robot, sub), b"", retain=True, qos=1)
+    await bus.publish(Topics(bus.options.prefix).brain_status, b"", retain=True, qos=1)
 
 
 # -- readiness --------------------------------------------------------------------------
@@ -204,18 +208,14 @@ class Readiness:
         self.registered: set[str] = set()
         self.online: set[str] = set()
         self.memory_ok = False
-        self.brain_booted = False
+        self.brain_ready = False
         self.changed = anyio.Event()
 
     def saw(self, type_: str, data: object) -> None:
         """Feed an observed message; stale retained values (older than the start) do not count."""
         if not isinstance(data, dict) or data.get("ts_ns", self.since_ns) < self.since_ns:
             return
-        if type_ == "Raw" and data.get("kind") == "tasks" and data.get("status") == "active":
-            # the brain's task recovery query ends its boot (sent with qos 1 so that it
-            # crosses the hub: a direct query would not be seen here)
-            self.brain_booted = True
-        elif type_ == "RobotRegistration":
+        if type_ == "RobotRegistration":
             self.registered.add(data["robot"])
         elif type_ == "Alive":
             (self.online.add if data["online"] else self.online.discard)(data["robot"])
@@ -232,6 +232,8 @@ class Readiness:
         out += [f"alive of {r}" for r in self.robots if r not in self.online]
         if not self.memory_ok:
             out.append("memory agent answering with every robot")
+        elif not self.brain_ready:
+            out.append("the brain's ready status")
         return out[:8] + ([f"... {len(out) - 8} more"] if len(out) > 8 else [])
 
     async def next_change(self, timeout: float) -> None:
@@ -260,7 +262,9 @@ def brain_boot_s(planner: str) -> float:
 
 async def wait_ready(bus: Bus, ready: Readiness, timeout: float,
                      brain_boot: float = BRAIN_BOOT_S) -> None:
-    """Wait for every robot's registration and liveness, then for the memory agent."""
+    """Wait for every robot's registration and liveness, then for the memory agent, then for
+    the brain's ready status (``brain_boot`` more seconds at least: it boots once memory
+    answers). Raise :class:`NotReady` with what is missing."""
     deadline = time.monotonic() + timeout
     while not ready.robots_ready():
         left = deadline - time.monotonic()
@@ -272,11 +276,21 @@ async def wait_ready(bus: Bus, ready: Readiness, timeout: float,
             raise NotReady(timeout, ready.missing())
         await ready.next_change(0.2)  # memory applies registrations asynchronously
     ready.memory_ok = True
-    with anyio.move_on_after(brain_boot):  # soft: a brain without task recovery never asks
-        while not ready.brain_booted:
-            await ready.next_change(brain_boot)
-    if not ready.brain_booted:
-        log.info("brain_boot_not_seen", waited_s=brain_boot)
+    with anyio.move_on_after(max(deadline - time.monotonic(), brain_boot)):
+        await brain_ready(bus, ready.since_ns)
+        ready.brain_ready = True
+    if not ready.brain_ready:
+        raise NotReady(time.monotonic() - deadline + timeout, ready.missing())
+
+
+async def brain_ready(bus: Bus, since_ns: int) -> BrainStatus:
+    """The brain's ``ready`` status stamped at or after ``since_ns`` (older values are a previous
+    brain's). The status is retained, so it arrives even when the brain said it first."""
+    async with bus.subscribe(Topics(bus.options.prefix).brain_status, BrainStatus) as sub:
+        async for msg in sub:
+            if msg.data.state == "ready" and msg.data.ts_ns >= since_ns:
+                return msg.data
+    raise BusError("the bus closed before the brain said it was ready")
 
 
 def ready_timeout(n_robots: int) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,14 @@ from robobus.brain_agent import scenes
 from robobus.brain_agent.fleet import query_memory
 from robobus.bus import Bus, BusOptions
 from robobus.schemas.memory import MemoryQuery
-from robobus.schemas.messages import ErrorReport, Instruction, RobotRegistration, SkillCommand, TaskStatus
+from robobus.schemas.messages import (
+    BrainStatus,
+    ErrorReport,
+    Instruction,
+    RobotRegistration,
+    SkillCommand,
+    TaskStatus,
+)
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import World, WorldSnapshot
 
@@ -161,6 +169,32 @@ async def test_demo_over_processes(tmp_path: Path, process_url: str) -> None:
         assert st.status == "done", st.reason
         world = await fl.world(bus)
         assert world.place_of("apple") == world.place_of("knife") == "officeDesk"
+
+
+async def test_brain_announces_ready_once_it_has_the_world(tmp_path: Path, process_url: str) -> None:
+    """``P/brain/status``: no ``ready`` while the brain has no world (it already takes
+    instructions), then ``ready`` once memory answers; retained, so a later subscriber gets it."""
+    with contextlib.ExitStack() as stack:
+        fl = Fleet(tmp_path, process_url, scenes.DEMO_SCENE, [], stack)
+        fl.start_brain()
+        async with Bus.connect(process_url, name="tester", options=BusOptions(prefix=fl.prefix)) \
+                as bus, bus.subscribe(fl.topics.brain_status, BrainStatus) as status, \
+                anyio.create_task_group() as tg:
+            await tg.start(fl.watch, bus)
+            started_ns = time.time_ns()
+            await fl.send(bus, "bring the apple to the office desk")  # its intake is live
+            assert status.get_nowait() is None, "ready before the world was loaded"
+            fl.start_memory()
+            with anyio.fail_after(30):
+                first = await status.get()
+            assert (first.data.brain, first.data.state, first.data.planner) == \
+                ("brain", "ready", "symbolic")
+            assert first.data.ts_ns > started_ns
+            async with bus.subscribe(fl.topics.brain_status, BrainStatus) as late:
+                with anyio.fail_after(5):
+                    again = await late.get()
+            assert again.retain and again.data == first.data
+            tg.cancel_scope.cancel()
 
 
 @pytest.mark.faults

@@ -28,7 +28,7 @@ import pytest
 from robobus import testing
 from robobus.bus import Bus, BusOptions, RequestTimeout
 from robobus.schemas.memory import MemoryQuery
-from robobus.schemas.messages import Alive, Instruction, SkillFeedback, TaskStatus
+from robobus.schemas.messages import Alive, BrainStatus, Instruction, SkillFeedback, TaskStatus
 from robobus.schemas.topics import Topics
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults]
@@ -103,7 +103,7 @@ async def test_a_partitioned_robot_is_replaced_then_rejoins(tmp_path: Path) -> N
                 bus.subscribe(t.alive("g1"), Alive) as alive, \
                 bus.subscribe(t.feedback("g1"), SkillFeedback) as g1_feedback, \
                 bus.subscribe(t.task("fetch"), TaskStatus) as task, \
-                bus.subscribe(t.memory_query) as queries:
+                bus.subscribe(t.brain_status, BrainStatus) as brain:
             with anyio.fail_after(40):  # memory up, both robots registered there
                 while True:
                     with contextlib.suppress(RequestTimeout):
@@ -113,10 +113,8 @@ async def test_a_partitioned_robot_is_replaced_then_rejoins(tmp_path: Path) -> N
                             break
                     await anyio.sleep(0.2)
             spawn(testing.robobus_cmd("brain", "--bus", url, "--prefix", prefix), "brain")
-            with anyio.fail_after(30):  # the brain's task recovery query ends its boot
-                async for msg in queries:
-                    if msg.sender == "brain" and b"active" in msg.payload:
-                        break
+            with anyio.fail_after(30):  # the brain has loaded the world and recovered its tasks
+                assert (await brain.get()).data.state == "ready"
             await bus.publish(t.instructions, Instruction(
                 "Bring the apple to the office desk", task_id="fetch"), qos=1)
             with anyio.fail_after(30):  # g1 is nearest: it starts picking

@@ -48,6 +48,10 @@ def _check_report(result: RunResult) -> None:
     assert summary["latency"]["instruction_to_first_command_ms"]["n"] >= 1
     assert (folder / "events.jsonl").stat().st_size > 0
     assert (folder / "store").is_dir() and (folder / "logs" / "memory.log").exists()
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    t0 = next(e["t_ns"] for e in events if e["topic"] == "$runner/ready")
+    assert any(e["topic"].endswith("/brain/status") and e["data"]["state"] == "ready"
+               and e["t_ns"] <= t0 for e in events), "scenario time 0 before the brain was ready"
 
 
 def _task_span(events: list[dict[str, Any]], task: str) -> tuple[int, int]:
