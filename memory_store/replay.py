@@ -22,9 +22,7 @@ from robobus.bus import Bus
 from robobus.bus.topics import matches
 from robobus.memory_store.log import Event
 from robobus.memory_store.store import MemoryStore
-from robobus.schemas.memory import MemoryQuery, QueryReply
-from robobus.schemas.messages import MESSAGE_TYPES
-from robobus.schemas.world import WorldChange, WorldEvent
+from robobus.schemas.contract import message_type
 
 log = structlog.get_logger("memory.replay")
 
@@ -107,29 +105,6 @@ def parse_time(text: str | None, base_ns: int, default: int) -> int:
 
 
 # -- MCAP export ---------------------------------------------------------------------------
-_SUFFIX_TYPES: dict[str, type[Any]] = {
-    "registration": MESSAGE_TYPES["RobotRegistration"], "alive": MESSAGE_TYPES["Alive"],
-    "state": MESSAGE_TYPES["RobotState"], "feedback": MESSAGE_TYPES["SkillFeedback"],
-    "faults": MESSAGE_TYPES["FaultSpec"], "errors": MESSAGE_TYPES["ErrorReport"],
-    "instructions": MESSAGE_TYPES["Instruction"],
-}
-_PATH_TYPES: dict[str, type[Any]] = {
-    "world/events": WorldEvent, "memory/change": WorldChange, "memory/query": MemoryQuery,
-}
-
-
-def message_type(topic: str) -> type[Any] | None:
-    """The schema type of a topic of the public contract, or None."""
-    parts = topic.split("/")
-    if len(parts) >= 2 and parts[-2] == "tasks":
-        return MESSAGE_TYPES["TaskStatus"]
-    if len(parts) >= 2 and parts[-2] == "skills":
-        return MESSAGE_TYPES["SkillCommand"]
-    if "/_inbox/" in topic:
-        return QueryReply
-    return _PATH_TYPES.get("/".join(parts[-2:])) or _SUFFIX_TYPES.get(parts[-1])
-
-
 def to_json(payload: bytes) -> bytes:
     """A JSON object for any payload: msgpack maps as they are, text and raw bytes wrapped."""
     try:

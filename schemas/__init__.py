@@ -1,8 +1,8 @@
 """Typed robobus messages and the public topic contract."""
 
 from robobus.schemas.codec import decode_as, encode, parse_instruction
+from robobus.schemas.contract import MESSAGE_TYPES, message_type
 from robobus.schemas.messages import (
-    MESSAGE_TYPES,
     Alive,
     ErrorReport,
     FaultSpec,
@@ -23,5 +23,5 @@ from robobus.schemas.topics import TOPICS, Topics
 __all__ = [
     "MESSAGE_TYPES", "TOPICS", "Alive", "ErrorReport", "FaultSpec", "Instruction", "Plan", "PlanStep", "Pose",
     "RobotRegistration", "RobotState", "SkillCommand", "SkillFeedback", "SkillSpec", "TaskStatus",
-    "Topics", "decode_as", "encode", "now_ns", "parse_instruction",
+    "Topics", "decode_as", "encode", "message_type", "now_ns", "parse_instruction",
 ]

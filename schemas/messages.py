@@ -208,18 +208,3 @@ class FaultSpec(Base):
     seed: int = 0
     reason: str = "injected"
 
-
-#: Every public message type, by the name used in ``robobus schema``.
-MESSAGE_TYPES: dict[str, type[msgspec.Struct]] = {
-    "Instruction": Instruction,
-    "TaskStatus": TaskStatus,
-    "Plan": Plan,
-    "SkillCommand": SkillCommand,
-    "SkillFeedback": SkillFeedback,
-    "RobotRegistration": RobotRegistration,
-    "RobotState": RobotState,
-    "Alive": Alive,
-    "BrainStatus": BrainStatus,
-    "ErrorReport": ErrorReport,
-    "FaultSpec": FaultSpec,
-}

@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 import typer
 
-from robobus.schemas.messages import MESSAGE_TYPES
+from robobus.schemas.contract import MESSAGE_TYPES
 
 
 def schema(

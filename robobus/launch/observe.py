@@ -17,19 +17,9 @@ import structlog
 
 from robobus.bus.errors import DecodeError
 from robobus.schemas.codec import decode_as
-from robobus.schemas.messages import (
-    Alive,
-    ErrorReport,
-    FaultSpec,
-    Instruction,
-    RobotRegistration,
-    RobotState,
-    SkillCommand,
-    SkillFeedback,
-    TaskStatus,
-)
+from robobus.schemas.contract import message_type
+from robobus.schemas.messages import SkillCommand, SkillFeedback, TaskStatus
 from robobus.schemas.topics import Topics
-from robobus.schemas.world import WorldEvent
 
 log = structlog.get_logger("launch.observe")
 
@@ -55,19 +45,9 @@ def marker(kind: str, **data: Any) -> Observed:
     return Observed(time.time_ns(), f"$runner/{kind}", RUNNER, {"kind": kind, **data})
 
 
-def _classify(topics: Topics, topic: str) -> type | None:
-    parts = topic[len(topics.prefix) + 1:].split("/")
-    head = parts[0]
-    if head == "robots" and len(parts) >= 3:
-        return {"registration": RobotRegistration, "alive": Alive, "state": RobotState,
-                "feedback": SkillFeedback, "faults": FaultSpec, "skills": SkillCommand}.get(parts[2])
-    return {"tasks": TaskStatus, "instructions": Instruction, "errors": ErrorReport}.get(head) \
-        or (WorldEvent if topic == topics.world_events else None)
-
-
 def decode(topics: Topics, topic: str, payload: bytes) -> tuple[str, Any]:
     """(type name, plain data) for a message; undecodable payloads are kept as text or hex."""
-    kind = _classify(topics, topic)
+    kind = message_type(topic, topics.prefix)
     if kind is not None:
         try:
             return kind.__name__, msgspec.to_builtins(decode_as(payload, kind, topic))
