@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -127,13 +128,7 @@ def _check(p: RobotProfile, source: str, registry: SkillRegistry | None) -> None
 
 def load_profile(ref: str | Path, registry: SkillRegistry | None = None) -> RobotProfile:
     """Load a profile from a YAML path, or by robot type name (``unitree_g1``)."""
-    path = Path(ref)
-    if not path.exists():
-        types = robot_types()
-        if str(ref) not in types:
-            known = ", ".join(sorted(types)) or "none found"
-            raise ProfileError(str(ref), "<file>", f"no such file or robot type; types: {known}")
-        path = types[str(ref)]
+    path = find_profile(ref)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -143,18 +138,37 @@ def load_profile(ref: str | Path, registry: SkillRegistry | None = None) -> Robo
     return parse_profile(data, str(path), registry)
 
 
-def profile_dirs() -> list[Path]:
-    """Where robot types are looked up: $ROBOBUS_PROFILES, the checkout, the installed data."""
+def find_profile(ref: str | Path, near: Sequence[Path] = ()) -> Path:
+    """The YAML file a profile reference names; raise :class:`ProfileError` if none.
+
+    ``ref`` is a path (relative to each folder of ``near``, then to the working directory) or
+    a robot type or file name looked up in :func:`profile_dirs`. The edge agent and the
+    launcher both resolve profiles here, so ``$ROBOBUS_PROFILES`` means the same to both.
+    """
+    for root in (*near, Path()):
+        if (root / ref).is_file():
+            return (root / ref).resolve()
+    types = robot_types(near)
+    if str(ref) in types:
+        return types[str(ref)].resolve()
+    known = ", ".join(sorted(types)) or "none found"
+    raise ProfileError(str(ref), "<file>", f"no such file or robot type; types: {known}")
+
+
+def profile_dirs(near: Sequence[Path] = ()) -> list[Path]:
+    """Where robot types are looked up: $ROBOBUS_PROFILES, ``profiles/`` in or beside each
+    folder of ``near`` (a scenario's folder), the checkout, the installed data."""
     dirs = [Path(d) for d in os.environ.get(PROFILE_DIRS_ENV, "").split(os.pathsep) if d]
+    dirs += [p for d in near for p in (d / "profiles", d.parent / "profiles")]
     dirs.append(Path(__file__).resolve().parents[1] / "profiles")
     dirs.append(Path(sys.prefix) / "share" / "robobus" / "profiles")
-    return [d for d in dirs if d.is_dir()]
+    return [d for d in dict.fromkeys(dirs) if d.is_dir()]
 
 
-def robot_types() -> dict[str, Path]:
+def robot_types(near: Sequence[Path] = ()) -> dict[str, Path]:
     """Robot type -> profile file: the single registry of robot types (first dir wins)."""
     out: dict[str, Path] = {}
-    for directory in profile_dirs():
+    for directory in profile_dirs(near):
         for path in sorted(directory.glob("*.yaml")):
             if path.stem == "template":
                 continue

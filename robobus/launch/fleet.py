@@ -8,7 +8,6 @@ query that lists every robot, and the brain's own ``BrainStatus(ready)`` stamped
 from __future__ import annotations
 
 import socket
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ import structlog
 from robobus import testing
 from robobus.bus.api import Bus
 from robobus.bus.errors import BusError
+from robobus.edge_agent.errors import ProfileError
+from robobus.edge_agent.profile import find_profile, profile_dirs
 from robobus.launch.errors import BusUnavailable, NotReady, ProfileNotFound
 from robobus.launch.supervisor import Supervisor
 from robobus.schemas.memory import MemoryQuery, QueryReply
@@ -30,7 +31,6 @@ from robobus.schemas.scenario import RobotSpec
 from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("launch.fleet")
-REPO = Path(__file__).resolve().parents[2]
 TIER_INFRA, TIER_CORE, TIER_EDGE = 0, 1, 2
 BRAIN_BOOT_S = 5.0         # symbolic planner: the brain boots in well under a second
 BRAIN_BOOT_MODEL_S = 180.0  # other planners may load a language model first
@@ -128,19 +128,17 @@ async def _ensure_mosquitto(host: str, port: int, sup: Supervisor) -> None:
 
 # -- the agents -------------------------------------------------------------------------
 def resolve_profile(profile: str, base_dir: Path | None = None) -> str:
-    """A profile name (``unitree_g1``) or path to a YAML file; raise ProfileNotFound."""
-    roots = [d for d in (base_dir, Path.cwd()) if d is not None]
-    if profile.endswith((".yaml", ".yml")) or "/" in profile:
-        for root in roots:
-            if (root / profile).is_file():
-                return str((root / profile).resolve())
-        raise ProfileNotFound(profile, [str(r) for r in roots])
-    dirs = [d / "profiles" for d in roots] + [d.parent / "profiles" for d in roots]
-    dirs += [REPO / "profiles", Path(sys.prefix) / "share" / "robobus" / "profiles"]
-    for d in dirs:
-        if (d / f"{profile}.yaml").is_file():
-            return str((d / f"{profile}.yaml").resolve())
-    raise ProfileNotFound(profile, list(dict.fromkeys(str(d) for d in dirs)))
+    """A profile name (``unitree_g1``) or path to a YAML file; raise ProfileNotFound.
+
+    Resolved as the edge agent resolves ``--profile`` (:func:`find_profile`, which honours
+    ``$ROBOBUS_PROFILES``), with the scenario's folder and the working directory nearest.
+    """
+    near = [d for d in (base_dir, Path.cwd()) if d is not None]
+    try:
+        return str(find_profile(profile, near))
+    except ProfileError as exc:
+        searched = [*map(str, near), *map(str, profile_dirs(near))]
+        raise ProfileNotFound(profile, list(dict.fromkeys(searched))) from exc
 
 
 def agent_commands(url: str, cfg: FleetConfig) -> dict[str, list[str]]:
