@@ -1,6 +1,6 @@
 """Brain benchmark: instruction response latency, planning cost at scale, plan quality.
 
-    python bench/brain.py [--latency-n 300] [--out bench/results] [--skip-mqtt]
+    python -m bench.brain [--latency-n 300] [--out bench/results] [--skip-mqtt]
 
 * **Response latency**: a ``robobus hub`` (or Mosquitto), the memory agent and the brain run as
   separate processes on the demo scene; this process plays the robots (retained registrations,
@@ -20,38 +20,32 @@ Writes ``brain.json``, ``brain_latency.png``, ``brain_planning_cost.png`` and
 
 from __future__ import annotations
 
-import sys
+import argparse
+import contextlib
+import glob
+import json
+import logging
+import os
+import secrets
+import statistics
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-# bench/bus.py would shadow the `bus` package: import from the project, not this folder.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for ``bench.brain_floor``
+import anyio
+import msgspec
+import structlog
+import yaml
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import glob  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import secrets  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import anyio  # noqa: E402
-import msgspec  # noqa: E402
-import structlog  # noqa: E402
-import yaml  # noqa: E402
-
-from bench.brain_floor import MODES as FLOOR_MODES  # noqa: E402
-from bench.brain_floor import Floor  # noqa: E402
-from robobus import testing  # noqa: E402
-from robobus.brain_agent import scenes  # noqa: E402
-from robobus.brain_agent.planners import plan_goals  # noqa: E402
-from robobus.brain_agent.planners.symbolic import SymbolicPlanner  # noqa: E402
-from robobus.bus import Bus, BusOptions  # noqa: E402
-from robobus.schemas.messages import (  # noqa: E402
+from bench import scenes
+from bench.brain_floor import MODES as FLOOR_MODES
+from bench.brain_floor import Floor
+from robobus import testing
+from robobus.brain_agent.planners import plan_goals
+from robobus.brain_agent.planners.symbolic import SymbolicPlanner
+from robobus.bus import Bus, BusOptions
+from robobus.schemas.messages import (
     Alive,
     Instruction,
     RobotRegistration,
@@ -59,7 +53,7 @@ from robobus.schemas.messages import (  # noqa: E402
     SkillFeedback,
     TaskStatus,
 )
-from robobus.schemas.topics import Topics  # noqa: E402
+from robobus.schemas.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_LEVEL = "warning"

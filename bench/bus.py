@@ -4,18 +4,12 @@ All paths run side by side in one process tree (interleaved, several runs each),
 noise hits them alike. Each path has an echo process and a driver process; 200-byte msgpack
 payloads; round trips measured by the driver, one-way throughput by the receiving process.
 
-    python bench/bus.py [--runs 3] [--rtt 3000] [--out bench/results]
+    python -m bench.bus [--runs 3] [--rtt 3000] [--out bench/results]
 
 Prints a table, writes ``bus.json`` and ``bus_latency_cdf.png``.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# bench/bus.py would shadow the `bus` package: import from the project, not this folder.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import contextlib

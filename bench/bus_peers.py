@@ -9,12 +9,6 @@ Every path implements the same two roles, each run as its own process:
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/bus.py would shadow the `bus` package: import from the project, not this folder.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import json
 import sys
 import threading

@@ -1,6 +1,6 @@
 """Edge benchmark: skill dispatch latency over ZeroMQ, and telemetry from 100 robots.
 
-    python bench/edge.py [--dispatch-n 2000] [--robots 100] [--hz 10] [--duration 10] [--mqtt]
+    python -m bench.edge [--dispatch-n 2000] [--robots 100] [--hz 10] [--duration 10] [--mqtt]
 
 * **Dispatch latency**: a ``robobus hub`` process; in this process an edge agent (its own bus
   connection) with a ``probe`` skill, and a driver (another connection). Each sample runs from
@@ -19,33 +19,29 @@ Prints a table, writes ``bench/results/edge.json`` and ``bench/results/edge.png`
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import logging
+import secrets
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-# bench/bus.py would shadow the `bus` package: import from the project, not this folder.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import anyio
+import msgspec
+import numpy as np
+import structlog
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import secrets  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import anyio  # noqa: E402
-import msgspec  # noqa: E402
-import numpy as np  # noqa: E402
-import structlog  # noqa: E402
-
-from robobus import testing  # noqa: E402
-from robobus.bus import Bus, BusOptions, Overflow  # noqa: E402
-from robobus.edge_agent.agent import EdgeAgent, EdgeConfig, edge_bus_options  # noqa: E402
-from robobus.edge_agent.profile import load_profile, parse_profile  # noqa: E402
-from robobus.schemas.messages import RobotState, SkillCommand, SkillFeedback  # noqa: E402
-from robobus.schemas.topics import Topics  # noqa: E402
-from robobus.skills.context import SkillContext  # noqa: E402
-from robobus.skills.registry import SkillRegistry  # noqa: E402
+from robobus import testing
+from robobus.bus import Bus, BusOptions, Overflow
+from robobus.edge_agent.agent import EdgeAgent, EdgeConfig, edge_bus_options
+from robobus.edge_agent.profile import load_profile, parse_profile
+from robobus.schemas.messages import RobotState, SkillCommand, SkillFeedback
+from robobus.schemas.topics import Topics
+from robobus.skills.context import SkillContext
+from robobus.skills.registry import SkillRegistry
 
 OUT = Path(__file__).resolve().parent / "results"
 PROBES = SkillRegistry()

@@ -1,6 +1,6 @@
 """Fuzz benchmark: bad input at every agent topic while a scenario runs, for longer than the test.
 
-    python bench/fuzz.py [--speed 1] [--rate 250] [--per-category 150] [--bus zmq|mqtt|both]
+    python -m bench.fuzz [--speed 1] [--rate 250] [--per-category 150] [--bus zmq|mqtt|both]
 
 Same machinery as tests/fuzz (a seeded hypothesis corpus, an external client, the scenario
 runner with every agent as a process); a lower ``--speed`` makes the scenario, and so the fuzz,
@@ -10,34 +10,31 @@ the scenario stayed correct, and the error reports by code. Writes ``fuzz.json``
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import functools
+import json
+import logging
+import secrets
 import sys
+import tempfile
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-# bench/bus.py would shadow the `bus` package: import from the project, not this folder.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import anyio
+import structlog
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import functools  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import secrets  # noqa: E402
-import tempfile  # noqa: E402
-from types import ModuleType  # noqa: E402
-from typing import Any  # noqa: E402
-
-import anyio  # noqa: E402
-import structlog  # noqa: E402
-
-from robobus import testing  # noqa: E402
-from robobus.launch import fleet as fleet_mod  # noqa: E402
+from bench.machine import load_file
+from robobus import testing
+from robobus.launch import fleet as fleet_mod
 
 REPO = Path(__file__).resolve().parents[1]
 FUZZ = REPO / "tests" / "fuzz"
 
 
 def load(name: str) -> ModuleType:
-    return testing.load_file(FUZZ / f"{name}.py", f"robobus_fuzz_{name}")
+    return load_file(FUZZ / f"{name}.py", f"robobus_fuzz_{name}")
 
 
 async def one(args: argparse.Namespace, url: str, work: Path) -> dict[str, Any]:

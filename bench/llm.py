@@ -5,7 +5,7 @@ the shipped scenarios (``scenarios/*.yaml``). A case is *correct* when the model
 to the same concrete wants as the deterministic symbolic parser's (or, for the Chinese case,
 move the expected objects), and *valid* when the plan passed the shared validator.
 
-    python bench/llm.py [--model qwen2.5-coder-0.5b] [--device auto|cpu|cuda] [--out bench/results]
+    python -m bench.llm [--model qwen2.5-coder-0.5b] [--device auto|cpu|cuda] [--out bench/results]
 
 Writes ``llm[_DEVICE].json`` and ``llm[_DEVICE].png``. ``--export-kit DIR`` also writes what a
 GPU machine without the weights needs to replay the run (model config, tokenizer, the recorded
@@ -14,16 +14,7 @@ shape with random weights, the same prompts, grammar masking and forward passes,
 token chosen at each step. Correctness figures come from the real run.
 """
 
-# ruff: noqa: E402  (the sys.path fix below must run before the project imports)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# bench/bus.py would shadow the `bus` package: import from the project, not this folder (and
-# find the project without an install, as on a bare GPU machine).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import glob
@@ -33,11 +24,12 @@ import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
 
-from robobus.brain_agent import scenes
+from bench import scenes
 from robobus.brain_agent.errors import BrainError
 from robobus.brain_agent.goals import CancelTask, GoalSet
 from robobus.brain_agent.planners.symbolic import SymbolicPlanner

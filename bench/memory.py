@@ -9,16 +9,7 @@ Run from the repository root::
 Prints a table, writes ``bench/results/memory.json`` and PNG plots next to it.
 """
 
-# ruff: noqa: E402 - the sys.path fix below must run before the project imports
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# ``python bench/memory.py`` puts bench/ first on sys.path, where bench/bus.py would shadow the
-# ``bus`` package; ``python -m bench.memory`` does not need this.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for ``bench.memory_scale``
 
 import argparse
 import contextlib
@@ -26,15 +17,18 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 
 from bench import memory_load as load
+from bench.machine import quiet_disk
 from bench.memory_scale import PAYLOAD, T0, pct, scale_run
 from robobus import memory_store, testing
 from robobus.bus import Bus, RequestTimeout
@@ -412,7 +406,7 @@ def main() -> None:
                                               for k in agents],
                     results)
         if "queries" not in args.skip:
-            results["quiet_disk_s"] = testing.quiet_disk()
+            results["quiet_disk_s"] = quiet_disk()
             section("queries", lambda: bus_queries(args.queries), results)
         if "redis" not in args.skip:
             section("redis", lambda: redis_side_by_side(args.events, 20_000), results)

@@ -12,21 +12,12 @@ Both sides are three processes and two hops that sleep between messages, so the 
 the machine's wake-up latency alone does to the gaps. Per round: |received gap - original gap|
 p50 / p99 / max (p99 is ``sorted[int(0.99 * (n - 1))]``, as in tests/memory/test_replay.py).
 
-    python bench/replay.py [--events 300] [--rounds 5] [--out bench/results]
+    python -m bench.replay [--events 300] [--rounds 5] [--out bench/results]
 
 Prints a table, appends a row to ``replay.json`` and writes ``replay.png``.
 """
 
-# ruff: noqa: E402 - the sys.path fix below must run before the project imports
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# ``python bench/replay.py`` puts bench/ first on sys.path, where bench/bus.py would shadow the
-# ``bus`` package; the repository root is needed for ``bench.bus``.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import gc
@@ -35,9 +26,11 @@ import multiprocessing as mp
 import os
 import random
 import shlex
+import sys
 import tempfile
 import time
 from multiprocessing.synchronize import Event as EventT
+from pathlib import Path
 from typing import Any
 
 import anyio

@@ -7,7 +7,6 @@ group) when its context exits.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import signal
@@ -18,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import IO
 
 from robobus.bus.zmq_wire import endpoints
@@ -184,30 +182,3 @@ def kill9(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(5)
-
-
-def load_file(path: Path, name: str) -> ModuleType:
-    """Import the file at ``path`` as module ``name``, once (for helper files in a folder that
-    is not a package, such as ``tests/fuzz/``, shared by a test and a benchmark)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def quiet_disk(limit_mb: float = 64, timeout_s: float = 60) -> float:
-    """Wait (bounded) until the kernel has little left to write back; returns the seconds
-    waited. Latency sections measured during a writeback storm measure the disk."""
-    started = time.monotonic()
-    os.sync()
-    while time.monotonic() - started < timeout_s:
-        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-        pending_kb = sum(int(info[k].split()[0]) for k in ("Dirty", "Writeback") if k in info)
-        if pending_kb / 1024 <= limit_mb:
-            break
-        time.sleep(0.5)
-    return time.monotonic() - started

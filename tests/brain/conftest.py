@@ -16,7 +16,7 @@ import anyio
 import pytest
 import yaml
 
-from robobus.brain_agent import scenes
+from bench import scenes
 from robobus.brain_agent.agent import run as run_brain
 from robobus.brain_agent.config import BrainConfig
 from robobus.bus import Bus, BusError, BusOptions, Overflow
@@ -32,7 +32,7 @@ TERMINAL = frozenset({"done", "failed", "cancelled"})
 
 
 def profile_for(spec: dict[str, Any], durations: dict[str, float] | None = None) -> Any:
-    """An edge profile for a robot described like ``brain_agent.scenes`` robots."""
+    """An edge profile for a robot described like ``bench.scenes`` robots."""
     d = {"pick": 1.0, "place": 1.0, "handover": 1.0, **(durations or {})}
     skills: dict[str, Any] = {"pick": {"duration_s": d["pick"]}, "place": {"duration_s": d["place"]},
                               "handover": {"duration_s": d["handover"]}, "detect": {"duration_s": 0.2}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from robobus.brain_agent import scenes
+from bench import scenes
 from robobus.brain_agent.config import BrainConfig
 from robobus.schemas.messages import FaultSpec
 

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from robobus.brain_agent import scenes
+from bench import scenes
 from robobus.brain_agent.config import BrainConfig
 from robobus.brain_agent.errors import BrainError, ParseError
 from robobus.brain_agent.goals import Deliver, GoalSet

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from robobus.brain_agent import scenes
+from bench import scenes
 from robobus.brain_agent.errors import ParseError
 from robobus.brain_agent.goals import CancelTask, Deliver, GoTo, HandTo, ObjectRef, PickUp
 from robobus.brain_agent.planners.symbolic import SymbolicPlanner

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from robobus.brain_agent import scenes
+from bench import scenes
 from robobus.brain_agent.errors import PlanningError
 from robobus.brain_agent.goals import Deliver, GoalSet, GoTo, HandTo, ObjectRef, PickUp
 from robobus.brain_agent.planners import PLANNERS, Planner, load_planner, plan_goals, validate

@@ -20,8 +20,8 @@ import msgspec
 import pytest
 import yaml
 
+from bench import scenes
 from robobus import testing
-from robobus.brain_agent import scenes
 from robobus.brain_agent.fleet import query_memory
 from robobus.bus import Bus, BusOptions
 from robobus.schemas.memory import MemoryQuery

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from robobus import testing
+from bench.machine import load_file
 from robobus.launch import fleet as fleet_mod
 from robobus.memory_store.store import open_store
 
@@ -37,7 +37,7 @@ PACED_RATE = 8.0      # instructions and world events: the brain's reports are l
 
 def load(name: str) -> ModuleType:
     """tests/fuzz/NAME.py by path, as module ``robobus_fuzz_NAME`` (tests/ is not a package)."""
-    return testing.load_file(HERE / f"{name}.py", f"robobus_fuzz_{name}")
+    return load_file(HERE / f"{name}.py", f"robobus_fuzz_{name}")
 
 
 corpus_mod, driver = load("corpus"), load("driver")

@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from bench.bus import PEERS
+from bench.machine import quiet_disk
 from bench.replay import T0, floor_round, gap_errors, replay_round, schedule
 from robobus import memory_store, testing
 from robobus.bus import Bus, BusOptions
@@ -72,7 +73,7 @@ async def test_replay_keeps_the_original_gaps_within_1ms_p99(tmp_path: Path, pre
     # drifts, or sleeps coarsely, fails every run. If none does, the raw floor is measured at
     # once: when the machine itself cannot keep 1 ms, the run says so and is skipped, not passed.
     results: list[int] = []
-    testing.quiet_disk()
+    quiet_disk()
     gc.collect()
     gc.disable()
     try:

@@ -1,36 +1,28 @@
-"""Scenes and fleets for tests and benchmarks: the contract's skill models, generated worlds.
+"""Scenes and fleets for tests and benchmarks: generated worlds, robots with the shipped skills.
 
 Nothing here is used by the planner itself; it builds inputs that look like what the memory
-agent and the edge agents publish (``docs/contracts.md``).
+agent and the edge agents publish (``docs/contracts.md``). The skill specs are the skill
+registry's own (:mod:`robobus.skills.sim`), as an edge agent registers them.
 """
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from robobus.brain_agent.context import PlanContext
+from robobus.edge_agent.profile import load_profile
 from robobus.schemas.messages import RobotRegistration, SkillSpec
 from robobus.schemas.world import World, WorldChange
+from robobus.skills import sim  # noqa: F401  (registers the shipped skills)
+from robobus.skills.registry import REGISTRY
 
+#: The shipped skills' specs, from the registry (default timeouts: no profile overrides them).
 SKILLS: dict[str, SkillSpec] = {
-    "navigate": SkillSpec("navigate", preconditions=["mobile(?robot)", "is_place(?target)"],
-                          effects=["robot_at(?robot, ?target)"], param_kinds={"target": "place"},
-                          change="move", resource="base"),
-    "pick": SkillSpec("pick", preconditions=["colocated(?robot, ?object)", "hand_free(?robot)",
-                                             "not held(?object)", "graspable(?object)"],
-                      effects=["holding(?robot, ?object)"], param_kinds={"object": "object"},
-                      change="pick"),
-    "place": SkillSpec("place", preconditions=["holding(?robot, ?object)",
-                                               "colocated(?robot, ?target)"],
-                       effects=["located(?object, ?target)", "not holding(?robot, ?object)"],
-                       param_kinds={"object": "object", "target": "place|container"},
-                       change="place"),
-    "handover": SkillSpec("handover", preconditions=["holding(?robot, ?object)",
-                                                     "colocated(?robot, ?to)", "hand_free(?to)"],
-                          effects=["holding(?to, ?object)", "not holding(?robot, ?object)"],
-                          param_kinds={"object": "object", "to": "robot"}, change="handover"),
-    "detect": SkillSpec("detect", param_kinds={"kind": "kind"}),
+    name: REGISTRY.get(name).spec() for name in ("navigate", "pick", "place", "handover", "detect")
 }
 
 DEMO_SCENE: dict[str, Any] = {
@@ -116,12 +108,6 @@ def generate(n_robots: int, n_objects: int, *, seed: int = 0, n_places: int | No
 
 def from_scenario(path: str | Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """(scene, robots, instructions) of a scenario file; robots get their profile's embodiment."""
-    from pathlib import Path
-
-    import yaml
-
-    from robobus.edge_agent.profile import load_profile
-
     data = yaml.safe_load(Path(path).read_text())
     robots = []
     for r in data.get("robots") or []:
