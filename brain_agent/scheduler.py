@@ -72,7 +72,8 @@ class Scheduler:
     def context(self, task: Task, *, strict: bool) -> PlanContext:
         """Plan context for ``task``: robots of equal/higher-priority tasks are excluded
         (``strict``) or only delayed by their remaining work (not strict)."""
-        exclude, busy = set(task.excluded), {}
+        exclude = set(task.excluded)
+        busy: dict[str, float] = {}
         for other in self.live.values():
             if other is task or other.phase not in ("running", "replanning"):
                 continue

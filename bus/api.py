@@ -46,7 +46,7 @@ BACKENDS: dict[str, str] = {
 }
 
 DEFAULT_URL = "zmq://127.0.0.1:7650"
-Payload = bytes | bytearray | memoryview | str | msgspec.Struct | dict | list
+Payload = bytes | bytearray | memoryview | str | msgspec.Struct | dict[Any, Any] | list[Any]
 
 
 @dataclass(slots=True)
@@ -101,7 +101,8 @@ def _load_backend(url: str) -> Transport:
         known = ", ".join(sorted(BACKENDS))
         raise UnknownSchemeError(f"unknown bus URL scheme {scheme!r} in {url!r}; known: {known}")
     module, _, cls = BACKENDS[scheme].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    backend: Callable[[], Transport] = getattr(importlib.import_module(module), cls)
+    return backend()
 
 
 class Bus:
@@ -326,7 +327,8 @@ class Bus:
             await self._ensure_inbox()
         corr = secrets.token_bytes(8)
         loop = asyncio.get_running_loop()
-        reply = self._pending[corr] = loop.create_future()
+        reply: asyncio.Future[Message] = loop.create_future()
+        self._pending[corr] = reply
         limit = timeout if timeout is not None else self.options.request_timeout
         # A loop timer rather than a timeout scope: on a ~500 µs round trip, entering and
         # leaving an anyio scope and event costs a measurable share.

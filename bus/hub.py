@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
@@ -21,6 +22,9 @@ import zmq
 from robobus.bus import zmq_wire as wire
 from robobus.bus.hub_replay import ReplayBuffer
 from robobus.bus.topics import matches
+
+if TYPE_CHECKING:  # imported when CURVE is on (see _secure)
+    from zmq.auth.thread import ThreadAuthenticator
 
 log = structlog.get_logger("bus.hub")
 
@@ -48,7 +52,7 @@ class Hub:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._curve = (curve_secret, authorized_keys)
-        self._auth = None
+        self._auth: ThreadAuthenticator | None = None
         self.replay = ReplayBuffer(replay_buffer) if replay_buffer > 0 else None
         self._capture: zmq.Socket | None = None
         self._capture_in: zmq.Socket | None = None
@@ -267,7 +271,7 @@ class Hub:
             self._forget(ident)
             log.info("client_dead", client=ident.decode(errors="replace"), will=bool(will))
             if will:
-                head = {"r": True} if will.get("retain", True) else {}
+                head: dict[str, object] = {"r": True} if will.get("retain", True) else {}
                 head["s"] = "hub"
                 self._publish(will["topic"].encode(), msgspec.msgpack.encode(head), will["payload"])
                 self.stats["wills"] += 1

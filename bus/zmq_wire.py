@@ -73,7 +73,8 @@ def endpoints(url: str) -> Endpoints:
     if ":" in host:
         host = f"[{host}]"
     ports = (port, port + 1, port + 2)
-    return Endpoints(*(f"tcp://{host}:{p}" for p in ports), tcp_ports=ports,
+    publish, subscribe, control = (f"tcp://{host}:{p}" for p in ports)
+    return Endpoints(publish, subscribe, control, tcp_ports=ports,
                      host=parts.hostname or DEFAULT_HOST, embed=embed, durable=durable)
 
 

@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import anyio
+import msgspec
 import structlog
 
 from robobus.bus import (
@@ -23,6 +24,7 @@ from robobus.bus import (
     Overflow,
     PublishError,
     RateLimit,
+    Subscription,
     Will,
     encode,
 )
@@ -177,7 +179,7 @@ class EdgeAgent:
         self.log.info("edge_stopped")
 
     # -- inputs ----------------------------------------------------------------------------
-    async def _command_loop(self, cmds: anyio.abc.ObjectReceiveStream[Message]) -> None:
+    async def _command_loop(self, cmds: Subscription) -> None:
         async for msg in cmds:
             await self.on_command(msg)
 
@@ -205,7 +207,7 @@ class EdgeAgent:
                                  reason_code=code, reason=reason))
         await self.bus.report_error(msg.topic, reason, code, msg.payload)
 
-    async def _fault_loop(self, faults: anyio.abc.ObjectReceiveStream[Message]) -> None:
+    async def _fault_loop(self, faults: Subscription) -> None:
         async for msg in faults:
             try:
                 spec = decode_lenient(msg.payload, FaultSpec, msg.topic)
@@ -222,7 +224,7 @@ class EdgeAgent:
             self.log.info("fault_armed", skill=spec.skill, object=spec.object, times=spec.times,
                           probability=spec.probability)
 
-    async def _event_loop(self, events: anyio.abc.ObjectReceiveStream[Message]) -> None:
+    async def _event_loop(self, events: Subscription) -> None:
         async for msg in events:
             self.state.apply(msg.data.change)
 
@@ -244,7 +246,7 @@ class EdgeAgent:
                                  self.executor.held())
         await self._send(self.topics.state(self.robot), msg, retain=True, qos=0)
 
-    async def _send(self, topic: str, msg: object, *, retain: bool = False, qos: int = 1) -> None:
+    async def _send(self, topic: str, msg: msgspec.Struct, *, retain: bool = False, qos: int = 1) -> None:
         """Publish an output; if the hub cannot be reached (a partition outlasting the acked
         publish's 10 s), log it and go on: the robot keeps running, the next state supersedes
         this one, and the brain resends a command whose result it did not hear."""

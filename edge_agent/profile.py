@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import yaml
@@ -72,6 +72,8 @@ class RobotProfile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
                 "sensor": body.sensors}
 
 
+T = TypeVar("T")
+
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
@@ -90,7 +92,7 @@ def parse_profile(data: Any, source: str = "<profile>",
     return profile
 
 
-def _convert(data: Any, type_: type[Any], source: str, base: str) -> Any:
+def _convert(data: Any, type_: type[T], source: str, base: str) -> T:
     try:
         return msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:

@@ -195,6 +195,7 @@ class MemoryAgent:
             self, queries: MemoryObjectReceiveStream[tuple[Message, int, MemoryQuery]]) -> None:
         """Answer queries that read the log, in a worker thread, once what they saw is durable."""
         async for msg, seen, q in queries:
+            assert self.views is not None  # on_query, the only sender, asserts it too
             await self.committer.flush_to(seen)
             reply = await anyio.to_thread.run_sync(answer, q, self.views, self.store.log)
             await self.bus.reply(msg, reply)

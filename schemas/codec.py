@@ -17,14 +17,14 @@ from robobus.schemas.messages import Instruction
 
 T = TypeVar("T")
 
-_decoders: dict[type, msgspec.msgpack.Decoder] = {}
+_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
 
 
 def decode_as(payload: bytes, type_: type[T], topic: str = "?") -> T:
     """Decode msgpack ``payload`` as ``type_``; raise DecodeError naming what was wrong."""
     if type_ is Instruction:
         return parse_instruction(payload, topic)  # type: ignore[return-value]
-    dec = _decoders.get(type_)
+    dec: msgspec.msgpack.Decoder[T] | None = _decoders.get(type_)
     if dec is None:
         dec = _decoders[type_] = msgspec.msgpack.Decoder(type_)
     try:

@@ -193,7 +193,8 @@ class Scenario(_Strict):
 
     def scene_dict(self) -> dict[str, Any]:
         """The scene as plain data (the form ``World.from_scene`` and the memory agent read)."""
-        return msgspec.to_builtins(self.scene)
+        data: dict[str, Any] = msgspec.to_builtins(self.scene)  # a Struct becomes a dict
+        return data
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -237,7 +238,7 @@ def _check_keys(node: Any, path: str, source: str) -> None:
             _check_keys(item, f"{path}[{i}]", source)
 
 
-def _from_msgspec(exc: msgspec.ValidationError, source: str, data: dict) -> ScenarioError:
+def _from_msgspec(exc: msgspec.ValidationError, source: str, data: dict[str, Any]) -> ScenarioError:
     msg = str(exc)
     m = _MSGSPEC_PATH.search(msg)
     field = m.group(1).lstrip(".") if m else ""
@@ -252,7 +253,7 @@ def _from_msgspec(exc: msgspec.ValidationError, source: str, data: dict) -> Scen
     return ScenarioError(field, reason, source)
 
 
-def _name_dict_key(field: str, data: dict) -> str:
+def _name_dict_key(field: str, data: dict[str, Any]) -> str:
     """msgspec writes ``scene.places[...]``; find which entry failed to name it."""
     for section, spec in (("places", PlaceSpec), ("objects", ObjectSpec)):
         prefix = f"scene.{section}[...]"

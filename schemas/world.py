@@ -193,12 +193,12 @@ class World:
     def _robot(self, name: str | None) -> WorldRobot:
         if name not in self.robots:
             raise WorldConflict(f"unknown robot {name!r}", "unknown_robot")
-        return self.robots[name]  # type: ignore[index]
+        return self.robots[name]
 
     def _object(self, name: str | None) -> WorldObject:
         if name not in self.objects:
             raise WorldConflict(f"unknown object {name!r}", "unknown_object")
-        return self.objects[name]  # type: ignore[index]
+        return self.objects[name]
 
     def _op_add_robot(self, ch: WorldChange) -> None:
         d = ch.data
@@ -241,7 +241,7 @@ class World:
         if not robot.mobile and robot.place != ch.target:
             raise WorldConflict(f"robot {robot.name!r} is fixed at {robot.place!r}", "not_mobile")
         robot.place = ch.target
-        robot.position = self.places[ch.target].position  # type: ignore[index]
+        robot.position = self.places[ch.target].position
 
     def _op_pick(self, ch: WorldChange) -> None:
         robot, obj = self._robot(ch.robot), self._object(ch.object)

@@ -113,7 +113,7 @@ class MqttTransport:
         self.log.error("mqtt_task_failed", task=task.get_name(), error=repr(task.exception()))
         self._config.on_state("lost")
 
-    def _new_client(self) -> paho.Client:
+    def _new_client(self) -> FastClient:
         o = self._opts
         c = FastClient(paho.CallbackAPIVersion.VERSION2, client_id=o.client_id,
                         protocol=paho.MQTTv5, reconnect_on_failure=False, manual_ack=True)
@@ -471,6 +471,7 @@ class MqttTransport:
         self._flush()
         if rc != _OK:
             raise _Dropped() if rc == _NO_CONN else SubscribeError(pattern, paho.error_string(rc))
+        assert mid is not None  # paho gives a message id with every success
         fut = self._suback[mid] = self._loop.create_future()
         reasons = await self._await_ack(fut, self._suback, mid, pattern)
         if reasons and reasons[0].is_failure:
@@ -485,7 +486,7 @@ class MqttTransport:
             return  # forgotten locally; the reconnect will not resubscribe it
         rc, mid = self._client.unsubscribe(pattern)
         self._flush()
-        if rc == _OK:
+        if rc == _OK and mid is not None:  # paho gives a message id with every success
             fut = self._suback[mid] = self._loop.create_future()
             with contextlib.suppress(_Dropped, PublishError):
                 await self._await_ack(fut, self._suback, mid, pattern)

@@ -23,6 +23,7 @@ import socket
 import struct
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -36,7 +37,10 @@ from robobus.bus.errors import ConnectError, DisconnectedError, PublishError
 from robobus.bus.message import Message
 from robobus.bus.security import zmq_client_keys
 from robobus.bus.topics import literal_prefix, matches
-from robobus.bus.transport import TransportConfig
+from robobus.bus.transport import Dispatch, TransportConfig
+
+if TYPE_CHECKING:  # imported only for ?embed=1 URLs (see _maybe_embed)
+    from robobus.bus.hub import Hub
 
 log = structlog.get_logger("bus.zmq")
 _SEQ = struct.Struct(">Q")
@@ -69,19 +73,22 @@ class ZmqTransport:
         self._probe_ids = itertools.count(1)
         self._resends: dict[bytes, asyncio.TimerHandle] = {}
         self._room = asyncio.Event()  # set while fewer than MAX_IN_FLIGHT await their ack
-        self._hub = None
+        self._hub: Hub | None = None
         self._closed = False
         self._rejoining = False  # a rejoin (hello again) is under way
         self._drains: list = []  # one per read socket; see _kick
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, config: TransportConfig) -> None:
+        if config.dispatch is None:
+            raise ValueError("the ZeroMQ backend hands messages over through config.dispatch")
         self.config = config
+        self.dispatch: Dispatch = config.dispatch
         self.ep = wire.endpoints(config.url)
         # the hub's numbered stream instead of subscriptions (zmq_durable), for recorders
         self.durable = Durable(self, self.ep.durable) if self.ep.durable else None
         self._maybe_embed()
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.pub = self._socket(ctx, zmq.PUB, self.ep.publish)
         self.sub = self._socket(ctx, zmq.SUB, self.ep.subscribe)
         self.ctl = self._socket(ctx, zmq.DEALER, self.ep.control, ident=config.client_id.encode())
@@ -141,7 +148,9 @@ class ZmqTransport:
             sock.close()
         for timer in self._resends.values():
             timer.cancel()
-        for fut in (*self._acks.values(), *self._snaps.values()):
+        waiting: list[asyncio.Future[None] | asyncio.Future[bytes]] = [
+            *self._acks.values(), *self._snaps.values()]
+        for fut in waiting:
             if not fut.done():
                 fut.set_exception(DisconnectedError("transport closed"))
         if self._hub is not None:
@@ -149,7 +158,7 @@ class ZmqTransport:
 
     async def _say_hello(self) -> None:
         will = self.config.will
-        hello = {"keepalive": self.config.keepalive_s, "will": None}
+        hello: dict[str, object] = {"keepalive": self.config.keepalive_s, "will": None}
         if will is not None:
             hello["will"] = {"topic": will.topic, "payload": will.payload, "retain": will.retain}
         self._hello = self.loop.create_future()
@@ -193,7 +202,7 @@ class ZmqTransport:
         self._check_seq(msg.topic, head)
         if self._joining:
             return self._dispatch_joining(msg)
-        return self.config.dispatch(msg, None)
+        return self.dispatch(msg, None)
 
     def _on_probe(self, msg: Message) -> None:
         fence = self._fences.pop(msg.topic, None)
@@ -214,10 +223,10 @@ class ZmqTransport:
         forwarded before its snapshot was taken (a retained value is in the snapshot)."""
         topic = msg.topic
         if not any(matches(self._patterns[i], topic) for i in self._joining):
-            return self.config.dispatch(msg, None)
+            return self.dispatch(msg, None)
         live = tuple(i for i, p in self._patterns.items()
                      if i not in self._joining and matches(p, topic))
-        return self.config.dispatch(msg, live)
+        return self.dispatch(msg, live)
 
     def _check_seq(self, topic: str, head: wire.Head) -> None:
         client, seq = head.c, head.n
@@ -238,9 +247,9 @@ class ZmqTransport:
             if fut is not None and not fut.done():
                 fut.set_result(None)
         elif cmd == wire.SNAP and len(frames) == 3:
-            fut = self._snaps.pop(frames[1], None)
-            if fut is not None and not fut.done():
-                fut.set_result(frames[2])
+            snap = self._snaps.pop(frames[1], None)
+            if snap is not None and not snap.done():
+                snap.set_result(frames[2])
         elif cmd == wire.HELLO:
             if self._hello is not None and not self._hello.done():
                 self._hello.set_result(None)

@@ -82,7 +82,7 @@ class Durable:
             self._ack(h)
             return None
         msg.ack_token = AckToken(partial(self._ack, h))
-        pending = self.transport.config.dispatch(msg, None)
+        pending = self.transport.dispatch(msg, None)
         if pending is None:
             msg.settle()
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import cast
 
 import anyio.abc
 import zmq
@@ -29,7 +30,8 @@ def watch(loop: asyncio.AbstractEventLoop, sock: zmq.Socket, handle: Handler,
     a send or setsockopt on the socket: ZeroMQ's FD is edge-triggered, see ``_kick``)."""
     paused = [False]
     recv = sock.recv
-    events = partial(sock.getsockopt, _EVENTS)
+    # pyzmq types getsockopt as int | bytes | str for every option; EVENTS is an int
+    events = cast("Callable[[], int]", partial(sock.getsockopt, _EVENTS))
 
     def drain() -> None:
         if paused[0] or closed():
