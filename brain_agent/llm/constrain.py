@@ -8,14 +8,20 @@ torch helper is deliberately not used: importing it triggers a ``torch.compile``
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance
 import numpy as np
 from transformers import LogitsProcessor
 
 from robobus.brain_agent.llm.errors import GenerationError
-from robobus.brain_agent.llm.schema import JSON_OPTIONS
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions  # a TypedDict of the stub, not exported
+
+#: Compact JSON: no optional whitespace, so no tokens are spent on it.
+JSON_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": ",",
+                                    "key_separator": ":"}
 
 
 def grammar_for(schema: dict[str, Any]) -> str:

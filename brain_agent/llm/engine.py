@@ -10,6 +10,7 @@ kept; each call copies it and only runs the scene and the instruction through th
 from __future__ import annotations
 
 import copy
+import inspect
 import threading
 import time
 from dataclasses import dataclass
@@ -60,6 +61,17 @@ def pick_dtype(dtype: str, device: str) -> Any:
     return value
 
 
+def cache_keyword(model: Any) -> str:
+    """The name under which ``model.forward`` takes and returns its key/value cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (in ``forward``, ``generate`` and
+    the model outputs) and warns with a FutureWarning on the old name; older releases know only
+    the old one. Asking the signature keeps one code path for every supported release.
+    """
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class LocalEngine:
     """A loaded model, its tokenizer and its llguidance tokenizer. Build with :meth:`load`."""
 
@@ -69,6 +81,7 @@ class LocalEngine:
         self.model, self.tokenizer, self.name, self.device = model, tokenizer, name, device
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.ll_tokenizer = ll_tokenizer(tokenizer, n_vocab=self.vocab_size)
+        self._cache_kw = cache_keyword(model)
         self._lock = threading.Lock()
         self._prefix: tuple[list[int], Any] | None = None
 
@@ -85,7 +98,9 @@ class LocalEngine:
         started = time.monotonic()
         try:
             tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            lm = transformers.AutoModelForCausalLM.from_pretrained(
+            # Any: transformers wraps ``to`` with functools.wraps(Module.to), which mypy reads
+            # as an unbound function, so ``lm.to(dev)`` would not type-check on the real class.
+            lm: Any = transformers.AutoModelForCausalLM.from_pretrained(
                 str(folder), dtype=pick_dtype(dtype, dev), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"loading {folder} failed: {exc}") from exc
@@ -107,7 +122,7 @@ class LocalEngine:
         ids = self.encode(messages, generation=False)
         with self._lock, torch.inference_mode():
             out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
-            self._prefix = (ids, out.past_key_values)
+            self._prefix = (ids, out[self._cache_kw])
         return len(ids)
 
     def generate(self, messages: list[dict[str, str]], grammar: str, *,
@@ -162,8 +177,8 @@ class LocalEngine:
         eos = self.tokenizer.eos_token_id
         while len(out) < max_new_tokens and not processor.matcher.is_stopped():
             step = self.model(input_ids=torch.tensor([pending], device=self.device),
-                              past_key_values=past, use_cache=True)
-            past = step.past_key_values
+                              use_cache=True, **{self._cache_kw: past})
+            past = step[self._cache_kw]
             scores = processor(torch.tensor([out], dtype=torch.long),
                                step.logits[:, -1, :].float())
             token = choose(scores, temperature)
@@ -189,7 +204,7 @@ class LocalEngine:
                                   pad_token_id=eos, **sampling)
         processor.prompt_len = len(ids)
         input_ids = torch.tensor([ids], device=self.device)
-        kwargs = {"past_key_values": past} if past is not None else {}
+        kwargs = {self._cache_kw: past} if past is not None else {}
         out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                   generation_config=config,
                                   logits_processor=LogitsProcessorList([processor]), **kwargs)

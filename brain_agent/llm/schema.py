@@ -35,8 +35,6 @@ FIELD_NAMES: dict[tuple[str, str], str] = {
 }
 MAX_ITEMS = 8
 MAX_COUNT = 9
-#: Compact JSON: no optional whitespace, so no tokens are spent on it.
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 
 
 @dataclass(slots=True)
