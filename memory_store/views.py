@@ -20,13 +20,14 @@ from robobus.bus.errors import DecodeError
 from robobus.schemas.codec import decode_as
 from robobus.schemas.memory import TaskRecord
 from robobus.schemas.messages import Alive, RobotRegistration, RobotState, SkillFeedback, TaskStatus
+from robobus.schemas.tasks import FINAL, STEP, Refused, next_status
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
 
 log = structlog.get_logger("memory.views")
 
-TERMINAL = frozenset({"done", "failed", "cancelled"})
-STEP_STATES = frozenset({"dispatched", "progress", "step_done", "step_failed"})
+TERMINAL = FINAL  # the task state machine's final statuses (schemas/tasks.py)
+STEP_STATES = STEP
 _ROUTE_CACHE_MAX = 100_000
 
 
@@ -190,10 +191,18 @@ class Views:
 
     def _on_task(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         st = decode_as(payload, TaskStatus, topic)
+        if topic.rsplit("/", 1)[-1] != st.task_id:
+            return [Rejected(topic, f"status of task {st.task_id[:64]!r} on another task's topic",
+                             "task_mismatch")]
         rec = self.tasks.get(st.task_id)
+        # the task state machine decides: a record is created only by a brain's ``accepted``,
+        # and nothing leaves a final status (a cancelled task stays cancelled)
+        step = next_status(rec.status if rec is not None else None, st.status)
+        if isinstance(step, Refused):
+            return [Rejected(topic, f"task {st.task_id[:64]!r}: {step.reason}", step.code)]
         if rec is None:
             rec = self.tasks[st.task_id] = TaskRecord(task_id=st.task_id, created_ns=st.ts_ns)
-        rec.status, rec.updated_ns, rec.replans = st.status, st.ts_ns, st.replans
+        rec.status, rec.updated_ns, rec.replans = step, st.ts_ns, st.replans
         rec.text = st.text or rec.text
         rec.priority = st.priority or rec.priority
         rec.plan = st.plan or rec.plan

@@ -18,10 +18,12 @@ from robobus.schemas.messages import (
     TaskStatus,
     now_ns,
 )
+from robobus.schemas.tasks import Refused, is_final, next_status
 from robobus.schemas.topics import TOPICS, Topics
 
 __all__ = [
     "MESSAGE_TYPES", "TOPICS", "Alive", "ErrorReport", "FaultSpec", "Instruction", "Plan", "PlanStep", "Pose",
-    "RobotRegistration", "RobotState", "SkillCommand", "SkillFeedback", "SkillSpec", "TaskStatus",
-    "Topics", "decode_as", "encode", "message_type", "now_ns", "parse_instruction",
+    "Refused", "RobotRegistration", "RobotState", "SkillCommand", "SkillFeedback", "SkillSpec",
+    "TaskStatus", "Topics", "decode_as", "encode", "is_final", "message_type", "next_status", "now_ns",
+    "parse_instruction",
 ]
