@@ -6,7 +6,7 @@ import secrets
 import time
 from collections.abc import Awaitable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import msgspec
@@ -14,9 +14,10 @@ import structlog
 
 from robobus.brain_agent.config import BrainConfig
 from robobus.brain_agent.fleet import FleetView, MemoryUnavailable, query_memory
+from robobus.brain_agent.guard import Guard
 from robobus.brain_agent.planners import load_planner
 from robobus.brain_agent.scheduler import Scheduler, goals_of
-from robobus.brain_agent.tasks import StatusPublisher, Task
+from robobus.brain_agent.tasks import StatusPublisher, Task, not_resumable
 from robobus.bus import Bus, Message, Overflow
 from robobus.schemas.memory import MemoryQuery, TaskRecord
 from robobus.schemas.messages import (
@@ -26,6 +27,7 @@ from robobus.schemas.messages import (
     RobotRegistration,
     RobotState,
     SkillFeedback,
+    TaskState,
 )
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldEvent
@@ -48,9 +50,10 @@ class Brain:
         self.topics = Topics(bus.options.prefix)
         self.planner = load_planner(config.planner, **config.planner_options)
         self.fleet = FleetView(bus, self.topics, query_timeout=config.query_timeout_s)
+        self.guard = Guard(bus)
         self.status = StatusPublisher(bus, self.topics)
         self.scheduler = Scheduler(bus, self.topics, self.fleet, self.planner, config,
-                                   self.status, tg)
+                                   self.status, tg, guard=self.guard)
         self.started_ns = time.time_ns()
         self._refreshing = False
 
@@ -71,12 +74,11 @@ class Brain:
             self.tg.start_soon(self._consume, sub, handler, name=f"brain-sub-{pattern}")
 
     async def _consume(self, sub: Any, handler: Any) -> None:
+        what = f"{handler.__name__} on {sub.pattern}"
         async for msg in sub:
-            if not self._from_its_robot(msg):
-                continue
-            result = handler(msg.data)
-            if result is not None:
-                await result
+            if self._from_its_robot(msg):
+                # one message that a handler cannot take is reported; the next one is served
+                await self.guard.call(what, msg.topic, handler, msg.data, payload=msg.payload)
 
     def _from_its_robot(self, msg: Message) -> bool:
         reason = self.topics.robot_mismatch(msg.topic, getattr(msg.data, "robot", None))
@@ -101,12 +103,14 @@ class Brain:
             # between the instruction and the first command (not while the task would wait for
             # the world: that would hold up every instruction behind it)
             return self.scheduler.start_task(task)
-        self.tg.start_soon(self.scheduler.start_task, task, name=f"task-{task_id}")
+        self.guard.spawn(self.tg, "task start", self.topics.task(task_id),
+                         self.scheduler.start_task, task, name=f"task-{task_id}")
         return None
 
     def _on_registration(self, reg: RobotRegistration) -> None:
         self.fleet.on_registration(reg)
-        self.tg.start_soon(self.scheduler.pump)
+        self.guard.spawn(self.tg, "dispatch", self.topics.registration(reg.robot),
+                         self.scheduler.pump)
 
     def _on_state(self, state: RobotState) -> None:
         self.fleet.on_state(state)
@@ -117,7 +121,8 @@ class Brain:
     def _on_world_event(self, event: WorldEvent) -> None:
         if not self.fleet.on_event(event) and not self._refreshing:
             self._refreshing = True
-            self.tg.start_soon(self._refresh, name="brain-world-refresh")
+            self.guard.spawn(self.tg, "world refresh", self.topics.world_events, self._refresh,
+                             name="brain-world-refresh")
 
     async def _refresh(self) -> None:
         try:
@@ -129,10 +134,12 @@ class Brain:
     async def boot(self) -> None:
         """Warm the planner up, load the world from memory, resume active tasks, say ready."""
         # model backends load weights now, not on the first instruction
-        self.tg.start_soon(self.planner.warmup, name="brain-planner-warmup")
+        self.guard.spawn(self.tg, "planner warmup", self.topics.brain_status,
+                         self.planner.warmup, name="brain-planner-warmup")
         await self.fleet.load_world_until_ready()
         if self.config.recover:
-            await self.recover()
+            # a recovery that fails is reported; the brain still takes new work
+            await self.guard.call("task recovery", self.topics.brain_status, self.recover)
         await self.announce_ready()
 
     async def announce_ready(self) -> None:
@@ -150,16 +157,38 @@ class Brain:
         except MemoryUnavailable as exc:
             log.warning("task_recovery_failed", reason=str(exc))
             return
-        records = msgspec.convert(result or [], list[TaskRecord])
-        for rec in records:
+        for rec in self._task_records(result):
             if rec.task_id in self.scheduler.tasks:
+                continue
+            refused = not_resumable(rec)
+            if refused is not None:  # never resume a final task or a record no brain made
+                log.warning("task_not_resumed", task=rec.task_id[:128], code=refused[1])
+                self.bus.report_error_soon(self.topics.memory_query, refused[0], refused[1],
+                                           rec.task_id.encode()[:64])
                 continue
             log.info("task_resumed", task=rec.task_id, status=rec.status)
             task = Task(rec.task_id, rec.text, rec.priority, goals=goals_of(rec.plan),
-                        replans=rec.replans)
+                        replans=rec.replans, status=cast(TaskState, rec.status))
             orphans = {s.id: s.robot for s in (rec.plan.steps if rec.plan else [])
                        if rec.steps.get(s.id) in _IN_FLIGHT and self.fleet.online.get(s.robot, True)}
-            self.tg.start_soon(self.scheduler.resume, task, orphans, name=f"resume-{rec.task_id}")
+            self.guard.spawn(self.tg, "task resume", self.topics.task(rec.task_id),
+                             self.scheduler.resume, task, orphans, name=f"resume-{rec.task_id}")
+
+    def _task_records(self, result: object) -> list[TaskRecord]:
+        """The valid records of a ``tasks`` reply; each one out of its schema's bounds (a
+        forged ``replans`` of 2**64-1, say) is reported and skipped."""
+        records: list[TaskRecord] = []
+        for raw in result if isinstance(result, list) else []:
+            try:
+                records.append(msgspec.convert(raw, TaskRecord))
+            except msgspec.ValidationError as exc:
+                task_id = raw.get("task_id") if isinstance(raw, dict) else None
+                task_id = task_id[:MAX_TASK_ID] if isinstance(task_id, str) else "?"
+                log.warning("task_record_skipped", task=task_id, reason=str(exc))
+                self.bus.report_error_soon(self.topics.memory_query,
+                                           f"task record {task_id[:64]!r} not resumed: {exc}",
+                                           "bad_task_record", task_id.encode(errors="replace"))
+        return records
 
 
 def _refuse_task_id(task_id: str, known: Any) -> tuple[str, str] | None:

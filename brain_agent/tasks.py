@@ -14,7 +14,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from robobus.brain_agent.goals import GoalSet
 from robobus.bus import Bus
 from robobus.bus.errors import BusError
-from robobus.schemas.messages import Plan, PlanStep, SkillCommand, TaskStatus
+from robobus.schemas.messages import Plan, PlanStep, SkillCommand, TaskState, TaskStatus
+from robobus.schemas.memory import TaskRecord
+from robobus.schemas.tasks import ACTIVE as ACTIVE_STATUSES
+from robobus.schemas.tasks import Refused, is_final, next_status
 from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("brain.tasks")
@@ -64,6 +67,8 @@ class Task:
     last_failure: str | None = None
     orphans: dict[str, str] = field(default_factory=dict)  # step id -> robot, from before a crash
     order: int = field(default_factory=lambda: next(_order))
+    #: the last status published on the task's topic (None: none yet); see schemas/tasks.py
+    status: TaskState | None = None
 
     @property
     def active(self) -> bool:
@@ -98,6 +103,23 @@ class Task:
                    if r.robot == robot and r.state in ("pending", "running"))
 
 
+def not_resumable(rec: TaskRecord) -> tuple[str, str] | None:
+    """(reason, code) if a task record from memory must not be resumed by a restarted brain.
+
+    A record exists only from a brain's ``accepted`` (the memory agent applies the task state
+    machine), and a brain sends the instruction's text and, before any step, the plan with
+    every status. A final record, or one whose steps are not its plan's, was not made that way.
+    """
+    if rec.status not in ACTIVE_STATUSES:
+        code = "final" if is_final(rec.status) else "unknown_status"
+        return f"task {rec.task_id[:64]!r} is {rec.status[:32]!r}, not active", code
+    steps = {s.id for s in rec.plan.steps} if rec.plan else set()
+    if not rec.text.strip() or not set(rec.steps) <= steps:
+        return (f"task {rec.task_id[:64]!r} is not a record a brain made (no instruction text, "
+                "or steps outside its plan)", "forged_task")
+    return None
+
+
 class StatusPublisher:
     """Publishes task statuses in order (qos 1) from one background task.
 
@@ -113,7 +135,15 @@ class StatusPublisher:
         self._recv: MemoryObjectReceiveStream[TaskStatus] = recv
 
     def emit(self, task: Task, status: str, **fields: Any) -> None:
-        msg = TaskStatus(task_id=task.id, status=status, text=task.text,  # type: ignore[arg-type]
+        """Queue ``status`` for ``task`` if the task state machine lets it follow the last one:
+        nothing follows a final status (a cancelled step's failure after ``cancelled``)."""
+        step = next_status(task.status, status)
+        if isinstance(step, Refused):
+            log.info("task_status_withheld", task=task.id, status=status, code=step.code,
+                     reason=step.reason)
+            return
+        task.status = step
+        msg = TaskStatus(task_id=task.id, status=step, text=task.text,
                          priority=task.priority, replans=task.replans, **fields)
         try:
             self._send.send_nowait(msg)
