@@ -12,6 +12,7 @@ import anyio
 import msgspec
 import structlog
 
+from robobus.brain_agent import intake
 from robobus.brain_agent.config import BrainConfig
 from robobus.brain_agent.fleet import FleetView, MemoryUnavailable, query_memory
 from robobus.brain_agent.guard import Guard
@@ -38,8 +39,9 @@ MAX_TASK_ID = 128
 
 
 def new_task_id() -> str:
-    """A short unique task id."""
-    return secrets.token_hex(4)
+    """A task id unique across brain restarts (64 random bits; ids a client chooses are
+    checked against task memory instead)."""
+    return secrets.token_hex(8)
 
 
 class Brain:
@@ -66,12 +68,26 @@ class Brain:
             (t.state(), RobotState, self._on_state, {"overflow": Overflow.LATEST}),
             (t.feedback(), SkillFeedback, self.scheduler.on_feedback, {}),
             (t.world_events, WorldEvent, self._on_world_event, {}),
-            (t.instructions, Instruction, self._on_instruction,
-             {"rate_limit": self.config.instruction_rate_limit}),
         ]
         for pattern, type_, handler, opts in subs:
             sub = await stack.enter_async_context(self.bus.subscribe(pattern, type_, **opts))
             self.tg.start_soon(self._consume, sub, handler, name=f"brain-sub-{pattern}")
+        # untyped: the intake decodes, so it sees the retain flag and its own clearing
+        sub = await stack.enter_async_context(self.bus.subscribe(
+            t.instructions, rate_limit=self.config.instruction_rate_limit))
+        self.tg.start_soon(self._intake, sub, name=f"brain-sub-{t.instructions}")
+
+    async def _intake(self, sub: Any) -> None:
+        async for msg in sub:
+            inst = intake.decode(self.bus, msg)
+            if inst is None:
+                continue
+            if msg.retain:  # kept by the broker or hub: refused and cleared, never executed
+                await self.guard.call("retained instruction", msg.topic, intake.refuse_retained,
+                                      self.bus, msg, inst, payload=msg.payload)
+                continue
+            await self.guard.call("_on_instruction on instructions", msg.topic,
+                                  self._on_instruction, inst, payload=msg.payload)
 
     async def _consume(self, sub: Any, handler: Any) -> None:
         what = f"{handler.__name__} on {sub.pattern}"
@@ -98,6 +114,12 @@ class Brain:
             return None
         task = Task(task_id, inst.text, inst.priority)
         self.scheduler.add(task)
+        if inst.task_id is not None and self.fleet.world_ready.is_set():
+            # a client's id: the durable record decides it is new (once memory has answered;
+            # before that, the task waits for the world and the intake must not wait for memory)
+            self.guard.spawn(self.tg, "task start", self.topics.task(task_id), self._start_if_new,
+                             task, msgspec.msgpack.encode(inst), name=f"task-{task_id}")
+            return None
         if self.planner.inline and self.fleet.world_ready.is_set():
             # a planner that never waits is run on the intake path: one scheduling hop less
             # between the instruction and the first command (not while the task would wait for
@@ -106,6 +128,18 @@ class Brain:
         self.guard.spawn(self.tg, "task start", self.topics.task(task_id),
                          self.scheduler.start_task, task, name=f"task-{task_id}")
         return None
+
+    async def _start_if_new(self, task: Task, payload: bytes) -> None:
+        status = await intake.known_task(self.bus, self.topics, task.id,
+                                         self.config.query_timeout_s)
+        if status is None:
+            await self.scheduler.start_task(task)
+            return
+        self.scheduler.tasks.pop(task.id, None)
+        self.scheduler.live.pop(task.id, None)
+        log.info("instruction_refused", task=task.id, code="duplicate_task")
+        self.bus.report_error_soon(self.topics.instructions, f"task id {task.id!r} is already "
+                                   f"taken: task memory has it ({status})", "duplicate_task", payload)
 
     def _on_registration(self, reg: RobotRegistration) -> None:
         self.fleet.on_registration(reg)

@@ -14,8 +14,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from robobus.brain_agent.goals import GoalSet
 from robobus.bus import Bus
 from robobus.bus.errors import BusError
-from robobus.schemas.messages import Plan, PlanStep, SkillCommand, TaskState, TaskStatus
 from robobus.schemas.memory import TaskRecord
+from robobus.schemas.messages import Plan, PlanStep, SkillCommand, TaskState, TaskStatus
 from robobus.schemas.tasks import ACTIVE as ACTIVE_STATUSES
 from robobus.schemas.tasks import Refused, is_final, next_status
 from robobus.schemas.topics import Topics

@@ -18,7 +18,7 @@ client may apply it to the statuses it reads::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final, get_args
+from typing import Final, cast, get_args
 
 import msgspec
 
@@ -35,13 +35,15 @@ ACTIVE: Final[frozenset[TaskState]] = frozenset(STATUSES) - FINAL
 
 # A plan exists from ``planned`` on; its steps may report, be replanned or preempted, in any
 # order (several steps run at once, and a cancelled step's result arrives after a preemption).
-_WORKING: frozenset[TaskState] = frozenset({"planned", "replanning", "preempted"}) | STEP
+_REPLAN: frozenset[TaskState] = frozenset({"planned", "replanning", "preempted"})
+_WORKING: frozenset[TaskState] = _REPLAN | STEP
+_PLANNING: frozenset[TaskState] = frozenset({"planned", "replanning"})
 
 #: The graph: for each status (``None``: no status yet), the statuses that may follow it.
 TRANSITIONS: Final[Mapping[TaskState | None, frozenset[TaskState]]] = {
     None: frozenset({"accepted"}),
     # a brain restarted while the task was being planned resumes it with ``replanning``
-    "accepted": frozenset({"planned", "replanning"}) | FINAL,
+    "accepted": _PLANNING | FINAL,
     **{status: _WORKING | FINAL for status in _WORKING},
     **{status: frozenset() for status in FINAL},
 }
@@ -78,8 +80,8 @@ def next_status(current: str | None, incoming: str) -> TaskState | Refused:
     if current is not None and current not in _ALL:
         return Refused(current, incoming, "unknown_status",
                        f"the task is in {current!r}, which is not a task status")
-    if incoming in TRANSITIONS[current]:  # type: ignore[index]  # checked just above
-        return incoming  # type: ignore[return-value]  # a member of TaskState, checked above
+    if incoming in TRANSITIONS[cast("TaskState | None", current)]:  # a status, checked above
+        return incoming
     return Refused(current, incoming, *_why(current, incoming))
 
 
