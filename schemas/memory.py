@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from robobus.schemas.messages import Base, Plan
+from robobus.schemas.messages import Base, Count, Nanos, Plan, Priority
 
 QueryKind = Literal[
     "world",     # -> memory_store.world.WorldSnapshot
@@ -48,15 +48,19 @@ class QueryReply(Base):
 
 
 class TaskRecord(Base):
-    """Durable task memory, built from ``robobus/tasks/{id}`` messages; lets a brain recover."""
+    """Durable task memory, built from ``robobus/tasks/{id}`` messages; lets a brain recover.
+
+    Bounded like :class:`~robobus.schemas.messages.TaskStatus`: a forged record with
+    ``replans`` at 2**64-1 killed every brain that resumed it (issue 13).
+    """
 
     task_id: str
     text: str = ""
-    priority: int = 0
+    priority: Priority = 0
     status: str = "accepted"
     plan: Plan | None = None
     reason: str | None = None
-    replans: int = 0
-    created_ns: int = 0
-    updated_ns: int = 0
+    replans: Count = 0
+    created_ns: Nanos = 0
+    updated_ns: Nanos = 0
     steps: dict[str, str] = msgspec.field(default_factory=dict)  # step id -> last status

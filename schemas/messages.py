@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -11,6 +11,39 @@ import msgspec
 def now_ns() -> int:
     """Wall-clock time in integer nanoseconds (data, never a timer)."""
     return time.time_ns()
+
+
+# Domains of what crosses the bus (issue 13). Every integer fits msgpack's 64 bits and every
+# float is finite, so a value that was accepted can always be encoded again: an instruction
+# with a 130-bit priority used to kill the brain when it published its own ``accepted``.
+#: wall-clock nanoseconds
+Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+#: task priority (higher preempts lower)
+Priority = Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)]
+#: counters a task carries (replans)
+Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+#: a robot, robot type, skill or place name: one topic level at most
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+#: seconds of a skill (timeouts, nominal durations): at most a day
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=86_400)]
+#: a coordinate in metres
+Coord = Annotated[float, msgspec.Meta(ge=-1e6, le=1e6)]
+#: robot speed in m/s; 0 for a fixed robot
+Speed = Annotated[float, msgspec.Meta(ge=0, le=100)]
+_Small = Annotated[int, msgspec.Meta(ge=0, le=64)]
+
+
+def check_utf8(**fields: str | None) -> None:
+    """Raise ValueError for a string that is not valid UTF-8 (a lone surrogate from JSON's
+    ``\\ud800``): it would be accepted, then fail when encoded again."""
+    for name, value in fields.items():
+        if value is None or value.isascii():
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{name} is not valid UTF-8 (a lone surrogate at character "
+                             f"{exc.start})") from None
 
 
 class Base(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -21,10 +54,13 @@ class Instruction(Base):
     """A natural-language instruction published on ``robobus/instructions``."""
 
     text: str
-    priority: int = 0
+    priority: Priority = 0
     task_id: str | None = None
     source: str | None = None
-    ts_ns: int = msgspec.field(default_factory=now_ns)
+    ts_ns: Nanos = msgspec.field(default_factory=now_ns)
+
+    def __post_init__(self) -> None:
+        check_utf8(text=self.text, task_id=self.task_id, source=self.source)
 
 
 class PlanStep(Base):
@@ -69,15 +105,15 @@ class TaskStatus(Base):
     task_id: str
     status: TaskState
     text: str = ""
-    priority: int = 0
+    priority: Priority = 0
     plan: Plan | None = None
     step_id: str | None = None
     robot: str | None = None
     skill: str | None = None
     progress: float | None = None
     reason: str | None = None
-    replans: int = 0
-    ts_ns: int = msgspec.field(default_factory=now_ns)
+    replans: Count = 0
+    ts_ns: Nanos = msgspec.field(default_factory=now_ns)
 
 
 class SkillCommand(Base):
@@ -88,7 +124,8 @@ class SkillCommand(Base):
     args: dict[str, Any] = {}
     task_id: str | None = None
     step_id: str | None = None
-    timeout_s: float | None = None
+    #: finite and positive: a NaN timeout ended the edge agent (issue 13)
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] | None = None
     action: Literal["run", "cancel"] = "run"
     ts_ns: int = msgspec.field(default_factory=now_ns)
 
@@ -115,7 +152,7 @@ class SkillFeedback(Base):
 class SkillSpec(Base):
     """What a robot can do: a skill's argument schema plus its planner-readable model."""
 
-    name: str
+    name: Name
     args_schema: dict[str, Any] = {}
     result_schema: dict[str, Any] = {}
     preconditions: list[str] = []
@@ -125,17 +162,49 @@ class SkillSpec(Base):
     #: the memory_store.world.WorldChange op the skill performs (move/pick/place/handover) or None
     change: str | None = None
     resource: str = "arm"
-    timeout_s: float = 60.0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
+
+
+class RegistrationProfile(Base):
+    """The keys of ``RobotRegistration.profile`` that agents read, with their domains.
+
+    Other keys pass unchecked. A retained registration with ``hands: "two"`` or
+    ``start: [1, 2]`` used to crash the brain on every start (issue 13).
+    """
+
+    type: Name | None = None
+    profile: Name | None = None
+    mobile: bool = True
+    hands: _Small = 1
+    arms: _Small = 1
+    speed: Speed = 1.0
+    capacity: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = 1.0
+    start: Name | None = None
+    position: tuple[Coord, Coord] | None = None
+    telemetry_hz: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 10.0
+    sensors: _Small = 1
+    #: nominal duration per skill name (the planner's estimate)
+    durations: Annotated[dict[Name, Seconds], msgspec.Meta(max_length=256)] = {}
 
 
 class RobotRegistration(Base):
-    """Retained on ``robobus/robots/{robot}/registration``."""
+    """Retained on ``robobus/robots/{robot}/registration``.
 
-    robot: str
-    type: str
+    ``profile`` stays a plain map on the wire; its known keys are checked against
+    :class:`RegistrationProfile` when a registration is made or decoded.
+    """
+
+    robot: Name
+    type: Name
     profile: dict[str, Any] = {}
-    skills: list[SkillSpec] = []
-    ts_ns: int = msgspec.field(default_factory=now_ns)
+    skills: Annotated[list[SkillSpec], msgspec.Meta(max_length=256)] = []
+    ts_ns: Nanos = msgspec.field(default_factory=now_ns)
+
+    def __post_init__(self) -> None:
+        try:
+            msgspec.convert(self.profile, RegistrationProfile)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid profile: {exc}".replace("`$.", "`$.profile.")) from None
 
 
 class Pose(Base):

@@ -19,6 +19,7 @@ import anyio
 import msgspec
 import pytest
 
+from bench import scenes
 from robobus.brain_agent.agent import run as run_brain
 from robobus.brain_agent.config import BrainConfig
 from robobus.bus import Bus, DecodeError, RateLimit
@@ -29,7 +30,15 @@ from robobus.memory_store.errors import QueryError
 from robobus.memory_store.query import parse as parse_query
 from robobus.memory_store.views import Views
 from robobus.schemas.codec import decode_as, decode_object, parse_instruction
-from robobus.schemas.messages import Alive, ErrorReport, Instruction, RobotRegistration, SkillFeedback
+from robobus.schemas.memory import TaskRecord
+from robobus.schemas.messages import (
+    Alive,
+    ErrorReport,
+    Instruction,
+    RobotRegistration,
+    SkillFeedback,
+    TaskStatus,
+)
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldEvent
 
@@ -134,3 +143,55 @@ async def test_edge_refuses_command_floods(tmp_path: Any) -> None:
         await until(reports, "rate_limited")
         await until(reports, "unknown_skill", 9)
         tg.cancel_scope.cancel()
+
+
+# -- issue 13: values an agent could not encode back, or cannot use ----------------------------
+BIG = str(10**40).encode()
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    (b'{"text": "bring the apple", "priority": ' + BIG + b"}", "priority"),
+    (b'{"text": "x", "ts_ns": ' + BIG + b"}", "ts_ns"),
+    (b'{"text": "bring the apple \\ud800"}', "text is not valid UTF-8"),
+    (b'{"text": "x", "task_id": "\\udfff"}', "task_id is not valid UTF-8"),
+    (msgspec.msgpack.encode({"text": "x", "priority": 2**64 - 1}), "priority"),
+])
+def test_instruction_values_that_cannot_be_encoded_back_are_refused(payload: bytes,
+                                                                    field: str) -> None:
+    with pytest.raises(DecodeError, match=field):
+        parse_instruction(payload, "robobus/instructions")
+
+
+@pytest.mark.parametrize("profile", [
+    {"hands": "two"}, {"start": [1, 2]}, {"speed": "fast"}, {"speed": float("nan")},
+    {"speed": 1e9}, {"hands": -1}, {"position": [0.0, float("inf")]},
+    {"durations": {"pick": float("inf")}}, {"start": "x" * 200},
+])
+def test_registration_profile_outside_its_domain_is_refused(profile: dict[str, Any]) -> None:
+    payload = msgspec.msgpack.encode({"robot": "r1", "type": "t", "profile": profile})
+    with pytest.raises(DecodeError, match=r"invalid profile: .*\$\.profile\."):
+        decode_as(payload, RobotRegistration, "robobus/robots/r1/registration")
+
+
+@pytest.mark.parametrize("reg", [
+    {"robot": "x" * 200, "type": "t"}, {"robot": "", "type": "t"},
+    {"robot": "r1", "type": "t", "skills": [{"name": "pick", "timeout_s": float("nan")}]},
+    {"robot": "r1", "type": "t", "ts_ns": 2**64 - 1},
+])
+def test_registration_names_timeouts_and_times_are_bounded(reg: dict[str, Any]) -> None:
+    with pytest.raises(DecodeError, match="schema violation"):
+        decode_as(msgspec.msgpack.encode(reg), RobotRegistration, "t")
+
+
+def test_edge_style_registrations_still_decode() -> None:
+    for spec in scenes.DEMO_ROBOTS + scenes.REASSIGN_ROBOTS:
+        reg = scenes.registration(spec)
+        assert decode_as(msgspec.msgpack.encode(reg), RobotRegistration, "t") == reg
+
+
+@pytest.mark.parametrize("field", ["replans", "priority"])
+def test_task_counters_are_bounded(field: str) -> None:
+    bad = {"task_id": "t1", "status": "replanning", field: 2**64 - 1}
+    for type_ in (TaskStatus, TaskRecord):
+        with pytest.raises(DecodeError, match=field):
+            decode_as(msgspec.msgpack.encode(bad), type_, "robobus/tasks/t1")
