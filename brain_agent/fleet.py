@@ -37,7 +37,11 @@ async def query_memory(bus: Bus, topics: Topics, query: MemoryQuery, timeout: fl
         msg = await bus.request(topics.memory_query, query, timeout=timeout, qos=qos)
     except BusError as exc:
         raise MemoryUnavailable(f"memory agent did not answer a {query.kind!r} query: {exc}") from exc
-    reply = _reply_decoder.decode(msg.payload)
+    try:
+        reply = _reply_decoder.decode(msg.payload)
+    except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError is a DecodeError
+        raise MemoryUnavailable(f"memory agent sent a malformed reply to a {query.kind!r} "
+                                f"query: {exc}") from exc
     if not reply.ok:
         raise MemoryUnavailable(f"memory agent refused a {query.kind!r} query: {reply.error}")
     return reply.result
@@ -99,8 +103,12 @@ class FleetView:
         """Fetch the world snapshot from the memory agent (raises MemoryUnavailable)."""
         result = await query_memory(self.bus, self.topics, MemoryQuery(kind="world"),
                                     self.query_timeout)
-        snap = msgspec.convert(result, WorldSnapshot)
-        world = World(snap)
+        try:
+            snap = msgspec.convert(result, WorldSnapshot)
+            world = World(snap)
+        except (msgspec.ValidationError, ValueError, TypeError, KeyError) as exc:
+            # a poisoned world must not end the brain: keep the cache, keep asking
+            raise MemoryUnavailable(f"memory agent sent a malformed world: {exc}") from exc
         for robot, online in self.online.items():
             if robot in world.robots:
                 world.robots[robot].alive = online

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from typing import Any
 
 import anyio
 import msgspec
@@ -20,6 +21,7 @@ from robobus.brain_agent.context import PlanContext
 from robobus.brain_agent.errors import BrainError, ParseError, PlanningError
 from robobus.brain_agent.fleet import FleetView
 from robobus.brain_agent.goals import CancelTask, GoalSet
+from robobus.brain_agent.guard import Guard
 from robobus.brain_agent.planners import Planner
 from robobus.brain_agent.resolve import bind_goals
 from robobus.brain_agent.search import plan_goals
@@ -49,14 +51,22 @@ class Scheduler:
     """Executes tasks' plans on the fleet and keeps them going when things fail."""
 
     def __init__(self, bus: Bus, topics: Topics, fleet: FleetView, planner: Planner,
-                 config: BrainConfig, status: StatusPublisher, tg: anyio.abc.TaskGroup) -> None:
+                 config: BrainConfig, status: StatusPublisher, tg: anyio.abc.TaskGroup,
+                 *, guard: Guard | None = None) -> None:
         self.bus, self.topics, self.fleet, self.planner = bus, topics, fleet, planner
         self.config, self.status, self.tg = config, status, tg
+        self.guard = guard or Guard(bus)
         self.tasks: OrderedDict[str, Task] = OrderedDict()  # every task seen (bounded)
         self.live: dict[str, Task] = {}  # tasks not yet done/failed/cancelled
         self.commands: dict[str, StepRun] = {}
         self.robot_run: dict[str, StepRun] = {}
         fleet.on_offline.append(self.on_offline)
+
+    def _spawn(self, what: str, task: Task, fn: Any, *args: Any, name: str | None = None
+               ) -> None:
+        """A background task about ``task``: an exception in it is reported on the task's
+        topic and counted (:class:`Guard`), never the end of the brain."""
+        self.guard.spawn(self.tg, what, self.topics.task(task.id), fn, *args, name=name)
 
     def add(self, task: Task) -> None:
         """Track ``task``; the oldest finished tasks are forgotten beyond ``MAX_REMEMBERED``."""
@@ -224,13 +234,15 @@ class Scheduler:
         run.resends += 1
         log.info("command_resent", task=run.task.id, step=run.step.id, robot=run.robot,
                  command=run.command_id, resends=run.resends)
-        self.tg.start_soon(self._send, run, run.command, "command_resend_failed")
+        self._spawn("command resend", run.task, self._send, run, run.command,
+                    "command_resend_failed")
 
     def _watchdog(self, run: StepRun, limit: float) -> None:
         run.watchdog = None
         if run.state == "running":
             try:
-                self.tg.start_soon(self._timed_out, run, limit, name=f"timeout-{run.command_id}")
+                self._spawn("step timeout", run.task, self._timed_out, run, limit,
+                            name=f"timeout-{run.command_id}")
             except RuntimeError:  # the brain is stopping: its task group is closed
                 pass
 
@@ -389,7 +401,7 @@ class Scheduler:
         task.drop_pending()
         self.live.pop(task.id, None)
         self.status.emit(task, phase, reason=reason)
-        self.tg.start_soon(self._after_finish, name=f"after-{task.id}")
+        self._spawn("dispatch after a task", task, self._after_finish, name=f"after-{task.id}")
 
     async def _after_finish(self) -> None:
         await self.resume_preempted()
@@ -411,7 +423,8 @@ class Scheduler:
         self.add(task)
         self.status.emit(task, "replanning", reason="brain restarted; resuming from task memory")
         if task.orphans:
-            self.tg.start_soon(self._orphan_timeout, task, name=f"orphans-{task.id}")
+            self._spawn("orphan wait", task, self._orphan_timeout, task,
+                        name=f"orphans-{task.id}")
         await self._wait_world()
         await self._settle(task)
 
@@ -427,4 +440,4 @@ class Scheduler:
             for step, who in list(task.orphans.items()):
                 if who == robot:
                     del task.orphans[step]
-                    self.tg.start_soon(self._settle, task)
+                    self._spawn("replan", task, self._settle, task)

@@ -133,6 +133,8 @@ class StatusPublisher:
         send, recv = anyio.create_memory_object_stream[TaskStatus](100_000)
         self._send: MemoryObjectSendStream[TaskStatus] = send
         self._recv: MemoryObjectReceiveStream[TaskStatus] = recv
+        #: statuses that could not be published for a reason other than the bus (reported)
+        self.failures = 0
 
     def emit(self, task: Task, status: str, **fields: Any) -> None:
         """Queue ``status`` for ``task`` if the task state machine lets it follow the last one:
@@ -161,6 +163,15 @@ class StatusPublisher:
                     await self.bus.publish(self.topics.task(msg.task_id), msg, qos=1)
                 except BusError as exc:
                     log.error("status_publish_failed", task=msg.task_id, error=repr(exc))
+                except Exception as exc:  # noqa: BLE001 - reported and counted, see below
+                    # A status that cannot be encoded (a value no schema bounded) must not end
+                    # the stream: every later task would go silent (issue 13).
+                    self.failures += 1
+                    log.exception("status_not_published", task=msg.task_id,
+                                  failures=self.failures)
+                    self.bus.report_error_soon(self.topics.task(msg.task_id),
+                                               f"status {msg.status!r} not published: {exc!r}",
+                                               "internal_error", b"")
 
     def close(self) -> None:
         """No more statuses: :meth:`run` returns once the queue is flushed."""
