@@ -19,13 +19,14 @@ from robobus.bus.errors import DecodeError
 from robobus.schemas.codec import decode_as
 from robobus.schemas.contract import message_type
 from robobus.schemas.messages import SkillCommand, SkillFeedback, TaskStatus
+from robobus.schemas.tasks import FINAL, Refused, next_status
 from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("launch.observe")
 
 #: ``Observed.type`` of the runner's own markers (not bus messages).
 RUNNER = "Runner"
-TERMINAL_TASK = frozenset({"done", "failed", "cancelled"})
+TERMINAL_TASK = FINAL  # the task state machine's final statuses (schemas/tasks.py)
 _TASK_LEVEL = TERMINAL_TASK | {"accepted", "planned", "replanning", "preempted"}
 TERMINAL_SKILL = frozenset({"done", "failed", "cancelled", "rejected"})
 
@@ -59,6 +60,17 @@ def decode(topics: Topics, topic: str, payload: bytes) -> tuple[str, Any]:
         return "Raw", payload[:256].decode("utf-8", "replace")
 
 
+def follow(current: str | None, incoming: str) -> str | None:
+    """The task state machine as the runner applies it: the next status, None if refused.
+
+    A task first seen after its ``accepted`` (a recording cut short) is followed from there.
+    """
+    step = next_status(current, incoming)
+    if isinstance(step, Refused):
+        return incoming if current is None and step.code == "not_accepted" else None
+    return step
+
+
 @dataclass
 class TaskView:
     """A task as the runner saw it."""
@@ -69,6 +81,8 @@ class TaskView:
     reason: str | None = None
     replans: int = 0
     robots: set[str] = field(default_factory=set)
+    state: str | None = None  # the last status the task state machine let through
+    refused: int = 0  # statuses it refused (e.g. one after a final status)
 
 
 @dataclass
@@ -143,9 +157,13 @@ class Observer:
         view.replans = max(view.replans, st.replans)
         if st.robot:
             view.robots.add(st.robot)
-        if view.status not in TERMINAL_TASK or st.status in TERMINAL_TASK:
-            view.status = st.status if st.status in _TASK_LEVEL else "running"
-        if st.status in TERMINAL_TASK:
+        state = follow(view.state, st.status)
+        if state is None:
+            view.refused += 1
+            return
+        view.state = state
+        view.status = state if state in _TASK_LEVEL else "running"
+        if state in TERMINAL_TASK:
             view.reason = st.reason
 
     def _on_WorldEvent(self, ev: Observed) -> None:

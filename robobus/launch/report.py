@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from robobus.launch.observe import RUNNER, TERMINAL_TASK, Observed
+from robobus.launch.observe import RUNNER, TERMINAL_TASK, Observed, follow
 from robobus.launch.timeline import origin_ns, render, skill_runs
 
 #: Keys of summary.json that describe the run rather than result from its events.
@@ -85,7 +85,11 @@ def task_table(events: list[Observed]) -> dict[str, dict[str, Any]]:
 
 
 def _fold_status(task: dict[str, Any], ev: Observed) -> None:
-    status = ev.data["status"]
+    status = follow(task.get("state"), ev.data["status"])
+    if status is None:  # refused by the task state machine: nothing follows a final status
+        task["refused"] = task.get("refused", 0) + 1
+        return
+    task["state"] = status
     task.setdefault(f"{status}_ns", _msg_ts(ev))
     task["replans"] = max(task.get("replans", 0), ev.data.get("replans", 0))
     task["replanning"] = task.get("replanning", 0) + (status == "replanning")
@@ -126,7 +130,7 @@ def summarize(events: list[Observed], results: list[ExpectResult] | None = None,
 
 
 def _task_summary(task: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in task.items() if not k.endswith("_ns")}
+    out = {k: v for k, v in task.items() if not k.endswith("_ns") and k != "state"}
     if "sent_ns" in task and "end_ns" in task:
         out["duration_s"] = round((task["end_ns"] - task["sent_ns"]) / 1e9, 3)
     out.setdefault("status", "unfinished")
