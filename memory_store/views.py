@@ -216,6 +216,11 @@ class Views:
         ev = decode_as(payload, WorldEvent, topic)
         if ev.seq <= self.world.version:
             return _NONE  # already applied (our own event coming back, or a duplicate)
+        if self.live and ev.seq != self.world.version + 1:
+            # Live, this agent numbers the events: one from elsewhere that skips ahead would
+            # push the version towards its maximum and refuse every later change.
+            return [Rejected(topic, f"world event {ev.seq} skips ahead of version "
+                                    f"{self.world.version}", "seq_gap")]
         try:
             self.change(ev.change, ev.ts_ns)
         except WorldConflict as exc:

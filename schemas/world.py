@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 
 class WorldConflict(ValueError):
@@ -28,40 +29,55 @@ class WorldConflict(ValueError):
         self.code = code
 
 
+#: Domain constraints, checked wherever a world value is decoded: from the bus, from a
+#: change's ``data`` and from the store. A NaN fails both bounds, so a coordinate is finite.
+MAX_COORD = 1e9
+MAX_NAME = 256
+#: Sequence numbers and versions stay below 2**63, so ``version + 1`` always fits an int64.
+MAX_COUNTER = 2**63 - 1
+Coord = Annotated[float, Meta(ge=-MAX_COORD, le=MAX_COORD)]
+Position = tuple[Coord, Coord]
+Name = Annotated[str, Meta(max_length=MAX_NAME)]
+Counter = Annotated[int, Meta(ge=0, le=MAX_COUNTER)]
+Hands = Annotated[int, Meta(ge=0, le=64)]
+Capacity = Annotated[int, Meta(ge=0, le=1_000_000)]
+Speed = Annotated[float, Meta(ge=0, le=1e6)]
+
+
 class Place(msgspec.Struct, omit_defaults=True):
-    name: str
-    position: tuple[float, float] = (0.0, 0.0)
+    name: Name
+    position: Position = (0.0, 0.0)
 
 
 class WorldObject(msgspec.Struct, omit_defaults=True):
     """An object. ``location`` is a place, a container object, or a robot holding it."""
 
-    name: str
-    kind: str
-    location: str
-    position: tuple[float, float] | None = None
+    name: Name
+    kind: Name
+    location: Name
+    position: Position | None = None
     container: bool = False
-    capacity: int = 0
+    capacity: Capacity = 0
     graspable: bool = True
 
 
 class WorldRobot(msgspec.Struct, omit_defaults=True):
-    name: str
-    place: str | None = None
-    position: tuple[float, float] = (0.0, 0.0)
-    holding: list[str] = []
-    hands: int = 1
+    name: Name
+    place: Name | None = None
+    position: Position = (0.0, 0.0)
+    holding: list[Name] = []
+    hands: Hands = 1
     mobile: bool = True
-    speed: float = 1.0
+    speed: Speed = 1.0
     alive: bool = True
-    profile: str = ""
+    profile: Name = ""
 
 
 class WorldSnapshot(msgspec.Struct, omit_defaults=True):
     places: dict[str, Place] = {}
     objects: dict[str, WorldObject] = {}
     robots: dict[str, WorldRobot] = {}
-    version: int = 0
+    version: Counter = 0
 
 
 ChangeOp = Literal["move", "pick", "place", "handover", "add_object", "remove_object", "add_robot"]
@@ -71,19 +87,19 @@ class WorldChange(msgspec.Struct, omit_defaults=True):
     """A requested change: ``robot`` does ``op`` on ``object`` towards ``target``."""
 
     op: ChangeOp
-    robot: str | None = None
-    object: str | None = None
-    target: str | None = None
+    robot: Name | None = None
+    object: Name | None = None
+    target: Name | None = None
     data: dict[str, Any] = {}
-    command_id: str | None = None
+    command_id: Name | None = None
 
 
 class WorldEvent(msgspec.Struct, omit_defaults=True):
     """An accepted change, published on the world-events topic in order."""
 
-    seq: int
+    seq: Counter
     change: WorldChange
-    ts_ns: int = 0
+    ts_ns: Counter = 0
 
 
 class WorldReply(msgspec.Struct, omit_defaults=True):
@@ -91,6 +107,45 @@ class WorldReply(msgspec.Struct, omit_defaults=True):
     reason: str | None = None
     code: str | None = None
     event: WorldEvent | None = None
+
+
+class ObjectData(msgspec.Struct, forbid_unknown_fields=False):
+    """What ``add_object`` reads from a change's ``data`` (other keys are ignored)."""
+
+    kind: Name | None = None
+    position: Position | None = None
+    container: bool = False
+    capacity: Capacity = 0
+    graspable: bool = True
+
+
+class RobotData(msgspec.Struct, forbid_unknown_fields=False):
+    """What ``add_robot`` reads from a change's ``data`` (a registration profile)."""
+
+    position: Position = (0.0, 0.0)
+    hands: Hands = 1
+    mobile: bool = True
+    speed: Speed = 1.0
+    alive: bool = True
+    profile: Name = ""
+
+
+class PlaceData(msgspec.Struct, forbid_unknown_fields=False):
+    """What ``place`` reads from a change's ``data``; also a scene's place entry."""
+
+    position: Position | None = None
+
+
+def checked(value: Any, type_: Any, what: str) -> Any:
+    """``value`` converted to ``type_`` (its domain constraints checked), else WorldConflict."""
+    try:
+        return msgspec.convert(value, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        reason = f"invalid {what}: {exc}"
+        found = re.search(r" - at `\$\.(\w+)", reason)
+        if found is not None and isinstance(value, dict) and found.group(1) in value:
+            reason += f" (got {repr(value[found.group(1)])[:80]})"  # bounded: it is echoed
+        raise WorldConflict(reason, "invalid") from exc
 
 
 def _dist(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -117,7 +172,8 @@ class World:
         """Build from the ``scene`` section of a scenario file (places and objects)."""
         world = cls()
         for name, spec in (scene.get("places") or {}).items():
-            world.places[name] = Place(name, tuple(spec.get("position", (0.0, 0.0))))
+            pos = checked(spec, PlaceData, f"place {name!r}").position
+            world.places[checked(name, Name, "place name")] = Place(name, pos or (0.0, 0.0))
         for name, spec in (scene.get("objects") or {}).items():
             world.apply(WorldChange("add_object", object=name, target=spec["at"], data=dict(spec)))
         return world
@@ -187,6 +243,9 @@ class World:
         handler = getattr(self, f"_op_{change.op}", None)
         if handler is None:
             raise WorldConflict(f"unknown world change {change.op!r}", "unknown_op")
+        if self.version >= MAX_COUNTER:
+            raise WorldConflict(f"world version {self.version} is at its maximum",
+                                "version_exhausted")
         handler(change)
         self.version += 1
 
@@ -201,30 +260,25 @@ class World:
         return self.objects[name]
 
     def _op_add_robot(self, ch: WorldChange) -> None:
-        d = ch.data
+        d: RobotData = checked(ch.data, RobotData, f"add_robot data for {ch.robot!r}")
         place = ch.target
         if place is not None and place not in self.places:
             raise WorldConflict(f"unknown place {place!r} for robot {ch.robot!r}", "unknown_place")
-        pos = self.places[place].position if place else tuple(d.get("position", (0.0, 0.0)))
+        pos = self.places[place].position if place else d.position
         old = self.robots.get(ch.robot or "")
         self.robots[ch.robot or ""] = WorldRobot(
             name=ch.robot or "", place=place, position=pos, holding=old.holding if old else [],
-            hands=int(d.get("hands", 1)), mobile=bool(d.get("mobile", True)),
-            speed=float(d.get("speed", 1.0)), alive=bool(d.get("alive", True)),
-            profile=str(d.get("profile", "")),
+            hands=d.hands, mobile=d.mobile, speed=d.speed, alive=d.alive, profile=d.profile,
         )
 
     def _op_add_object(self, ch: WorldChange) -> None:
-        d = ch.data
         name, loc = ch.object or "", ch.target or ""
+        d: ObjectData = checked(ch.data, ObjectData, f"add_object data for {name!r}")
         if loc not in self.places and loc not in self.objects and loc not in self.robots:
             raise WorldConflict(f"object {name!r} placed at unknown location {loc!r}", "unknown_place")
-        pos = d.get("position")
         self.objects[name] = WorldObject(
-            name=name, kind=str(d.get("kind", name)), location=loc,
-            position=tuple(pos) if pos is not None else None,
-            container=bool(d.get("container", False)), capacity=int(d.get("capacity", 0)),
-            graspable=bool(d.get("graspable", True)),
+            name=name, kind=d.kind or name, location=loc, position=d.position,
+            container=d.container, capacity=d.capacity, graspable=d.graspable,
         )
 
     def _op_remove_object(self, ch: WorldChange) -> None:
@@ -275,9 +329,10 @@ class World:
         if self.place_of(target) != robot.place:
             raise WorldConflict(f"{target!r} is at {self.place_of(target)!r}, robot {robot.name!r} "
                                 f"is at {robot.place!r}", "not_colocated")
+        pos = checked(ch.data, PlaceData, f"place data for {obj.name!r}").position
         robot.holding.remove(obj.name)
         obj.location = target
-        obj.position = ch.data.get("position") if target in self.places else None
+        obj.position = pos if target in self.places else None
 
     def _op_handover(self, ch: WorldChange) -> None:
         giver, obj = self._robot(ch.robot), self._object(ch.object)
