@@ -26,24 +26,26 @@ import yaml
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from robobus.bus import Bus
-from robobus.bus.errors import DecodeError
+from robobus.bus.errors import DecodeError, PayloadTooLarge
 from robobus.bus.message import Message
 from robobus.bus.subscription import Overflow, Subscription
 from robobus.bus.topics import matches
 from robobus.memory_store.commit import CommitOptions, GroupCommitter
-from robobus.memory_store.errors import QueryError
+from robobus.memory_store.errors import MemoryStoreError, QueryError
 from robobus.memory_store.query import LOG_KINDS, answer, parse, refuse
-from robobus.memory_store.segment import pack_key
+from robobus.memory_store.segment import MAX_TOPIC_BYTES, pack_key
 from robobus.memory_store.store import MemoryStore, StoreOptions, open_store
 from robobus.memory_store.views import Rejected, Views
 from robobus.schemas.codec import decode_as
-from robobus.schemas.memory import MemoryQuery
+from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldChange, WorldConflict, WorldEvent, WorldReply
 
 log = structlog.get_logger("memory.agent")
 _DRAIN = 4096
 _REQUEST_BUFFER = 1000
+#: bytes kept free in a reply for what wraps the answer (reply envelope, transport headers)
+_REPLY_HEADROOM = 64 * 1024
 #: a request message and the number of events put before it (what it may need committed)
 Request = tuple[Message, int]
 
@@ -93,6 +95,7 @@ class MemoryAgent:
         # loses nothing the broker considers delivered.
         self._unacked: deque[tuple[int, Message]] = deque()
         self.committer.on_commit = self._ack_committed
+        self.committer.on_failure = self._store_refused
         #: request topic -> its handler (filled by ``_start_servers``)
         self.requests: dict[str, Callable[[Request], Awaitable[None]]] = {}
         self._log_queries: MemoryObjectSendStream[tuple[Message, int, MemoryQuery]] | None = None
@@ -120,6 +123,29 @@ class MemoryAgent:
             views.seed(load_scene(self.config.scene))
         return caught_up
 
+    async def report_bad_records(self) -> None:
+        """Report the stored records that failed their checks at start-up (they were skipped)."""
+        for bad in self.store.views_store.problems:
+            await self.bus.report_error(f"{self.config.store}/views.mdb:{bad.record}",
+                                        bad.reason, "bad_record")
+        self.store.views_store.problems.clear()
+
+    async def _store_refused(self, exc: MemoryStoreError) -> None:
+        code = getattr(exc, "code", "store_error")
+        await self.bus.report_error(str(self.config.store), f"{exc}; queries are still answered, "
+                                    "writes are retried", code)
+
+    def _unrecordable(self, msg: Message) -> bool:
+        """A topic LMDB cannot key (over 511 bytes): reported and skipped, never retried."""
+        if len(msg.topic) <= MAX_TOPIC_BYTES // 4 or len(msg.topic.encode()) <= MAX_TOPIC_BYTES:
+            return False
+        self.bus.report_error_soon(msg.topic[:200], f"topic of {len(msg.topic.encode())} bytes "
+                                   f"is longer than the {MAX_TOPIC_BYTES} the store can record",
+                                   "topic_too_long", msg.payload)
+        if msg.ack_token is not None:  # acknowledged in order, so the broker stops resending
+            self._unacked.append((self.committer.put_count, msg))
+        return True
+
     # -- ingest -----------------------------------------------------------------------------
     async def ingest(self, sub: Subscription) -> None:
         """The hot path: one list append per message, plus a dict lookup for the views.
@@ -139,6 +165,10 @@ class MemoryAgent:
             msg: Message | None = await sub.get()
             n = 0
             while msg is not None:
+                if len(msg.topic) > MAX_TOPIC_BYTES // 4 and self._unrecordable(msg):
+                    n += 1
+                    msg = sub.get_nowait() if n < _DRAIN else None
+                    continue
                 if msg.topic != unrecorded:
                     put(msg.topic, msg.payload, msg.ts_ns)
                 if msg.ack_token is not None:  # in order, once what came before is committed
@@ -166,7 +196,7 @@ class MemoryAgent:
     async def _publish_effects(self, effects: list[WorldEvent | Rejected]) -> None:
         for eff in effects:
             if isinstance(eff, WorldEvent):
-                await self.bus.publish(self.topics.world_events, eff, qos=1)
+                await self._publish_event(eff)
             else:
                 await self.bus.report_error(eff.topic, eff.reason, eff.code)
 
@@ -189,16 +219,41 @@ class MemoryAgent:
         if q.kind in LOG_KINDS:
             await self._log_queries.send((msg, seen, q))
         else:
-            await self.bus.reply(msg, answer(q, self.views, None))
+            await self._reply(msg, answer(q, self.views, None))
+
+    async def _reply(self, msg: Message, reply: QueryReply | WorldReply) -> None:
+        """Send ``reply`` if it fits the bus's payload limit, else a clear refusal."""
+        try:
+            await self.bus.reply(msg, reply)
+        except PayloadTooLarge as exc:
+            hint = ("ask for fewer (limit, status=active, or one by name)"
+                    if isinstance(reply, QueryReply) else "the change is too large to echo")
+            reason = f"reply of {exc.size} bytes exceeds the {exc.limit}-byte limit: {hint}"
+            await self.bus.report_error(msg.topic, reason, "too_large", msg.payload)
+            refusal = QueryReply(ok=False, error=reason, code="too_large") \
+                if isinstance(reply, QueryReply) else \
+                WorldReply(ok=False, reason=reason, code="too_large")
+            await self.bus.reply(msg, refusal)
+
+    async def _publish_event(self, event: WorldEvent) -> None:
+        try:
+            await self.bus.publish(self.topics.world_events, event, qos=1)
+        except PayloadTooLarge as exc:  # applied and stored; only its announcement is lost
+            await self.bus.report_error(self.topics.world_events, f"world event {event.seq} "
+                                        f"of {exc.size} bytes not published", "too_large")
 
     async def serve_log_queries(
             self, queries: MemoryObjectReceiveStream[tuple[Message, int, MemoryQuery]]) -> None:
         """Answer queries that read the log, in a worker thread, once what they saw is durable."""
         async for msg, seen, q in queries:
             assert self.views is not None  # on_query, the only sender, asserts it too
-            await self.committer.flush_to(seen)
-            reply = await anyio.to_thread.run_sync(answer, q, self.views, self.store.log)
-            await self.bus.reply(msg, reply)
+            try:
+                await self.committer.flush_to(seen)
+            except MemoryStoreError:  # the store refuses writes: answer from what it holds
+                pass
+            budget = self.bus.options.max_payload - _REPLY_HEADROOM
+            reply = await anyio.to_thread.run_sync(answer, q, self.views, self.store.log, budget)
+            await self._reply(msg, reply)
 
     async def serve_changes(self, requests: MemoryObjectReceiveStream[Request]) -> None:
         """Apply ``WorldChange`` requests through :class:`World`; refuse conflicts clearly."""
@@ -206,10 +261,15 @@ class MemoryAgent:
         async for msg, _ in requests:
             reply = await self._change(msg)
             if msg.response_topic is not None:
-                await self.bus.reply(msg, reply)
+                await self._reply(msg, reply)
 
     async def _change(self, msg: Message) -> WorldReply:
         assert self.views is not None
+        refused = self._refuse_change(msg)
+        if refused is not None:
+            await self.bus.report_error(msg.topic, refused.reason or "", refused.code or "",
+                                        msg.payload)
+            return refused
         try:
             change = decode_as(msg.payload, WorldChange, msg.topic)
             event = self.views.change(change, time.time_ns())
@@ -223,11 +283,27 @@ class MemoryAgent:
             reason = f"invalid {change.op} change: {exc!r}"
             await self.bus.report_error(msg.topic, reason, "invalid", msg.payload)
             return WorldReply(ok=False, reason=reason, code="invalid")
-        await self.bus.publish(self.topics.world_events, event, qos=1)
-        await self.committer.sync()  # the world snapshot is durable before the ack
+        await self._publish_event(event)
+        try:
+            await self.committer.sync()  # the world snapshot is durable before the ack
+        except MemoryStoreError as exc:  # held and retried; the world did change
+            self.log.error("world_change_not_durable", seq=event.seq, error=str(exc))
         self.log.info("world_change", op=change.op, robot=change.robot, object=change.object,
                       target=change.target, seq=event.seq)
         return WorldReply(ok=True, event=event)
+
+    def _refuse_change(self, msg: Message) -> WorldReply | None:
+        """A change that must not be applied now: its event could not be published (too
+        large), or the store refuses writes (it would not be durable)."""
+        limit = self.bus.options.max_payload - _REPLY_HEADROOM
+        if len(msg.payload) > limit:
+            return WorldReply(ok=False, code="too_large", reason=f"change of {len(msg.payload)} "
+                              f"bytes is over the {limit}-byte limit of a world change")
+        failure = self.committer.failure
+        if failure is not None:
+            return WorldReply(ok=False, code=getattr(failure, "code", "store_error"),
+                              reason=f"memory store refuses writes: {failure}")
+        return None
 
     async def retention(self) -> None:
         """Drop whole segments that fell out of the retention window."""
@@ -279,6 +355,7 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
                     tg.start_soon(agent.retention, name="memory-retention")
                 agent.log.info("memory_ready", patterns=patterns, views=cfg.views)
                 task_status.started()
+                await agent.report_bad_records()
         finally:
             with anyio.CancelScope(shield=True):
                 await _record_leftovers(agent, subs)

@@ -10,14 +10,15 @@ acknowledgement.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
 import structlog
 
+from robobus.memory_store.errors import MemoryStoreError
 from robobus.memory_store.store import MemoryStore
-from robobus.memory_store.views import Views
+from robobus.memory_store.views import Dirty, Views
 
 log = structlog.get_logger("memory.commit")
 
@@ -30,6 +31,9 @@ class CommitOptions:
     window_s: float = 0.005
     #: producers wait (backpressure) while this many events are not yet committed
     max_pending: int = 200_000
+    #: after the store refused a batch (map or disk full, I/O error): wait, then retry it
+    retry_s: float = 0.5
+    max_retry_s: float = 5.0
 
 
 class GroupCommitter:
@@ -52,6 +56,12 @@ class GroupCommitter:
         self._room = anyio.Event()
         #: called with the committed count after each commit (the agent acks the bus there)
         self.on_commit: Callable[[int], None] | None = None
+        #: the store's refusal while it lasts; the refused batch is held and retried
+        self.failure: MemoryStoreError | None = None
+        #: awaited with each new kind of refusal (the agent reports it on P/errors)
+        self.on_failure: Callable[[MemoryStoreError], Awaitable[None]] | None = None
+        self._held: tuple[list[tuple[str, bytes, int]], Dirty | None] | None = None
+        self._retry_s = self.opts.retry_s
 
     def put(self, topic: str, payload: bytes, ts_ns: int) -> None:
         """Queue one event for the next commit (not yet acknowledged)."""
@@ -81,9 +91,12 @@ class GroupCommitter:
         return await self.flush_to(self.put_count)
 
     async def flush_to(self, target: int) -> int:
-        """Wait until the first ``target`` events put are committed."""
+        """Wait until the first ``target`` events put are committed; raise the store's
+        :class:`MemoryStoreError` if it refuses them (they stay held and are retried)."""
         while self.committed < target:
             await self._next_commit()
+            if self.failure is not None and self.committed < target:
+                raise self.failure
         return self.last_seq
 
     async def sync(self) -> int:
@@ -91,6 +104,8 @@ class GroupCommitter:
         target = self._cycles_started + 1
         while self._cycles_done < target:
             await self._next_commit()
+        if self.failure is not None:
+            raise self.failure
         return self.last_seq
 
     async def _next_commit(self) -> None:
@@ -113,6 +128,10 @@ class GroupCommitter:
                     await self._full.wait()
                 self._full = anyio.Event()
                 await self._commit_pending()
+                if self.failure is not None:  # give the disk time; readers are still served
+                    await anyio.sleep(self._retry_s)
+                    self._retry_s = min(self._retry_s * 2, self.opts.max_retry_s)
+                    self._wake.set()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._commit_pending()
@@ -125,16 +144,15 @@ class GroupCommitter:
         self._cycles_started += 1
         batch, self._pending = self._pending, []
         dirty = self.views.take_dirty() if self.views is not None else None
+        if self._held is not None:  # what the store refused last time goes first
+            batch, dirty = self._held[0] + batch, _merge(self._held[1], dirty)
+            self._held = None
         if batch or (dirty is not None and not dirty.empty()):
             # Shielded: once taken off the queue, the batch and the views' changes exist only
             # here. A cancellation (the agent stopping) at the thread hand-off's checkpoint
             # used to drop them both, so the stored views fell behind what was observed.
             with anyio.CancelScope(shield=True):
-                self.last_seq = await anyio.to_thread.run_sync(self.store.commit, batch, dirty)
-            self.committed += len(batch)
-            self.commits += 1
-            if self.on_commit is not None:
-                self.on_commit(self.committed)
+                await self._store(batch, dirty)
         self._cycles_done += 1
         self._done.set()
         self._room.set()
@@ -142,3 +160,43 @@ class GroupCommitter:
             self._wake.set()
         if self.commits % 1000 == 0:
             log.debug("group_commit", commits=self.commits, committed=self.committed)
+
+    async def _store(self, batch: list[tuple[str, bytes, int]], dirty: Dirty | None) -> None:
+        """Commit in the writer thread; a refusal holds what was not stored, for a retry."""
+        try:
+            self.last_seq = await anyio.to_thread.run_sync(self.store.commit, batch, dirty)
+        except MemoryStoreError as exc:
+            stored = getattr(exc, "stored", 0)  # events of earlier segments did commit
+            self._held = (batch[stored:], dirty)
+            self.last_seq = self.store.log.last_seq
+            self._advance(stored)
+            await self._refused(exc)
+            return
+        if self.failure is not None:
+            log.info("store_recovered", error=str(self.failure))
+        self.failure, self._retry_s = None, self.opts.retry_s
+        self._advance(len(batch))
+        self.commits += 1
+
+    def _advance(self, stored: int) -> None:
+        if stored:
+            self.committed += stored
+            if self.on_commit is not None:
+                self.on_commit(self.committed)
+
+    async def _refused(self, exc: MemoryStoreError) -> None:
+        new = self.failure is None or str(self.failure) != str(exc)
+        self.failure = exc
+        log.error("store_refused_commit", error=str(exc), held=len(self._held[0])
+                  if self._held else 0)
+        if new and self.on_failure is not None:
+            await self.on_failure(exc)
+
+
+def _merge(old: Dirty | None, new: Dirty | None) -> Dirty | None:
+    """Held view records first, so that the newer ones overwrite them in the same commit."""
+    if old is None or new is None:
+        return old or new
+    return Dirty(robots=old.robots + new.robots, tasks=old.tasks + new.tasks,
+                 world=new.world if new.world is not None else old.world,
+                 scene=new.scene if new.scene is not None else old.scene)

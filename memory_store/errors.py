@@ -23,6 +23,7 @@ class StoreFull(MemoryStoreError):
                          "raise --map-size or shorten --segment")
         self.path = path
         self.map_size = map_size
+        self.code = "store_full"
 
 
 class QueryError(MemoryStoreError, ValueError):
@@ -30,5 +31,15 @@ class QueryError(MemoryStoreError, ValueError):
 
     def __init__(self, reason: str, code: str = "invalid") -> None:
         super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class StoreWriteError(MemoryStoreError):
+    """LMDB refused a write (disk full, I/O error, ...); nothing of the batch was stored."""
+
+    def __init__(self, path: str, reason: str, code: str = "store_error") -> None:
+        super().__init__(f"cannot write to {path}: {reason}")
+        self.path = path
         self.reason = reason
         self.code = code

@@ -19,9 +19,10 @@ import lmdb
 import msgspec
 
 from robobus.bus.topics import matches
-from robobus.memory_store.errors import MemoryStoreError, ReadOnlyStore, StoreFull
+from robobus.memory_store.errors import MemoryStoreError, ReadOnlyStore, StoreFull, StoreWriteError
 from robobus.memory_store.segment import (
     KEY_LEN,
+    MAX_TOPIC_BYTES,
     TID_LEN,
     Segment,
     SegmentOptions,
@@ -128,7 +129,13 @@ class EventLog:
         """
         if self.readonly:
             raise ReadOnlyStore(f"event log {self.root} is open read-only")
+        events = list(events)
+        for topic, _, _ in events:  # LMDB keys the topic table by name: up to 511 bytes
+            if len(topic) > MAX_TOPIC_BYTES // 4 and len(topic.encode()) > MAX_TOPIC_BYTES:
+                raise StoreWriteError(str(self.root), f"topic of {len(topic.encode())} bytes is "
+                                      f"longer than {MAX_TOPIC_BYTES}", "topic_too_long")
         seq, last_ts, seg_end = self.last_seq, self.last_ts, self._head_end
+        stored = 0
         seg = self._head
         tids: dict[str, bytes] = seg.tid_bytes if seg is not None else {}
         items: list[tuple[bytes, bytes]] = []
@@ -138,7 +145,8 @@ class EventLog:
             if ts < last_ts:
                 ts = last_ts
             if ts >= seg_end:
-                self._commit(seg, items, groups, new, seq, last_ts)
+                self._commit(seg, items, groups, new, seq, last_ts, stored)
+                stored += len(items)
                 items, groups, new = [], {}, []
                 seg = self._roll(ts)
                 seg_end, tids = self._head_end, seg.tid_bytes
@@ -155,17 +163,23 @@ class EventLog:
                 groups[tid] = [key]
             else:
                 group.append(key)
-        self._commit(seg, items, groups, new, seq, last_ts)
+        self._commit(seg, items, groups, new, seq, last_ts, stored)
         return seq
 
     def _commit(self, seg: Segment | None, items: list[tuple[bytes, bytes]],
-                groups: dict[bytes, list[bytes]], new: list[str], seq: int, ts: int) -> None:
+                groups: dict[bytes, list[bytes]], new: list[str], seq: int, ts: int,
+                stored: int) -> None:
+        """Commit one segment's part of a batch; a refusal says how many events before it
+        (``stored``, in earlier segments) did commit."""
         if not items or seg is None:
             return
         try:
             seg.commit(items, groups, new)
         except lmdb.MapFullError as exc:
-            raise StoreFull(str(seg.path), self.seg_opts.map_size) from exc
+            raise _stored(StoreFull(str(seg.path), self.seg_opts.map_size), stored) from exc
+        except lmdb.Error as exc:  # disk full, I/O error: say so instead of ending the agent
+            raise _stored(StoreWriteError(str(seg.path), f"{type(exc).__name__}: {exc}"),
+                          stored) from exc
         self.last_seq, self.last_ts = seq, ts
 
     # -- reading ---------------------------------------------------------------------------------
@@ -311,6 +325,11 @@ class EventLog:
                 seg.close()
             self._open.clear()
             self._head = None
+
+
+def _stored(exc: MemoryStoreError, stored: int) -> MemoryStoreError:
+    exc.stored = stored  # type: ignore[attr-defined]
+    return exc
 
 
 class LogSnapshot:

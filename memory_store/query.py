@@ -23,6 +23,8 @@ from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.world import WorldConflict
 
 MAX_LIMIT = 10_000
+#: msgpack bytes of one event entry besides its topic and payload (keys, ints, headers)
+_EVENT_OVERHEAD = 64
 MAX_K = 1000
 _decoder = msgspec.msgpack.Decoder(MemoryQuery)
 
@@ -42,13 +44,15 @@ def parse(payload: bytes) -> MemoryQuery:
         raise QueryError("malformed query: nested too deep", "malformed") from exc
 
 
-def answer(q: MemoryQuery, views: Views, log: EventLog | None) -> QueryReply:
-    """Answer ``q``; refusals come back as ``ok=False`` replies, never as exceptions."""
+def answer(q: MemoryQuery, views: Views, log: EventLog | None,
+           max_bytes: int | None = None) -> QueryReply:
+    """Answer ``q``; refusals come back as ``ok=False`` replies, never as exceptions.
+    ``max_bytes`` bounds a page of events (it ends early, with a cursor to go on)."""
     try:
         if q.kind in LOG_KINDS:
             if log is None:
                 raise QueryError("this memory has no event log", "invalid")
-            return events(q, log)
+            return events(q, log, max_bytes)
         return QueryReply(ok=True, result=_HANDLERS[q.kind](q, views))
     except QueryError as exc:
         return QueryReply(ok=False, error=exc.reason, code=exc.code)
@@ -150,8 +154,9 @@ def _tasks(q: MemoryQuery, views: Views) -> list[Any]:
     return [r for r in recs if r.status == status]
 
 
-def events(q: MemoryQuery, log: EventLog) -> QueryReply:
-    """One page of events; ``next_cursor`` is set when more may follow."""
+def events(q: MemoryQuery, log: EventLog, max_bytes: int | None = None) -> QueryReply:
+    """One page of events; ``next_cursor`` is set when more may follow. A page ends early
+    once its events would take more than ``max_bytes`` encoded (a reply must fit the bus)."""
     if not 1 <= q.limit <= MAX_LIMIT:
         raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {q.limit}", "invalid")
     t0, t1 = q.t0_ns or 0, q.t1_ns if q.t1_ns is not None else 2**63 - 1
@@ -164,11 +169,19 @@ def events(q: MemoryQuery, log: EventLog) -> QueryReply:
         raise QueryError(str(exc), "bad_pattern") from exc
     after = _cursor(q.cursor)
     page: list[dict[str, Any]] = []
+    budget = max_bytes if max_bytes is not None else -1
+    full = False
     for ev in log.scan(t0, t1, pattern, after):
+        size = len(ev.payload) + len(ev.topic.encode(errors="replace")) + _EVENT_OVERHEAD
+        if max_bytes is not None and page and size > budget:
+            full = True  # the rest comes with the next page
+            break
+        budget -= size
         page.append({"ts_ns": ev.ts_ns, "seq": ev.seq, "topic": ev.topic, "payload": ev.payload})
         if len(page) == q.limit:
+            full = True
             break
-    nxt = _encode_cursor(page[-1]) if len(page) == q.limit else None
+    nxt = _encode_cursor(page[-1]) if full else None
     return QueryReply(ok=True, result={"events": page, "next_cursor": nxt}, next_cursor=nxt)
 
 

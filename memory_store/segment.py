@@ -23,6 +23,9 @@ import lmdb
 
 KEY_LEN = 16
 TID_LEN = 4
+#: LMDB's key size limit (``Environment.max_key_size()`` of the default build): the topic
+#: table is keyed by the topic's UTF-8 name, so a longer topic cannot be recorded
+MAX_TOPIC_BYTES = 511
 SUFFIX = ".mdb"
 
 

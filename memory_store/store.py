@@ -19,17 +19,25 @@ from typing import Any
 
 import lmdb
 import msgspec
+import structlog
 
-from robobus.memory_store.errors import ReadOnlyStore, StoreClosed
+from robobus.memory_store.errors import (
+    MemoryStoreError,
+    ReadOnlyStore,
+    StoreClosed,
+    StoreFull,
+    StoreWriteError,
+)
 from robobus.memory_store.log import HOUR_NS, Event, EventLog, LogSnapshot
 from robobus.memory_store.query import answer
 from robobus.memory_store.segment import SegmentOptions
 from robobus.memory_store.views import Dirty, RobotRecord, Views
 from robobus.schemas.memory import MemoryQuery, QueryReply, TaskRecord
 from robobus.schemas.topics import Topics
-from robobus.schemas.world import World, WorldSnapshot
+from robobus.schemas.world import Counter, Place, World, WorldObject, WorldRobot, WorldSnapshot
 
 _META_WORLD, _META_SCENE, _META_POS = b"world", b"scene", b"log_position"
+log = structlog.get_logger("memory.store")
 
 
 @dataclass(slots=True)
@@ -44,6 +52,40 @@ class StoreOptions:
     retention_ns: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    """A stored view record that failed its schema checks when read back (and was skipped)."""
+
+    record: str
+    reason: str
+
+
+def salvage_world(raw: bytes, problems: list[BadRecord]) -> WorldSnapshot:
+    """The entries of a stored world that pass their checks; each other one is noted."""
+    try:
+        data = msgspec.msgpack.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        problems.append(BadRecord("meta/world", f"stored world is not msgpack: {exc}"))
+        return WorldSnapshot()
+    if not isinstance(data, dict):
+        problems.append(BadRecord("meta/world", "stored world is not a map"))
+        return WorldSnapshot()
+    snap = WorldSnapshot()
+    for section, type_ in (("places", Place), ("objects", WorldObject), ("robots", WorldRobot)):
+        entries = data.get(section)
+        for name, entry in (entries.items() if isinstance(entries, dict) else ()):
+            try:
+                getattr(snap, section)[str(name)] = msgspec.convert(entry, type_)
+            except msgspec.ValidationError as exc:
+                problems.append(BadRecord(f"meta/world/{section}/{str(name)[:80]}",
+                                          f"stored {section[:-1]} {str(name)[:80]!r} skipped: {exc}"))
+    try:
+        snap.version = msgspec.convert(data.get("version", 0), Counter)
+    except msgspec.ValidationError as exc:
+        problems.append(BadRecord("meta/world/version", f"stored world version: {exc}"))
+    return snap
+
+
 class ViewStore:
     """Persisted views in ``views.mdb``: written once per group commit, read by anyone."""
 
@@ -55,43 +97,87 @@ class ViewStore:
         self.robots_db = self.env.open_db(b"robots", create=create)
         self.tasks_db = self.env.open_db(b"tasks", create=create)
         self.meta_db = self.env.open_db(b"meta", create=create)
+        #: stored records that failed their checks on the way in: skipped, to be reported
+        self.problems: list[BadRecord] = []
 
     def save(self, dirty: Dirty, last_ts: int, last_seq: int) -> None:
+        """Write the changed records; LMDB's refusals become :class:`MemoryStoreError`."""
+        try:
+            self._save(dirty, last_ts, last_seq)
+        except lmdb.MapFullError as exc:
+            raise StoreFull(self.env.path(), self.env.info()["map_size"]) from exc
+        except lmdb.Error as exc:
+            raise StoreWriteError(self.env.path(), f"{type(exc).__name__}: {exc}") from exc
+
+    def _keyable(self, records: list[tuple[bytes, bytes]], db: str) -> list[tuple[bytes, bytes]]:
+        limit = self.env.max_key_size()
+        if all(0 < len(k) <= limit for k, _ in records):
+            return records
+        for key, _ in records:  # the views refuse such names first; never end the committer
+            if not 0 < len(key) <= limit:
+                log.error("view_record_not_keyable", db=db, key_bytes=len(key))
+        return [(k, v) for k, v in records if 0 < len(k) <= limit]
+
+    def _save(self, dirty: Dirty, last_ts: int, last_seq: int) -> None:
         with self.env.begin(write=True) as txn:
-            txn.cursor(self.robots_db).putmulti(dirty.robots)
-            txn.cursor(self.tasks_db).putmulti(dirty.tasks)
+            txn.cursor(self.robots_db).putmulti(self._keyable(dirty.robots, "robots"))
+            txn.cursor(self.tasks_db).putmulti(self._keyable(dirty.tasks, "tasks"))
             if dirty.world is not None:
                 txn.put(_META_WORLD, dirty.world, db=self.meta_db)
             if dirty.scene is not None:
                 txn.put(_META_SCENE, dirty.scene, db=self.meta_db)
             txn.put(_META_POS, msgspec.msgpack.encode((last_ts, last_seq)), db=self.meta_db)
 
-    def _meta(self, key: bytes, type_: Any) -> Any:
+    def _raw_meta(self, key: bytes) -> bytes | None:
         with self.env.begin(db=self.meta_db) as txn:
             raw = txn.get(key)
-            return None if raw is None else msgspec.msgpack.decode(raw, type=type_)
+            return None if raw is None else bytes(raw)
+
+    def _meta(self, key: bytes, type_: Any) -> Any:
+        raw = self._raw_meta(key)
+        return None if raw is None else self._decode(f"meta/{key.decode()}", raw, type_)
+
+    def _decode(self, record: str, raw: bytes, type_: Any) -> Any:
+        """``raw`` as ``type_``, or None with the record noted in :attr:`problems`."""
+        try:
+            return msgspec.msgpack.decode(raw, type=type_)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            self.problems.append(BadRecord(record, f"stored {record} does not decode: {exc}"))
+            return None
 
     def world(self) -> WorldSnapshot | None:
-        return self._meta(_META_WORLD, WorldSnapshot)
+        """The stored world; a bad record loses only its bad entries (see :attr:`problems`)."""
+        raw = self._raw_meta(_META_WORLD)
+        if raw is None:
+            return None
+        try:
+            return msgspec.msgpack.decode(raw, type=WorldSnapshot)
+        except (msgspec.DecodeError, RecursionError):
+            return salvage_world(raw, self.problems)  # notes each entry it skips
 
     def scene(self) -> dict[str, Any] | None:
         return self._meta(_META_SCENE, dict[str, Any])
 
     def position(self) -> tuple[int, int]:
         """``(ts_ns, seq)`` of the last log event the persisted views include."""
-        pos = self._meta(_META_POS, tuple[int, int])
+        pos = self._meta(_META_POS, tuple[Counter, Counter])
         return pos if pos is not None else (0, 0)
 
-    def _all(self, db: Any, type_: Any) -> dict[str, Any]:
-        dec = msgspec.msgpack.Decoder(type_)
+    def _all(self, db: Any, type_: Any, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
         with self.env.begin(db=db) as txn:
-            return {bytes(k).decode(): dec.decode(v) for k, v in txn.cursor()}
+            for k, v in txn.cursor():
+                key = bytes(k).decode(errors="replace")
+                value = self._decode(f"{name}/{key[:80]}", bytes(v), type_)
+                if value is not None:
+                    found[key] = value
+        return found
 
     def robots(self) -> dict[str, RobotRecord]:
-        return self._all(self.robots_db, RobotRecord)
+        return self._all(self.robots_db, RobotRecord, "robots")
 
     def tasks(self) -> dict[str, TaskRecord]:
-        return self._all(self.tasks_db, TaskRecord)
+        return self._all(self.tasks_db, TaskRecord, "tasks")
 
     def load_into(self, views: Views) -> tuple[int, int]:
         views.restore(self.world(), self.scene(), self.robots(), self.tasks())
@@ -132,7 +218,11 @@ class MemoryStore:
         self._check_writable()
         seq = self.log.append(events)
         if dirty is not None:
-            self.views_store.save(dirty, self.log.last_ts, seq)
+            try:
+                self.views_store.save(dirty, self.log.last_ts, seq)
+            except MemoryStoreError as exc:
+                exc.stored = len(events)  # type: ignore[attr-defined]  # the log has them
+                raise
         return seq
 
     def apply_retention(self, now_ns: int | None = None) -> list[Path]:
