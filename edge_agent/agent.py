@@ -22,6 +22,7 @@ from robobus.bus import (
     DecodeError,
     Message,
     Overflow,
+    PayloadTooLarge,
     PublishError,
     RateLimit,
     Subscription,
@@ -47,6 +48,8 @@ log = structlog.get_logger("edge")
 #: Failed-feedback reason codes that mean "the command was wrong", also sent to P/errors.
 BAD_COMMAND_CODES = frozenset({"precondition", "unknown_robot", "bad_args"})
 EDGE_KEEPALIVE_S = 0.5
+#: characters of a feedback reason: reasons echo names from the command, which may be huge
+MAX_REASON_CHARS = 2000
 
 
 @dataclass(slots=True)
@@ -84,6 +87,14 @@ async def run(bus: Bus, config: EdgeConfig, *,
               task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Run one edge agent on ``bus`` until cancelled."""
     await EdgeAgent(bus, config).serve(task_status=task_status)
+
+
+def clip(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    note = f"... ({len(text) - limit} characters cut)"
+    return text[: max(limit - len(note), 0)] + note
 
 
 class EdgeAgent:
@@ -230,6 +241,8 @@ class EdgeAgent:
 
     # -- outputs ---------------------------------------------------------------------------
     def _emit(self, fb: SkillFeedback) -> None:
+        if fb.reason is not None and len(fb.reason) > MAX_REASON_CHARS:
+            fb = msgspec.structs.replace(fb, reason=clip(fb.reason))
         self._tx.send_nowait(fb)
 
     async def _feedback_loop(self) -> None:
@@ -254,6 +267,16 @@ class EdgeAgent:
             await self.bus.publish(topic, msg, retain=retain, qos=qos)
         except PublishError as exc:
             self.log.warning("publish_failed", topic=topic, error=str(exc))
+        except PayloadTooLarge as exc:  # e.g. a skill's huge result: say so in its place
+            self.log.warning("output_too_large", topic=topic, error=str(exc))
+            if isinstance(msg, SkillFeedback):
+                note = f"feedback of {exc.size} bytes was over the {exc.limit}-byte limit"
+                small = msgspec.structs.replace(msg, result={},
+                                                reason=clip(f"{note}: {msg.reason or ''}", 200))
+                try:
+                    await self.bus.publish(topic, small, retain=retain, qos=qos)
+                except BusError as again:  # still too large (a huge command id): give up
+                    self.log.warning("publish_failed", topic=topic, error=str(again))
 
     async def _telemetry_loop(self) -> None:
         """State at the profile rate on a fixed schedule: no drift, no catch-up bursts."""

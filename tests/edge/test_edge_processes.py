@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from robobus.edge_agent.harness import EdgeHarness
-from robobus.schemas.messages import Alive, ErrorReport, RobotRegistration, RobotState
+from robobus.schemas.messages import Alive, ErrorReport, RobotRegistration, RobotState, SkillFeedback
 from robobus.testing import kill9, robobus_cmd, spawn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
@@ -158,3 +158,68 @@ async def test_two_robot_processes_contend_for_one_apple(mosquitto_url: str, pre
         assert loser.reason_code in ("already_held", "precondition")
         assert h.world.holder("apple") == winner
         assert h.world.robots[loser.robot].holding == []
+
+
+# -- single hostile commands (issue 13) ------------------------------------------------------
+async def _report(errors: Any, code: str) -> ErrorReport:
+    with anyio.fail_after(10):
+        while True:
+            report: ErrorReport = (await errors.get()).data
+            if report.code == code:
+                return report
+
+
+async def test_non_finite_timeouts_are_refused(mosquitto_url: str, prefix: str,
+                                               scene: dict[str, Any]) -> None:
+    async with EdgeHarness(scene, url=mosquitto_url, prefix=prefix) as h:
+        topic = h.topics.skill("g1", "navigate")
+        with edge(mosquitto_url, prefix, "unitree_g1", "g1") as proc:
+            await h.wait_robot("g1")
+            async with h.bus.subscribe(h.topics.errors, ErrorReport) as errors:
+                # JSON as a person writes it (Python's json reads NaN and Infinity) and msgpack.
+                for cid, value in (("nan", "NaN"), ("inf", "Infinity"), ("neg", "-1")):
+                    await mosquitto_pub(mosquitto_url, topic, f'{{"command_id": "{cid}", '
+                                        f'"args": {{"target": "officeDesk"}}, "timeout_s": {value}}}')
+                    fb = await h.wait(cid, {"rejected"})
+                    assert fb.reason_code == "decode" and "timeout_s" in (fb.reason or "")
+                    assert "timeout_s" in (await _report(errors, "decode")).reason
+                packed = msgspec.msgpack.encode({"command_id": "mp", "timeout_s": float("nan"),
+                                                 "args": {"target": "officeDesk"}})
+                await mosquitto_pub(mosquitto_url, topic, packed)
+                assert (await h.wait("mp", {"rejected"})).reason_code == "decode"
+            assert proc.poll() is None
+            await mosquitto_pub(mosquitto_url, topic, {"command_id": "ok", "timeout_s": 30,
+                                                       "args": {"target": "officeDesk"}})
+            assert (await h.wait("ok")).status == "done"
+        async with h.bus.subscribe(h.topics.alive("g1"), Alive) as alive:
+            with edge(mosquitto_url, prefix, "unitree_g1", "g1"):  # its own restart
+                with anyio.fail_after(15):
+                    while not (await alive.get()).data.online:  # the stop left it offline
+                        pass
+                await mosquitto_pub(mosquitto_url, topic, {"command_id": "ok2",
+                                                           "args": {"target": "kitchenTable"}})
+                assert (await h.wait("ok2")).status == "done"
+
+
+async def test_a_huge_object_name_fails_the_pick_with_a_bounded_report(
+        mosquitto_url: str, prefix: str, scene: dict[str, Any]) -> None:
+    async with EdgeHarness(scene, url=mosquitto_url, prefix=prefix) as h:
+        topic = h.topics.skill("g1", "pick")
+        with edge(mosquitto_url, prefix, "unitree_g1", "g1") as proc:
+            await h.wait_robot("g1")
+            async with h.bus.subscribe(h.topics.feedback("g1"), SkillFeedback) as feedback:
+                await mosquitto_pub(mosquitto_url, topic, {"command_id": "huge",
+                                                           "args": {"object": "x" * 900_000}})
+                fb = await h.wait("huge")
+                assert fb.status == "failed" and len(fb.reason or "") <= 2000
+                assert "characters cut" in (fb.reason or "")
+                with anyio.fail_after(5):
+                    async for msg in feedback:
+                        if msg.data.command_id == "huge" and msg.data.status == "failed":
+                            assert len(msg.payload) < 10_000
+                            break
+            assert proc.poll() is None
+            await mosquitto_pub(mosquitto_url, topic, {"command_id": "apple",
+                                                       "args": {"object": "apple"}})
+            assert (await h.wait("apple")).status == "done"
+            assert h.world.holder("apple") == "g1"
