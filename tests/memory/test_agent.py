@@ -56,8 +56,11 @@ async def _populate(run: Any) -> None:
     assert (await _change(run, op="pick", robot="g1", object="apple")).ok
     await run.client.publish(t.task("T1"), TaskStatus(task_id="T1", status="accepted",
                                                       text="bring the apple", priority=2))
+    await run.client.publish(t.task("T1"), TaskStatus(task_id="T1", status="planned"))
     await run.client.publish(t.task("T1"), TaskStatus(task_id="T1", status="step_done",
                                                       step_id="s1"))
+    # statuses follow the task state machine (schemas/tasks.py): a task is accepted first
+    await run.client.publish(t.task("T2"), TaskStatus(task_id="T2", status="accepted", text="x"))
     await run.client.publish(t.task("T2"), TaskStatus(task_id="T2", status="done", text="x"))
     assert (await _change(run, op="move", robot="g1", target="officeDesk")).ok
     assert (await _change(run, op="place", robot="g1", object="apple", target="officeDesk")).ok
