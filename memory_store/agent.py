@@ -32,6 +32,7 @@ from robobus.bus.subscription import Overflow, Subscription
 from robobus.bus.topics import matches
 from robobus.memory_store.commit import CommitOptions, GroupCommitter
 from robobus.memory_store.errors import MemoryStoreError, QueryError
+from robobus.memory_store.headers import head_of
 from robobus.memory_store.query import LOG_KINDS, answer, parse, refuse
 from robobus.memory_store.segment import MAX_TOPIC_BYTES, pack_key
 from robobus.memory_store.store import MemoryStore, StoreOptions, open_store
@@ -170,7 +171,7 @@ class MemoryAgent:
                     msg = sub.get_nowait() if n < _DRAIN else None
                     continue
                 if msg.topic != unrecorded:
-                    put(msg.topic, msg.payload, msg.ts_ns)
+                    put(msg.topic, msg.payload, msg.ts_ns, head_of(msg))
                 if msg.ack_token is not None:  # in order, once what came before is committed
                     self._unacked.append((self.committer.put_count, msg))
                 if observe is not None:
@@ -381,7 +382,7 @@ async def _record_leftovers(agent: MemoryAgent, subs: list[Subscription]) -> Non
     for sub in subs:
         while (msg := sub.get_nowait()) is not None:
             if msg.topic != agent.unrecorded:
-                agent.committer.put(msg.topic, msg.payload, msg.ts_ns)
+                agent.committer.put(msg.topic, msg.payload, msg.ts_ns, head_of(msg))
             if msg.ack_token is not None:
                 agent._unacked.append((agent.committer.put_count, msg))
             left += 1

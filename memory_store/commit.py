@@ -17,6 +17,7 @@ import anyio
 import structlog
 
 from robobus.memory_store.errors import MemoryStoreError
+from robobus.memory_store.log import Record
 from robobus.memory_store.store import MemoryStore
 from robobus.memory_store.views import Dirty, Views
 
@@ -49,7 +50,7 @@ class GroupCommitter:
         self.last_seq = store.log.last_seq
         self.commits = 0
         self._cycles_started = self._cycles_done = 0
-        self._pending: list[tuple[str, bytes, int]] = []
+        self._pending: list[Record] = []
         self._wake = anyio.Event()
         self._full = anyio.Event()
         self._done = anyio.Event()
@@ -60,13 +61,14 @@ class GroupCommitter:
         self.failure: MemoryStoreError | None = None
         #: awaited with each new kind of refusal (the agent reports it on P/errors)
         self.on_failure: Callable[[MemoryStoreError], Awaitable[None]] | None = None
-        self._held: tuple[list[tuple[str, bytes, int]], Dirty | None] | None = None
+        self._held: tuple[list[Record], Dirty | None] | None = None
         self._retry_s = self.opts.retry_s
 
-    def put(self, topic: str, payload: bytes, ts_ns: int) -> None:
-        """Queue one event for the next commit (not yet acknowledged)."""
+    def put(self, topic: str, payload: bytes, ts_ns: int, head: bytes = b"") -> None:
+        """Queue one event for the next commit (not yet acknowledged); ``head`` is its stored
+        header (retain, QoS, properties: :func:`memory_store.headers.head_of`)."""
         pending = self._pending
-        pending.append((topic, payload, ts_ns))
+        pending.append((topic, payload, ts_ns, head) if head else (topic, payload, ts_ns))
         self.put_count += 1
         if len(pending) == 1:
             self._wake.set()
@@ -161,7 +163,7 @@ class GroupCommitter:
         if self.commits % 1000 == 0:
             log.debug("group_commit", commits=self.commits, committed=self.committed)
 
-    async def _store(self, batch: list[tuple[str, bytes, int]], dirty: Dirty | None) -> None:
+    async def _store(self, batch: list[Record], dirty: Dirty | None) -> None:
         """Commit in the writer thread; a refusal holds what was not stored, for a retry."""
         try:
             self.last_seq = await anyio.to_thread.run_sync(self.store.commit, batch, dirty)

@@ -12,7 +12,7 @@ import heapq
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import lmdb
@@ -20,6 +20,7 @@ import msgspec
 
 from robobus.bus.topics import matches
 from robobus.memory_store.errors import MemoryStoreError, ReadOnlyStore, StoreFull, StoreWriteError
+from robobus.memory_store.headers import HEADED, TID_MASK, Properties, unpack
 from robobus.memory_store.segment import (
     KEY_LEN,
     MAX_TOPIC_BYTES,
@@ -33,6 +34,8 @@ from robobus.memory_store.segment import (
 )
 
 HOUR_NS = 3600 * 10**9
+#: an event to append: ``(topic, payload, ts_ns)``, or with a stored header as a fourth item
+Record = tuple[str, bytes, int] | tuple[str, bytes, int, bytes]
 MAX_KEY = b"\xff" * KEY_LEN
 #: Above this many matching topics a pattern scan reads the whole time range and filters,
 #: which beats merging that many per-topic index streams.
@@ -40,12 +43,19 @@ INDEX_MERGE_LIMIT = 32
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
-    """One recorded message (a msgspec struct: cheap to build on the read path)."""
+    """One recorded message (a msgspec struct: cheap to build on the read path).
+
+    ``retain``, ``qos`` and ``props`` are what the bus said of the message when it was
+    recorded (:mod:`memory_store.headers`); records older than them read as the defaults.
+    """
 
     ts_ns: int
     seq: int
     topic: str
     payload: bytes
+    retain: bool = False
+    qos: int = 0
+    props: Properties | None = None
 
     @property
     def key(self) -> bytes:
@@ -119,8 +129,9 @@ class EventLog:
         return head
 
     # -- writing -------------------------------------------------------------------------------
-    def append(self, events: Iterable[tuple[str, bytes, int]]) -> int:
-        """Commit ``(topic, payload, ts_ns)`` events durably; return the last sequence number.
+    def append(self, events: Iterable[Record]) -> int:
+        """Commit ``(topic, payload, ts_ns[, header])`` events durably; return the last
+        sequence number (``header``: :func:`memory_store.headers.pack`, ``b""`` for none).
 
         Timestamps are clamped to be non-decreasing, so keys always append. An event whose
         timestamp crosses the current segment's end opens the next segment. One pass over
@@ -130,7 +141,8 @@ class EventLog:
         if self.readonly:
             raise ReadOnlyStore(f"event log {self.root} is open read-only")
         events = list(events)
-        for topic, _, _ in events:  # LMDB keys the topic table by name: up to 511 bytes
+        for ev in events:  # LMDB keys the topic table by name: up to 511 bytes
+            topic = ev[0]
             if len(topic) > MAX_TOPIC_BYTES // 4 and len(topic.encode()) > MAX_TOPIC_BYTES:
                 raise StoreWriteError(str(self.root), f"topic of {len(topic.encode())} bytes is "
                                       f"longer than {MAX_TOPIC_BYTES}", "topic_too_long")
@@ -141,7 +153,9 @@ class EventLog:
         items: list[tuple[bytes, bytes]] = []
         groups: dict[bytes, list[bytes]] = {}
         new: list[str] = []
-        for topic, payload, ts in events:
+        for ev in events:
+            topic, payload, ts = ev[0], ev[1], ev[2]
+            head: bytes = ev[3] if len(ev) == 4 else b""  # type: ignore[misc]
             if ts < last_ts:
                 ts = last_ts
             if ts >= seg_end:
@@ -157,7 +171,11 @@ class EventLog:
             if tid is None:
                 tid = seg.new_topic(topic)  # type: ignore[union-attr]
                 new.append(topic)
-            items.append((key, tid + payload))
+            if head:  # the top bit of the stored id says a header follows
+                items.append((key, (int.from_bytes(tid, "big") | HEADED).to_bytes(TID_LEN, "big")
+                              + head + payload))
+            else:
+                items.append((key, tid + payload))
             group = groups.get(tid)
             if group is None:
                 groups[tid] = [key]
@@ -201,8 +219,7 @@ class EventLog:
             value = txn.get(key)
             if value is None:
                 return None
-            return Event(ts_ns, seq, seg.topic_name(int.from_bytes(value[:TID_LEN], "big")),
-                         bytes(value[TID_LEN:]))
+            return decode_event(ts_ns, seq, value, seg.topic_name)
 
     def snapshot(self) -> LogSnapshot:
         """A consistent read view with its transactions kept open: the fastest point gets."""
@@ -253,15 +270,18 @@ class EventLog:
             names, name_of, from_bytes = seg.names, seg.topic_name, int.from_bytes
             for key, value in pairs:
                 tid = from_bytes(value[:TID_LEN])
+                if tid & HEADED:
+                    yield decode_event(from_bytes(key[:8]), from_bytes(key[8:]), value, name_of)
+                    continue
                 yield Event(from_bytes(key[:8]), from_bytes(key[8:]),
                             names.get(tid) or name_of(tid), value[TID_LEN:])
 
     def _pattern_pairs(self, txn: lmdb.Transaction[bytes], seg: Segment, tids: list[int], lo: bytes,
                        hi: bytes) -> Iterator[tuple[bytes, bytes]]:
         if len(tids) > INDEX_MERGE_LIMIT:
-            wanted = {t.to_bytes(TID_LEN, "big") for t in tids}
+            wanted = set(tids)
             for key, value in _range(txn.cursor(seg.events), lo, hi):
-                if value[:TID_LEN] in wanted:
+                if int.from_bytes(value[:TID_LEN], "big") & TID_MASK in wanted:
                     yield key, value
             return
         streams = [_topic_keys(txn.cursor(seg.index), tid, lo, hi) for tid in tids]
@@ -327,6 +347,16 @@ class EventLog:
             self._head = None
 
 
+def decode_event(ts_ns: int, seq: int, value: bytes | memoryview,
+                 name_of: Callable[[int], str]) -> Event:
+    """The event in a stored value (topic id, an optional header, the payload)."""
+    tid = int.from_bytes(value[:TID_LEN], "big")
+    if not tid & HEADED:
+        return Event(ts_ns, seq, name_of(tid), bytes(value[TID_LEN:]))
+    retain, qos, props, start = unpack(value, TID_LEN)
+    return Event(ts_ns, seq, name_of(tid & TID_MASK), bytes(value[start:]), retain, qos, props)
+
+
 def _stored(exc: MemoryStoreError, stored: int) -> MemoryStoreError:
     exc.stored = stored  # type: ignore[attr-defined]
     return exc
@@ -358,7 +388,8 @@ class LogSnapshot:
         return found
 
     def get_raw(self, ts_ns: int, seq: int) -> memoryview | None:
-        """The stored value (topic id + payload) as a zero-copy view, valid until close."""
+        """The stored value (topic id, header if its top bit is set, payload) as a zero-copy
+        view, valid until close (:func:`decode_event` reads it)."""
         found = self._txn(ts_ns)
         return None if found is None else found[1].get(((ts_ns << 64) | seq).to_bytes(KEY_LEN, "big"))
 
@@ -370,8 +401,7 @@ class LogSnapshot:
         value = txn.get(((ts_ns << 64) | seq).to_bytes(KEY_LEN, "big"))
         if value is None:
             return None
-        return Event(ts_ns, seq, seg.topic_name(int.from_bytes(value[:TID_LEN], "big")),
-                     bytes(value[TID_LEN:]))
+        return decode_event(ts_ns, seq, value, seg.topic_name)
 
     def close(self) -> None:
         for _, txn in self._txns.values():

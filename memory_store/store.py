@@ -28,7 +28,7 @@ from robobus.memory_store.errors import (
     StoreFull,
     StoreWriteError,
 )
-from robobus.memory_store.log import HOUR_NS, Event, EventLog, LogSnapshot
+from robobus.memory_store.log import HOUR_NS, Event, EventLog, LogSnapshot, Record
 from robobus.memory_store.query import answer
 from robobus.memory_store.segment import SegmentOptions
 from robobus.memory_store.views import Dirty, RobotRecord, Views
@@ -208,12 +208,13 @@ class MemoryStore:
         """Record one event and commit it; the returned sequence number is the acknowledgement."""
         return self.append_many([(topic, payload, ts_ns or time.time_ns())])
 
-    def append_many(self, events: Iterable[tuple[str, bytes, int]]) -> int:
-        """Record ``(topic, payload, ts_ns)`` events in one durable transaction; last seq."""
+    def append_many(self, events: Iterable[Record]) -> int:
+        """Record ``(topic, payload, ts_ns[, header])`` events in one durable transaction;
+        last seq (``header``: :func:`memory_store.headers.pack`)."""
         self._check_writable()
         return self.log.append(events)
 
-    def commit(self, events: list[tuple[str, bytes, int]], dirty: Dirty | None) -> int:
+    def commit(self, events: list[Record], dirty: Dirty | None) -> int:
         """Group commit: the events, then the views that include them (writer thread)."""
         self._check_writable()
         seq = self.log.append(events)
