@@ -7,8 +7,10 @@ from typing import Annotated
 import typer
 
 from robobus.bus import BusError
+from robobus.bus.api import run as bus_run
 from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
 from robobus.edge_agent.agent import EdgeConfig, edge_bus_options, run
+from robobus.edge_agent.claim import RobotNameTaken, ensure_name_free
 from robobus.edge_agent.errors import ProfileError
 from robobus.edge_agent.profile import load_profile, robot_types
 
@@ -24,6 +26,10 @@ def edge(
     = None,
     bus_url: BusOpt = DEFAULT_BUS,
     prefix: PrefixOpt = "robobus",
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Start even if this robot name is online (its other edge is gone "
+        "or must be replaced); by default a live duplicate is refused with exit status 3")]
+    = False,
 ) -> None:
     """Start an edge agent: register the robot, then execute skill commands until SIGTERM."""
     try:
@@ -32,6 +38,15 @@ def edge(
         typer.echo(f"invalid robot profile: {exc}", err=True)
         raise typer.Exit(2) from exc
     config = EdgeConfig(prof, name=name, start=at, time_scale=time_scale)
+    try:
+        if not replace:
+            bus_run(ensure_name_free, bus_url, config.robot, prefix)
+    except RobotNameTaken as exc:
+        typer.echo(f"robobus edge: {exc}", err=True)
+        raise typer.Exit(3) from exc
+    except BusError as exc:
+        typer.echo(f"robobus edge: {exc}", err=True)
+        raise typer.Exit(1) from exc
     try:
         run_agent(bus_url, config.robot, edge_bus_options(config.robot, prefix), run, config)
     except BusError as exc:

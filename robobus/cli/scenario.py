@@ -6,6 +6,7 @@ matplotlib, the runner) happen inside the commands.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -49,8 +50,10 @@ What to try next:
 
 
 def _terminate_as_interrupt() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the supervisor stops every process group."""
+    """SIGTERM and SIGHUP (a closed terminal, an ssh drop) unwind like Ctrl-C, so the
+    supervisor stops every process group."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.default_int_handler)
 
 
 def _view(quiet: bool) -> object:
@@ -177,8 +180,13 @@ def up(
     speed: Annotated[float, typer.Option("--speed", min=0.01, help="Simulation speed-up")] = 1.0,
     folder: ReportDir = None,
     prefix: Prefix = "robobus",
+    join: Annotated[bool, typer.Option(
+        "--join", help="Add these robots' edges to a fleet already running on the bus "
+        "(otherwise a running fleet is refused)")] = False,
 ) -> None:
-    """Start a fleet (hub, memory, brain, edges) and keep it running until Ctrl-C."""
+    """Start a fleet (hub, memory, brain, edges) and keep it running until Ctrl-C.
+
+    Crashed processes restart with backoff; every process ends with this one, however it ends."""
     import anyio
 
     from robobus.launch.errors import LaunchError
@@ -188,13 +196,14 @@ def up(
     names = [p.strip() for item in profiles or [] for p in item.split(",") if p.strip()]
     try:
         anyio.run(run_up, bus, names, scene or scenarios_dir() / DEMO, planner, speed, folder,
-                  typer.echo, prefix)
+                  typer.echo, prefix, join)
     except LaunchError as exc:
         typer.echo(f"robobus up failed: {exc}", err=True)
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         pass
-    typer.echo("fleet stopped")
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+        typer.echo("fleet stopped")
 
 
 def register(app: typer.Typer) -> None:

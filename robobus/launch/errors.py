@@ -39,3 +39,7 @@ class ProfileNotFound(LaunchError):
 
 class BusUnavailable(LaunchError):
     """The bus URL cannot be used for a multi-process run (or its hub/broker did not start)."""
+
+
+class FleetRunning(LaunchError):
+    """``robobus up`` found a fleet already running on the bus (and was not told to join it)."""

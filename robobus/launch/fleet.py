@@ -19,7 +19,7 @@ import msgspec
 import structlog
 
 from robobus import testing
-from robobus.bus.api import Bus
+from robobus.bus.api import Bus, BusOptions
 from robobus.bus.errors import BusError
 from robobus.edge_agent.errors import ProfileError
 from robobus.edge_agent.profile import find_profile, profile_dirs
@@ -126,6 +126,49 @@ async def _ensure_mosquitto(host: str, port: int, sup: Supervisor) -> None:
     await _wait_tcp(testing.LOOPBACK, (port,), "mosquitto")
 
 
+async def fleet_evidence(url: str, prefix: str, probe_s: float = 1.0) -> list[str]:
+    """What shows that a fleet already runs on ``url`` under ``prefix`` (empty: none).
+
+    Nothing is started: with no hub or broker listening there is no fleet. Otherwise a memory
+    agent answering a query, or a robot whose retained ``alive`` says ``online``, is one. Only
+    ``online`` is read from the alive message, so its other fields may change freely.
+    """
+    parts = urlsplit(url)
+    if parts.scheme in ("zmq", "zmq+tcp"):
+        host, port = parts.hostname or testing.LOOPBACK, parts.port or 7650
+        if not all(_tcp_open(host, p) for p in (port, port + 1, port + 2)):
+            return []
+    elif parts.scheme == "zmq+ipc":
+        if not _ipc_open(f"{parts.path}.ctl"):
+            return []
+    elif parts.scheme == "mqtt":
+        if not _tcp_open(parts.hostname or testing.LOOPBACK, parts.port or 1883):
+            return []
+    else:
+        return []
+    evidence: list[str] = []
+    latest: dict[str, bool] = {}  # robot -> its newest alive says online
+    async with Bus.connect(url, name="robobus-probe", options=BusOptions(prefix=prefix)) as bus:
+        async with bus.subscribe(Topics(prefix).alive()) as sub:
+            # retained values come with the subscription; the query's wait lets late ones in
+            if await memory_knows(bus, [], timeout=probe_s):
+                evidence.append("a memory agent answers queries")
+            while (msg := sub.get_nowait()) is not None:
+                latest[msg.topic.split("/")[-2]] = _says_online(msg.payload)
+    online = [robot for robot, up in latest.items() if up]
+    if online:
+        evidence.append(f"robots online: {', '.join(sorted(online))}")
+    return evidence
+
+
+def _says_online(payload: bytes) -> bool:
+    try:
+        data = msgspec.msgpack.decode(payload)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(data, dict) and data.get("online") is True
+
+
 # -- the agents -------------------------------------------------------------------------
 def resolve_profile(profile: str, base_dir: Path | None = None) -> str:
     """A profile name (``unitree_g1``) or path to a YAML file; raise ProfileNotFound.
@@ -165,7 +208,9 @@ async def start_agents(sup: Supervisor, bus: Bus, url: str, cfg: FleetConfig) ->
     brain = cmds.pop("brain")
     for name, argv in cmds.items():
         edge = name.startswith("edge-")
-        await sup.start(name, argv, tier=TIER_EDGE if edge else TIER_CORE)
+        managed = await sup.start(name, argv, tier=TIER_EDGE if edge else TIER_CORE)
+        if edge:  # a restart follows our own edge's death, which the bus may not know yet
+            managed.restart_argv = [*argv, "--replace"]
     deadline = time.monotonic() + ready_timeout(0)
     while not await memory_knows(bus, [], timeout=0.25):  # its first queries predate it
         if time.monotonic() > deadline:
@@ -179,6 +224,15 @@ def edges_may_die(sup: Supervisor) -> None:
     for name, managed in sup.procs.items():
         if name.startswith("edge-"):
             managed.critical = False
+
+
+def restart_on_failure(sup: Supervisor) -> None:
+    """From now on a process that exits unexpectedly is started again with backoff (``up``).
+
+    A restarted edge passes ``--replace`` (:func:`start_agents`): its earlier self is known
+    dead, even while the hub or broker has not yet declared it offline."""
+    for managed in sup.procs.values():
+        managed.restart = True
 
 
 async def stop_agents(sup: Supervisor) -> None:

@@ -14,7 +14,7 @@ import yaml
 
 from robobus.bus.api import Bus, BusOptions
 from robobus.launch import fleet
-from robobus.launch.errors import LaunchError
+from robobus.launch.errors import FleetRunning, LaunchError, NotReady
 from robobus.launch.observe import decode
 from robobus.launch.supervisor import Supervisor
 from robobus.schemas.scenario import RobotSpec, load_scenario
@@ -55,8 +55,13 @@ def _send_hint(url: str, prefix: str) -> str:
 
 async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, speed: float,
                  folder: Path | None, announce: Callable[[str], object] = lambda _: None,
-                 prefix: str = "robobus") -> None:
-    """Start everything, print how to use it, and wait for SIGINT/SIGTERM."""
+                 prefix: str = "robobus", join: bool = False) -> None:
+    """Start everything, print how to use it, and wait for SIGINT, SIGTERM or SIGHUP.
+
+    A fleet already running on ``url`` (under ``prefix``) is refused before anything starts;
+    with ``join`` only this fleet's edges start, served by the running memory and brain.
+    After the fleet is ready, a process that exits unexpectedly is restarted with backoff.
+    """
     sc = load_scenario(scene_file)
     robots = robots_from_profiles(profiles, set(sc.scene.places), scene_file.parent) \
         if profiles else sc.robots
@@ -65,17 +70,27 @@ async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, 
     cfg = fleet.FleetConfig(robots, scene_file.resolve(), folder / "store", planner, 1.0 / speed,
                             base_dir=scene_file.resolve().parent)
     fleet.agent_commands(url, cfg)
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        evidence = await fleet.fleet_evidence(url, prefix)
+        if evidence and not join:
+            raise FleetRunning(f"a fleet is already running on {url} (prefix {prefix!r}): "
+                               f"{'; '.join(evidence)}. Stop it first, use another --bus or "
+                               "--prefix, or pass --join to add these robots to it")
+        if join and not evidence:
+            raise LaunchError(f"--join: no fleet is running on {url} (prefix {prefix!r})")
         async with Supervisor(folder / "logs", env={"ROBOBUS_PREFIX": prefix}) as sup:
-            await fleet.ensure_bus(url, sup)
+            if not join:
+                await fleet.ensure_bus(url, sup)
             async with Bus.connect(url, name="robobus-up", options=BusOptions(prefix=prefix)) as bus:
-                await _start(bus, sup, url, cfg)
+                await (_join if join else _start)(bus, sup, url, cfg)
+                fleet.restart_on_failure(sup)
                 announce(HINT.format(url=url, robots=", ".join(r.name for r in robots),
                                      folder=folder, send=_send_hint(url, prefix), prefix=prefix))
                 async for _ in signals:
                     break
                 await fleet.stop_agents(sup)
-                await fleet.clear_retained(bus, [r.name for r in robots])
+                if not join:
+                    await fleet.clear_retained(bus, [r.name for r in robots])
 
 
 async def _watch_robots(bus: Bus, ready: fleet.Readiness, *,
@@ -97,5 +112,25 @@ async def _start(bus: Bus, sup: Supervisor, url: str, cfg: fleet.FleetConfig) ->
         await fleet.start_agents(sup, bus, url, cfg)
         await fleet.wait_ready(bus, ready, fleet.ready_timeout(len(names)),
                                fleet.brain_boot_s(cfg.planner))
+        fleet.edges_may_die(sup)
+        tg.cancel_scope.cancel()
+
+
+async def _join(bus: Bus, sup: Supervisor, url: str, cfg: fleet.FleetConfig) -> None:
+    """Start only the edges, on a running fleet: its memory must come to know every robot."""
+    names = [r.name for r in cfg.robots]
+    ready = fleet.Readiness(names, time.time_ns())
+    async with anyio.create_task_group() as tg:
+        await tg.start(_watch_robots, bus, ready)
+        for name, argv in fleet.agent_commands(url, cfg).items():
+            if name.startswith("edge-"):
+                managed = await sup.start(name, argv, tier=fleet.TIER_EDGE)
+                managed.restart_argv = [*argv, "--replace"]
+        timeout = fleet.ready_timeout(len(names))
+        deadline = time.monotonic() + timeout
+        while not ready.robots_ready() or not await fleet.memory_knows(bus, names):
+            if time.monotonic() > deadline:
+                raise NotReady(timeout, ready.missing())
+            await ready.next_change(0.2)
         fleet.edges_may_die(sup)
         tg.cancel_scope.cancel()
