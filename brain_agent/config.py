@@ -37,3 +37,5 @@ class BrainConfig:
     recover: bool = True
     #: per-sender limit on P/instructions; floods beyond it are refused on P/errors (None: off)
     instruction_rate_limit: RateLimit | None = RateLimit(rate=20, burst=50)
+    #: take instructions that ``robobus replay`` republished (ignored by default)
+    accept_replayed: bool = False

@@ -8,6 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The sender name ``robobus replay`` publishes under. Every message on the bus carries its
+#: sender (an MQTT 5 user property on MQTT, a header on ZeroMQ), so this is how an agent tells
+#: a replayed message from a live one (:attr:`Message.replayed`). A live client must not use it.
+REPLAY_SENDER = "robobus-replay"
+
 
 class QoS(enum.IntEnum):
     """Delivery class. ``AT_LEAST_ONCE`` publishes wait for the hub or broker to acknowledge."""
@@ -34,6 +39,11 @@ class Message:
     ts_ns: int = field(default_factory=time.time_ns)
     data: Any = None
     ack_token: AckToken | None = None
+
+    @property
+    def replayed(self) -> bool:
+        """True for a message that ``robobus replay`` republished from a recording."""
+        return self.sender == REPLAY_SENDER
 
     def ack(self) -> None:
         """Confirm processing (subscriptions with ``manual_ack=True``); a no-op otherwise."""

@@ -1,7 +1,10 @@
 """Replay a recorded log onto a bus with its original timing, and export it to MCAP.
 
 Replay keeps a monotonic deadline schedule: event *i* is due at ``start + (ts_i - ts_0) / speed``,
-so sleeping late once never accumulates into drift.
+so sleeping late once never accumulates into drift. Each event is republished with its recorded
+retain flag, QoS and request headers, under the sender :data:`REPLAY_SENDER` (so agents can tell
+it from the live fleet), on its topic after the remap rules. Command topics
+(:data:`schemas.contract.COMMAND_TOPICS`) are withheld unless ``include_commands``.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import anyio
 import msgspec
 import structlog
 
-from robobus.bus import Bus
-from robobus.bus.topics import matches
+from robobus.bus import Bus, BusError
+from robobus.bus.message import REPLAY_SENDER
+from robobus.bus.topics import matches, validate_topic
 from robobus.memory_store.log import Event
 from robobus.memory_store.store import MemoryStore
-from robobus.schemas.contract import message_type
+from robobus.schemas.contract import is_command, is_retained_topic, message_type, prefix_of
+from robobus.schemas.messages import Alive, BrainStatus
+from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("memory.replay")
 
@@ -41,6 +47,80 @@ class ReplayOptions:
     loop: bool = False
     #: request inboxes of clients that no longer exist are never republished
     skip_inboxes: bool = True
+    #: ``(FROM, TO)`` topic prefix rewrites, the first that matches wins (``--remap``)
+    remaps: tuple[tuple[str, str], ...] = ()
+    #: publish instructions, skill commands, faults and world changes too
+    include_commands: bool = False
+
+
+@dataclass(slots=True)
+class ReplayCounts:
+    sent: int = 0
+    #: command-topic events not published (``include_commands`` off)
+    withheld: int = 0
+
+
+def parse_remap(text: str) -> tuple[str, str]:
+    """``FROM:TO`` (``--remap``): two topic prefixes without wildcards."""
+    src, sep, dst = text.partition(":")
+    src, dst = src.strip("/"), dst.strip("/")
+    if not sep or not src or not dst or ":" in dst:
+        raise ValueError(f"--remap {text!r}: use FROM:TO, e.g. robobus:sim")
+    for part in (src, dst):
+        try:
+            validate_topic(part)
+        except BusError as exc:
+            raise ValueError(f"--remap {text!r}: {exc}") from exc
+    return src, dst
+
+
+def remap(topic: str, rules: tuple[tuple[str, str], ...]) -> str:
+    """``topic`` with the first rule whose FROM is a whole-level prefix of it applied."""
+    for src, dst in rules:
+        if topic == src:
+            return dst
+        if topic.startswith(src) and topic[len(src)] == "/":
+            return dst + topic[len(src):]
+    return topic
+
+
+def recorded_prefix(topics: list[str]) -> str | None:
+    """The prefix a log was recorded under: that of its contract topics when they agree, else
+    the first level every topic shares; None when neither tells."""
+    found = {p for p in map(prefix_of, topics) if p is not None}
+    if len(found) == 1:
+        return found.pop()
+    if found:
+        return None
+    firsts = {t.split("/", 1)[0] for t in topics}
+    return firsts.pop() if len(firsts) == 1 else None
+
+
+async def live_fleet(bus: Bus, prefix: str, wait_s: float = 0.5) -> list[str]:
+    """What of a fleet is live on ``prefix``, from its retained brain status and robot presence:
+    ``["brain 'b'", "robot 'g1'"]``, empty for none. Waits ``wait_s`` for retained values."""
+    t = Topics(prefix)
+    live: dict[str, bool] = {}
+    async with bus.subscribe(t.brain_status) as brain, bus.subscribe(t.alive()) as alive:
+        with anyio.move_on_after(wait_s):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_watch, brain, BrainStatus, live)
+                tg.start_soon(_watch, alive, Alive, live)
+    return sorted(name for name, on in live.items() if on)
+
+
+async def _watch(sub: Any, type_: type[Alive] | type[BrainStatus], live: dict[str, bool]) -> None:
+    async for msg in sub:
+        if msg.replayed or not msg.payload:
+            continue
+        try:
+            value = msgspec.msgpack.decode(msg.payload, type=type_)
+        except msgspec.DecodeError:
+            continue
+        if isinstance(value, BrainStatus):
+            live[f"brain {value.brain!r}"] = value.state == "ready"
+        else:
+            live[f"robot {value.robot!r}"] = value.online
 
 
 def select(store: MemoryStore, patterns: tuple[str, ...], t0: int = 0,
@@ -62,11 +142,18 @@ async def sleep_until(deadline: float) -> None:
         time.sleep(remaining)
 
 
-async def replay(bus: Bus, store: MemoryStore, opts: ReplayOptions) -> int:
-    """Republish the selected events with their original spacing divided by ``speed``."""
+async def replay(bus: Bus, store: MemoryStore, opts: ReplayOptions,
+                 counts: ReplayCounts | None = None) -> int:
+    """Republish the selected events with their original spacing divided by ``speed``; return
+    how many were sent (``counts`` also gets how many command events were withheld).
+
+    ``bus`` should be named :data:`REPLAY_SENDER`, which marks every message as replayed.
+    """
     if opts.speed <= 0:
         raise ValueError(f"--speed must be > 0, got {opts.speed}")
-    sent = 0
+    if bus.name != REPLAY_SENDER:
+        log.warning("replay_unmarked", bus=bus.name, expected=REPLAY_SENDER)
+    counts = counts if counts is not None else ReplayCounts()
     while True:
         start: float | None = None
         first = 0
@@ -74,16 +161,33 @@ async def replay(bus: Bus, store: MemoryStore, opts: ReplayOptions) -> int:
         for ev in select(store, opts.patterns, opts.t0_ns, opts.t1_ns):
             if opts.skip_inboxes and "/_inbox/" in ev.topic:
                 continue
+            topic = remap(ev.topic, opts.remaps) if opts.remaps else ev.topic
+            if not opts.include_commands and (is_command(ev.topic) or is_command(topic)):
+                counts.withheld += 1
+                continue
             if start is None:
                 start, first = time.monotonic(), ev.ts_ns
             await sleep_until(start + (ev.ts_ns - first) / 1e9 / opts.speed)
-            await bus.publish(ev.topic, ev.payload)
+            await _publish(bus, topic, ev, opts.remaps)
             # let the transport and local subscribers run before a blocking fine sleep
             await anyio.lowlevel.checkpoint()
-            sent += 1
+            counts.sent += 1
         if not opts.loop or start is None:
-            return sent
-        log.info("replay_loop", sent=sent)
+            return counts.sent
+        log.info("replay_loop", sent=counts.sent, withheld=counts.withheld)
+
+
+async def _publish(bus: Bus, topic: str, ev: Event, rules: tuple[tuple[str, str], ...]) -> None:
+    """One event with what was recorded of it. A topic the agents always retain is republished
+    retained even when the recording could not see the flag (MQTT clears it on live delivery)."""
+    retain = ev.retain or is_retained_topic(ev.topic)
+    if ev.props is None:
+        await bus.publish(topic, ev.payload, retain=retain, qos=min(ev.qos, 1))
+        return
+    response = ev.props.response_topic
+    await bus.publish(topic, ev.payload, retain=retain, qos=min(ev.qos, 1),
+                      response_topic=remap(response, rules) if response else None,
+                      correlation=ev.props.correlation)
 
 
 def parse_time(text: str | None, base_ns: int, default: int) -> int:

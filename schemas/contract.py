@@ -16,13 +16,22 @@ from robobus.schemas.messages import (
     FaultSpec,
     Instruction,
     Plan,
+    RegistrationProfile,
     RobotRegistration,
     RobotState,
     SkillCommand,
     SkillFeedback,
     TaskStatus,
 )
-from robobus.schemas.world import WorldChange, WorldEvent, WorldReply, WorldSnapshot
+from robobus.schemas.world import (
+    ObjectData,
+    PlaceData,
+    RobotData,
+    WorldChange,
+    WorldEvent,
+    WorldReply,
+    WorldSnapshot,
+)
 
 #: Every public message type, by the name used in ``robobus schema``: what travels on a topic
 #: (see :data:`TOPIC_TYPES`), the replies to requests, and what those carry (plans, snapshots,
@@ -35,6 +44,10 @@ MESSAGE_TYPES: dict[str, type[msgspec.Struct]] = {
         WorldChange, WorldEvent, WorldReply, WorldSnapshot,
     )
 }
+
+#: Structs that type the known keys of a free-form map inside a message, not messages of their
+#: own: ``RobotRegistration.profile`` and ``WorldChange.data``. Agents check those maps with them.
+FIELD_SHAPES: tuple[type[msgspec.Struct], ...] = (RegistrationProfile, ObjectData, RobotData, PlaceData)
 
 #: Topic levels below the prefix -> the message on that topic; ``+`` is any one level (a robot,
 #: a skill, a task id). Replies travel on the requester's inbox and are typed by their request:
@@ -57,6 +70,27 @@ TOPIC_TYPES: dict[tuple[str, ...], type[msgspec.Struct]] = {
 }
 _LONGEST = max(len(levels) for levels in TOPIC_TYPES)
 
+#: Topics that make the fleet act: a replay withholds them unless asked (``robobus replay
+#: --include-commands``), and agents ignore replayed messages on them (``Message.replayed``).
+#: Instructions start (and cancel or preempt, by priority) tasks; skill commands run or cancel
+#: skills; faults are injected into edges; world changes rewrite spatial memory.
+COMMAND_TOPICS: tuple[tuple[str, ...], ...] = (
+    ("instructions",),
+    ("robots", "+", "skills", "+"),
+    ("robots", "+", "faults"),
+    ("memory", "change"),
+)
+
+#: Topics the agents always publish retained. MQTT delivers a live retained publish without its
+#: flag, so a recorder running before a robot registered cannot see it: replay restores it here.
+RETAINED_TOPICS: tuple[tuple[str, ...], ...] = (
+    ("robots", "+", "registration"),
+    ("robots", "+", "alive"),
+    ("robots", "+", "state"),
+    ("brain", "status"),
+    ("world", "scene"),
+)
+
 
 def message_type(topic: str, prefix: str | None = None) -> type[msgspec.Struct] | None:
     """The message type the contract puts on ``topic``, or None for any other topic.
@@ -77,7 +111,42 @@ def message_type(topic: str, prefix: str | None = None) -> type[msgspec.Struct] 
 
 def _lookup(levels: list[str]) -> type[msgspec.Struct] | None:
     for pattern, type_ in TOPIC_TYPES.items():
-        if len(pattern) == len(levels) and all(
-                p in ("+", level) for p, level in zip(pattern, levels, strict=True)):
+        if _fits(pattern, levels):
             return type_
+    return None
+
+
+def _fits(pattern: tuple[str, ...], levels: list[str]) -> bool:
+    return len(pattern) == len(levels) and all(
+        p in ("+", level) for p, level in zip(pattern, levels, strict=True))
+
+
+def _ends_with(table: tuple[tuple[str, ...], ...], topic: str) -> tuple[str, ...] | None:
+    parts = topic.split("/")
+    for pattern in table:
+        if len(parts) > len(pattern) and _fits(pattern, parts[-len(pattern):]):
+            return pattern
+    return None
+
+
+def is_command(topic: str) -> bool:
+    """Whether ``topic`` (under any prefix) is one of :data:`COMMAND_TOPICS`.
+
+    Matched on the last levels, like :func:`message_type` without a prefix: a recorded log does
+    not say its prefix, and a false match only withholds a message from a replay.
+    """
+    return _ends_with(COMMAND_TOPICS, topic) is not None
+
+
+def is_retained_topic(topic: str) -> bool:
+    """Whether ``topic`` (under any prefix) is one of :data:`RETAINED_TOPICS`."""
+    return _ends_with(RETAINED_TOPICS, topic) is not None
+
+
+def prefix_of(topic: str) -> str | None:
+    """The prefix of a contract topic (``a/b/robots/g1/state`` -> ``a/b``), else None."""
+    parts = topic.split("/")
+    for start in range(max(1, len(parts) - _LONGEST), len(parts)):
+        if _lookup(parts[start:]) is not None:
+            return "/".join(parts[:start])
     return None

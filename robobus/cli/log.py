@@ -10,11 +10,26 @@ import anyio
 import msgspec
 import typer
 
-from robobus.bus import Bus, BusError, BusOptions
-from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, stop_on_signal
+from robobus.bus import Bus, BusError, BusOptions, TopicError
+from robobus.bus.message import REPLAY_SENDER
+from robobus.bus.topics import validate_topic
+from robobus.cli.common import DEFAULT_BUS, BusOpt, stop_on_signal
 from robobus.cli.memory import FromOpt, ToOpt, TopicsOpt
 from robobus.memory_store.errors import MemoryStoreError
-from robobus.memory_store.replay import END, ReplayOptions, export_mcap, parse_time, replay, select, to_json
+from robobus.memory_store.replay import (
+    END,
+    ReplayCounts,
+    ReplayOptions,
+    export_mcap,
+    live_fleet,
+    parse_remap,
+    parse_time,
+    recorded_prefix,
+    remap,
+    replay,
+    select,
+    to_json,
+)
 from robobus.memory_store.store import MemoryStore
 
 
@@ -33,6 +48,16 @@ def _range(store: MemoryStore, t_from: str | None, t_to: str | None) -> tuple[in
         raise typer.BadParameter(str(exc)) from exc
 
 
+RemapOpt = Annotated[list[str] | None, typer.Option(
+    "--remap", help="FROM:TO: topics under prefix FROM go under TO (repeatable; first match wins)")]
+NewPrefixOpt = Annotated[str | None, typer.Option(
+    "--prefix", help="Rename the prefix the log was recorded under to this one")]
+
+
+class LiveFleet(Exception):
+    """``--include-commands`` onto a prefix where a fleet is live, without ``--onto-live-fleet``."""
+
+
 def replay_cmd(
     log: Annotated[Path, typer.Argument(help="Store directory to replay")],
     speed: Annotated[float, typer.Option("--speed", min=0.0001, help="Time scale (2 = twice)")]
@@ -42,29 +67,70 @@ def replay_cmd(
     topics: TopicsOpt = None,
     loop: Annotated[bool, typer.Option("--loop", help="Start over at the end")] = False,
     bus_url: BusOpt = DEFAULT_BUS,
-    prefix: PrefixOpt = "robobus",
+    prefix: NewPrefixOpt = None,
+    remaps: RemapOpt = None,
+    include_commands: Annotated[bool, typer.Option(
+        "--include-commands", help="Also publish instructions, skill commands, faults and world "
+                                   "changes (withheld by default: they would drive a fleet)")]
+    = False,
+    onto_live_fleet: Annotated[bool, typer.Option(
+        "--onto-live-fleet", help="With --include-commands: go on although a brain or robots "
+                                  "are live on the target prefix")] = False,
 ) -> None:
-    """Republish a recorded log with its original timing, scaled by --speed."""
+    """Republish a recorded log with its original timing (scaled by --speed), retain flags and
+    QoS, renamed by --remap/--prefix. Commands are withheld unless --include-commands."""
     with _open(log) as store:
         t0, t1 = _range(store, t_from, t_to)
+        rules, target = _rules(store, remaps or [], prefix)
         opts = ReplayOptions(speed=speed, t0_ns=t0, t1_ns=t1, patterns=tuple(topics or ["#"]),
-                             loop=loop)
+                             loop=loop, remaps=rules, include_commands=include_commands)
+        counts = ReplayCounts()
         try:
-            sent = anyio.run(_replay_main, bus_url, prefix, store, opts)
-        except BusError as exc:
+            anyio.run(_replay_main, bus_url, target, store, opts, counts,
+                      include_commands and not onto_live_fleet)
+        except (BusError, LiveFleet) as exc:
             typer.echo(f"robobus replay: {exc}", err=True)
             raise typer.Exit(1) from exc
-    typer.echo(f"replayed {sent} events")
+    withheld = (f"; {counts.withheld} command events withheld (--include-commands publishes "
+                "them)" if counts.withheld else "")
+    typer.echo(f"replayed {counts.sent} events{withheld}")
 
 
-async def _replay_main(url: str, prefix: str, store: MemoryStore, opts: ReplayOptions) -> int:
-    async with Bus.connect(url, name="replay", options=BusOptions(prefix=prefix)) as bus:
-        sent = 0
+def _rules(store: MemoryStore, remaps: list[str], prefix: str | None
+           ) -> tuple[tuple[tuple[str, str], ...], str]:
+    """The remap rules (``--remap`` in order, then ``--prefix``) and the target prefix."""
+    try:
+        rules = [parse_remap(text) for text in remaps]
+        if prefix is not None:
+            validate_topic(prefix)
+    except (ValueError, TopicError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    recorded = recorded_prefix(list(store.stats()["topics"]))
+    if prefix is not None:
+        if recorded is None:
+            raise typer.BadParameter("cannot tell which prefix the log was recorded under; "
+                                     "use --remap FROM:TO", param_hint="--prefix")
+        if prefix != recorded:
+            rules.append((recorded, prefix))
+    target = remap(recorded, tuple(rules)) if recorded is not None else "robobus"
+    return tuple(rules), target
+
+
+async def _replay_main(url: str, prefix: str, store: MemoryStore, opts: ReplayOptions,
+                       counts: ReplayCounts, check_live: bool) -> int:
+    async with Bus.connect(url, name=REPLAY_SENDER, options=BusOptions(prefix=prefix)) as bus:
+        if check_live:
+            live = await live_fleet(bus, prefix)
+            if live:
+                raise LiveFleet(
+                    f"a fleet is live on prefix {prefix!r} ({', '.join(live)}); "
+                    "--include-commands would drive it. Add --onto-live-fleet to do that anyway, "
+                    "or replay under another prefix (--prefix NEW, --remap FROM:TO)")
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signal, tg.cancel_scope)
-            sent = await replay(bus, store, opts)
+            await replay(bus, store, opts, counts)
             tg.cancel_scope.cancel()
-        return sent
+        return counts.sent
 
 
 def export(
