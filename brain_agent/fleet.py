@@ -14,7 +14,7 @@ import structlog
 from robobus.bus import Bus
 from robobus.bus.errors import BusError
 from robobus.schemas.memory import MemoryQuery, QueryReply
-from robobus.schemas.messages import Alive, RobotRegistration, RobotState
+from robobus.schemas.messages import Alive, RobotRegistration, RobotState, presence_supersedes
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
 
@@ -56,6 +56,7 @@ class FleetView:
         self.query_timeout = query_timeout
         self.registrations: dict[str, RobotRegistration] = {}
         self.online: dict[str, bool] = {}
+        self.presence: dict[str, Alive] = {}  # the birth or death each robot's online follows
         self.states: dict[str, RobotState] = {}
         self.world = World()
         self.world_ready = anyio.Event()
@@ -73,6 +74,11 @@ class FleetView:
         self._ensure_robot(reg.robot)
 
     async def on_alive(self, alive: Alive) -> None:
+        if not presence_supersedes(self.presence.get(alive.robot), alive):
+            log.info("stale_presence_ignored", robot=alive.robot, online=alive.online,
+                     bd_seq=alive.bd_seq, current=self.presence[alive.robot].bd_seq)
+            return
+        self.presence[alive.robot] = alive
         was = self.online.get(alive.robot, True)
         self.online[alive.robot] = alive.online
         if alive.robot in self.world.robots:

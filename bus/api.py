@@ -55,7 +55,8 @@ class BusOptions:
 
     prefix: str = "robobus"
     max_payload: int = 1 << 20
-    will: Will | None = None
+    #: a will, or a callable asked for a fresh one before every connection (a presence)
+    will: Will | Callable[[], Will] | None = None
     keepalive_s: float = 1.0
     request_timeout: float = 5.0
     report_errors: bool = True
@@ -128,6 +129,9 @@ class Bus:
         self._error_buckets = TokenBuckets(RateLimit(rate=20, burst=50))
         self._tg: anyio.abc.TaskGroup | None = None
         self.connected = False
+        #: connections made so far: 1 after connect, +1 per reconnect (see :meth:`reconnected`)
+        self.connections = 0
+        self._connection_changed = anyio.Event()
         self.log = log.bind(client=self.client_id)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -174,8 +178,22 @@ class Bus:
         """Drop the connection without goodbye, so the last will fires (tests, fault drills)."""
         await self._transport.close(graceful=False)
 
+    async def reconnected(self, seen: int) -> int:
+        """Wait until more than ``seen`` connections were made; return the new count.
+
+        Agents re-assert what a broker forgot or replaced on a reconnect (a presence birth):
+        ``seen = bus.connections`` once ready, then ``seen = await bus.reconnected(seen)``.
+        """
+        while self.connections <= seen:
+            await self._connection_changed.wait()
+        return self.connections
+
     def _on_state(self, state: str) -> None:
         self.log.debug("bus_state", state=state, url=self.url)
+        if state == "connected":
+            self.connections += 1
+            self._connection_changed.set()
+            self._connection_changed = anyio.Event()
         if state == "lost":
             for sub in self._subs.values():
                 sub.close(DisconnectedError(f"connection to {self.url} lost"))

@@ -22,7 +22,8 @@ class TransportConfig:
 
     url: str
     client_id: str
-    will: Will | None
+    #: a will, or a callable giving a fresh one per connection (use :func:`will_of`)
+    will: Will | Callable[[], Will] | None
     deliver: Deliver
     snapshot: Snapshot
     on_state: Callable[[str], None]
@@ -30,6 +31,13 @@ class TransportConfig:
     keepalive_s: float = 1.0
     #: the Bus's task group: backends start their background tasks in it
     task_group: Any = None
+
+
+def will_of(config: TransportConfig) -> Will | None:
+    """The last will for a new connection. A callable will is asked again for every
+    connection, so a presence can number its births and deaths (see :mod:`bus.presence`)."""
+    will = config.will
+    return will() if callable(will) else will
 
 
 class Transport(Protocol):

@@ -26,9 +26,8 @@ from robobus.bus import (
     PublishError,
     RateLimit,
     Subscription,
-    Will,
-    encode,
 )
+from robobus.bus.presence import Presence
 from robobus.edge_agent.commands import command_id_of, parse_command
 from robobus.edge_agent.executor import Executor
 from robobus.edge_agent.memory_client import BusWorldPort
@@ -75,9 +74,15 @@ class EdgeConfig:
         return self.profile.time_scale if self.time_scale is None else self.time_scale
 
 
+def alive_presence(robot: str, prefix: str = "robobus") -> Presence:
+    """The robot's births and deaths on its ``alive`` topic (``Alive`` with a ``bd_seq``)."""
+    return Presence(Topics(prefix).alive(robot),
+                    lambda online, seq, ts: Alive(robot, online, ts_ns=ts, bd_seq=seq))
+
+
 def edge_bus_options(robot: str, prefix: str = "robobus") -> BusOptions:
-    """Bus options with the edge agent's last will: ``Alive(online=False)``, retained."""
-    will = Will(Topics(prefix).alive(robot), encode(Alive(robot=robot, online=False)))
+    """Bus options with the edge agent's last will: its presence's death, retained."""
+    will = alive_presence(robot, prefix)
     # The hub declares a client dead 2.5 keepalives after its last heartbeat: 0.5 s puts a
     # robot's will well inside the 3 s liveness budget (MQTT brokers see the socket close).
     return BusOptions(prefix=prefix, will=will, keepalive_s=EDGE_KEEPALIVE_S)
@@ -118,6 +123,9 @@ class EdgeAgent:
             time_scale=config.scale,
         )
         self._tx, self._rx = anyio.create_memory_object_stream[SkillFeedback](math.inf)
+        will = bus.options.will
+        self.presence = will if isinstance(will, Presence) else alive_presence(
+            self.robot, bus.options.prefix)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -140,6 +148,8 @@ class EdgeAgent:
                 tg.start_soon(self._command_loop, cmds, name=f"edge:{self.robot}:commands")
                 tg.start_soon(self._fault_loop, faults, name=f"edge:{self.robot}:faults")
                 tg.start_soon(self._event_loop, events, name=f"edge:{self.robot}:events")
+                # before the first birth, so that a reconnect during it is not missed
+                await tg.start(self.presence.reassert, self.bus, name=f"edge:{self.robot}:presence")
                 await self._announce()
                 tg.start_soon(self._telemetry_loop, name=f"edge:{self.robot}:telemetry")
                 self.log.info("edge_ready", skills=sorted(self.executor.skills),
@@ -171,8 +181,7 @@ class EdgeAgent:
         reg = RobotRegistration(robot=self.robot, type=profile.type,
                                 profile=profile.registration(start), skills=specs)
         await self.bus.publish(self.topics.registration(self.robot), reg, retain=True, qos=1)
-        await self.bus.publish(self.topics.alive(self.robot), Alive(self.robot, True), retain=True,
-                               qos=1)
+        await self.presence.publish_birth(self.bus)
         await self._publish_state()
 
     async def _goodbye(self) -> None:
@@ -185,8 +194,7 @@ class EdgeAgent:
                 break
             await self.bus.publish(self.topics.feedback(self.robot), fb, qos=1)
         await self._publish_state()
-        await self.bus.publish(self.topics.alive(self.robot), Alive(self.robot, False),
-                               retain=True, qos=1)
+        await self.presence.publish_death(self.bus)
         self.log.info("edge_stopped")
 
     # -- inputs ----------------------------------------------------------------------------

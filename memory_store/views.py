@@ -19,7 +19,14 @@ import structlog
 from robobus.bus.errors import DecodeError
 from robobus.schemas.codec import decode_as
 from robobus.schemas.memory import TaskRecord
-from robobus.schemas.messages import Alive, RobotRegistration, RobotState, SkillFeedback, TaskStatus
+from robobus.schemas.messages import (
+    Alive,
+    RobotRegistration,
+    RobotState,
+    SkillFeedback,
+    TaskStatus,
+    presence_supersedes,
+)
 from robobus.schemas.tasks import FINAL, STEP, Refused, next_status
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
@@ -37,6 +44,8 @@ class RobotRecord(msgspec.Struct, omit_defaults=True):
     registration: RobotRegistration | None = None
     state: RobotState | None = None
     alive: bool | None = None
+    #: the birth/death sequence of ``alive``: a death of an older connection is ignored
+    bd_seq: int = 0
     feedback: SkillFeedback | None = None
     updated_ns: int = 0
 
@@ -170,7 +179,14 @@ class Views:
     def _on_alive(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         msg = decode_as(payload, Alive, topic)
         self._check_robot(topic, msg.robot)
-        self._record(msg.robot, ts_ns).alive = msg.online
+        held = self.robots.get(msg.robot)
+        if held is not None and held.alive is not None and not presence_supersedes(
+                Alive(msg.robot, held.alive, bd_seq=held.bd_seq), msg):
+            log.info("stale_presence_ignored", robot=msg.robot, online=msg.online,
+                     bd_seq=msg.bd_seq, current=held.bd_seq)
+            return _NONE
+        rec = self._record(msg.robot, ts_ns)
+        rec.alive, rec.bd_seq = msg.online, msg.bd_seq
         robot = self.world.robots.get(msg.robot)
         if robot is not None and robot.alive != msg.online:
             robot.alive = msg.online

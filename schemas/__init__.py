@@ -17,6 +17,7 @@ from robobus.schemas.messages import (
     SkillSpec,
     TaskStatus,
     now_ns,
+    presence_supersedes,
 )
 from robobus.schemas.tasks import Refused, is_final, next_status
 from robobus.schemas.topics import TOPICS, Topics
@@ -25,5 +26,5 @@ __all__ = [
     "MESSAGE_TYPES", "TOPICS", "Alive", "ErrorReport", "FaultSpec", "Instruction", "Plan", "PlanStep", "Pose",
     "Refused", "RobotRegistration", "RobotState", "SkillCommand", "SkillFeedback", "SkillSpec",
     "TaskStatus", "Topics", "decode_as", "encode", "is_final", "message_type", "next_status", "now_ns",
-    "parse_instruction",
+    "parse_instruction", "presence_supersedes",
 ]

@@ -229,12 +229,37 @@ class RobotState(Base):
     ts_ns: int = msgspec.field(default_factory=now_ns)
 
 
+#: a birth/death sequence number: agents seed it from the wall clock in milliseconds, so it
+#: also grows across restarts; 0 means "not sent" (a client older than presence)
+BdSeq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
 class Alive(Base):
-    """Retained on ``robobus/robots/{robot}/alive``; the offline value is the last will."""
+    """Retained on ``robobus/robots/{robot}/alive``: the robot's birth or death.
+
+    Like Sparkplug B: ``online=True`` is a birth, published on connect and after every
+    reconnect; the last will is the matching death (``online=False``, same ``bd_seq``, stamped
+    just after the birth). Order values with :func:`presence_supersedes`, not by ``ts_ns``.
+    """
 
     robot: str
     online: bool
     ts_ns: int = msgspec.field(default_factory=now_ns)
+    bd_seq: BdSeq = 0
+
+
+def presence_supersedes(current: Alive | None, incoming: Alive) -> bool:
+    """Whether ``incoming`` replaces ``current`` in a presence view.
+
+    A higher ``bd_seq`` wins; a lower one is stale (a death or birth of an older connection)
+    and is ignored. With the same sequence a death ends its birth, but a birth never revives
+    its own death. Values without a sequence (``bd_seq`` 0 on both) keep the last one heard.
+    """
+    if current is None or incoming.bd_seq > current.bd_seq:
+        return True
+    if incoming.bd_seq < current.bd_seq:
+        return False
+    return incoming.bd_seq == 0 or not incoming.online or current.online
 
 
 #: What the brain says about itself. Only ``ready`` so far; the brain's presence (a birth and

@@ -11,9 +11,9 @@ import weakref
 from urllib.parse import urlsplit
 
 from robobus.bus.errors import DisconnectedError
-from robobus.bus.message import Message
+from robobus.bus.message import Message, Will
 from robobus.bus.topics import matches
-from robobus.bus.transport import TransportConfig
+from robobus.bus.transport import TransportConfig, will_of
 
 
 class MemoryBroker:
@@ -55,12 +55,14 @@ class MemoryTransport:
         self.filters: dict[int, str] = {}
         self.broker: MemoryBroker | None = None
         self.config: TransportConfig
+        self._will: Will | None = None
 
     def match(self, topic: str) -> tuple[int, ...]:
         return tuple(i for i, p in self.filters.items() if matches(p, topic))
 
     async def start(self, config: TransportConfig) -> None:
         self.config = config
+        self._will = will_of(config)
         self.broker = broker_for(config.url)
         self.broker.clients.add(self)
 
@@ -69,7 +71,7 @@ class MemoryTransport:
         if broker is None:
             return
         broker.clients.discard(self)
-        will = self.config.will
+        will = self._will
         if not graceful and will is not None:
             await broker.route(Message(will.topic, will.payload, retain=will.retain, qos=will.qos))
 

@@ -35,7 +35,7 @@ from robobus.bus.backends.mqtt_routes import Routes
 from robobus.bus.backends.mqtt_wire import FastClient, Publish, publish_properties
 from robobus.bus.errors import BusError, ConnectError, DisconnectedError, PublishError
 from robobus.bus.message import AckToken, Message
-from robobus.bus.transport import Dispatch, TransportConfig
+from robobus.bus.transport import Dispatch, TransportConfig, will_of
 
 log = structlog.get_logger("bus.mqtt")
 _OK = paho.MQTT_ERR_SUCCESS
@@ -124,9 +124,6 @@ class MqttTransport:
         if o.tls:
             c.tls_set(ca_certs=o.ca, certfile=o.cert, keyfile=o.key)
             c.tls_insecure_set(o.insecure)
-        will = self._config.will
-        if will is not None:
-            c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish_packet = self._on_packet
@@ -143,6 +140,10 @@ class MqttTransport:
     async def _connect_once(self) -> bool:
         """One connection attempt; returns the CONNACK's session-present flag."""
         o = self._opts
+        # A fresh will per connection: a presence gives each one its own birth sequence.
+        will = will_of(self._config)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         self._connack = self._loop.create_future()
         try:
             async with asyncio.timeout(o.connect_timeout_s + 0.5):

@@ -37,7 +37,7 @@ from robobus.bus.errors import ConnectError, DisconnectedError, PublishError
 from robobus.bus.message import Message
 from robobus.bus.security import zmq_client_keys
 from robobus.bus.topics import literal_prefix, matches
-from robobus.bus.transport import Dispatch, TransportConfig
+from robobus.bus.transport import Dispatch, TransportConfig, will_of
 
 if TYPE_CHECKING:  # imported only for ?embed=1 URLs (see _maybe_embed)
     from robobus.bus.hub import Hub
@@ -157,7 +157,7 @@ class ZmqTransport:
             self._hub.stop()
 
     async def _say_hello(self) -> None:
-        will = self.config.will
+        will = will_of(self.config)  # a fresh one per hello: a presence numbers them
         hello: dict[str, object] = {"keepalive": self.config.keepalive_s, "will": None}
         if will is not None:
             hello["will"] = {"topic": will.topic, "payload": will.payload, "retain": will.retain}
@@ -290,6 +290,9 @@ class ZmqTransport:
                 await self._publish_acked(msg)
         except PublishError as exc:  # cut off again: the next WHO restores them
             log.warning("rejoin_incomplete", url=self.config.url, error=str(exc))
+            return
+        # after the old retained values: a presence's new birth must land after them
+        self.config.on_state("connected")
 
     # -- publishing --------------------------------------------------------------------
     def _header(self, msg: Message, path: int) -> bytes:
