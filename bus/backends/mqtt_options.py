@@ -46,7 +46,7 @@ class MqttOptions:
     client_id: str
     persistent: bool = False
     expiry_s: int = 3600
-    keepalive_s: int = 5
+    keepalive_s: int = 1
     connect_timeout_s: float = 3.0
     reconnect: bool = True
     reconnect_max_s: float = 5.0
@@ -95,7 +95,10 @@ def parse(url: str, client_id: str, keepalive_s: float) -> MqttOptions:
             client_id=query.get("client_id", default_id),
             persistent=persistent,
             expiry_s=int(query.get("expiry", 3600)),
-            keepalive_s=int(query.get("keepalive", max(5, math.ceil(keepalive_s)))),
+            # As configured, in MQTT's whole seconds (at least 1; 0 would turn it off): the
+            # broker declares a silent client dead after 1.5 keepalives. Rounding up to 5 s
+            # left a hung edge online for 7.5 s (issue 12).
+            keepalive_s=int(query.get("keepalive", max(1, math.ceil(keepalive_s)))),
             connect_timeout_s=float(query.get("connect_timeout", 3.0)),
             reconnect=_flag(query.get("reconnect", "1")),
             reconnect_max_s=float(query.get("reconnect_max", 5.0)),
