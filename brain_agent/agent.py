@@ -79,6 +79,9 @@ class Brain:
 
     async def _intake(self, sub: Any) -> None:
         async for msg in sub:
+            if msg.replayed and not self.config.accept_replayed:
+                log.debug("replayed_instruction_ignored", topic=msg.topic)
+                continue
             inst = intake.decode(self.bus, msg)
             if inst is None:
                 continue

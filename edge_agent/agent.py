@@ -64,6 +64,8 @@ class EdgeConfig:
     registry: SkillRegistry | None = None
     #: per-sender limit on this robot's skill topics; floods are refused on P/errors (None: off)
     command_rate_limit: RateLimit | None = RateLimit(rate=50, burst=100)
+    #: run skill commands and faults that ``robobus replay`` republished (ignored by default)
+    accept_replayed: bool = False
 
     @property
     def robot(self) -> str:
@@ -204,6 +206,9 @@ class EdgeAgent:
 
     async def on_command(self, msg: Message) -> None:
         """Handle one message from a skill topic: run, cancel, or reject it precisely."""
+        if msg.replayed and not self.config.accept_replayed:
+            self.log.debug("replayed_command_ignored", topic=msg.topic)
+            return
         skill = msg.topic.rsplit("/", 1)[-1]
         cid = ""
         try:
@@ -228,6 +233,9 @@ class EdgeAgent:
 
     async def _fault_loop(self, faults: Subscription) -> None:
         async for msg in faults:
+            if msg.replayed and not self.config.accept_replayed:
+                self.log.debug("replayed_fault_ignored", topic=msg.topic)
+                continue
             try:
                 spec = decode_lenient(msg.payload, FaultSpec, msg.topic)
                 if spec.skill not in self.executor.skills:
