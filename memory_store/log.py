@@ -155,7 +155,7 @@ class EventLog:
         new: list[str] = []
         for ev in events:
             topic, payload, ts = ev[0], ev[1], ev[2]
-            head: bytes = ev[3] if len(ev) == 4 else b""  # type: ignore[misc]
+            head: bytes = ev[3] if len(ev) == 4 else b""
             if ts < last_ts:
                 ts = last_ts
             if ts >= seg_end:
