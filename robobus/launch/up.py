@@ -90,7 +90,7 @@ async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, 
                     break
                 await fleet.stop_agents(sup)
                 if not join:
-                    await fleet.clear_retained(bus, [r.name for r in robots])
+                    await fleet.leave_offline(bus)
 
 
 async def _watch_robots(bus: Bus, ready: fleet.Readiness, *,
