@@ -33,6 +33,8 @@ class LocalState:
             self.pose = Pose(x=remembered.position[0], y=remembered.position[1])
             return True
         self.goto(default_place)
+        # the scene may start objects in this robot's hands (``at: ROBOT``)
+        self.holding = sorted(n for n, o in world.objects.items() if o.location == self.robot)
         return False
 
     def goto(self, place: str | None) -> None:

@@ -78,6 +78,16 @@ def load_scene(path: Path) -> dict[str, Any]:
     return scene
 
 
+def scene_robots(path: Path) -> list[str]:
+    """The robot names of a scenario YAML's fleet (none for a bare scene): objects may start
+    in their hands (``at: ROBOT``)."""
+    data = yaml.safe_load(path.read_text())
+    robots = data.get("robots") if isinstance(data, dict) and "scene" in data else None
+    if not isinstance(robots, list):
+        return []
+    return [str(r["name"]) for r in robots if isinstance(r, dict) and "name" in r]
+
+
 class MemoryAgent:
     """State of one running agent; :func:`run` drives it."""
 
@@ -121,7 +131,7 @@ class MemoryAgent:
             caught_up += 1
         views.live = True
         if self.config.scene is not None and not views.world.places and not views.world.version:
-            views.seed(load_scene(self.config.scene))
+            views.seed(load_scene(self.config.scene), scene_robots(self.config.scene))
         return caught_up
 
     async def report_bad_records(self) -> None:

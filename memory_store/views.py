@@ -9,7 +9,7 @@ so the rebuilt world equals the one the agent kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,9 +92,10 @@ class Views:
         self._routes: dict[str, Callable[[str, bytes, int], list[Effect]] | None] = {}
 
     # -- seeding and direct changes ---------------------------------------------------------
-    def seed(self, scene: dict[str, Any]) -> None:
-        """Start the world from a scene (places and objects)."""
-        self.world = World.from_scene(scene)
+    def seed(self, scene: dict[str, Any], robots: Iterable[str] = ()) -> None:
+        """Start the world from a scene (places and objects). An object may be held by one of
+        ``robots`` (the scenario's fleet) or of the robots registered so far."""
+        self.world = World.from_scene(scene, [*robots, *self.robots])
         self.scene = scene
         self._world_dirty = self._scene_dirty = True
 

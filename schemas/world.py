@@ -168,14 +168,25 @@ class World:
 
     # -- construction --------------------------------------------------------------------
     @classmethod
-    def from_scene(cls, scene: dict[str, Any]) -> World:
-        """Build from the ``scene`` section of a scenario file (places and objects)."""
+    def from_scene(cls, scene: dict[str, Any], robots: Iterable[str] = ()) -> World:
+        """Build from the ``scene`` section of a scenario file (places and objects).
+
+        An object whose ``at`` is one of ``robots`` (the scenario's fleet) is held by that robot
+        from the start: robots join the world when they register, so the object waits at the
+        robot's name and goes into its hand on its first ``add_robot``.
+        """
         world = cls()
+        holders = set(robots)
         for name, spec in (scene.get("places") or {}).items():
             pos = checked(spec, PlaceData, f"place {name!r}").position
             world.places[checked(name, Name, "place name")] = Place(name, pos or (0.0, 0.0))
         for name, spec in (scene.get("objects") or {}).items():
-            world.apply(WorldChange("add_object", object=name, target=spec["at"], data=dict(spec)))
+            change = WorldChange("add_object", object=name, target=spec["at"], data=dict(spec))
+            if change.target in holders and change.target not in world.places:
+                world._add_object(change)  # held by a robot that has not registered yet
+                world.version += 1
+            else:
+                world.apply(change)
         return world
 
     def snapshot(self) -> WorldSnapshot:
@@ -266,16 +277,24 @@ class World:
             raise WorldConflict(f"unknown place {place!r} for robot {ch.robot!r}", "unknown_place")
         pos = self.places[place].position if place else d.position
         old = self.robots.get(ch.robot or "")
+        # first registration: take what the scene put in its hands (see from_scene)
+        held = old.holding if old else sorted(n for n, o in self.objects.items()
+                                              if o.location == ch.robot)
         self.robots[ch.robot or ""] = WorldRobot(
-            name=ch.robot or "", place=place, position=pos, holding=old.holding if old else [],
+            name=ch.robot or "", place=place, position=pos, holding=held,
             hands=d.hands, mobile=d.mobile, speed=d.speed, alive=d.alive, profile=d.profile,
         )
 
     def _op_add_object(self, ch: WorldChange) -> None:
+        loc = ch.target or ""
+        if loc not in self.places and loc not in self.objects and loc not in self.robots:
+            raise WorldConflict(f"object {ch.object or ''!r} placed at unknown location {loc!r}",
+                                "unknown_place")
+        self._add_object(ch)
+
+    def _add_object(self, ch: WorldChange) -> None:
         name, loc = ch.object or "", ch.target or ""
         d: ObjectData = checked(ch.data, ObjectData, f"add_object data for {name!r}")
-        if loc not in self.places and loc not in self.objects and loc not in self.robots:
-            raise WorldConflict(f"object {name!r} placed at unknown location {loc!r}", "unknown_place")
         self.objects[name] = WorldObject(
             name=name, kind=d.kind or name, location=loc, position=d.position,
             container=d.container, capacity=d.capacity, graspable=d.graspable,
