@@ -21,6 +21,7 @@ import pytest
 
 from robobus import testing
 from robobus.bus import Bus, BusOptions
+from robobus.launch.fleet import brain_ready
 from robobus.schemas.messages import Alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,6 +138,14 @@ async def _online_again(url: str, prefix: str, robot: str, since_ns: int, timeou
     raise AssertionError("subscription ended")
 
 
+async def _brain_ready_again(url: str, prefix: str, since_ns: int, timeout: float) -> float:
+    t0 = anyio.current_time()
+    async with Bus.connect(url, name="tester", options=BusOptions(prefix=prefix)) as bus:
+        with anyio.fail_after(timeout):
+            await brain_ready(bus, since_ns)
+    return anyio.current_time() - t0
+
+
 def test_up_on_zmq_refuses_duplicates_restarts_edges_and_stops_on_sighup(
         tmp_path: Path, prefix: str) -> None:
     port = testing.free_port(span=3)
@@ -172,6 +181,14 @@ def test_up_on_zmq_refuses_duplicates_restarts_edges_and_stops_on_sighup(
         new = edge_pid(prefix, "g1")
         assert new != old and up.proc.poll() is None
         print(f"edge g1 kill -9 -> online again after {back_s:.2f} s")
+
+        # kill -9 of the brain: restarted too, and ready again (it does not stop the fleet)
+        brain = next(pid for pid, argv in fleet_pids(prefix).items() if "brain" in argv)
+        killed_ns = time.time_ns()
+        os.kill(brain, signal.SIGKILL)
+        ready_s = anyio.run(_brain_ready_again, url, prefix, killed_ns, 20.0)
+        assert up.proc.poll() is None
+        print(f"brain kill -9 -> ready again after {ready_s:.2f} s")
 
         # SIGHUP (the terminal closed): `up` stops the fleet cleanly and exits
         children = set(fleet_pids(prefix)) - {up.proc.pid}
