@@ -162,7 +162,8 @@ async def replay(bus: Bus, store: MemoryStore, opts: ReplayOptions,
             if opts.skip_inboxes and "/_inbox/" in ev.topic:
                 continue
             topic = remap(ev.topic, opts.remaps) if opts.remaps else ev.topic
-            if not opts.include_commands and (is_command(ev.topic) or is_command(topic)):
+            if not opts.include_commands and (
+                    is_command(ev.topic) or (topic != ev.topic and is_command(topic))):
                 counts.withheld += 1
                 continue
             if start is None:
