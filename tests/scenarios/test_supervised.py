@@ -93,10 +93,11 @@ class Up:
     """``robobus up`` as a subprocess, in its own session (as a terminal would start it)."""
 
     def __init__(self, tmp: Path, prefix: str, url: str, *extra: str) -> None:
-        self.out = tmp / f"up-{secrets.token_hex(2)}.out"
+        name = f"up-{secrets.token_hex(2)}"
+        self.out = tmp / f"{name}.out"
         with open(self.out, "w") as out:
             self.proc = subprocess.Popen(
-                testing.robobus_cmd("up", "--bus", url, "--speed", "20", "--report", str(tmp / "up"),
+                testing.robobus_cmd("up", "--bus", url, "--speed", "20", "--report", str(tmp / name),
                                     *extra),
                 stdout=out, stderr=subprocess.STDOUT, env=_env(prefix), cwd=REPO,
                 start_new_session=True)
@@ -172,6 +173,25 @@ def test_up_on_zmq_refuses_duplicates_restarts_edges_and_stops_on_sighup(
         assert dup.returncode == 3, dup.stdout + dup.stderr
         assert "robot 'g1' is already online" in dup.stderr
         assert set(fleet_pids(prefix)) - {up.proc.pid} == children  # nothing joined or left
+
+        # --join adds only edges: a duplicate name fails, a new robot joins and leaves again
+        dup_join = subprocess.run(
+            testing.robobus_cmd("up", "--bus", url, "--join", "--profiles", "unitree_g1",
+                                "--report", str(tmp_path / "join1")),
+            capture_output=True, text=True, env=_env(prefix), timeout=90, cwd=REPO)
+        assert dup_join.returncode == 1 and "robot 'g1' is already online" in dup_join.stderr, \
+            dup_join.stdout + dup_join.stderr
+        joiner = Up(tmp_path, prefix, url, "--join", "--profiles", str(REPO / "profiles" / "template.yaml"))
+        try:
+            joiner.wait_up()
+            assert edge_pid(prefix, "my_robot_1") > 0
+            started = set(fleet_pids(prefix)) - children - {up.proc.pid, joiner.proc.pid}
+            assert len(started) == 1, started  # its edge only: no second memory, brain or hub
+            joiner.proc.send_signal(signal.SIGTERM)
+            assert joiner.proc.wait(30) == 0, joiner.text()
+        finally:
+            joiner.stop()
+        assert set(fleet_pids(prefix)) - {up.proc.pid} == children
 
         # kill -9 of an edge: `up` restarts it and the robot is online again
         old = edge_pid(prefix, "g1")
