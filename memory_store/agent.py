@@ -26,8 +26,9 @@ import yaml
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from robobus.bus import Bus
-from robobus.bus.errors import DecodeError, PayloadTooLarge
+from robobus.bus.errors import BusError, DecodeError, PayloadTooLarge
 from robobus.bus.message import Message
+from robobus.bus.presence import Presence
 from robobus.bus.subscription import Overflow, Subscription
 from robobus.bus.topics import matches
 from robobus.memory_store.commit import CommitOptions, GroupCommitter
@@ -39,6 +40,7 @@ from robobus.memory_store.store import MemoryStore, StoreOptions, open_store
 from robobus.memory_store.views import Rejected, Views
 from robobus.schemas.codec import decode_as
 from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.messages import MemoryStatus
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldChange, WorldConflict, WorldEvent, WorldReply
 
@@ -325,6 +327,12 @@ class MemoryAgent:
             await anyio.sleep(self.config.retention_check_s)
 
 
+def memory_presence(prefix: str = "robobus", name: str = "memory") -> Presence:
+    """The memory agent's births and deaths on ``P/memory/status`` (``MemoryStatus``)."""
+    return Presence(Topics(prefix).memory_status,
+                    lambda online, seq, ts: MemoryStatus(name, online, ts_ns=ts, bd_seq=seq))
+
+
 async def run(bus: Bus, config: MemoryConfig, *,
               task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Run the memory agent on ``bus`` until cancelled."""
@@ -348,6 +356,10 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
     cfg, topics, bus = agent.config, agent.topics, agent.bus
     patterns = list(cfg.patterns)
     subs: list[Subscription] = []
+    presence = None
+    if agent.views is not None:
+        will = bus.options.will
+        presence = will if isinstance(will, Presence) else memory_presence(topics.prefix)
     async with contextlib.AsyncExitStack() as stack:
         try:
             async with anyio.create_task_group() as tg:
@@ -365,11 +377,16 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
                 if cfg.store_options.retention_ns is not None:
                     tg.start_soon(agent.retention, name="memory-retention")
                 agent.log.info("memory_ready", patterns=patterns, views=cfg.views)
+                if presence is not None:  # born once it answers; again after every reconnect
+                    await tg.start(presence.reassert, bus, name="memory-presence")
+                    await presence.publish_birth(bus)
                 task_status.started()
                 await agent.report_bad_records()
         finally:
             with anyio.CancelScope(shield=True):
                 await _record_leftovers(agent, subs)
+                if presence is not None:
+                    await _goodbye(bus, presence)
 
 
 def _start_servers(agent: MemoryAgent, tg: anyio.abc.TaskGroup, patterns: list[str]) -> None:
@@ -384,6 +401,15 @@ def _start_servers(agent: MemoryAgent, tg: anyio.abc.TaskGroup, patterns: list[s
     for topic in agent.requests:
         if not any(matches(p, topic) for p in patterns):
             patterns.append(topic)
+
+
+async def _goodbye(bus: Bus, presence: Presence) -> None:
+    """A clean stop says ``offline`` (retained); if the bus is gone, the last will says it."""
+    with anyio.move_on_after(2.0):
+        try:
+            await presence.publish_death(bus)
+        except BusError as exc:
+            log.warning("goodbye_failed", error=str(exc))
 
 
 async def _record_leftovers(agent: MemoryAgent, subs: list[Subscription]) -> None:

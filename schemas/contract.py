@@ -15,6 +15,7 @@ from robobus.schemas.messages import (
     ErrorReport,
     FaultSpec,
     Instruction,
+    MemoryStatus,
     Plan,
     RegistrationProfile,
     RobotRegistration,
@@ -39,7 +40,7 @@ from robobus.schemas.world import (
 MESSAGE_TYPES: dict[str, type[msgspec.Struct]] = {
     t.__name__: t for t in (
         Instruction, TaskStatus, Plan, SkillCommand, SkillFeedback, RobotRegistration,
-        RobotState, Alive, BrainStatus, ErrorReport, FaultSpec,
+        RobotState, Alive, BrainStatus, MemoryStatus, ErrorReport, FaultSpec,
         MemoryQuery, QueryReply, TaskRecord,
         WorldChange, WorldEvent, WorldReply, WorldSnapshot,
     )
@@ -65,6 +66,7 @@ TOPIC_TYPES: dict[tuple[str, ...], type[msgspec.Struct]] = {
     ("robots", "+", "skills", "+"): SkillCommand,
     ("brain", "status"): BrainStatus,
     ("memory", "query"): MemoryQuery,
+    ("memory", "status"): MemoryStatus,
     ("memory", "change"): WorldChange,
     ("world", "events"): WorldEvent,
 }

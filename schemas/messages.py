@@ -262,6 +262,17 @@ def presence_supersedes(current: Alive | None, incoming: Alive) -> bool:
     return incoming.bd_seq == 0 or not incoming.online or current.online
 
 
+class MemoryStatus(Base):
+    """Retained on ``robobus/memory/status``: the memory agent's birth or death, ordered like
+    :class:`Alive` (by ``bd_seq``, a death after its birth). A plain client checks it to tell
+    "no memory agent" from "a slow one"."""
+
+    memory: str
+    online: bool
+    ts_ns: int = msgspec.field(default_factory=now_ns)
+    bd_seq: BdSeq = 0
+
+
 #: What the brain says about itself. Only ``ready`` so far; the brain's presence (a birth and
 #: a last will, as robots have on ``alive``) will add its other states on the same topic.
 BrainState = Literal["ready"]

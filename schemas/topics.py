@@ -49,6 +49,11 @@ class Topics:
         return f"{self.prefix}/memory/query"
 
     @property
+    def memory_status(self) -> str:
+        """Retained: the memory agent's presence (``MemoryStatus`` birth or death)."""
+        return f"{self.prefix}/memory/status"
+
+    @property
     def world_change(self) -> str:
         """Request/reply: a robot asks the memory agent to apply a world change."""
         return f"{self.prefix}/memory/change"

@@ -11,7 +11,7 @@ import typer
 
 from robobus.bus import BusError, BusOptions
 from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
-from robobus.memory_store.agent import MemoryConfig, load_scene, run
+from robobus.memory_store.agent import MemoryConfig, load_scene, memory_presence, run
 from robobus.memory_store.commit import CommitOptions
 from robobus.memory_store.errors import MemoryStoreError
 from robobus.memory_store.store import StoreOptions
@@ -108,7 +108,9 @@ def record(
 def _run_agent(url: str, prefix: str, config: MemoryConfig, name: str,
                duration: float | None) -> None:
     try:
-        run_agent(url, name, BusOptions(prefix=prefix), run, config, duration=duration)
+        # the memory agent's last will is its presence's death; a recorder has no presence
+        will = memory_presence(prefix) if config.views else None
+        run_agent(url, name, BusOptions(prefix=prefix, will=will), run, config, duration=duration)
     except (BusError, MemoryStoreError) as exc:
         typer.echo(f"robobus {name}: {exc}", err=True)
         raise typer.Exit(1) from exc

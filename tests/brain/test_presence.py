@@ -27,7 +27,7 @@ from robobus import testing
 from robobus.brain_agent.fleet import query_memory
 from robobus.bus import Bus, BusOptions, Subscription
 from robobus.schemas.memory import MemoryQuery
-from robobus.schemas.messages import Alive, Instruction, TaskStatus
+from robobus.schemas.messages import Alive, Instruction, MemoryStatus, TaskStatus
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldSnapshot
 
@@ -184,3 +184,30 @@ async def test_stale_death_by_hand_does_not_take_robot_offline(tmp_path: Path, m
         world = await query_memory(bus, fl.topics, MemoryQuery(kind="world"), 5.0)
         assert msgspec.convert(world, WorldSnapshot).robots[ROBOT].alive is True
 
+
+
+@pytest.mark.broker
+async def test_memory_agent_presence(tmp_path: Path, mosquitto_url: str) -> None:
+    """The memory agent is born once it answers; a clean stop leaves ``offline``, a kill -9
+    the will: the matching death of that birth."""
+    with contextlib.ExitStack() as stack:
+        fl = Presence(tmp_path, mosquitto_url, stack)
+        async with Bus.connect(mosquitto_url, name="tester", options=BusOptions(prefix=fl.prefix)
+                               ) as bus, bus.subscribe(fl.topics.memory_status, MemoryStatus) as sub:
+
+            async def next_status(online: bool) -> MemoryStatus:
+                with anyio.fail_after(30):
+                    while (msg := await sub.get()).data.online is not online:
+                        pass
+                return msg.data
+
+            for stop in (testing.stop, testing.kill9):
+                fl.spawn("memory", "memory", "--store", str(tmp_path / "store"))
+                birth = await next_status(True)
+                stop(fl.procs.pop("memory"))
+                death = await next_status(False)
+                assert death.bd_seq == birth.bd_seq and death.ts_ns > birth.ts_ns, (birth, death)
+            async with bus.subscribe(fl.topics.memory_status, MemoryStatus) as late:
+                with anyio.fail_after(5):
+                    kept = await late.get()
+            assert kept.retain and kept.data == death  # offline stays, never an empty value
