@@ -33,6 +33,11 @@ from robobus.schemas.topics import Topics
 log = structlog.get_logger("brain.scheduler")
 #: Finished tasks remembered (for duplicate instructions and "cancel task" answers).
 MAX_REMEMBERED = 10_000
+#: Commands whose step the brain ended itself (robot offline, timeout): a result for one of
+#: them arriving later is refused and reported, never applied (issue 12).
+MAX_ABANDONED = 10_000
+#: Answers to the brain's own cancel of an abandoned command: expected, not reported.
+_CANCEL_ANSWERS = frozenset({"cancelled", "rejected"})
 _goal_json = msgspec.json.Encoder()
 _goal_decoder = msgspec.json.Decoder(GoalSet)
 
@@ -60,6 +65,8 @@ class Scheduler:
         self.live: dict[str, Task] = {}  # tasks not yet done/failed/cancelled
         self.commands: dict[str, StepRun] = {}
         self.robot_run: dict[str, StepRun] = {}
+        #: command id -> (robot, why the brain ended its step), oldest first (bounded)
+        self.abandoned: OrderedDict[str, tuple[str, str]] = OrderedDict()
         fleet.on_offline.append(self.on_offline)
 
     def _spawn(self, what: str, task: Task, fn: Any, *args: Any, name: str | None = None
@@ -209,7 +216,8 @@ class Scheduler:
         except BusError as exc:
             await self.step_ended(run, "failed", f"could not send the command: {exc}")
             return
-        self.status.emit(task, "dispatched", step_id=step.id, robot=run.robot, skill=step.skill)
+        self.status.emit(task, "dispatched", step_id=step.id, robot=run.robot, skill=step.skill,
+                         command_id=run.command_id)
         limit = timeout + self.config.timeout_margin_s
         # A loop timer, not a task with a cancel scope: arming and cancelling one per step is
         # on the dispatch path (anyio's CancelScope.cancel formats the task's repr).
@@ -250,7 +258,14 @@ class Scheduler:
         if run.state != "running":
             return
         await self._send_cancel(run)
+        self._abandon(run, "its step timed out")
         await self.step_ended(run, "failed", f"no result within {limit:.1f}s (timeout)")
+
+    def _abandon(self, run: StepRun, why: str) -> None:
+        """Remember that the brain ended ``run`` itself: a late result for it is refused."""
+        self.abandoned[run.command_id] = (run.robot, why)
+        while len(self.abandoned) > MAX_ABANDONED:
+            self.abandoned.popitem(last=False)
 
     async def _send_cancel(self, run: StepRun) -> None:
         cmd = SkillCommand(run.command_id, run.step.skill, task_id=run.task.id,
@@ -268,12 +283,21 @@ class Scheduler:
 
     # -- feedback ------------------------------------------------------------------------
     async def on_feedback(self, fb: SkillFeedback) -> None:
+        """Follow a step's feedback. Only the robot the step was dispatched to speaks for it
+        (the topic's robot equals the payload's, checked on intake): anything else, or a
+        result for a step the brain already ended, is refused with one report (issue 13)."""
         run = self.commands.get(fb.command_id)
         if run is None:
-            await self._orphan_feedback(fb)
+            if not self._late(fb):
+                await self._orphan_feedback(fb)
+            return
+        if fb.robot != run.robot:
+            self._refuse(fb, f"robot {fb.robot!r} sent a result for command {fb.command_id!r}, "
+                             f"which was dispatched to {run.robot!r}", "foreign_result")
             return
         if fb.status == "progress":
             self.status.emit(run.task, "progress", step_id=run.step.id, robot=run.robot,
+                             command_id=run.command_id,
                              skill=run.step.skill, progress=fb.progress)
         elif fb.status == "done":
             await self.step_ended(run, "done", None)
@@ -293,7 +317,8 @@ class Scheduler:
         if self.robot_run.get(run.robot) is run:
             del self.robot_run[run.robot]
         task = run.task
-        fields = {"step_id": run.step.id, "robot": run.robot, "skill": run.step.skill}
+        fields = {"step_id": run.step.id, "robot": run.robot, "skill": run.step.skill,
+                  "command_id": run.command_id}
         if outcome == "done":
             self.status.emit(task, "step_done", **fields)
         else:
@@ -308,6 +333,25 @@ class Scheduler:
                 self._to_replanning(task)
         await self._settle(task)
         await self.pump()
+
+    def _late(self, fb: SkillFeedback) -> bool:
+        """True (and reported) for feedback on a command whose step the brain ended itself."""
+        ended = self.abandoned.get(fb.command_id)
+        if ended is None:
+            return False
+        robot, why = ended
+        if robot != fb.robot:
+            self._refuse(fb, f"robot {fb.robot!r} sent a result for command {fb.command_id!r}, "
+                             f"which was dispatched to {robot!r}", "foreign_result")
+        elif fb.status not in _CANCEL_ANSWERS:
+            self._refuse(fb, f"late {fb.status!r} for command {fb.command_id!r} of robot "
+                             f"{robot!r}: the brain had ended its step ({why})", "late_result")
+        return True
+
+    def _refuse(self, fb: SkillFeedback, reason: str, code: str) -> None:
+        log.warning("feedback_refused", robot=fb.robot, command=fb.command_id, code=code)
+        self.bus.report_error_soon(self.topics.feedback(fb.robot), reason, code,
+                                   msgspec.msgpack.encode(fb))
 
     def _to_replanning(self, task: Task) -> None:
         task.phase = "replanning"
@@ -347,6 +391,7 @@ class Scheduler:
     async def on_offline(self, robot: str) -> None:
         run = self.robot_run.get(robot)
         if run is not None:
+            self._abandon(run, f"robot {robot} went offline")
             await self.step_ended(run, "failed", f"robot {robot} went offline")
         for task in list(self.live.values()):
             if task.phase == "running" and robot in task.reserved():
@@ -411,6 +456,11 @@ class Scheduler:
     async def _orphan_feedback(self, fb: SkillFeedback) -> None:
         task = self.tasks.get(fb.task_id or "")
         if task is None or fb.step_id not in task.orphans:
+            return
+        if task.orphans[fb.step_id] != fb.robot:
+            self._refuse(fb, f"robot {fb.robot!r} sent a result for step {fb.step_id!r} of task "
+                             f"{task.id!r}, which runs on {task.orphans[fb.step_id]!r}",
+                         "foreign_result")
             return
         if fb.status in ("done", "failed", "rejected", "cancelled"):
             del task.orphans[fb.step_id]

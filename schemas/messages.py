@@ -113,6 +113,8 @@ class TaskStatus(Base):
     progress: float | None = None
     reason: str | None = None
     replans: Count = 0
+    #: the step's skill command, on step statuses (the memory agent ties world changes to it)
+    command_id: str | None = None
     ts_ns: Nanos = msgspec.field(default_factory=now_ns)
 
 
