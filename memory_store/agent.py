@@ -285,6 +285,10 @@ class MemoryAgent:
             return refused
         try:
             change = decode_as(msg.payload, WorldChange, msg.topic)
+            denied = self.views.foreign_change(change, msg.sender) or self.views.late_change(change)
+            if denied is not None:
+                await self.bus.report_error(msg.topic, denied.reason, denied.code, msg.payload)
+                return WorldReply(ok=False, reason=denied.reason, code=denied.code)
             event = self.views.change(change, time.time_ns())
         except DecodeError as exc:
             await self.bus.report_error(msg.topic, exc.reason, "malformed", msg.payload)

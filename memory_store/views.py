@@ -36,6 +36,8 @@ log = structlog.get_logger("memory.views")
 TERMINAL = FINAL  # the task state machine's final statuses (schemas/tasks.py)
 STEP_STATES = STEP
 _ROUTE_CACHE_MAX = 100_000
+#: step statuses of a command the brain still waits for
+_IN_FLIGHT = frozenset({"dispatched", "progress"})
 
 
 class RobotRecord(msgspec.Struct, omit_defaults=True):
@@ -108,6 +110,45 @@ class Views:
         self.world.apply(change)
         self._world_dirty = True
         return WorldEvent(seq=self.world.version, change=change, ts_ns=ts_ns)
+
+    def late_change(self, change: WorldChange) -> Rejected | None:
+        """Why ``change`` comes too late to apply, or None: its task is final, or the brain
+        ended its command's step (the robot was declared dead and the step reassigned, say).
+
+        A change names its task and command (``task_id``, ``command_id``, filled by the edge);
+        one that names neither, or a task or command not recorded yet, is judged by the world.
+        """
+        rec = self.tasks.get(change.task_id) if change.task_id is not None else None
+        if rec is None:
+            return None
+        what = f"{change.op} by command {change.command_id!r} of task {rec.task_id[:64]!r}"
+        if rec.status in TERMINAL:
+            return Rejected(self.topics.world_change, f"{what} refused: the task has ended "
+                                                      f"({rec.status})", "late_change")
+        step = rec.commands.get(change.command_id or "")
+        if step is not None and step not in _IN_FLIGHT:
+            return Rejected(self.topics.world_change, f"{what} refused: the brain ended that "
+                                                      f"step ({step})", "late_change")
+        return None
+
+    def foreign_change(self, change: WorldChange, sender: str | None) -> Rejected | None:
+        """Why robot ``sender`` may not make ``change``, or None (issue 13).
+
+        A robot's edge (a sender named like a known robot) changes only itself and what it
+        holds: no change naming another robot, no removing an object another holds or nobody
+        holds. Other senders (the brain, tools) are not limited here; the bus ACL decides who
+        may publish on ``P/memory/change`` at all. The sender name is what the bus carries
+        (the MQTT 5 user property, the ZeroMQ header): self-declared unless the bus binds it.
+        """
+        if sender is None or (sender not in self.robots and sender not in self.world.robots):
+            return None
+        if change.robot is not None and change.robot != sender:
+            why = f"robot {sender!r} may not change robot {change.robot!r}"
+        elif change.op == "remove_object" and self.world.holder(change.object or "") != sender:
+            why = f"robot {sender!r} may not remove {change.object!r}, which it does not hold"
+        else:
+            return None
+        return Rejected(self.topics.world_change, f"{change.op} refused: {why}", "not_yours")
 
     # -- the fold ---------------------------------------------------------------------------
     def observe(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
@@ -226,6 +267,8 @@ class Views:
         rec.reason = st.reason if st.reason is not None else rec.reason
         if st.step_id is not None and st.status in STEP_STATES:
             rec.steps[st.step_id] = st.status
+            if st.command_id is not None:
+                rec.commands[st.command_id] = st.status
         self._dirty_tasks.add(st.task_id)
         return _NONE
 

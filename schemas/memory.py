@@ -64,3 +64,5 @@ class TaskRecord(Base):
     created_ns: Nanos = 0
     updated_ns: Nanos = 0
     steps: dict[str, str] = msgspec.field(default_factory=dict)  # step id -> last status
+    #: command id -> its step's last status: a world change of an ended command is refused
+    commands: dict[str, str] = msgspec.field(default_factory=dict)

@@ -91,7 +91,10 @@ class WorldChange(msgspec.Struct, omit_defaults=True):
     object: Name | None = None
     target: Name | None = None
     data: dict[str, Any] = {}
+    #: the skill command (and its task) the change finishes: the memory agent refuses it once
+    #: that task is final or the brain ended that command's step (issue 12)
     command_id: Name | None = None
+    task_id: Name | None = None
 
 
 class WorldEvent(msgspec.Struct, omit_defaults=True):

@@ -132,7 +132,8 @@ class SkillContext:
             spec, self.fault = self.fault, None
             raise SkillFailed(f"{spec.reason}: injected failure of {self.command.skill}", "injected")
         change = WorldChange(op, robot=self.robot, object=object, target=target,  # type: ignore[arg-type]
-                             data=data or {}, command_id=self.command.command_id)
+                             data=data or {}, command_id=self.command.command_id,
+                             task_id=self.command.task_id)
         with anyio.CancelScope(shield=True):
             reply = await self._port.change(change)
             if not reply.ok:
