@@ -16,6 +16,7 @@ from robobus.brain_agent import intake
 from robobus.brain_agent.config import BrainConfig
 from robobus.brain_agent.fleet import FleetView, MemoryUnavailable, query_memory
 from robobus.brain_agent.guard import Guard
+from robobus.brain_agent.leader import Leader
 from robobus.brain_agent.planners import load_planner
 from robobus.brain_agent.scheduler import Scheduler, goals_of
 from robobus.brain_agent.tasks import StatusPublisher, Task, not_resumable
@@ -23,7 +24,6 @@ from robobus.bus import Bus, Message, Overflow
 from robobus.schemas.memory import MemoryQuery, TaskRecord
 from robobus.schemas.messages import (
     Alive,
-    BrainStatus,
     Instruction,
     RobotRegistration,
     RobotState,
@@ -58,6 +58,8 @@ class Brain:
                                    self.status, tg, guard=self.guard)
         self.started_ns = time.time_ns()
         self._refreshing = False
+        #: active or standby on this fleet, and the brain's presence (issue 12)
+        self.leader = Leader(bus, config.name, self.planner.name)
 
     async def subscribe_all(self, stack: AsyncExitStack) -> None:
         """Open every subscription and start one consumer task per subscription."""
@@ -79,6 +81,9 @@ class Brain:
 
     async def _intake(self, sub: Any) -> None:
         async for msg in sub:
+            if await self.leader.decided() == "standby":  # the active brain takes it
+                log.debug("standby_instruction_ignored", topic=msg.topic)
+                continue
             if msg.replayed and not self.config.accept_replayed:
                 log.debug("replayed_instruction_ignored", topic=msg.topic)
                 continue
@@ -94,7 +99,10 @@ class Brain:
 
     async def _consume(self, sub: Any, handler: Any) -> None:
         what = f"{handler.__name__} on {sub.pattern}"
+        feedback = handler == self.scheduler.on_feedback
         async for msg in sub:
+            if feedback and await self.leader.decided() == "standby":
+                continue  # results of the active brain's commands; a standby has none
             if self._from_its_robot(msg):
                 # one message that a handler cannot take is reported; the next one is served
                 await self.guard.call(what, msg.topic, handler, msg.data, payload=msg.payload)
@@ -180,10 +188,9 @@ class Brain:
         await self.announce_ready()
 
     async def announce_ready(self) -> None:
-        """Publish ``BrainStatus(ready)``, retained so that later subscribers (a launcher, an
-        operator's tool) see it too."""
-        status = BrainStatus(self.config.name, "ready", self.planner.name)
-        await self.bus.publish(self.topics.brain_status, status, retain=True, qos=1)
+        """Publish ``BrainStatus(ready)``: the birth of this active brain's presence, retained
+        so that later subscribers (a launcher, an operator's tool) see it too."""
+        await self.leader.announce("ready")
         log.info("brain_ready", topic=self.topics.brain_status)
 
     async def recover(self) -> None:
@@ -247,7 +254,8 @@ async def run(bus: Bus, config: BrainConfig | None = None, *,
         brain = Brain(bus, config, tg)
         tg.start_soon(brain.status.run, name="brain-status")
         await brain.subscribe_all(stack)
-        tg.start_soon(brain.boot, name="brain-boot")
+        # boots once it leads the fleet: at once, or as a standby when the active brain dies
+        await tg.start(brain.leader.lead, brain.boot, name="brain-lead")
         log.info("brain_started", planner=config.planner, prefix=brain.topics.prefix)
         task_status.started()
         await anyio.sleep_forever()

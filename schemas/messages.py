@@ -250,7 +250,7 @@ class Alive(Base):
     bd_seq: BdSeq = 0
 
 
-def presence_supersedes(current: Alive | None, incoming: Alive) -> bool:
+def presence_supersedes(current: AnyPresence | None, incoming: AnyPresence) -> bool:
     """Whether ``incoming`` replaces ``current`` in a presence view.
 
     A higher ``bd_seq`` wins; a lower one is stale (a death or birth of an older connection)
@@ -275,23 +275,36 @@ class MemoryStatus(Base):
     bd_seq: BdSeq = 0
 
 
-#: What the brain says about itself. Only ``ready`` so far; the brain's presence (a birth and
-#: a last will, as robots have on ``alive``) will add its other states on the same topic.
-BrainState = Literal["ready"]
+#: What the brain says about itself (its presence, see :class:`BrainStatus`).
+BrainState = Literal["starting", "standby", "ready", "offline"]
 
 
 class BrainStatus(Base):
-    """Retained on ``robobus/brain/status``: ``ready`` once the brain takes instructions.
+    """Retained on ``robobus/brain/status``: the active brain's birth or death.
 
-    The brain publishes it when its subscriptions are live, the world is loaded from the
-    memory agent and its task recovery is done, and again after every restart. A value
-    stamped before a reader's own start may be a previous brain's.
+    Births and deaths like :class:`Alive` (ordered by ``bd_seq``; the last will is ``offline``
+    with the birth's ``bd_seq``). ``starting``: a brain claimed the fleet and is loading the
+    world and resuming tasks (a slow brain); ``ready``: it takes instructions; ``offline``: no
+    brain (a clean stop or its last will). A second brain that finds a live one is a
+    ``standby``: it says so without retain (the retained value stays the active brain's) and
+    takes over when that brain's death arrives. ``instance`` tells brains of one name apart.
     """
 
     brain: str
     state: BrainState
     planner: str
     ts_ns: int = msgspec.field(default_factory=now_ns)
+    bd_seq: BdSeq = 0
+    instance: str = ""
+
+    @property
+    def online(self) -> bool:
+        """A birth (any state but ``offline``), for :func:`presence_supersedes`."""
+        return self.state != "offline"
+
+
+#: the presence messages :func:`presence_supersedes` orders
+AnyPresence = Alive | MemoryStatus | BrainStatus
 
 
 class ErrorReport(Base):
