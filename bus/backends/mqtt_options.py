@@ -7,6 +7,8 @@ Credentials never come from the URL (it shows up in process lists and logs): the
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import os
 from collections.abc import Mapping
@@ -68,6 +70,25 @@ class MqttOptions:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
+def session_client_id(client_id: str, credentials: Credentials | None) -> str:
+    """The MQTT client id: ``client_id`` plus, for an account with a password, a tag only that
+    account can compute (issue 13).
+
+    A fixed id (the memory agent's persistent ``robobus-memory``) let any authenticated account
+    connect with it, take the session over and drop its queued messages; the other agents' ids
+    are readable in their reply-inbox topics. The tag is an HMAC of the account and the id keyed
+    by the account's password: stable across restarts (a persistent session survives them),
+    unknown to every other account. Mosquitto's ``use_username_as_clientid``
+    would do it too, but would make two clients of one account (two operator tools, a standby
+    brain beside the active one) take each other's connection over.
+    """
+    if credentials is None or not credentials.password:
+        return client_id
+    tag = hmac.new(credentials.password.encode(), f"{credentials.username}\0{client_id}".encode(),
+                   hashlib.sha256).hexdigest()[:16]
+    return f"{client_id}-{tag}"
+
+
 def parse(url: str, client_id: str, keepalive_s: float) -> MqttOptions:
     """Parse ``url``; ``client_id`` and ``keepalive_s`` come from the bus's TransportConfig."""
     parts = urlsplit(url)
@@ -87,12 +108,14 @@ def parse(url: str, client_id: str, keepalive_s: float) -> MqttOptions:
     persistent = session == "persistent"
     # A persistent session needs an id that survives restarts: drop the bus's random suffix.
     default_id = client_id.rsplit("-", 1)[0] if persistent else client_id
+    credentials = credentials_from_env()
+    chosen = session_client_id(query.get("client_id", default_id), credentials)
     try:
         return MqttOptions(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or (8883 if tls else 1883),
             tls=tls,
-            client_id=query.get("client_id", default_id),
+            client_id=chosen,
             persistent=persistent,
             expiry_s=int(query.get("expiry", 3600)),
             # As configured, in MQTT's whole seconds (at least 1; 0 would turn it off): the
@@ -112,7 +135,7 @@ def parse(url: str, client_id: str, keepalive_s: float) -> MqttOptions:
             cert=query.get("cert"),
             key=query.get("key"),
             insecure=_flag(query.get("insecure", "0")),
-            credentials=credentials_from_env(),
+            credentials=credentials,
         )
     except ValueError as exc:
         if isinstance(exc, MqttOptionError):

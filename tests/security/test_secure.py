@@ -12,6 +12,7 @@ import pytest
 
 from robobus import testing
 from robobus.bus import Bus, BusError, ConnectError
+from robobus.bus.backends.mqtt_options import parse
 from robobus.secure import SecureConfig, secure_init
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
@@ -174,3 +175,24 @@ async def test_zmq_hub_with_curve_refuses_clients_without_keys(
                 async with Bus.connect(url, name="intruder"):
                     pass
             assert sub.get_nowait() is None
+
+
+async def test_no_account_takes_the_memory_session_over(broker: str, secure_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: the memory agent's persistent session had the fixed client id
+    ``robobus-memory``; a robot account connecting with it kicked the agent off. The id now
+    carries a tag only the memory account can compute: r1 asking for ``robobus-memory`` gets
+    a session of its own, and the memory agent's connection is never taken over."""
+    url = f"{broker}&session=persistent&client_id=robobus-memory"
+    as_account(monkeypatch, secure_dir, "memory")
+    memory_id = parse(url, "memory-0", 1.0).client_id
+    async with Bus.connect(url, name="memory") as memory, \
+            memory.subscribe("robobus/robots/r1/state") as sub:
+        as_account(monkeypatch, secure_dir, "r1")
+        forged_id = parse(url, "r1-0", 1.0).client_id
+        assert memory_id.startswith("robobus-memory-") and forged_id != memory_id
+        async with Bus.connect(url, name="r1") as r1:
+            await r1.publish("robobus/robots/r1/state", b"after", qos=1)
+            with anyio.fail_after(10):
+                assert (await sub.get()).payload == b"after"
+        assert memory.connected and memory.connections == 1, "the memory session was taken over"
