@@ -89,6 +89,12 @@ def session_client_id(client_id: str, credentials: Credentials | None) -> str:
     return f"{client_id}-{tag}"
 
 
+#: The smallest keepalive asked of the broker unless the URL sets ``keepalive``. At 1 s a loop
+#: stall of 0.5 s (a loaded 2-core machine, a test blocking its loop) cost the connection and
+#: published the client's will; at 2 s a hung client is declared dead in 3 to 4 s.
+MIN_KEEPALIVE_S = 2
+
+
 def parse(url: str, client_id: str, keepalive_s: float) -> MqttOptions:
     """Parse ``url``; ``client_id`` and ``keepalive_s`` come from the bus's TransportConfig."""
     parts = urlsplit(url)
@@ -118,10 +124,11 @@ def parse(url: str, client_id: str, keepalive_s: float) -> MqttOptions:
             client_id=chosen,
             persistent=persistent,
             expiry_s=int(query.get("expiry", 3600)),
-            # As configured, in MQTT's whole seconds (at least 1; 0 would turn it off): the
-            # broker declares a silent client dead after 1.5 keepalives. Rounding up to 5 s
-            # left a hung edge online for 7.5 s (issue 12).
-            keepalive_s=int(query.get("keepalive", max(1, math.ceil(keepalive_s)))),
+            # As configured, in MQTT's whole seconds, at least MIN_KEEPALIVE_S: the broker
+            # declares a silent client dead after 1.5 keepalives (rounding up to 5 s left a
+            # hung edge online for 7.5 s, issue 12), and paho pings only after a whole
+            # keepalive of silence, so the event loop may stall for half a keepalive at most.
+            keepalive_s=int(query.get("keepalive", max(MIN_KEEPALIVE_S, math.ceil(keepalive_s)))),
             connect_timeout_s=float(query.get("connect_timeout", 3.0)),
             reconnect=_flag(query.get("reconnect", "1")),
             reconnect_max_s=float(query.get("reconnect_max", 5.0)),

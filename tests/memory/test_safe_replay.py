@@ -37,6 +37,11 @@ def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
                           check=check)
 
 
+async def _acli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``_cli`` off the event loop: the test's own bus client keeps its keepalive meanwhile."""
+    return await anyio.to_thread.run_sync(lambda: _cli(*args, check=check))
+
+
 async def _record(out: Path, url: str, prefix: str, duration: float) -> subprocess.Popen[str]:
     """``robobus record`` of ``prefix/#`` as a process, returned once it is subscribed."""
     argv = testing.robobus_cmd("record", str(out), "--bus", url, "--prefix", prefix,
@@ -73,7 +78,7 @@ async def test_retained_and_qos1_survive_record_and_replay(
     assert got["events"].props.sender == "src"
     if transport == "mqtt":  # the hub does not tell its subscribers a message's QoS
         assert got["events"].qos == 1 and got["config"].qos == 1
-    done = _cli("replay", str(out), "--bus", url, "--prefix", moved, "--speed", "10")
+    done = await _acli("replay", str(out), "--bus", url, "--prefix", moved, "--speed", "10")
     assert "replayed 2 events" in done.stdout, done
     async with Bus.connect(url, name="late", options=BusOptions(prefix=moved)) as late, \
             late.subscribe(f"{moved}/custom/#") as sub:
@@ -91,7 +96,7 @@ async def test_prefix_and_remap_rename_topics(tmp_path: Path, prefix: str, hub_u
                            (f"{prefix}/custom/a", b"a", T0 + 1000),
                            (f"{prefix}/custom/b/c", b"c", T0 + 2000)])
     async with Bus.connect(hub_url, name="watch") as bus, bus.subscribe("#") as sub:
-        done = _cli("replay", str(path), "--bus", hub_url, "--prefix", new,
+        done = await _acli("replay", str(path), "--bus", hub_url, "--prefix", new,
                     "--remap", f"{prefix}/custom/b:{other}/bee")
         assert "replayed 3 events" in done.stdout, done
         topics: list[str] = []
@@ -104,7 +109,7 @@ async def test_prefix_and_remap_rename_topics(tmp_path: Path, prefix: str, hub_u
                                      f"{other}/bee/c"])
     assert remap("a/b", (("a", "x"),)) == "x/b" and remap("ab/c", (("a", "x"),)) == "ab/c"
     assert recorded_prefix(["p/q/robots/g1/state", "p/q/custom"]) == "p/q"
-    refused = _cli("replay", str(path), "--bus", hub_url, "--remap", "nocolon", check=False)
+    refused = await _acli("replay", str(path), "--bus", hub_url, "--remap", "nocolon", check=False)
     assert refused.returncode != 0 and "FROM:TO" in refused.stderr
 
 
@@ -132,13 +137,13 @@ async def test_replay_onto_a_live_fleet_does_not_drive_it(tmp_path: Path,
                 (fl.topics.skill(robot, "navigate"), msgspec.msgpack.encode(cmd), T0 + 10**6),
                 (f"{fl.prefix}/custom/x", b"x", T0 + 2 * 10**6)])
         async with bus.subscribe(fl.topics.feedback(robot), SkillFeedback) as feedback:
-            plain = _cli("replay", str(log), "--bus", mosquitto_url)
+            plain = await _acli("replay", str(log), "--bus", mosquitto_url)
             assert "replayed 1 events; 2 command events withheld" in plain.stdout, plain
-            refused = _cli("replay", str(log), "--bus", mosquitto_url, "--include-commands",
+            refused = await _acli("replay", str(log), "--bus", mosquitto_url, "--include-commands",
                            check=False)
             assert refused.returncode == 1 and "a fleet is live" in refused.stderr
             assert f"robot {robot!r}" in refused.stderr and "--onto-live-fleet" in refused.stderr
-            forced = _cli("replay", str(log), "--bus", mosquitto_url, "--include-commands",
+            forced = await _acli("replay", str(log), "--bus", mosquitto_url, "--include-commands",
                           "--onto-live-fleet")
             assert "replayed 3 events" in forced.stdout, forced
             # the replayed command was on the bus, marked; a live instruction still works
