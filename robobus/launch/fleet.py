@@ -250,13 +250,6 @@ async def clear_retained(bus: Bus, robots: list[str]) -> None:
     await bus.publish(Topics(bus.options.prefix).brain_status, b"", retain=True, qos=1)
 
 
-async def leave_offline(bus: Bus) -> None:
-    """At a clean shutdown, after the agents stopped: robots keep the ``offline`` their clean
-    stop or last will left (never an empty value, issue 12), and their registration; only the
-    brain's ``ready`` is withdrawn, as nothing takes instructions any more."""
-    await bus.publish(Topics(bus.options.prefix).brain_status, b"", retain=True, qos=1)
-
-
 # -- readiness --------------------------------------------------------------------------
 class Readiness:
     """Tracks what the fleet still owes before scenario time 0."""

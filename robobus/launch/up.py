@@ -88,9 +88,9 @@ async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, 
                                      folder=folder, send=_send_hint(url, prefix), prefix=prefix))
                 async for _ in signals:
                     break
+                # the agents' clean stops leave their own retained ``offline`` (robots, memory,
+                # brain): nothing is cleared, so a client opened later reads "no fleet", not ""
                 await fleet.stop_agents(sup)
-                if not join:
-                    await fleet.leave_offline(bus)
 
 
 async def _watch_robots(bus: Bus, ready: fleet.Readiness, *,
