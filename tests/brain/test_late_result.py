@@ -26,7 +26,14 @@ from robobus import testing
 from robobus.brain_agent.fleet import query_memory
 from robobus.bus import Bus, BusOptions, Subscription
 from robobus.schemas.memory import MemoryQuery
-from robobus.schemas.messages import Alive, ErrorReport, Instruction, SkillCommand, TaskStatus
+from robobus.schemas.messages import (
+    Alive,
+    ErrorReport,
+    Instruction,
+    SkillCommand,
+    SkillFeedback,
+    TaskStatus,
+)
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldEvent, WorldSnapshot
 
@@ -71,6 +78,7 @@ async def test_late_robot_cannot_finish_a_dead_step(tmp_path: Path, mosquitto_ur
                 bus.subscribe(topics.alive(), Alive) as alive, \
                 bus.subscribe(topics.errors, ErrorReport) as errors, \
                 bus.subscribe(topics.skill(), SkillCommand) as commands, \
+                bus.subscribe(topics.feedback("near_bot"), SkillFeedback) as feedback, \
                 bus.subscribe(topics.world_events, WorldEvent) as events, \
                 bus.subscribe(topics.task(tid), TaskStatus) as statuses:
             spawn("memory", "memory", "--store", str(tmp_path / "store"), "--scene",
@@ -93,6 +101,10 @@ async def test_late_robot_cannot_finish_a_dead_step(tmp_path: Path, mosquitto_ur
             cmd = await until(commands, lambda c: c.task_id == tid and c.skill == "navigate", 60)
             assert cmd.args == {"target": "shelf"}
             assert cmd.command_id.startswith(f"{tid}."), cmd
+            # mid-motion: stopped before its first progress, the skill's world query timed out
+            # at SIGCONT and it failed without asking for a change
+            await until(feedback, lambda f: f.command_id == cmd.command_id
+                        and f.status == "progress", 30)
             os.killpg(near.pid, signal.SIGSTOP)
             try:
                 await until(alive, lambda a: a.robot == "near_bot" and not a.online, 30)
