@@ -118,7 +118,7 @@ async def _watch(sub: Any, type_: type[Alive] | type[BrainStatus], live: dict[st
         except msgspec.DecodeError:
             continue
         if isinstance(value, BrainStatus):
-            live[f"brain {value.brain!r}"] = value.state == "ready"
+            live[f"brain {value.brain!r}"] = value.state != "offline"  # starting, standby or ready
         else:
             live[f"robot {value.robot!r}"] = value.online
 

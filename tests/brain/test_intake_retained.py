@@ -33,7 +33,7 @@ async def _ready_after(bus: Bus, fl: Fleet, since_ns: int) -> None:
     async with bus.subscribe(fl.topics.brain_status, BrainStatus) as sub:
         with anyio.fail_after(30):
             async for msg in sub:
-                if msg.data.ts_ns > since_ns:
+                if msg.data.ts_ns > since_ns and msg.data.state == "ready":  # not ``starting``
                     return
 
 

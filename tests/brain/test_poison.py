@@ -124,7 +124,7 @@ class Rig:
             return result
 
     async def brain_ready(self, after_ns: int = 0) -> None:
-        await self.until(lambda: any(s.ts_ns > after_ns for s in self.ready))
+        await self.until(lambda: any(s.ts_ns > after_ns and s.state == "ready" for s in self.ready))
 
     def reports(self, topic: str, source: str = "brain", code: str | None = None
                 ) -> list[ErrorReport]:

@@ -116,7 +116,8 @@ async def test_prefix_and_remap_rename_topics(tmp_path: Path, prefix: str, hub_u
 async def _ready(bus: Bus, topic: str) -> None:
     async with bus.subscribe(topic, BrainStatus) as sub:
         with anyio.fail_after(30):
-            await sub.get()
+            while (await sub.get()).data.state != "ready":  # ``starting`` comes first
+                pass
 
 
 @pytest.mark.broker
