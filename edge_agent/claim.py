@@ -39,11 +39,12 @@ async def ensure_name_free(url: str, robot: str, prefix: str = "robobus") -> Non
         if msg is None and wait:
             with anyio.move_on_after(wait):
                 msg = await sub.get()
-        if msg is not None and _online(msg.payload):
+        if msg is not None and says_online(msg.payload):
             raise RobotNameTaken(robot, url)
 
 
-def _online(payload: bytes) -> bool:
+def says_online(payload: bytes) -> bool:
+    """Whether a retained ``alive`` payload says online (anything undecodable: no)."""
     try:
         data = msgspec.msgpack.decode(payload)
     except msgspec.DecodeError:

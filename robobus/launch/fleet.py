@@ -21,6 +21,7 @@ import structlog
 from robobus import testing
 from robobus.bus.api import Bus, BusOptions
 from robobus.bus.errors import BusError
+from robobus.edge_agent.claim import says_online
 from robobus.edge_agent.errors import ProfileError
 from robobus.edge_agent.profile import find_profile, profile_dirs
 from robobus.launch.errors import BusUnavailable, NotReady, ProfileNotFound
@@ -154,19 +155,11 @@ async def fleet_evidence(url: str, prefix: str, probe_s: float = 1.0) -> list[st
             if await memory_knows(bus, [], timeout=probe_s):
                 evidence.append("a memory agent answers queries")
             while (msg := sub.get_nowait()) is not None:
-                latest[msg.topic.split("/")[-2]] = _says_online(msg.payload)
+                latest[msg.topic.split("/")[-2]] = says_online(msg.payload)
     online = [robot for robot, up in latest.items() if up]
     if online:
         evidence.append(f"robots online: {', '.join(sorted(online))}")
     return evidence
-
-
-def _says_online(payload: bytes) -> bool:
-    try:
-        data = msgspec.msgpack.decode(payload)
-    except msgspec.DecodeError:
-        return False
-    return isinstance(data, dict) and data.get("online") is True
 
 
 # -- the agents -------------------------------------------------------------------------
