@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,10 +26,8 @@ from urllib.parse import urlsplit
 import anyio
 import msgspec
 import pytest
-import yaml
 
 from bench import scenes
-from robobus import testing
 from robobus.brain_agent import scheduler as scheduler_mod
 from robobus.brain_agent.agent import run as run_brain
 from robobus.brain_agent.config import BrainConfig
@@ -48,6 +45,7 @@ from robobus.schemas.messages import (
 )
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import World
+from tests.brain.test_processes import Fleet
 
 pytestmark = pytest.mark.anyio
 APPLE = "bring the apple to the office desk"
@@ -55,44 +53,23 @@ ROBOT = scenes.DEMO_ROBOTS[0]  # realman_1: mobile, one hand
 FINAL = frozenset({"done", "failed", "cancelled"})
 
 
-class Rig:
-    """Agent processes under one topic prefix, and what the tester saw of them."""
+class Rig(Fleet):
+    """Agent processes under one topic prefix (test_processes' Fleet, one robot), and what the
+    tester saw of them: error reports, task statuses and the brain's status."""
 
     def __init__(self, tmp: Path, url: str, stack: contextlib.ExitStack) -> None:
-        self.tmp, self.url, self.stack = tmp, url, stack
-        self.prefix = f"p{secrets.token_hex(4)}"
-        self.topics = Topics(self.prefix)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        super().__init__(tmp, url, scenes.DEMO_SCENE, [ROBOT], stack)
         self.errors: list[ErrorReport] = []
-        self.statuses: dict[str, list[TaskStatus]] = {}
         self.ready: list[BrainStatus] = []
-        self._changed = anyio.Event()
 
-    def spawn(self, name: str, *args: str) -> None:
-        argv = testing.robobus_cmd(*args, "--bus", self.url, "--prefix", self.prefix)
-        self.procs[name] = self.stack.enter_context(
-            testing.spawn(argv, name=name, log_dir=self.tmp / "logs"))
-
-    def start_memory(self) -> None:
-        scene = self.tmp / "scene.yaml"
-        scene.write_text(yaml.safe_dump({"scene": scenes.DEMO_SCENE}))
-        self.spawn("memory", "memory", "--store", str(self.tmp / "store"), "--scene", str(scene))
-
-    def start_edge(self) -> None:
-        body = {"mobile": True, "arms": 1, "hands": 1, "speed": ROBOT["speed"]}
-        profile = {"name": ROBOT["name"], "type": "test_bot", "start": ROBOT["start"],
-                   "telemetry_hz": 10, "embodiment": body,
-                   "skills": {"pick": {"duration_s": 1.0}, "place": {"duration_s": 1.0},
-                              "navigate": {}}}
-        path = self.tmp / "robot.yaml"
-        path.write_text(yaml.safe_dump(profile))
-        self.spawn("edge", "edge", "--profile", str(path), "--time-scale", "0.05")
+    def start_edge(self) -> None:  # the rig has one robot: ROBOT
+        super().start_edge(ROBOT)
 
     async def restart_brain(self) -> int:
         """``kill -9`` the brain and start a new one; returns the restart's wall clock."""
-        testing.kill9(self.procs.pop("brain"))
+        self.kill9("brain")
         restarted = time.time_ns()
-        self.spawn("brain", "brain")
+        self.start_brain()
         return restarted
 
     def alive(self, *names: str) -> None:
@@ -107,21 +84,12 @@ class Rig:
                 bus.subscribe(t.brain_status, BrainStatus) as status, \
                 anyio.create_task_group() as tg:
             task_status.started()
-            tg.start_soon(self._pump, errors, self.errors.append)
-            tg.start_soon(self._pump, status, self.ready.append)
-            await self._pump(tasks, lambda s: self.statuses.setdefault(s.task_id, []).append(s))
-
-    async def _pump(self, sub: Any, store: Any) -> None:
-        async for msg in sub:
-            store(msg.data)
-            self._changed.set()
-            self._changed = anyio.Event()
+            tg.start_soon(self._pump, errors, lambda m: self.errors.append(m.data))
+            tg.start_soon(self._pump, status, lambda m: self.ready.append(m.data))
+            await self._pump(tasks, lambda m: self.statuses.setdefault(m.data.task_id, []).append(m.data))
 
     async def until(self, predicate: Any, timeout: float = 30.0) -> Any:
-        with anyio.fail_after(timeout):
-            while not (result := predicate()):
-                await self._changed.wait()
-            return result
+        return await super().until(predicate, timeout)
 
     async def brain_ready(self, after_ns: int = 0) -> None:
         await self.until(lambda: any(s.ts_ns > after_ns and s.state == "ready" for s in self.ready))
@@ -208,7 +176,7 @@ async def test_poison_registrations_instructions_and_statuses(tmp_path: Path,
         for field in POISON_INSTRUCTIONS:
             assert any(field in reason for reason in reasons), (field, reasons)
         assert "replans" in r.reports(t.task("forged"), source="memory")[0].reason
-        r.alive("brain", "memory", "edge")
+        r.alive("brain", "memory", ROBOT["name"])
 
         restarted = await r.restart_brain()  # the retained registrations come again
         await r.brain_ready(restarted)
@@ -220,7 +188,7 @@ async def test_poison_registrations_instructions_and_statuses(tmp_path: Path,
         stored = await query_memory(bus, t, MemoryQuery(kind="tasks", status="all"), 5.0)
         assert "forged" not in [rec["task_id"] for rec in stored]  # refused, never resumed
         assert not r.reports(t.memory_query)  # nothing bad came back from task memory
-        r.alive("brain", "memory", "edge")
+        r.alive("brain", "memory", ROBOT["name"])
 
 
 # -- a bad record already in task memory ------------------------------------------------------
