@@ -292,8 +292,7 @@ class Scheduler:
                 await self._orphan_feedback(fb)
             return
         if fb.robot != run.robot:
-            self._refuse(fb, f"robot {fb.robot!r} sent a result for command {fb.command_id!r}, "
-                             f"which was dispatched to {run.robot!r}", "foreign_result")
+            self._foreign(fb, run.robot)
             return
         if fb.status == "progress":
             self.status.emit(run.task, "progress", step_id=run.step.id, robot=run.robot,
@@ -341,12 +340,16 @@ class Scheduler:
             return False
         robot, why = ended
         if robot != fb.robot:
-            self._refuse(fb, f"robot {fb.robot!r} sent a result for command {fb.command_id!r}, "
-                             f"which was dispatched to {robot!r}", "foreign_result")
+            self._foreign(fb, robot)
         elif fb.status not in _CANCEL_ANSWERS:
             self._refuse(fb, f"late {fb.status!r} for command {fb.command_id!r} of robot "
                              f"{robot!r}: the brain had ended its step ({why})", "late_result")
         return True
+
+    def _foreign(self, fb: SkillFeedback, owner: str) -> None:
+        """Refuse a result ``fb.robot`` sent for a command dispatched to ``owner``."""
+        self._refuse(fb, f"robot {fb.robot!r} sent a result for command {fb.command_id!r}, "
+                         f"which was dispatched to {owner!r}", "foreign_result")
 
     def _refuse(self, fb: SkillFeedback, reason: str, code: str) -> None:
         log.warning("feedback_refused", robot=fb.robot, command=fb.command_id, code=code)
