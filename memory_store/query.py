@@ -18,8 +18,9 @@ from robobus.bus.topics import validate_filter
 from robobus.memory_store.errors import QueryError
 from robobus.memory_store.log import EventLog
 from robobus.memory_store.segment import KEY_LEN
-from robobus.memory_store.views import TERMINAL, Views
+from robobus.memory_store.views import Views
 from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.tasks import FINAL
 from robobus.schemas.world import WorldConflict
 
 MAX_LIMIT = 10_000
@@ -150,7 +151,7 @@ def _tasks(q: MemoryQuery, views: Views) -> list[Any]:
     if status == "all":
         return recs
     if status == "active":
-        return [r for r in recs if r.status not in TERMINAL]
+        return [r for r in recs if r.status not in FINAL]
     return [r for r in recs if r.status == status]
 
 

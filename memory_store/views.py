@@ -33,8 +33,6 @@ from robobus.schemas.world import World, WorldChange, WorldConflict, WorldEvent,
 
 log = structlog.get_logger("memory.views")
 
-TERMINAL = FINAL  # the task state machine's final statuses (schemas/tasks.py)
-STEP_STATES = STEP
 _ROUTE_CACHE_MAX = 100_000
 #: step statuses of a command the brain still waits for
 _IN_FLIGHT = frozenset({"dispatched", "progress"})
@@ -122,7 +120,7 @@ class Views:
         if rec is None:
             return None
         what = f"{change.op} by command {change.command_id!r} of task {rec.task_id[:64]!r}"
-        if rec.status in TERMINAL:
+        if rec.status in FINAL:
             return Rejected(self.topics.world_change, f"{what} refused: the task has ended "
                                                       f"({rec.status})", "late_change")
         step = rec.commands.get(change.command_id or "")
@@ -265,7 +263,7 @@ class Views:
         rec.priority = st.priority or rec.priority
         rec.plan = st.plan or rec.plan
         rec.reason = st.reason if st.reason is not None else rec.reason
-        if st.step_id is not None and st.status in STEP_STATES:
+        if st.step_id is not None and st.status in STEP:
             rec.steps[st.step_id] = st.status
             if st.command_id is not None:
                 rec.commands[st.command_id] = st.status

@@ -26,8 +26,7 @@ log = structlog.get_logger("launch.observe")
 
 #: ``Observed.type`` of the runner's own markers (not bus messages).
 RUNNER = "Runner"
-TERMINAL_TASK = FINAL  # the task state machine's final statuses (schemas/tasks.py)
-_TASK_LEVEL = TERMINAL_TASK | {"accepted", "planned", "replanning", "preempted"}
+_TASK_LEVEL = FINAL | {"accepted", "planned", "replanning", "preempted"}
 TERMINAL_SKILL = frozenset({"done", "failed", "cancelled", "rejected"})
 
 
@@ -163,7 +162,7 @@ class Observer:
             return
         view.state = state
         view.status = state if state in _TASK_LEVEL else "running"
-        if state in TERMINAL_TASK:
+        if state in FINAL:
             view.reason = st.reason
 
     def _on_WorldEvent(self, ev: Observed) -> None:

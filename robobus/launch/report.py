@@ -15,8 +15,9 @@ from typing import Any
 
 import msgspec
 
-from robobus.launch.observe import RUNNER, TERMINAL_TASK, Observed, follow
+from robobus.launch.observe import RUNNER, Observed, follow
 from robobus.launch.timeline import origin_ns, render, skill_runs
+from robobus.schemas.tasks import FINAL
 
 #: Keys of summary.json that describe the run rather than result from its events.
 META_KEYS = ("scenario", "file", "bus", "prefix", "speed", "planner", "robots", "fleet", "wall_s",
@@ -94,7 +95,7 @@ def _fold_status(task: dict[str, Any], ev: Observed) -> None:
     task["replans"] = max(task.get("replans", 0), ev.data.get("replans", 0))
     task["replanning"] = task.get("replanning", 0) + (status == "replanning")
     task["preempted"] = task.get("preempted", 0) + (status == "preempted")
-    if status in TERMINAL_TASK and "end_ns" not in task:
+    if status in FINAL and "end_ns" not in task:
         task["end_ns"], task["status"], task["reason"] = _msg_ts(ev), status, ev.data.get("reason")
 
 

@@ -26,12 +26,13 @@ from robobus.bus.errors import BusError
 from robobus.launch import fleet
 from robobus.launch.errors import LaunchError
 from robobus.launch.expect import evaluate
-from robobus.launch.observe import TERMINAL_TASK, Observer, marker
+from robobus.launch.observe import Observer, marker
 from robobus.launch.progress import QuietView, View
 from robobus.launch.report import ExpectResult, write_report
 from robobus.launch.supervisor import Supervisor
 from robobus.schemas.messages import FaultSpec, Instruction, SkillFeedback
 from robobus.schemas.scenario import FaultEntry, Scenario, load_scenario
+from robobus.schemas.tasks import FINAL
 from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("launch.runner")
@@ -258,7 +259,7 @@ class Script:
 
     def _settled(self) -> bool:
         tasks = [self.observer.tasks.get(self.sc.task_id(i)) for i in range(len(self.sc.instructions))]
-        return self.pending == 0 and all(t is not None and t.status in TERMINAL_TASK for t in tasks)
+        return self.pending == 0 and all(t is not None and t.status in FINAL for t in tasks)
 
     async def _judge(self) -> list[ExpectResult]:
         """Watch the bus until every task has ended (or the deadline), then ask memory; while

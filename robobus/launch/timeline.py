@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robobus.launch.observe import RUNNER, TERMINAL_SKILL, TERMINAL_TASK, Observed
+from robobus.launch.observe import RUNNER, TERMINAL_SKILL, Observed
+from robobus.schemas.tasks import FINAL
 
 COLOURS = {"done": "#4caf50", "failed": "#e53935", "cancelled": "#fb8c00",
            "rejected": "#8e24aa", "lost": "#9e9e9e", "running": "#90caf9"}
@@ -110,7 +111,7 @@ def marks(events: list[Observed]) -> list[Mark]:
             out.append(Mark(t, "instruction", f"{ev.data['task_id']} sent"))
         elif ev.type == RUNNER and ev.data.get("kind") == "fault":
             out.append(Mark(t, "fault", ev.data.get("label", "fault"), ev.data.get("robot")))
-        elif ev.type == "TaskStatus" and ev.data["status"] in TERMINAL_TASK:
+        elif ev.type == "TaskStatus" and ev.data["status"] in FINAL:
             if ev.data["task_id"] not in ended:
                 ended.add(ev.data["task_id"])
                 out.append(Mark(t, "task_end", f"{ev.data['task_id']} {ev.data['status']}"))
