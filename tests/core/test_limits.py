@@ -45,5 +45,9 @@ async def test_flood_is_refused_and_reported(bus_url: str, prefix: str) -> None:
             async for msg in sub:
                 got.append(msg.payload)
         assert 20 <= len(got) < 200, f"{len(got)} admitted of 200"
-        assert got[:5] == [b"0", b"1", b"2", b"3", b"4"], "the first burst is admitted in order"
+        # "sync" goes acknowledged, which on ZeroMQ is the hub's control path, not the proxy the
+        # burst takes: it may overtake the burst (a fresh-clone run saw it third), so the order
+        # is checked among the burst's own messages
+        burst = [p for p in got if p != b"sync"]
+        assert burst[:5] == [b"0", b"1", b"2", b"3", b"4"], "the first burst is admitted in order"
         assert msgspec.msgpack.decode(msgspec.msgpack.encode(report))
