@@ -37,7 +37,7 @@ from robobus.memory_store.headers import head_of
 from robobus.memory_store.query import LOG_KINDS, answer, parse, refuse
 from robobus.memory_store.segment import MAX_TOPIC_BYTES, pack_key
 from robobus.memory_store.store import MemoryStore, StoreOptions, open_store
-from robobus.memory_store.views import Rejected, Views
+from robobus.memory_store.views import MAX_FINISHED_IN_RAM, Rejected, Views
 from robobus.schemas.codec import decode_as
 from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.messages import MemoryStatus
@@ -67,6 +67,8 @@ class MemoryConfig:
     record_queries: bool = False
     buffer: int = 100_000
     retention_check_s: float = 60.0
+    #: finished tasks kept in RAM (live ones always are); older ones are read from views.mdb
+    max_finished_tasks: int = MAX_FINISHED_IN_RAM
 
 
 def load_scene(path: Path) -> dict[str, Any]:
@@ -98,7 +100,10 @@ class MemoryAgent:
         self.config = config
         self.store = store
         self.topics = Topics(bus.options.prefix)
-        self.views = Views(self.topics, live=True) if config.views else None
+        self.views = Views(self.topics, live=True, max_finished=config.max_finished_tasks) \
+            if config.views else None
+        if self.views is not None:  # bounded task memory: old finished tasks stay on disk
+            self.views.archive = store.views_store
         # A query changes nothing: recording it would turn every read into a durable write.
         # (A plain recorder, without views, answers none and records everything.)
         self.unrecorded = (self.topics.memory_query
@@ -118,6 +123,8 @@ class MemoryAgent:
         unacked = self._unacked
         while unacked and unacked[0][0] <= committed:
             unacked.popleft()[1].ack()
+        if self.views is not None and self.committer.failure is None:
+            self.views.trim()  # what it drops went out in an earlier, successful commit
 
     # -- start-up ---------------------------------------------------------------------------
     def restore(self) -> int:

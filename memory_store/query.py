@@ -139,7 +139,7 @@ def _robots(q: MemoryQuery, views: Views) -> dict[str, Any]:
 
 def _task(q: MemoryQuery, views: Views) -> Any:
     task_id = _need(q, "name")
-    rec = views.tasks.get(task_id)
+    rec = views.task(task_id)  # an old finished task is read back from disk
     if rec is None:
         raise QueryError(f"unknown task {task_id!r}", "unknown")
     return rec
@@ -147,7 +147,9 @@ def _task(q: MemoryQuery, views: Views) -> Any:
 
 def _tasks(q: MemoryQuery, views: Views) -> list[Any]:
     status = q.status or "all"
-    recs = sorted(views.tasks.values(), key=lambda r: (r.created_ns, r.task_id))
+    # live tasks are always in RAM; any other status may need the records kept on disk
+    found = views.tasks.values() if status == "active" else views.all_tasks()
+    recs = sorted(found, key=lambda r: (r.created_ns, r.task_id))
     if status == "all":
         return recs
     if status == "active":

@@ -11,6 +11,7 @@ Readers: any number of processes, ``memory_store.open(path, readonly=True)``.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from robobus.memory_store.query import answer
 from robobus.memory_store.segment import SegmentOptions
 from robobus.memory_store.views import Dirty, RobotRecord, Views
 from robobus.schemas.memory import MemoryQuery, QueryReply, TaskRecord
+from robobus.schemas.tasks import FINAL
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import Counter, Place, World, WorldObject, WorldRobot, WorldSnapshot
 
@@ -137,12 +139,14 @@ class ViewStore:
         raw = self._raw_meta(key)
         return None if raw is None else self._decode(f"meta/{key.decode()}", raw, type_)
 
-    def _decode(self, record: str, raw: bytes, type_: Any) -> Any:
-        """``raw`` as ``type_``, or None with the record noted in :attr:`problems`."""
+    def _decode(self, record: str, raw: bytes, type_: Any, note: bool = True) -> Any:
+        """``raw`` as ``type_``, or None with the record noted in :attr:`problems` (a bad
+        record read again by a query is skipped, not noted again: it was reported at start)."""
         try:
             return msgspec.msgpack.decode(raw, type=type_)
         except (msgspec.DecodeError, RecursionError) as exc:
-            self.problems.append(BadRecord(record, f"stored {record} does not decode: {exc}"))
+            if note:
+                self.problems.append(BadRecord(record, f"stored {record} does not decode: {exc}"))
             return None
 
     def world(self) -> WorldSnapshot | None:
@@ -176,11 +180,51 @@ class ViewStore:
     def robots(self) -> dict[str, RobotRecord]:
         return self._all(self.robots_db, RobotRecord, "robots")
 
-    def tasks(self) -> dict[str, TaskRecord]:
-        return self._all(self.tasks_db, TaskRecord, "tasks")
+    def tasks(self, keep_finished: int | None = None) -> dict[str, TaskRecord]:
+        """Stored task records; with ``keep_finished``, only the live ones and that many of the
+        most recently finished (what the agent keeps in RAM; the rest stays on disk)."""
+        if keep_finished is None:
+            return self._all(self.tasks_db, TaskRecord, "tasks")
+        live: dict[str, TaskRecord] = {}
+        recent: list[tuple[int, str, TaskRecord]] = []  # a min-heap on updated_ns
+        for key, rec in self._iter(self.tasks_db, TaskRecord, "tasks"):
+            if rec.status not in FINAL:
+                live[key] = rec
+            elif len(recent) < keep_finished:
+                heapq.heappush(recent, (rec.updated_ns, key, rec))
+            elif keep_finished and (rec.updated_ns, key) > recent[0][:2]:
+                heapq.heapreplace(recent, (rec.updated_ns, key, rec))
+        return {**{key: rec for _, key, rec in recent}, **live}
+
+    def _iter(self, db: Any, type_: Any, name: str, note: bool = True
+              ) -> Iterator[tuple[str, Any]]:
+        with self.env.begin(db=db) as txn:
+            for k, v in txn.cursor():
+                key = bytes(k).decode(errors="replace")
+                value = self._decode(f"{name}/{key[:80]}", bytes(v), type_, note)
+                if value is not None:
+                    yield key, value
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        """One stored task record (None if absent, or if it does not decode: noted)."""
+        key = task_id.encode()
+        if not 0 < len(key) <= self.env.max_key_size():
+            return None
+        with self.env.begin(db=self.tasks_db) as txn:
+            raw = txn.get(key)
+            raw = None if raw is None else bytes(raw)
+        return None if raw is None else self._decode(f"tasks/{task_id[:80]}", raw, TaskRecord,
+                                                     note=False)
+
+    def iter_tasks(self) -> Iterator[TaskRecord]:
+        """Every stored task record that decodes (the others are noted and skipped)."""
+        for _, rec in self._iter(self.tasks_db, TaskRecord, "tasks", note=False):
+            yield rec
 
     def load_into(self, views: Views) -> tuple[int, int]:
-        views.restore(self.world(), self.scene(), self.robots(), self.tasks())
+        """Fill ``views``; with an archive set, only the tasks it keeps in RAM are loaded."""
+        keep = views.max_finished if views.archive is not None else None
+        views.restore(self.world(), self.scene(), self.robots(), self.tasks(keep))
         return self.position()
 
     def close(self) -> None:

@@ -9,9 +9,10 @@ so the rebuilt world equals the one the agent kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -33,7 +34,9 @@ from robobus.schemas.world import World, WorldChange, WorldConflict, WorldEvent,
 
 log = structlog.get_logger("memory.views")
 
-_ROUTE_CACHE_MAX = 100_000
+_ROUTE_CACHE_MAX = 10_000
+#: finished tasks the agent keeps in RAM by default; older ones are read from views.mdb
+MAX_FINISHED_IN_RAM = 1000
 #: step statuses of a command the brain still waits for
 _IN_FLIGHT = frozenset({"dispatched", "progress"})
 
@@ -60,6 +63,14 @@ class Rejected:
 
 
 Effect = WorldEvent | Rejected
+
+
+class TaskArchive(Protocol):
+    """Where task records evicted from RAM are read back (``ViewStore`` of views.mdb)."""
+
+    def task(self, task_id: str) -> TaskRecord | None: ...
+
+    def iter_tasks(self) -> Iterator[TaskRecord]: ...
 _NONE: list[Effect] = []
 
 
@@ -77,15 +88,30 @@ class Dirty:
 
 
 class Views:
-    """The in-memory views; ``live`` means registrations add robots to the world."""
+    """The in-memory views; ``live`` means registrations add robots to the world.
 
-    def __init__(self, topics: Topics | None = None, *, live: bool = True) -> None:
+    Task memory in RAM is bounded once an :attr:`archive` is set (the agent sets views.mdb):
+    every live task plus the ``max_finished`` most recently finished ones stay in
+    :attr:`tasks`; :meth:`trim` drops older finished ones, which :meth:`task` and
+    :meth:`all_tasks` then read back from the archive (issue 13: RSS grew ~6 KB per task).
+    """
+
+    def __init__(self, topics: Topics | None = None, *, live: bool = True,
+                 max_finished: int = MAX_FINISHED_IN_RAM) -> None:
         self.topics = topics or Topics()
         self.live = live
         self.world = World()
         self.scene: dict[str, Any] | None = None
         self.robots: dict[str, RobotRecord] = {}
+        #: live tasks and recently finished ones (all tasks while there is no archive)
         self.tasks: dict[str, TaskRecord] = {}
+        self.archive: TaskArchive | None = None
+        self.max_finished = max_finished
+        #: finished tasks in RAM, oldest finish first
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        #: finished tasks already clean at the previous :meth:`trim` (so on disk), and the rest
+        self._settled: set[str] = set()
+        self._unsettled: set[str] = set()
         self._dirty_robots: set[str] = set()
         self._dirty_tasks: set[str] = set()
         self._world_dirty = self._scene_dirty = False
@@ -116,7 +142,7 @@ class Views:
         A change names its task and command (``task_id``, ``command_id``, filled by the edge);
         one that names neither, or a task or command not recorded yet, is judged by the world.
         """
-        rec = self.tasks.get(change.task_id) if change.task_id is not None else None
+        rec = self.task(change.task_id) if change.task_id is not None else None
         if rec is None:
             return None
         what = f"{change.op} by command {change.command_id!r} of task {rec.task_id[:64]!r}"
@@ -250,7 +276,7 @@ class Views:
         if topic.rsplit("/", 1)[-1] != st.task_id:
             return [Rejected(topic, f"status of task {st.task_id[:64]!r} on another task's topic",
                              "task_mismatch")]
-        rec = self.tasks.get(st.task_id)
+        rec = self.task(st.task_id)
         # the task state machine decides: a record is created only by a brain's ``accepted``,
         # and nothing leaves a final status (a cancelled task stays cancelled)
         step = next_status(rec.status if rec is not None else None, st.status)
@@ -267,7 +293,12 @@ class Views:
             rec.steps[st.step_id] = st.status
             if st.command_id is not None:
                 rec.commands[st.command_id] = st.status
+        self.tasks[st.task_id] = rec  # a record read back from the archive comes back to RAM
         self._dirty_tasks.add(st.task_id)
+        if step in FINAL:
+            self._finished[st.task_id] = None
+            self._settled.discard(st.task_id)
+            self._unsettled.add(st.task_id)
         return _NONE
 
     def _on_world_event(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
@@ -297,6 +328,46 @@ class Views:
             return [Rejected(topic, f"invalid scene: {exc}", "bad_scene")]
         return _NONE
 
+    # -- bounded task memory -----------------------------------------------------------------
+    def task(self, task_id: str) -> TaskRecord | None:
+        """One task record: from RAM, else from the archive (an old finished task)."""
+        rec = self.tasks.get(task_id)
+        if rec is None and self.archive is not None:
+            rec = self.archive.task(task_id)
+        return rec
+
+    def all_tasks(self) -> list[TaskRecord]:
+        """Every task record, those in RAM winning over their stored copy."""
+        if self.archive is None:
+            return list(self.tasks.values())
+        stored = [r for r in self.archive.iter_tasks() if r.task_id not in self.tasks]
+        return [*stored, *self.tasks.values()]
+
+    def trim(self) -> int:
+        """Drop the oldest finished tasks beyond ``max_finished`` from RAM; returns how many.
+
+        Called after a commit succeeded. Only a task already clean at the previous call is
+        dropped: its record went out in a commit before that one, so it is on disk even if
+        the commit that triggered this call failed part-way.
+        """
+        if self.archive is None:
+            return 0
+        excess = len(self._finished) - self.max_finished
+        gone: list[str] = []
+        for task_id in self._finished:
+            if len(gone) >= excess:
+                break
+            if task_id in self._settled:
+                gone.append(task_id)
+        for task_id in gone:
+            del self._finished[task_id]
+            self.tasks.pop(task_id, None)
+            self._settled.discard(task_id)
+        clean = {t for t in self._unsettled if t not in self._dirty_tasks}
+        self._settled |= clean
+        self._unsettled -= clean
+        return len(gone)
+
     # -- persistence hand-off ----------------------------------------------------------------
     def take_dirty(self) -> Dirty:
         """Encode what changed since the last call (on the event loop, so it is consistent)."""
@@ -320,6 +391,10 @@ class Views:
         self.scene = scene
         self.robots = robots
         self.tasks = tasks
+        finished = sorted((r.updated_ns, t) for t, r in tasks.items() if r.status in FINAL)
+        self._finished = OrderedDict((t, None) for _, t in finished)
+        self._settled = set(self._finished)  # read from disk: already durable
+        self._unsettled = set()
 
 
 _MISSING: Any = object()
