@@ -5,6 +5,15 @@ then ``ready``) on connect and after every reconnect, its last will the matching
 (``offline``, same ``bd_seq``). The will belongs to a small connection of its own, opened when
 the brain claims the fleet: a standby must not leave a death on the active brain's topic.
 
+Every brain instance, standby or active, also has a presence of its own on
+``P/brain/{instance}/status`` (births ``starting``, ``standby`` or ``ready``; the death
+``offline``), held by a second small connection for the brain's whole life, so a client sees
+"one active, one standby" from the retained values alone.
+
+Both presence connections heartbeat every :data:`PRESENCE_KEEPALIVE_S`: the ZeroMQ hub declares
+a client dead 2.5 keepalives after its last heartbeat, and the standby's takeover (promised
+within 2 s) starts only then. On MQTT the broker sees a killed process's socket close at once.
+
 Roles:
 
 * A brain that hears a live birth of another brain when it starts (retained ``starting`` or
@@ -42,6 +51,8 @@ log = structlog.get_logger("brain.leader")
 
 #: how long a brain listens for another brain's retained birth, and for rival claims
 SETTLE_S = 0.3
+#: heartbeat period of the presence connections (the hub's death verdict: 2.5 of them)
+PRESENCE_KEEPALIVE_S = 0.4
 Mode = Literal["deciding", "standby", "active"]
 
 
@@ -55,10 +66,14 @@ class Leader:
 
     def __init__(self, bus: Bus, name: str, planner: str) -> None:
         self.bus, self.name, self.planner = bus, name, planner
-        self.topic = Topics(bus.options.prefix).brain_status
+        topics = Topics(bus.options.prefix)
+        self.topic = topics.brain_status
         self.instance = secrets.token_hex(4)
         self.state: BrainState = "starting"
         self.presence = Presence(self.topic, self._make)
+        #: this instance's own presence (standby or active), on its own connection
+        self.own = Presence(topics.brain_instance_status(self.instance), self._make_own)
+        self.own_bus: Bus | None = None
         self.mode: Mode = "deciding"
         self._changed = anyio.Event()
         self.others: dict[str, BrainStatus] = {}  # instance -> its newest presence
@@ -69,10 +84,24 @@ class Leader:
         return BrainStatus(self.name, self.state if online else "offline", self.planner,
                            ts_ns=ts_ns, bd_seq=bd_seq, instance=self.instance)
 
+    def _make_own(self, online: bool, bd_seq: int, ts_ns: int) -> BrainStatus:
+        state: BrainState = "standby" if self.mode == "standby" else self.state
+        return BrainStatus(self.name, state if online else "offline", self.planner,
+                           ts_ns=ts_ns, bd_seq=bd_seq, instance=self.instance)
+
     def _set_mode(self, mode: Mode) -> None:
         self.mode = mode
         self._changed.set()
         self._changed = anyio.Event()
+
+    async def _say_own(self) -> None:
+        """Publish this instance's birth in its current role (retained)."""
+        if self.own_bus is None:
+            return
+        try:
+            await self.own.publish_birth(self.own_bus)
+        except BusError as exc:  # dropped: the reconnect publishes it again
+            log.warning("instance_status_failed", error=str(exc))
 
     async def decided(self) -> Mode:
         """Wait until the brain knows whether it leads; ``active`` or ``standby``."""
@@ -85,23 +114,38 @@ class Leader:
                    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Decide the role, wait as a standby while another brain lives, then claim the fleet
         and run ``boot`` (an async callable); keep the presence until cancelled."""
-        async with self.bus.subscribe(self.topic) as sub:
-            task_status.started()
-            await self._listen(sub, SETTLE_S)
-            while True:
-                if self._rival() is not None:
-                    await self._standby(sub)
-                async with self._presence_bus() as pbus:
-                    if await self._claim(pbus, sub):
-                        await self._active(pbus, sub, boot)
-                        return  # never reached: _active runs until cancelled
-                self._set_mode("deciding")
+        async with self._presence_bus(self.own, "instance") as ibus, \
+                self.bus.subscribe(self.topic) as sub, anyio.create_task_group() as tg:
+            self.own_bus = ibus
+            try:
+                await self.own.publish_birth(ibus)
+                await tg.start(self.own.reassert, ibus, name="brain-instance-presence")
+                task_status.started()
+                await self._lead(sub, boot)
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                    try:  # a clean stop leaves offline; if the bus is gone, the will says it
+                        await self.own.publish_death(ibus)
+                    except BusError as exc:
+                        log.warning("goodbye_failed", error=str(exc))
+
+    async def _lead(self, sub: Subscription, boot: Callable[[], Awaitable[None]]) -> None:
+        await self._listen(sub, SETTLE_S)
+        while True:
+            if self._rival() is not None:
+                await self._standby(sub)
+            async with self._presence_bus(self.presence, "presence") as pbus:
+                if await self._claim(pbus, sub):
+                    await self._active(pbus, sub, boot)
+                    return  # never reached: _active runs until cancelled
+            self._set_mode("deciding")
 
     async def _standby(self, sub: Subscription) -> None:
         self._set_mode("standby")
         rival = self._rival()
         log.info("brain_standby", active=rival.instance if rival else None)
         await self._say_standby()
+        await self._say_own()
         while (rival := self._rival()) is not None:
             msg = await sub.get()
             if self._note(msg) and msg is not None:
@@ -125,6 +169,7 @@ class Leader:
         """Publish a ``starting`` birth; True if no rival claim outranks it."""
         self.state = "starting"
         await self.presence.publish_birth(pbus)
+        await self._say_own()
         await self._listen(sub, SETTLE_S)
         rival = self._rival()
         mine = self.presence.birth()
@@ -167,6 +212,7 @@ class Leader:
         self.state = state
         if self.presence_bus is not None:
             await self.presence.publish_birth(self.presence_bus)
+        await self._say_own()
 
     # -- what the topic says ---------------------------------------------------------------
     async def _listen(self, sub: Subscription, seconds: float) -> None:
@@ -198,11 +244,13 @@ class Leader:
         return min(live, key=_rank) if live else None
 
     @asynccontextmanager
-    async def _presence_bus(self) -> AsyncIterator[Bus]:
-        """A connection whose last will is this brain's death (one per claim)."""
+    async def _presence_bus(self, presence: Presence, what: str) -> AsyncIterator[Bus]:
+        """A connection whose last will is ``presence``'s death: the fleet's (one per claim)
+        or this instance's (one per brain)."""
         o = self.bus.options
-        options = BusOptions(prefix=o.prefix, max_payload=o.max_payload, will=self.presence,
-                             keepalive_s=o.keepalive_s, request_timeout=o.request_timeout,
-                             report_errors=False, extra=dict(o.extra))
-        async with Bus.connect(self.bus.url, name=f"{self.name}-presence", options=options) as pbus:
+        options = BusOptions(prefix=o.prefix, max_payload=o.max_payload, will=presence,
+                             keepalive_s=min(o.keepalive_s, PRESENCE_KEEPALIVE_S),
+                             request_timeout=o.request_timeout, report_errors=False,
+                             extra=dict(o.extra))
+        async with Bus.connect(self.bus.url, name=f"{self.name}-{what}", options=options) as pbus:
             yield pbus

@@ -65,6 +65,7 @@ TOPIC_TYPES: dict[tuple[str, ...], type[msgspec.Struct]] = {
     ("robots", "+", "faults"): FaultSpec,
     ("robots", "+", "skills", "+"): SkillCommand,
     ("brain", "status"): BrainStatus,
+    ("brain", "+", "status"): BrainStatus,
     ("memory", "query"): MemoryQuery,
     ("memory", "status"): MemoryStatus,
     ("memory", "change"): WorldChange,
@@ -90,6 +91,7 @@ RETAINED_TOPICS: tuple[tuple[str, ...], ...] = (
     ("robots", "+", "alive"),
     ("robots", "+", "state"),
     ("brain", "status"),
+    ("brain", "+", "status"),
     ("world", "scene"),
 )
 

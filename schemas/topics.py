@@ -74,6 +74,10 @@ class Topics:
         """Retained: the brain's ``BrainStatus`` (``ready`` once it takes instructions)."""
         return f"{self.prefix}/brain/status"
 
+    def brain_instance_status(self, instance: str = "+") -> str:
+        """Retained: one brain instance's own ``BrainStatus`` (standby ones too)."""
+        return f"{self.prefix}/brain/{instance}/status"
+
     def robot_of(self, topic: str) -> str | None:
         """The ``{robot}`` level of a robot topic, or None."""
         parts = topic.split("/")
