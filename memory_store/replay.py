@@ -9,7 +9,6 @@ it from the live fleet), on its topic after the remap rules. Command topics
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import structlog
 from robobus.bus import Bus, BusError
 from robobus.bus.message import REPLAY_SENDER
 from robobus.bus.topics import matches, validate_topic
+from robobus.memory_store.foxglove import foxglove_payload, foxglove_schema, payload_object
 from robobus.memory_store.log import Event
 from robobus.memory_store.store import MemoryStore
 from robobus.schemas.contract import is_command, is_retained_topic, message_type, prefix_of
@@ -211,25 +211,15 @@ def parse_time(text: str | None, base_ns: int, default: int) -> int:
 
 # -- MCAP export ---------------------------------------------------------------------------
 def to_json(payload: bytes) -> bytes:
-    """A JSON object for any payload: msgpack maps as they are, text and raw bytes wrapped."""
-    try:
-        obj = msgspec.msgpack.decode(payload)
-        if isinstance(obj, dict):
-            return msgspec.json.encode(obj)
-    except (msgspec.DecodeError, TypeError, RecursionError):
-        pass  # not a msgpack map (or absurdly nested): shown as text or raw bytes below
-    try:
-        return msgspec.json.encode({"text": payload.decode("utf-8")})
-    except UnicodeDecodeError:
-        return msgspec.json.encode({"raw_base64": base64.b64encode(payload).decode()})
-
-
-_GENERIC = {"type": "object", "description": "robobus payload (msgpack map, text or raw bytes)"}
+    """A JSON object for any payload: msgpack maps and JSON objects as they are, text and raw
+    bytes wrapped (``{"text": ...}``, ``{"raw_base64": ...}``)."""
+    return msgspec.json.encode(payload_object(payload))
 
 
 def export_mcap(store: MemoryStore, out: Path, patterns: tuple[str, ...] = ("#",),
                 t0: int = 0, t1: int = END) -> int:
-    """Write the selected events as MCAP with JSON channels and JSON Schema; return the count."""
+    """Write the selected events as MCAP with JSON channels and JSON Schemas that Foxglove and
+    Lichtblick read (:mod:`robobus.memory_store.foxglove`); return the count."""
     from mcap.writer import Writer
 
     count = 0
@@ -243,7 +233,7 @@ def export_mcap(store: MemoryStore, out: Path, patterns: tuple[str, ...] = ("#",
             if ch is None:
                 ch = channels[ev.topic] = _channel(writer, schema_ids, ev.topic)
             writer.add_message(channel_id=ch, log_time=ev.ts_ns, publish_time=ev.ts_ns,
-                               data=to_json(ev.payload), sequence=ev.seq & 0xFFFF_FFFF)
+                               data=foxglove_payload(ev.payload), sequence=ev.seq & 0xFFFF_FFFF)
             count += 1
         writer.finish()
     return count
@@ -254,7 +244,6 @@ def _channel(writer: Any, schema_ids: dict[str, int], topic: str) -> int:
     name = f"robobus.{type_.__name__}" if type_ is not None else "robobus.Payload"
     sid = schema_ids.get(name)
     if sid is None:
-        schema = msgspec.json.schema(type_) if type_ is not None else _GENERIC
         sid = schema_ids[name] = writer.register_schema(
-            name=name, encoding="jsonschema", data=msgspec.json.encode(schema))
+            name=name, encoding="jsonschema", data=msgspec.json.encode(foxglove_schema(type_)))
     return writer.register_channel(topic=topic, message_encoding="json", schema_id=sid)

@@ -157,7 +157,7 @@ def test_mcap_export_opens_with_the_reader_and_counts_match(tmp_path: Path) -> N
     assert len(msgs) == 42
     schema, channel, message = msgs[0]
     assert schema.encoding == "jsonschema" and channel.message_encoding == "json"
-    assert json.loads(schema.data)["$ref"].endswith("RobotState")
+    assert json.loads(schema.data)["title"] == "RobotState"  # inlined for Foxglove (issue 14)
     assert json.loads(message.data)["robot"] == "g" and message.log_time == T0
     assert json.loads(msgs[-2][2].data) == {"text": "bring the apple"}
     assert "raw_base64" in json.loads(msgs[-1][2].data)
