@@ -17,7 +17,8 @@ class ObjectRef(msgspec.Struct, omit_defaults=True):
     * ``name``: one object by name (``apple``);
     * ``kind``: any object of that kind (``a fruit knife`` -> kind ``knife``);
     * ``kind`` + ``nearest_to``: the ``count`` objects of the kind nearest to a reference;
-    * ``kind`` + ``all_at``: every object of the kind at/on a place or container.
+    * ``kind`` + ``all_at``: every object of the kind at/on a place or container;
+    * ``exclude``: objects a kind reference must not pick ("the fruit, but not the banana").
     """
 
     name: str | None = None
@@ -25,6 +26,7 @@ class ObjectRef(msgspec.Struct, omit_defaults=True):
     nearest_to: str | None = None
     all_at: str | None = None
     count: int = 1
+    exclude: list[str] = []
 
 
 class Deliver(msgspec.Struct, tag="deliver", omit_defaults=True):

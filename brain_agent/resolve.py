@@ -47,7 +47,12 @@ def resolve_ref(ref: ObjectRef, world: World, *, claimed: set[str], near: str | 
                              f"{_known_hint(list(world.objects))}", "unknown_object")
         return [ref.name]
     kind = ref.kind
-    cands = [o for o in world.objects.values() if o.kind == kind and o.name not in claimed]
+    for name in ref.exclude:
+        if name not in world.objects:
+            raise ParseError(f"unknown object {name!r} to leave out; known objects: "
+                             f"{_known_hint(list(world.objects))}", "unknown_object")
+    cands = [o for o in world.objects.values() if o.kind == kind and o.name not in claimed
+             and o.name not in ref.exclude]
     if not cands and not any(o.kind == kind for o in world.objects.values()):
         kinds = sorted({o.kind for o in world.objects.values()})
         raise ParseError(f"no object of kind {kind!r} in the world; known kinds: "
@@ -64,7 +69,8 @@ def resolve_ref(ref: ObjectRef, world: World, *, claimed: set[str], near: str | 
         cands.sort(key=lambda o: o.name)
     cands = [o for o in cands if o.name != ref.nearest_to]
     if len(cands) < ref.count:
-        raise PlanningError(f"asked for {ref.count} {kind}(s) but only {len(cands)} available",
+        but = f" (leaving out {', '.join(ref.exclude)})" if ref.exclude else ""
+        raise PlanningError(f"asked for {ref.count} {kind}(s) but only {len(cands)} available{but}",
                             "not_enough_objects")
     return [o.name for o in cands[: ref.count]]
 
@@ -130,9 +136,25 @@ def _resolve_one(goal: object, world: World, ctx: PlanContext, claimed: set[str]
     raise PlanningError(f"unsupported goal {type(goal).__name__}", "unsupported_goal")
 
 
+def container_of_kind(kind: str, world: World) -> str:
+    """The one container of ``kind`` ("the tray" -> ``med_tray``); raise when there is none
+    or several."""
+    of_kind = sorted(o.name for o in world.objects.values() if o.kind == kind)
+    containers = [n for n in of_kind if world.objects[n].container]
+    if len(containers) == 1:
+        return containers[0]
+    if len(containers) > 1:
+        raise ParseError(f"{kind!r} is ambiguous: {' or '.join(containers)}", "ambiguous")
+    raise PlanningError(f"no {kind} is a container ({', '.join(of_kind)} cannot hold things), "
+                        "so nothing can be put in or on it", "not_container")
+
+
 def _resolve_deliver(goal: Deliver, world: World, ctx: PlanContext, claimed: set[str]) -> list[Want]:
     _check_robot(goal.robot, ctx)
     to = goal.to
+    if to not in world.places and to not in world.objects and to not in world.robots \
+            and any(o.kind == to for o in world.objects.values()):
+        to = container_of_kind(to, world)
     if to in world.robots or to in ctx.fleet:
         _check_robot(to, ctx)
         names = _refs(goal.objects, world, claimed, to)
@@ -141,8 +163,11 @@ def _resolve_deliver(goal: Deliver, world: World, ctx: PlanContext, claimed: set
         raise PlanningError(f"{to!r} is an object but not a container, so nothing can be put "
                             f"in or on it", "not_container")
     if to not in world.places and to not in world.objects:
+        containers = [o.name for o in world.objects.values() if o.container]
         raise ParseError(f"unknown destination {to!r}; known places: "
-                         f"{_known_hint(list(world.places))}", "unknown_place")
+                         f"{_known_hint(list(world.places))}"
+                         + (f"; known containers: {_known_hint(containers)}" if containers else ""),
+                         "unknown_place")
     names = _refs(goal.objects, world, claimed, to)
     if to in names:
         raise PlanningError(f"cannot put {to!r} into itself", "impossible")
