@@ -20,9 +20,9 @@ import anyio
 import pytest
 
 from robobus import testing
-from robobus.bus import Bus, BusOptions
+from robobus.bus import Bus, BusError, BusOptions
 from robobus.launch.fleet import brain_ready
-from robobus.schemas.messages import Alive
+from robobus.schemas.messages import Alive, Instruction, TaskStatus
 
 REPO = Path(__file__).resolve().parents[2]
 ROBOTS = ("realman_1", "g1", "agilex")  # the demo fleet, which ``up`` starts by default
@@ -147,6 +147,42 @@ async def _brain_ready_again(url: str, prefix: str, since_ns: int, timeout: floa
     return anyio.current_time() - t0
 
 
+async def _fresh_task_done(url: str, prefix: str, timeout: float) -> float:
+    """Send a new instruction until the brain takes it (the bus may still be coming back), then
+    wait for its final status; the seconds it took. A fleet that recovered completes it."""
+    t0 = anyio.current_time()
+    tid = f"fresh{secrets.token_hex(3)}"
+    inst = Instruction("bring the apple to the office desk", task_id=tid)
+    with anyio.fail_after(timeout):
+        while True:  # the client itself may find no bus yet: retry the connection as well
+            try:
+                async with Bus.connect(url, name="tester", options=BusOptions(prefix=prefix)) \
+                        as bus, bus.subscribe(f"{prefix}/tasks/{tid}", TaskStatus) as sub:
+                    status = None
+                    while status is None or status.status not in ("done", "failed", "cancelled"):
+                        if status is None:
+                            await bus.publish(f"{prefix}/instructions", inst, qos=1)
+                        with anyio.move_on_after(1.0 if status is None else timeout):
+                            status = (await sub.get()).data
+                    assert status.status == "done", status
+                    return anyio.current_time() - t0
+            except BusError:
+                await anyio.sleep(0.2)  # no bus yet: a refused connection has no event
+
+
+def _restarted(prefix: str, name: str, old: int, port: int, timeout: float) -> float:
+    """Seconds until ``up`` has a new ``name`` process (not ``old``) listening on ``port``."""
+    def back() -> bool:
+        pids = [p for p, argv in fleet_pids(prefix).items() if any(name in a for a in argv[:5])]
+        return bool(pids) and old not in pids and not _ports_free(port)
+    return wait_until(back, timeout, f"{name} restarted")
+
+
+def _infra_pid(prefix: str, name: str) -> int:
+    return next(pid for pid, argv in fleet_pids(prefix).items()
+                if any(name in a for a in argv[:5]) and "up" not in argv)
+
+
 def test_up_on_zmq_refuses_duplicates_restarts_edges_and_stops_on_sighup(
         tmp_path: Path, prefix: str) -> None:
     port = testing.free_port(span=3)
@@ -210,6 +246,15 @@ def test_up_on_zmq_refuses_duplicates_restarts_edges_and_stops_on_sighup(
         assert up.proc.poll() is None
         print(f"brain kill -9 -> ready again after {ready_s:.2f} s")
 
+        # kill -9 of the hub `up` started: restarted, and the fleet serves a new instruction
+        hub = _infra_pid(prefix, "hub")
+        os.kill(hub, signal.SIGKILL)
+        back_s = _restarted(prefix, "hub", hub, port, 20)
+        done_s = anyio.run(_fresh_task_done, url, prefix, 45.0)
+        assert up.proc.poll() is None, up.text()
+        print(f"LIFECYCLE hub-restart-under-up zmq: hub kill -9 -> listening again after "
+              f"{back_s:.2f} s, a new instruction done {done_s:.2f} s after that")
+
         # SIGHUP (the terminal closed): `up` stops the fleet cleanly and exits
         children = set(fleet_pids(prefix)) - {up.proc.pid}
         up.proc.send_signal(signal.SIGHUP)
@@ -239,6 +284,19 @@ def test_up_on_mqtt_kill9_leaves_no_process_and_frees_the_port(
                              capture_output=True, text=True, env=_env(prefix), timeout=60, cwd=REPO)
         assert dup.returncode == 3, dup.stdout + dup.stderr
         assert "robot 'agilex' is already online" in dup.stderr
+
+        # SIGTERM, then kill -9, of the Mosquitto `up` started: restarted (it keeps its
+        # persistence file), and the fleet serves a new instruction each time
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            broker = _infra_pid(prefix, "mosquitto")
+            os.kill(broker, sig)
+            back_s = _restarted(prefix, "mosquitto", broker, port, 20)
+            done_s = anyio.run(_fresh_task_done, url, prefix, 45.0)
+            assert up.proc.poll() is None, up.text()
+            print(f"LIFECYCLE broker-restart-under-up mqtt: {sig.name} of mosquitto -> "
+                  f"listening again after {back_s:.2f} s, a new instruction done {done_s:.2f} s "
+                  "after that")
+        children = set(fleet_pids(prefix)) - {up.proc.pid}
 
         up.proc.kill()  # kill -9 of `up` alone: its children are in their own sessions
         up.proc.wait(10)
