@@ -123,7 +123,7 @@ class Brain:
             self.bus.report_error_soon(self.topics.instructions, refused[0], refused[1],
                                        msgspec.msgpack.encode(inst))
             return None
-        task = Task(task_id, inst.text, inst.priority)
+        task = Task(task_id, inst.text, inst.priority, origin=inst.origin)
         self.scheduler.add(task)
         if inst.task_id is not None and self.fleet.world_ready.is_set():
             # a client's id: the durable record decides it is new (once memory has answered;

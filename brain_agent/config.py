@@ -39,3 +39,6 @@ class BrainConfig:
     instruction_rate_limit: RateLimit | None = RateLimit(rate=20, burst=50)
     #: take instructions that ``robobus replay`` republished (ignored by default)
     accept_replayed: bool = False
+    #: where "me"/"here"/"我" deliver when an instruction carries no origin (issue 15); None:
+    #: such an instruction fails with ``no_destination``
+    deliver_to: str | None = None

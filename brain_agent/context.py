@@ -21,7 +21,9 @@ class PlanContext:
     * ``feedback``: violations of a previous attempt, for backends that retry (LLMs);
     * ``busy_until``: robot -> seconds from now until it finishes work for other tasks;
     * ``exclude``: robots that must not be used (dead, failed or taken by a preemptor);
-    * ``priority``: the instruction's priority.
+    * ``priority``: the instruction's priority;
+    * ``origin``: where the requester is ("me", "我"): the instruction's origin, else the
+      brain's default delivery place (issue 15).
     """
 
     world: World
@@ -32,6 +34,7 @@ class PlanContext:
     exclude: frozenset[str] = frozenset()
     priority: int = 0
     text: str = ""
+    origin: str | None = None
 
     def usable(self, robot: str) -> bool:
         """A robot is usable if it is registered, alive in the world and not excluded."""

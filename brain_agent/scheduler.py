@@ -103,7 +103,7 @@ class Scheduler:
                     busy[robot] = busy.get(robot, 0.0) + other.remaining_s(robot)
         return PlanContext(world=self.fleet.world, fleet=self.fleet.fleet(), task_id=task.id,
                            busy_until=busy, exclude=frozenset(exclude), priority=task.priority,
-                           text=task.text)
+                           text=task.text, origin=task.origin or self.config.deliver_to)
 
     async def goals_for(self, task: Task, ctx: PlanContext) -> GoalSet:
         """Parse the instruction (with feedback retries for model backends) and bind it."""

@@ -69,6 +69,8 @@ class Task:
     order: int = field(default_factory=lambda: next(_order))
     #: the last status published on the task's topic (None: none yet); see schemas/tasks.py
     status: TaskState | None = None
+    #: where the requester is (the instruction's origin; issue 15)
+    origin: str | None = None
 
     @property
     def active(self) -> bool:

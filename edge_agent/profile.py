@@ -54,6 +54,9 @@ class RobotProfile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     battery_drain_per_s: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0005
     faults: list[FaultSpec] = []
     description: str = ""
+    #: other words the robot answers to in instructions, in any language (issue 15)
+    labels: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]],
+                      msgspec.Meta(max_length=32)] = []
 
     def registration(self, start: str | None = None) -> dict[str, Any]:
         """The ``RobotRegistration.profile`` dict (keys pinned in docs/contracts.md)."""
@@ -63,6 +66,7 @@ class RobotProfile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
             "hands": body.hand_count, "arms": body.arms, "speed": body.speed,
             "capacity": body.payload_kg, "start": start or self.start,
             "telemetry_hz": self.telemetry_hz, "sensors": body.sensors,
+            **({"labels": list(self.labels)} if self.labels else {}),
         }
 
     def resources(self) -> dict[str, int]:

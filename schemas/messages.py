@@ -58,9 +58,11 @@ class Instruction(Base):
     task_id: str | None = None
     source: str | None = None
     ts_ns: Nanos = msgspec.field(default_factory=now_ns)
+    #: where the requester is, a place name: "me"/"here"/"我"/"这里" deliver there (issue 15)
+    origin: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
 
     def __post_init__(self) -> None:
-        check_utf8(text=self.text, task_id=self.task_id, source=self.source)
+        check_utf8(text=self.text, task_id=self.task_id, source=self.source, origin=self.origin)
 
 
 class PlanStep(Base):
@@ -327,4 +329,3 @@ class FaultSpec(Base):
     probability: float = 0.0
     seed: int = 0
     reason: str = "injected"
-

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import yaml
@@ -56,8 +56,14 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Unknown keys are errors: a typo must not silently drop an expectation."""
 
 
+#: Other words a place, object or robot answers to, in any language (issue 15).
+Labels = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]],
+                   msgspec.Meta(max_length=32)]
+
+
 class PlaceSpec(_Strict):
     position: tuple[float, float] = (0.0, 0.0)
+    labels: Labels = []
 
 
 class ObjectSpec(_Strict):
@@ -69,6 +75,7 @@ class ObjectSpec(_Strict):
     container: bool = False
     capacity: int = 0
     graspable: bool = True
+    labels: Labels = []
 
 
 class Scene(_Strict):
@@ -85,12 +92,14 @@ class RobotSpec(_Strict):
 
 
 class InstructionSpec(_Strict):
-    """An instruction published at scenario time ``at`` (seconds after everything is ready)."""
+    """An instruction published at scenario time ``at`` (seconds after everything is ready);
+    ``origin``: where its sender is ("me", "我" deliver there)."""
 
     text: str
     at: float = 0.0
     priority: int = 0
     id: str | None = None
+    origin: str | None = None
 
 
 class FailSkill(_Strict):
@@ -350,6 +359,9 @@ class _Checker:
             if tid in ids:
                 self.fail(f"instructions[{i}].id", f"duplicate task id {tid!r}")
             ids.add(tid)
+            if inst.origin is not None:
+                self._known(f"instructions[{i}].origin", inst.origin,
+                            self.places | self.objects | self.robots, "place, object or robot")
 
     def _faults(self) -> None:
         for i, fault in enumerate(self.sc.faults):

@@ -42,11 +42,15 @@ Counter = Annotated[int, Meta(ge=0, le=MAX_COUNTER)]
 Hands = Annotated[int, Meta(ge=0, le=64)]
 Capacity = Annotated[int, Meta(ge=0, le=1_000_000)]
 Speed = Annotated[float, Meta(ge=0, le=1e6)]
+#: Other words a thing answers to, in any language ("水果刀" for a knife; issue 15).
+MAX_LABELS = 32
+Labels = Annotated[list[Name], Meta(max_length=MAX_LABELS)]
 
 
 class Place(msgspec.Struct, omit_defaults=True):
     name: Name
     position: Position = (0.0, 0.0)
+    labels: Labels = []
 
 
 class WorldObject(msgspec.Struct, omit_defaults=True):
@@ -59,6 +63,7 @@ class WorldObject(msgspec.Struct, omit_defaults=True):
     container: bool = False
     capacity: Capacity = 0
     graspable: bool = True
+    labels: Labels = []
 
 
 class WorldRobot(msgspec.Struct, omit_defaults=True):
@@ -71,6 +76,7 @@ class WorldRobot(msgspec.Struct, omit_defaults=True):
     speed: Speed = 1.0
     alive: bool = True
     profile: Name = ""
+    labels: Labels = []
 
 
 class WorldSnapshot(msgspec.Struct, omit_defaults=True):
@@ -120,6 +126,7 @@ class ObjectData(msgspec.Struct, forbid_unknown_fields=False):
     container: bool = False
     capacity: Capacity = 0
     graspable: bool = True
+    labels: Labels = []
 
 
 class RobotData(msgspec.Struct, forbid_unknown_fields=False):
@@ -131,12 +138,14 @@ class RobotData(msgspec.Struct, forbid_unknown_fields=False):
     speed: Speed = 1.0
     alive: bool = True
     profile: Name = ""
+    labels: Labels = []
 
 
 class PlaceData(msgspec.Struct, forbid_unknown_fields=False):
     """What ``place`` reads from a change's ``data``; also a scene's place entry."""
 
     position: Position | None = None
+    labels: Labels = []
 
 
 def checked(value: Any, type_: Any, what: str) -> Any:
@@ -181,8 +190,9 @@ class World:
         world = cls()
         holders = set(robots)
         for name, spec in (scene.get("places") or {}).items():
-            pos = checked(spec, PlaceData, f"place {name!r}").position
-            world.places[checked(name, Name, "place name")] = Place(name, pos or (0.0, 0.0))
+            data: PlaceData = checked(spec, PlaceData, f"place {name!r}")
+            world.places[checked(name, Name, "place name")] = Place(
+                name, data.position or (0.0, 0.0), data.labels)
         for name, spec in (scene.get("objects") or {}).items():
             change = WorldChange("add_object", object=name, target=spec["at"], data=dict(spec))
             if change.target in holders and change.target not in world.places:
@@ -286,6 +296,7 @@ class World:
         self.robots[ch.robot or ""] = WorldRobot(
             name=ch.robot or "", place=place, position=pos, holding=held,
             hands=d.hands, mobile=d.mobile, speed=d.speed, alive=d.alive, profile=d.profile,
+            labels=d.labels,
         )
 
     def _op_add_object(self, ch: WorldChange) -> None:
@@ -300,7 +311,7 @@ class World:
         d: ObjectData = checked(ch.data, ObjectData, f"add_object data for {name!r}")
         self.objects[name] = WorldObject(
             name=name, kind=d.kind or name, location=loc, position=d.position,
-            container=d.container, capacity=d.capacity, graspable=d.graspable,
+            container=d.container, capacity=d.capacity, graspable=d.graspable, labels=d.labels,
         )
 
     def _op_remove_object(self, ch: WorldChange) -> None:

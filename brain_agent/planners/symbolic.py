@@ -1,13 +1,22 @@
-"""The default planner: the deterministic English grammar plus the shared symbolic search."""
+"""The default planner: the deterministic English and Chinese grammars plus the shared symbolic
+search. Text with Chinese characters goes to :mod:`robobus.brain_agent.parser_zh`; "me"/"我" in
+either language is the instruction's origin (:mod:`robobus.brain_agent.requester`)."""
 
 from __future__ import annotations
+
+import re
 
 from robobus.brain_agent.context import PlanContext
 from robobus.brain_agent.goals import GoalSet
 from robobus.brain_agent.parser import SymbolicParser
+from robobus.brain_agent.parser_zh import ChineseParser, load_lexicon
+from robobus.brain_agent.requester import with_requester
 from robobus.brain_agent.search import plan_goals
 from robobus.brain_agent.vocab import Vocabulary, build_vocabulary
 from robobus.schemas.messages import Plan
+
+#: CJK ideographs (and their punctuation): the sentence is for the Chinese grammar
+_CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
 
 
 class SymbolicPlanner:
@@ -26,20 +35,31 @@ class SymbolicPlanner:
     def __init__(self) -> None:
         self._key: tuple[int, int, int] | None = None
         self._parser: SymbolicParser | None = None
+        self._zh: ChineseParser | None = None
 
     def parser_for(self, ctx: PlanContext) -> SymbolicParser:
         """The parser for the scene in ``ctx`` (cached by the scene's names)."""
         world = ctx.world
         key = (hash(tuple(world.objects)), hash(tuple(world.places)),
                hash((*ctx.fleet, *world.robots)))
-        if key != self._key or self._parser is None:
-            self._parser = SymbolicParser(self._vocabulary(ctx))
+        if key != self._key or self._parser is None or self._zh is None:
+            vocab = self._vocabulary(ctx)
+            self._parser, self._zh = SymbolicParser(vocab), ChineseParser(vocab)
             self._key = key
         return self._parser
 
+    def chinese_parser_for(self, ctx: PlanContext) -> ChineseParser:
+        """The Chinese grammar over the same (cached) vocabulary."""
+        self.parser_for(ctx)
+        assert self._zh is not None
+        return self._zh
+
     @staticmethod
     def _vocabulary(ctx: PlanContext) -> Vocabulary:
-        return build_vocabulary(ctx.world, list(ctx.fleet))
+        labels = {name: [w for w in reg.profile["labels"][:32] if isinstance(w, str)]
+                  for name, reg in ctx.fleet.items() if isinstance(reg.profile.get("labels"), list)}
+        return build_vocabulary(ctx.world, list(ctx.fleet), lexicon=load_lexicon(),
+                                robot_labels=labels)
 
     async def warmup(self) -> None:
         """Nothing to load: the vocabulary is built from the first plan's scene."""
@@ -49,7 +69,11 @@ class SymbolicPlanner:
 
     def parse_sync(self, text: str, ctx: PlanContext) -> GoalSet:
         """Synchronous :meth:`parse` (the grammar never blocks)."""
-        return self.parser_for(ctx).parse(text)
+        if _CJK.search(text):
+            goals = self.chinese_parser_for(ctx).parse(text)
+        else:
+            goals = self.parser_for(ctx).parse(text)
+        return with_requester(goals, ctx.origin, ctx.world)
 
     async def plan(self, text: str, ctx: PlanContext) -> Plan:
         return self.plan_sync(text, ctx)

@@ -36,12 +36,17 @@ def brain(
         "--instruction-rate", min=0.0, show_default=False,
         help="Instructions per second accepted from one sender, in bursts of up to 2.5 s of "
              f"them; 0: no limit (default {_DEFAULT_RATE:g})")] = None,
+    deliver_to: Annotated[str | None, typer.Option(
+        "--deliver-to", show_default=False,
+        help="Where 'me', 'here', '我' deliver when an instruction carries no origin (a place)")]
+    = None,
     prefix: PrefixOpt = "robobus",
 ) -> None:
     """Run the brain: instructions in, validated multi-robot plans out, closed loop."""
     options = {k: v for k, v in (("model", model), ("endpoint", endpoint)) if v is not None}
     config = BrainConfig(planner=planner, planner_options=options, max_failures=max_failures,
-                         timeout_scale=timeout_scale, recover=not no_recover)
+                         timeout_scale=timeout_scale, recover=not no_recover,
+                         deliver_to=deliver_to or None)
     if instruction_rate is not None:
         config.instruction_rate_limit = (RateLimit(instruction_rate, burst=2.5 * instruction_rate)
                                          if instruction_rate else None)

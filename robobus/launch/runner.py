@@ -194,7 +194,8 @@ class Script:
         spec = self.sc.instructions[index]
         await self._at(spec.at)
         tid = self.sc.task_id(index)
-        inst = Instruction(spec.text, priority=spec.priority, task_id=tid, source="scenario")
+        inst = Instruction(spec.text, priority=spec.priority, task_id=tid, source="scenario",
+                           origin=spec.origin)
         self.observer.task(tid).text = spec.text
         self.observer.add(marker("instruction", task_id=tid, text=spec.text,
                                  priority=spec.priority, ts_ns=inst.ts_ns))
