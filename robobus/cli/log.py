@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,8 @@ from robobus.bus.message import REPLAY_SENDER
 from robobus.bus.topics import validate_topic
 from robobus.cli.common import DEFAULT_BUS, BusOpt, stop_on_signal
 from robobus.cli.memory import FromOpt, ToOpt, TopicsOpt
+from robobus.cli.payloads import sniff
+from robobus.cli.topic import type_name
 from robobus.memory_store.errors import MemoryStoreError
 from robobus.memory_store.replay import (
     END,
@@ -161,11 +164,14 @@ def info(
     log: Annotated[Path, typer.Argument(help="Store directory")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Counts per topic, time span, segments and size."""
+    """Counts per topic with each topic's message type and payload encodings, time span,
+    segments and size."""
     with _open(log) as store:
         stats: dict[str, Any] = store.stats()
+        kinds = _encodings(store)
+    types = {topic: type_name(topic) for topic in stats["topics"]}
     if as_json:
-        typer.echo(msgspec.json.encode(stats).decode())
+        typer.echo(msgspec.json.encode({**stats, "types": types, "encodings": kinds}).decode())
         return
     first, last = stats["first_ns"], stats["last_ns"]
     span = (last - first) / 1e9 if first is not None and last is not None else 0.0
@@ -175,7 +181,16 @@ def info(
     typer.echo(f"segments  {stats['segments']}, {stats['bytes'] / 1e6:.1f} MB on disk")
     width = max((len(t) for t in stats["topics"]), default=5)
     for topic, count in stats["topics"].items():
-        typer.echo(f"  {topic:<{width}}  {count:>10}")
+        enc = " ".join(f"{k}:{n}" for k, n in sorted(kinds.get(topic, {}).items()))
+        typer.echo(f"  {topic:<{width}}  {count:>10}  {types[topic]:<18} {enc}")
+
+
+def _encodings(store: MemoryStore) -> dict[str, dict[str, int]]:
+    """Topic -> payload encoding (msgpack, json, text, bytes, empty) -> count."""
+    kinds: dict[str, Counter[str]] = {}
+    for ev in select(store, ("#",)):
+        kinds.setdefault(ev.topic, Counter())[sniff(ev.payload)] += 1
+    return {topic: dict(c) for topic, c in kinds.items()}
 
 
 @log_app.command("cat")

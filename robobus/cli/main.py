@@ -6,6 +6,7 @@ commands, so building this app stays cheap for every ``robobus`` process.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -20,6 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: rich's table printed <bool> for every flag (issue 14)
+    rich_markup_mode=None,
 )
 
 for _module in (topic, hub, schema, memory, log, edge, brain, scenario, secure):
@@ -42,9 +45,27 @@ def _root(
     setup_logging(log_level)
 
 
+def hoist_root_options(argv: list[str]) -> list[str]:
+    """``argv`` with ``--log-level X`` moved before the subcommand, so that it works where a
+    user puts it (``robobus topic echo T --log-level debug``); nothing after ``--`` moves."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < end:
+        arg = argv[i]
+        if arg == "--log-level" and i + 1 < end:
+            head += argv[i:i + 2]
+            i += 2
+            continue
+        (head if arg.startswith("--log-level=") else rest).append(arg)
+        i += 1
+    return head + rest + argv[end:]
+
+
 def main() -> None:
     """Run the ``robobus`` command line."""
-    app()
+    app(args=hoist_root_options(sys.argv[1:]), prog_name="robobus")
 
 
 if __name__ == "__main__":

@@ -9,91 +9,42 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated
 
 import anyio
 import msgspec
 import structlog
 import typer
-import yaml
 
-from robobus.bus.api import Bus, run
+from robobus.bus.api import Bus, BusOptions, run
 from robobus.bus.errors import BusError, DecodeError
 from robobus.bus.message import Message
 from robobus.cli.common import DEFAULT_BUS, BusOpt
+from robobus.cli.payloads import Format, decode_payload, encoding, render, sent_ns
+from robobus.schemas.contract import is_retained_topic, message_type
+
+__all__ = ["Format", "decode_payload", "encode_data", "render", "topic_app"]
 
 log = structlog.get_logger("robobus.topic")
-topic_app = typer.Typer(help="Inspect topics: list, echo, hz, pub.", no_args_is_help=True)
+topic_app = typer.Typer(help="Inspect topics: list, info, echo, hz, pub.", no_args_is_help=True)
 
 CountOpt = Annotated[int | None, typer.Option("--count", "-n", min=1,
                                               help="Stop after N messages")]
 DurationOpt = Annotated[float | None, typer.Option("--duration", "-d", min=0.0,
                                                    help="Stop after S seconds")]
+#: MQTT's largest payload: a watcher receives (and shows, truncated) what agents refuse
+WATCH_MAX_PAYLOAD = 268_435_455
 
 
-class Format(StrEnum):
-    json = "json"
-    yaml = "yaml"
-
-
-# -- payload rendering --------------------------------------------------------------------
-def _plain(obj: Any) -> Any:
-    """msgpack data -> JSON/YAML-safe data (bytes become hex strings)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return bytes(obj).hex()
-    if isinstance(obj, msgspec.msgpack.Ext):
-        return {"ext": obj.code, "data": bytes(obj.data).hex()}
-    return obj
-
-
-def _text(payload: bytes) -> str | None:
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return text if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text) \
-        else None
-
-
-def decode_payload(payload: bytes) -> tuple[str, Any]:
-    """Classify a payload: ("msgpack", data), ("text", str) or ("hex", str).
-
-    Plain ASCII text is also valid msgpack when it is one character long (a fixint), so a
-    payload only counts as msgpack when it decodes to a map or array, or is not text at all.
-    """
-    text = _text(payload)
-    try:
-        data = msgspec.msgpack.decode(payload)
-    except (msgspec.DecodeError, ValueError):
-        data = msgspec.UNSET
-    if data is not msgspec.UNSET and (isinstance(data, dict | list) or text is None):
-        return "msgpack", _plain(data)
-    if text is not None:
-        return "text", text
-    return "hex", payload.hex()
-
-
-def render(msg: Message, fmt: Format, verbose: bool) -> str:
-    """The text ``echo`` prints for ``msg``."""
-    kind, value = decode_payload(msg.payload)
-    if fmt is Format.yaml:
-        body = yaml.safe_dump(value, sort_keys=False, allow_unicode=True).rstrip() \
-            if kind == "msgpack" else (value if kind == "text" else f"!!hex {value}")
-        head = f"# {msg.topic}\n" if verbose else ""
-        return f"{head}{body}\n---"
-    if kind == "msgpack":
-        body = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    else:
-        body = value
-    return f"{msg.topic} {body}" if verbose else body
+def watch_options() -> BusOptions:
+    """Options of a watching CLI (echo, hz, list, info): it takes any size and never reports an
+    input on ``errors`` (issue 14: a passive observer reported every oversized message)."""
+    return BusOptions(max_payload=WATCH_MAX_PAYLOAD, report_errors=False)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -108,18 +59,27 @@ def _run(main: Callable[[], Awaitable[object]]) -> None:
 
 
 async def _stream(bus_url: str, pattern: str, count: int | None, duration: float | None,
-                  handle: Callable[[Message], None]) -> int:
-    """Feed ``handle`` the messages on ``pattern`` until ``count`` or ``duration``."""
+                  handle: Callable[[Message], bool | None]) -> int:
+    """Feed ``handle`` the messages on ``pattern`` until ``count`` of them (those ``handle`` did
+    not turn down with False) or ``duration``."""
     seen = 0
-    async with Bus.connect(bus_url, name="cli-topic") as bus, bus.subscribe(pattern) as sub:
+    async with Bus.connect(bus_url, name="cli-topic", options=watch_options()) as bus, \
+            bus.subscribe(pattern) as sub:
         log.info("subscribed", pattern=pattern, bus=bus_url)
         with anyio.move_on_after(math.inf if duration is None else duration):
             async for msg in sub:
-                handle(msg)
+                if handle(msg) is False:
+                    continue
                 seen += 1
                 if count is not None and seen >= count:
                     break
     return seen
+
+
+def type_name(topic: str) -> str:
+    """The contract's message type on ``topic`` (under any prefix), or ``-``."""
+    found = message_type(topic)
+    return found.__name__ if found is not None else "-"
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -130,14 +90,16 @@ def list_topics(
     duration: Annotated[float, typer.Option("--duration", "-d", min=0.0,
                                             help="How long to listen")] = 2.0,
 ) -> None:
-    """Listen for a while and list the topics seen, with message counts and rates."""
+    """Listen for a while and list the topics seen: counts, rates, message type, encoding."""
     counts: Counter[str] = Counter()
     sizes: Counter[str] = Counter()
     retained: set[str] = set()
+    encodings: dict[str, set[str]] = {}
 
     def handle(msg: Message) -> None:
         counts[msg.topic] += 1
         sizes[msg.topic] += len(msg.payload)
+        encodings.setdefault(msg.topic, set()).add(encoding(msg))
         if msg.retain:
             retained.add(msg.topic)
 
@@ -146,7 +108,32 @@ def list_topics(
         n = counts[topic]
         rate = n / duration if duration > 0 else 0.0
         flag = " retained" if topic in retained else ""
-        typer.echo(f"{topic}  count={n} rate={rate:.1f}/s avg_bytes={sizes[topic] // n}{flag}")
+        typer.echo(f"{topic}  count={n} rate={rate:.1f}/s avg_bytes={sizes[topic] // n} "
+                   f"type={type_name(topic)} encoding={','.join(sorted(encodings[topic]))}{flag}")
+
+
+@topic_app.command("info")
+def info(
+    topic: Annotated[str, typer.Argument(help="Topic name")],
+    bus_url: BusOpt = DEFAULT_BUS,
+    duration: Annotated[float, typer.Option("--duration", "-d", min=0.0,
+                                            help="How long to listen")] = 1.0,
+) -> None:
+    """A topic's message type, whether it is retained, and its last publisher, like
+    ``ros2 topic info``: from the contract and from what arrives within --duration."""
+    seen: list[Message] = []
+    _run(lambda: _stream(bus_url, topic, None, duration, lambda m: seen.append(m)))
+    held = [m for m in seen if m.retain]
+    typer.echo(f"topic      {topic}")
+    typer.echo(f"type       {type_name(topic)}")
+    typer.echo(f"retained   {'yes' if held else 'no'} (the contract "
+               f"{'retains' if is_retained_topic(topic) else 'does not retain'} it)")
+    typer.echo(f"messages   {len(seen)} in {duration:g} s ({len(held)} retained)")
+    if seen:
+        last = seen[-1]
+        typer.echo(f"last       from {last.sender or '?'}, {len(last.payload)} bytes, "
+                   f"{encoding(last)}, qos {last.qos}"
+                   + (f", response topic {last.response_topic}" if last.response_topic else ""))
 
 
 @topic_app.command("echo")
@@ -159,11 +146,22 @@ def echo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v",
                                           help="Print the topic too, like mosquitto_sub -v")]
     = False,
+    no_retained: Annotated[bool, typer.Option(
+        "--no-retained", "-R", help="Skip retained values (like mosquitto_sub -R)")] = False,
+    path: Annotated[str | None, typer.Option(
+        "--field", help="Print only this field (dotted: pose.x, steps.0.robot)")] = None,
 ) -> None:
-    """Print messages: msgpack as JSON (or YAML), UTF-8 text as text, anything else as hex."""
+    """Print messages: msgpack as JSON (or YAML), JSON as it came, UTF-8 text as text, anything
+    else as hex. A message over 1 MiB is shown cut short. Never reports a message on errors."""
 
-    def handle(msg: Message) -> None:
-        typer.echo(render(msg, fmt, verbose))
+    def handle(msg: Message) -> bool:
+        if no_retained and msg.retain:
+            return False
+        text = render(msg, fmt, verbose, path)
+        if text is None:  # no such field in this message
+            return False
+        typer.echo(text)
+        return True
 
     _run(lambda: _stream(bus_url, pattern, count, duration, handle))
 
@@ -179,7 +177,7 @@ class RateStats:
     def add(self, msg: Message) -> None:
         self.total += 1
         self.arrivals.append(time.monotonic())
-        sent = _ts_ns(msg.payload)
+        sent = sent_ns(msg.payload)
         if sent is not None:
             self.latencies.append((time.time_ns() - sent) / 1e6)
 
@@ -198,15 +196,6 @@ class RateStats:
         return line
 
 
-def _ts_ns(payload: bytes) -> int | None:
-    try:
-        data = msgspec.msgpack.decode(payload)
-    except (msgspec.DecodeError, ValueError):
-        return None
-    ts = data.get("ts_ns") if isinstance(data, dict) else None
-    return ts if isinstance(ts, int) else None
-
-
 @topic_app.command("hz")
 def hz(
     pattern: Annotated[str, typer.Argument(help="Topic filter")],
@@ -216,24 +205,43 @@ def hz(
     count: CountOpt = None,
     duration: DurationOpt = None,
 ) -> None:
-    """Show the message rate, and latency from the ts_ns field of robobus messages."""
-    stats = RateStats(window)
+    """Show the message rate, and latency from the ts_ns field of robobus messages; one line
+    per topic for a filter with wildcards. Retained values (old by nature) are not counted."""
+    stats: dict[str, RateStats] = {}
+    per_topic = "+" in pattern or "#" in pattern
     last = [time.monotonic()]
+    held = [0]
 
-    def handle(msg: Message) -> None:
-        stats.add(msg)
+    def handle(msg: Message) -> bool:
+        if msg.retain:
+            held[0] += 1
+            return False
+        stats.setdefault(msg.topic if per_topic else pattern, RateStats(window)).add(msg)
         if time.monotonic() - last[0] >= 1.0:
             last[0] = time.monotonic()
-            line = stats.summary()
-            if line:
-                typer.echo(line)
+            _print_rates(stats, per_topic)
+        return True
 
     _run(lambda: _stream(bus_url, pattern, count, duration, handle))
-    typer.echo(stats.summary() or f"no rate: {stats.total} message(s) received")
+    if not _print_rates(stats, per_topic):
+        total = sum(s.total for s in stats.values())
+        typer.echo(f"no rate: {total} message(s) received")
+    if held[0]:
+        typer.echo(f"({held[0]} retained value(s) not counted)")
+
+
+def _print_rates(stats: dict[str, RateStats], per_topic: bool) -> bool:
+    printed = False
+    for topic in sorted(stats):
+        line = stats[topic].summary()
+        if line:
+            typer.echo(f"{topic}  {line}" if per_topic else line)
+            printed = True
+    return printed
 
 
 def encode_data(data: str, raw: bool) -> bytes:
-    """``pub``'s payload: JSON becomes msgpack unless ``raw``; other text is sent as UTF-8."""
+    """JSON converted to msgpack (``pub --msgpack``) unless ``raw``; other text as UTF-8."""
     if raw:
         return data.encode()
     try:
@@ -243,29 +251,73 @@ def encode_data(data: str, raw: bool) -> bytes:
     return msgspec.msgpack.encode(value)
 
 
+def _payloads(data: str | None, file: Path | None, stdin: bool, lines: bool) -> list[bytes]:
+    """The messages ``pub`` sends, from exactly one of DATA, --file, --stdin and --line."""
+    given = [data is not None, file is not None, stdin, lines]
+    if sum(given) != 1:
+        raise typer.BadParameter("give exactly one of DATA, -f FILE, -s (stdin) or -l (lines)")
+    if file is not None:
+        return [sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()]
+    if stdin:
+        return [sys.stdin.buffer.read()]
+    if lines:
+        return [line.rstrip(b"\r\n") for line in sys.stdin.buffer if line.strip()]
+    assert data is not None
+    return [data.encode()]
+
+
+def _to_msgpack(payload: bytes) -> bytes:
+    try:
+        return msgspec.msgpack.encode(json.loads(payload))
+    except ValueError:
+        raise typer.BadParameter(f"--msgpack: the payload is not JSON: {payload[:40]!r}") from None
+
+
 @topic_app.command("pub")
 def pub(
     topic: Annotated[str, typer.Argument(help="Topic name")],
-    data: Annotated[str, typer.Argument(help="JSON (sent as msgpack) or text; '' clears a "
-                                             "retained value")],
+    data: Annotated[str | None, typer.Argument(
+        help="The payload, sent as written (JSON stays JSON); '' clears a retained value")]
+    = None,
     bus_url: BusOpt = DEFAULT_BUS,
-    raw: Annotated[bool, typer.Option("--raw", help="Send DATA as-is, no JSON->msgpack")] = False,
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", help="Send this file's bytes as the message ('-': stdin)")] = None,
+    stdin: Annotated[bool, typer.Option(
+        "--stdin", "-s", help="Send all of stdin as one message (like mosquitto_pub -s)")] = False,
+    lines: Annotated[bool, typer.Option(
+        "--line", "-l", help="Send each line of stdin as a message (like mosquitto_pub -l)")]
+    = False,
+    to_msgpack: Annotated[bool, typer.Option(
+        "--msgpack", help="Convert a JSON payload to msgpack before sending")] = False,
+    raw: Annotated[bool, typer.Option("--raw", hidden=True,
+                                      help="Send DATA as written (now the default)")] = False,
     retain: Annotated[bool, typer.Option("--retain", "-r")] = False,
-    qos: Annotated[int, typer.Option("--qos", "-q", min=0, max=1)] = 0,
+    qos: Annotated[int, typer.Option("--qos", "-q", min=0, max=1,
+                                     help="0, or 1 to wait for the broker's or hub's ack")] = 0,
+    response_topic: Annotated[str | None, typer.Option(
+        "--response-topic", "-e", help="MQTT 5 Response Topic (ZeroMQ: a reply inbox)")] = None,
+    correlation: Annotated[str | None, typer.Option(
+        "--correlation", help="MQTT 5 Correlation Data (UTF-8)")] = None,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Publish N times")] = 1,
     rate: Annotated[float, typer.Option("--rate", min=0.001, help="Repeat rate in Hz")] = 1.0,
 ) -> None:
-    """Publish DATA on TOPIC (JSON converted to msgpack, or text), optionally repeatedly."""
-    payload = encode_data(data, raw)
+    """Publish on TOPIC what is given, as written (--msgpack converts JSON), optionally
+    repeatedly; from DATA, a file, stdin, or stdin line by line."""
+    payloads = [_to_msgpack(p) if to_msgpack else p for p in _payloads(data, file, stdin, lines)]
+    rounds = repeat if len(payloads) == 1 else 1
+    corr = correlation.encode() if correlation is not None else None
 
     async def main() -> None:
         async with Bus.connect(bus_url, name="cli-pub") as bus:
             start = anyio.current_time()
-            for i in range(repeat):
+            for i in range(rounds):
                 if i:  # drift-free schedule on the monotonic clock
                     await anyio.sleep_until(start + i / rate)
-                await bus.publish(topic, payload, retain=retain, qos=qos)
-            log.info("published", topic=topic, count=repeat, bytes=len(payload))
+                for payload in payloads:
+                    await bus.publish(topic, payload, retain=retain, qos=qos,
+                                      response_topic=response_topic, correlation=corr)
+            log.info("published", topic=topic, count=rounds * len(payloads),
+                     bytes=sum(map(len, payloads)))
 
     _run(main)
 
