@@ -22,6 +22,7 @@ import zmq
 from robobus.bus import zmq_wire as wire
 from robobus.bus.hub_replay import ReplayBuffer
 from robobus.bus.topics import matches
+from robobus.schemas.contract import is_command
 
 if TYPE_CHECKING:  # imported when CURVE is on (see _secure)
     from zmq.auth.thread import ThreadAuthenticator
@@ -249,7 +250,8 @@ class Hub:
                 self.retained[key] = (msgspec.msgpack.encode({**head, "r": True}), payload)
             else:
                 self.retained.pop(key, None)
-            header = msgspec.msgpack.encode(head)
+            if not is_command(key):  # a command keeps it: its receiver refuses it (issue 12)
+                header = msgspec.msgpack.encode(head)
         self.injector.send_multipart([topic, wire.pack_body(header, payload)])
 
     def _snapshot(self, ident: bytes, sub_id: bytes, pattern: str, fence: bytes | None) -> None:

@@ -3,7 +3,10 @@
 * cancel, then ``kill -9`` of the brain, then a new brain: the task stays cancelled (in task
   memory too) and nothing of it is sent again;
 * a retained instruction (``mosquitto_pub -r``) on a real Mosquitto: a brain started after it
-  refuses it with an error naming it, clears it, and does not execute it.
+  refuses it with an error naming it, clears it, and does not execute it;
+* the same for a brain already running, on Mosquitto (``mosquitto_pub -r``; the brain
+  subscribes to command topics with Retain As Published) and on the ZeroMQ hub (``robobus
+  topic pub --retain``; the hub forwards a command's retain flag).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import msgspec
 import pytest
 
 from bench import scenes
+from robobus import testing
 from robobus.brain_agent.fleet import query_memory
 from robobus.bus import Bus, BusOptions
 from robobus.schemas.memory import MemoryQuery, TaskRecord
@@ -25,6 +29,12 @@ from robobus.schemas.messages import BrainStatus, ErrorReport, Instruction
 from tests.brain.test_processes import Fleet, fleet
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["zmq", pytest.param("mqtt", marks=pytest.mark.broker)])
+def process_url(request: pytest.FixtureRequest) -> str:
+    """The ZeroMQ hub or the private Mosquitto (both started once per session)."""
+    return str(request.getfixturevalue("hub_url" if request.param == "zmq" else "mosquitto_url"))
 LONG_TASK = "Bring the fruit nearest the cup and a fruit knife to the office desk"
 
 
@@ -96,4 +106,50 @@ async def test_retained_instruction_is_refused_and_cleared(tmp_path, mosquitto_u
                 with anyio.move_on_after(1.0):
                     msg = await late.get()
                     pytest.fail(f"the retained instruction is still there: {msg.payload!r}")
+            tg.cancel_scope.cancel()
+
+
+def _publish_retained(url: str, topic: str, text: str) -> None:
+    """A retained publish the way a user makes one: ``mosquitto_pub -r`` or ``robobus topic pub
+    --retain`` (a process of its own, not this test's connection)."""
+    if url.startswith("mqtt"):
+        parts = urlsplit(url)
+        argv = ["mosquitto_pub", "-h", str(parts.hostname), "-p", str(parts.port), "-r", "-q",
+                "1", "-t", topic, "-m", text]
+    else:
+        argv = testing.robobus_cmd("topic", "pub", topic, text, "--retain", "--qos", "1",
+                                   "--bus", url)
+    subprocess.run(argv, check=True, timeout=30, capture_output=True)
+
+
+async def test_retained_instruction_to_a_live_brain_is_refused(tmp_path, process_url) -> None:  # noqa: ANN001
+    with contextlib.ExitStack() as stack:
+        fl = Fleet(tmp_path, process_url, scenes.DEMO_SCENE, [], stack)
+        async with Bus.connect(process_url, name="tester", options=BusOptions(prefix=fl.prefix)) \
+                as bus, bus.subscribe(fl.topics.errors, ErrorReport) as errors, \
+                anyio.create_task_group() as tg:
+            await tg.start(fl.watch, bus)
+            started_ns = time.time_ns()
+            fl.start_memory()
+            fl.start_brain()
+            await _ready_after(bus, fl, started_ns)
+            inst = Instruction("bring the apple to the office desk", task_id="live1")
+            t0 = time.monotonic()
+            await anyio.to_thread.run_sync(_publish_retained, process_url, fl.topics.instructions,
+                                           msgspec.json.encode(inst).decode())
+            with anyio.fail_after(20):
+                while (report := (await errors.get()).data).code != "retained_instruction":
+                    pass
+            refused_s = time.monotonic() - t0
+            assert report.source == "brain" and "'live1'" in report.reason
+            await fl.send(bus, "bring the apple to the office desk")  # the intake is past it
+            assert "live1" not in fl.statuses
+            async with bus.subscribe(fl.topics.instructions) as late:
+                with anyio.move_on_after(1.0):
+                    msg = await late.get()
+                    pytest.fail(f"the retained instruction is still there: {msg.payload!r}")
+            transport = process_url.split(":", 1)[0]
+            print(f"LIFECYCLE retained-instruction-live {transport}: refused and cleared "
+                  f"{refused_s:.2f} s after the publish (from the publishing process's start), "
+                  "executed 0 times")
             tg.cancel_scope.cancel()
