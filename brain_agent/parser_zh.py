@@ -131,6 +131,8 @@ class ChineseParser:
         k = next((i for i, t in enumerate(body) if t.role in _TOWARDS), None)
         if k:  # "苹果放到篮子里": the object first, without 把
             return self._towards(body[:k], body[k:], robot, forme)
+        if forme and not any(t.role in _VERBS for t in body):  # "给我一个苹果"
+            return [Deliver(self._np_list(body), REQUESTER, robot)]
         raise ParseError(f"I do not understand {_text(body)!r}: {_FORMS}", "unparseable")
 
     def _cancel(self, rest: list[Token]) -> CancelTask:
@@ -277,10 +279,11 @@ class ChineseParser:
         tokens = [t for t in tokens if t.role != "to"]
         if any(t.role == "me" for t in tokens) and all(t.role in _TRAILING | {"me"} for t in tokens):
             return REQUESTER
-        return self._head(tokens, "place", "object", "robot").name
+        # a container by its kind ("放进碗里"): resolve.py finds the scene's one container of it
+        return self._head(tokens, "place", "object", "robot", "kind").name
 
     def _head(self, tokens: list[Token], *types: EntityType) -> Entity:
-        """The entity the last known word names (earlier words modify it: 水果刀, 红色的苹果)."""
+        """The entity the last word names (earlier words joined by 的 modify it: 红色的苹果)."""
         while tokens and tokens[-1].role in _TRAILING:
             tokens = tokens[:-1]
         what = "/".join(types)
@@ -288,7 +291,9 @@ class ChineseParser:
             raise ParseError(f"expected a {what} name", _unknown_code(types))
         last = tokens[-1]
         ents = [e for e in last.ents if e.type in types]
-        if last.kind != "ent" or not ents:
+        # an unknown word glued to a known one is another name ("董事会议室" is no 会议室);
+        # a modifier joined by 的 ("红色的苹果") is not
+        if last.kind != "ent" or not ents or (len(tokens) > 1 and tokens[-2].kind in ("unk", "word")):
             raise ParseError(f"unknown {types[0]} {_text(tokens)!r}{self._hint(types)}",
                              _unknown_code(types))
         best = [e for e in ents if e.type == ents[0].type]
@@ -305,4 +310,5 @@ class ChineseParser:
 
 
 def _unknown_code(types: tuple[str, ...]) -> str:
-    return "unknown_object" if "object" in types or "kind" in types else f"unknown_{types[0]}"
+    """``unknown_place`` for a destination or place, ``unknown_robot``, else ``unknown_object``."""
+    return f"unknown_{types[0]}" if types[0] in ("place", "robot") else "unknown_object"
