@@ -49,7 +49,8 @@ _FORMS = ("expected 把X放到Y, 把X交给R, 递送X, 拿起X, R去Y or 取消�
 def load_lexicon() -> dict[str, tuple[str, ...]]:
     """The shipped Chinese lexicon (``lexicon_zh.yaml``): English word or phrase -> words."""
     text = resources.files("robobus.brain_agent").joinpath("lexicon_zh.yaml").read_text("utf-8")
-    data: dict[str, Any] = yaml.safe_load(text) or {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 5x faster, once a process
+    data: dict[str, Any] = yaml.load(text, Loader=loader) or {}
     return {str(k): tuple(str(w) for w in v) for k, v in data.items()}
 
 

@@ -62,7 +62,8 @@ class SymbolicPlanner:
                                 robot_labels=labels)
 
     async def warmup(self) -> None:
-        """Nothing to load: the vocabulary is built from the first plan's scene."""
+        """Load the Chinese lexicon; the vocabulary is built from the first plan's scene."""
+        load_lexicon()
 
     async def parse(self, text: str, ctx: PlanContext) -> GoalSet:
         return self.parse_sync(text, ctx)
