@@ -106,17 +106,30 @@ class Scheduler:
                            text=task.text, origin=task.origin or self.config.deliver_to)
 
     async def goals_for(self, task: Task, ctx: PlanContext) -> GoalSet:
-        """Parse the instruction (with feedback retries for model backends) and bind it."""
-        attempts = 1 + self.config.parse_retries if self.planner.retry_with_feedback else 1
+        """Parse the instruction and bind it. For a backend that takes feedback (a model), the
+        bound goals must also plan: a parse, bind, planning or validation failure is fed back
+        and the backend asked again, ``parse_retries`` times; then the task fails with
+        ``unconfirmed_reading``. An error marked ``retryable = False`` (a grammar refusal, a
+        missing model) fails at once."""
+        feedback = self.planner.retry_with_feedback
+        attempts = 1 + self.config.parse_retries if feedback else 1
         for attempt in range(attempts):
             try:
                 goals = await self._parse(task, ctx)
                 if any(isinstance(g, CancelTask) for g in goals.goals):
                     return goals
-                return bind_goals(goals, ctx)
+                bound = bind_goals(goals, ctx)
+                if feedback:
+                    self.make_plan(task, bound)  # a plan that fails is fed back too
+                return bound
             except BrainError as exc:
-                if attempt + 1 >= attempts:
+                if not feedback or not getattr(exc, "retryable", True):
                     raise
+                log.info("reading_rejected", task=task.id, attempt=attempt + 1, reason=exc.reason)
+                if attempt + 1 >= attempts:
+                    raise ParseError(f"the {self.planner.name} planner's reading could not be "
+                                     f"confirmed in {attempts} attempt(s); last: {exc.reason}",
+                                     "unconfirmed_reading") from exc
                 ctx.feedback.append(exc.reason)
         raise ParseError("no goals")  # pragma: no cover - the loop returns or raises
 

@@ -14,6 +14,10 @@ import re
 from robobus.brain_agent.context import PlanContext
 
 SYSTEM = """You convert a robot instruction into JSON goals. Reply with JSON only.
+First write "reading": the instruction restated as plain English in these forms, with the
+scene's names: "bring X to P", "put X in C", "R, go to P", "pick up X", "hand X to R",
+"cancel task T"; X may be "the K nearest Y", "all K on P", "a K, but not N"; join with "then".
+The goals must mean exactly what the reading says; it is checked.
 Goal types:
 - deliver: bring objects to a place or into a container "to" (optional "robot" who does it).
 - pickup: a robot picks up / takes / grabs one object and keeps holding it.
@@ -22,9 +26,10 @@ Goal types:
 - cancel: cancel or stop the task "task_id".
 An object is {"name": N} when the instruction names that one object ("the apple", "box_07"),
 or {"kind": K} for "a K", "any K", "all K", "the K nearest X"; a kind may add "nearest_to": X
-(the one nearest to X), "all_at": P (every one at place or container P) or "count": how many.
-Use only names listed in the scene. An instruction in another language (Chinese) is first
-translated to English in "english", then turned into goals with the scene's names."""
+(the one nearest to X), "all_at": P (every one at place or container P), "count": how many,
+or "exclude": [N] (objects to leave out). Name a robot only when the instruction names it.
+Use only names listed in the scene. An instruction in another language (Chinese) is read
+into English in "reading" the same way."""
 
 EXAMPLE_SCENE = """places: pantry, counter, porch
 objects: plate (kind plate, at counter), mug1 (kind mug, at counter), mug2 (kind mug, at pantry), \
@@ -32,29 +37,38 @@ spoon (kind spoon, at pantry), tray (kind tray, at counter)
 containers: tray
 robots: arm_1, rover"""
 
-_D = '{"goals":[{"type":"deliver","objects":[%s],"to":"%s"}]}'
+
+def _a(reading: str, goals: str) -> str:
+    return '{"reading":"' + reading + '","goals":[' + goals + "]}"
+
+
+_D = '{"type":"deliver","objects":[%s],"to":"%s"}'
 EXAMPLES: list[tuple[str, str]] = [
     ("Bring the mug nearest the plate and the spoon to the porch",
-     _D % ('{"kind":"mug","nearest_to":"plate"},{"name":"spoon"}', "porch")),
-    ("put all mugs on the counter on the tray", _D % ('{"kind":"mug","all_at":"counter"}', "tray")),
-    ("Bring the spoon to the pantry", _D % ('{"name":"spoon"}', "pantry")),
-    ("Bring mug1 and the plate to the porch", _D % ('{"name":"mug1"},{"name":"plate"}', "porch")),
-    ("rover, go to the porch", '{"goals":[{"type":"goto","robot":"rover","place":"porch"}]}'),
+     _a("bring the mug nearest the plate and the spoon to the porch",
+        _D % ('{"kind":"mug","nearest_to":"plate"},{"name":"spoon"}', "porch"))),
+    ("put all mugs on the counter on the tray",
+     _a("put all mug on the counter in the tray", _D % ('{"kind":"mug","all_at":"counter"}', "tray"))),
+    ("the porch could use that spoon",
+     _a("bring the spoon to the porch", _D % ('{"name":"spoon"}', "porch"))),
+    ("Bring mug1 and the plate to the porch",
+     _a("bring mug1 and the plate to the porch", _D % ('{"name":"mug1"},{"name":"plate"}', "porch"))),
+    ("rover, head over to the porch",
+     _a("rover, go to the porch", '{"type":"goto","robot":"rover","place":"porch"}')),
     ("hand a mug to arm_1",
-     '{"goals":[{"type":"handto","object":{"kind":"mug"},"robot":"arm_1"}]}'),
-    ("give the plate to rover",
-     '{"goals":[{"type":"handto","object":{"name":"plate"},"robot":"rover"}]}'),
-    ("put the spoon in the tray", _D % ('{"name":"spoon"}', "tray")),
+     _a("hand a mug to arm_1", '{"type":"handto","object":{"kind":"mug"},"robot":"arm_1"}')),
+    ("any mug but mug1 goes to the pantry",
+     _a("bring a mug to the pantry, but not mug1",
+        _D % ('{"kind":"mug","exclude":["mug1"]}', "pantry"))),
+    ("the spoon belongs in the tray", _a("put the spoon in the tray", _D % ('{"name":"spoon"}', "tray"))),
     ("Put the mug nearest the spoon in the tray, then bring the tray to the porch",
-     '{"goals":[{"type":"deliver","objects":[{"kind":"mug","nearest_to":"spoon"}],"to":"tray"},'
-     '{"type":"deliver","objects":[{"name":"tray"}],"to":"porch"}]}'),
-    ("把勺子送到门廊",
-     '{"english":"bring a spoon to the porch","goals":[{"type":"deliver","objects":'
-     '[{"kind":"spoon"}],"to":"porch"}]}'),
-    ("拿离托盘最近的勺子，并递送一个盘子",
-     '{"english":"take the spoon nearest the tray, and deliver a plate","goals":[{"type":"pickup",'
-     '"object":{"kind":"spoon","nearest_to":"tray"}},{"type":"pickup","object":{"kind":"plate"}}]}'),
-    ("cancel task t-42", '{"goals":[{"type":"cancel","task_id":"t-42"}]}'),
+     _a("put the mug nearest the spoon in the tray, then bring the tray to the porch",
+        (_D % ('{"kind":"mug","nearest_to":"spoon"}', "tray")) + ","
+        + (_D % ('{"name":"tray"}', "porch")))),
+    ("把勺子送到门廊", _a("bring a spoon to the porch", _D % ('{"kind":"spoon"}', "porch"))),
+    ("拿离托盘最近的勺子", _a("pick up the spoon nearest the tray",
+                               '{"type":"pickup","object":{"kind":"spoon","nearest_to":"tray"}}')),
+    ("cancel task t-42", _a("cancel task t-42", '{"type":"cancel","task_id":"t-42"}')),
 ]
 
 #: Past this many objects the scene lists kinds and counts instead of every object.

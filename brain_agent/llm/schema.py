@@ -34,6 +34,8 @@ FIELD_NAMES: dict[tuple[str, str], str] = {
     ("HandTo", "robot"): "robots",
 }
 MAX_ITEMS = 8
+#: A reading is one plain English sentence (ASCII, no quotes or braces), at most 160 characters.
+READING_PATTERN = r"^[A-Za-z0-9_ ,.;:'-]{3,160}$"
 MAX_COUNT = 9
 
 
@@ -112,22 +114,23 @@ def mentioned(text: str, ctx: PlanContext) -> dict[str, set[str]]:
     return found
 
 
-def goalset_schema(names: SceneNames | None = None, *, translate: bool = False) -> dict[str, Any]:
+def goalset_schema(names: SceneNames | None = None, *, reading: bool = True) -> dict[str, Any]:
     """The JSON Schema a model answer must match; with ``names``, strings become enums.
 
     ``language`` is left out: the planner detects it from the text, which costs no tokens.
-    ``translate`` (for non-English text) asks for an ``english`` rendering before the goals,
-    which a small model writes far better goals from; decoding ignores it.
+    ``reading`` asks first for the instruction restated in the grammar's plain English (any
+    input language), which a small model writes better goals from and which the planner
+    checks the goals against (:meth:`ModelPlanner.confirm`).
     """
     schema = copy.deepcopy(msgspec.json.schema(GoalSet))
     defs: dict[str, Any] = schema["$defs"]
     defs["GoalSet"]["properties"].pop("language", None)
     defs["GoalSet"]["properties"]["goals"].update(minItems=1, maxItems=MAX_ITEMS)
-    if translate:
+    if reading:
         top = defs["GoalSet"]
-        top["properties"] = {"english": {"type": "string", "minLength": 3, "maxLength": 200},
+        top["properties"] = {"reading": {"type": "string", "pattern": READING_PATTERN},
                              **top["properties"]}
-        top["required"] = ["english", "goals"]
+        top["required"] = ["reading", "goals"]
     for def_name, definition in defs.items():
         definition.pop("description", None)
         definition["additionalProperties"] = False
@@ -147,6 +150,14 @@ def _tighten(def_name: str, prop: str, prop_schema: dict[str, Any],
         prop_schema.update(minItems=1, maxItems=names.max_refs if names else MAX_ITEMS)
     elif prop == "task_id":
         prop_schema.update(pattern=r"^[A-Za-z0-9_.:\-]{1,40}$")
+    elif prop == "exclude":
+        objects = names.objects if names is not None else []
+        if names is not None and not objects:
+            return False
+        prop_schema.clear()
+        prop_schema.update(type="array", maxItems=4,
+                           items={"enum": objects} if objects else {"type": "string", "maxLength": 60})
+        return True
     category = FIELD_NAMES.get((def_name, prop))
     if category is None:
         return True

@@ -7,7 +7,9 @@ Options (``--model`` on the CLI, or ``BrainConfig.planner_options``), each with 
 * ``device`` (``ROBOBUS_LLM_DEVICE``): ``auto`` (CUDA when torch sees one), ``cpu``, ``cuda``;
 * ``dtype`` (``ROBOBUS_LLM_DTYPE``): ``auto`` (bfloat16), ``float32``, ...;
 * ``cache_dir`` (``ROBOBUS_LLM_CACHE``): where converted models are kept;
-* ``max_attempts``: model answers tried per plan (rejections are fed back).
+* ``max_attempts``: model answers tried per plan (rejections are fed back);
+* ``grammar_first`` (default True): the symbolic grammar answers where it reads the text and
+  the model is asked only where it does not (see :mod:`brain_agent.llm.planning`).
 
 The model is loaded on first use (or by :meth:`LlmPlanner.warmup`), in a worker thread.
 """
@@ -33,8 +35,9 @@ class LlmPlanner(ModelPlanner):
 
     def __init__(self, model: str | None = None, *, device: str | None = None,
                  dtype: str | None = None, cache_dir: str | Path | None = None,
-                 max_attempts: int = 3, max_new_tokens: int = 200) -> None:
-        super().__init__(max_attempts=max_attempts, max_new_tokens=max_new_tokens)
+                 max_attempts: int = 3, max_new_tokens: int = 240, grammar_first: bool = True) -> None:
+        super().__init__(max_attempts=max_attempts, max_new_tokens=max_new_tokens,
+                         grammar_first=grammar_first)
         self.model = model or os.environ.get("ROBOBUS_LLM_MODEL") or models.DEFAULT_MODEL
         self.device = device or os.environ.get("ROBOBUS_LLM_DEVICE") or "auto"
         self.dtype = dtype or os.environ.get("ROBOBUS_LLM_DTYPE") or "auto"

@@ -35,8 +35,10 @@ class OpenAIPlanner(ModelPlanner):
     name = "openai"
 
     def __init__(self, endpoint: str | None = None, model: str | None = None, *,
-                 timeout_s: float = 60.0, max_attempts: int = 3, max_new_tokens: int = 300) -> None:
-        super().__init__(max_attempts=max_attempts, max_new_tokens=max_new_tokens)
+                 timeout_s: float = 60.0, max_attempts: int = 3, max_new_tokens: int = 300,
+                 grammar_first: bool = True) -> None:
+        super().__init__(max_attempts=max_attempts, max_new_tokens=max_new_tokens,
+                         grammar_first=grammar_first)
         base = endpoint or os.environ.get("ROBOBUS_OPENAI_BASE_URL") or DEFAULT_ENDPOINT
         self.endpoint = base.rstrip("/")
         self.model = model or os.environ.get("ROBOBUS_OPENAI_MODEL") or "default"

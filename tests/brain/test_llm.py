@@ -7,6 +7,7 @@ from the scene, and that rejections are fed back and retried.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -23,7 +24,7 @@ from robobus.brain_agent.config import BrainConfig
 from robobus.brain_agent.errors import BrainError, ParseError
 from robobus.brain_agent.goals import Deliver, GoalSet
 from robobus.brain_agent.llm.errors import EndpointError
-from robobus.brain_agent.llm.planning import decode_goals
+from robobus.brain_agent.llm.planning import decode_goals, meaning
 from robobus.brain_agent.llm.schema import SceneNames, goalset_schema
 from robobus.brain_agent.planners import validate
 
@@ -58,7 +59,7 @@ def test_schema_narrows_to_mentioned_names_for_english_text() -> None:
     assert deliver["objects"]["maxItems"] == 3  # cup, knife (objects) + fruit (kind)
     zh = schema_for("拿离杯子最近的水果", ctx)["$defs"]
     assert zh["ObjectRef"]["properties"]["name"]["enum"] == sorted(ctx.world.objects)
-    assert list(zh["GoalSet"]["properties"])[0] == "english"
+    assert list(zh["GoalSet"]["properties"])[0] == "reading"
 
 
 def _toy_tokenizer() -> Any:
@@ -185,8 +186,15 @@ class FakeOpenAI:
         self.server.server_close()
 
 
-BAD = '{"goals":[{"type":"deliver","objects":[{"name":"pear"}],"to":"officeDesk"}]}'
-GOOD = '{"goals":[{"type":"deliver","objects":[{"name":"knife"}],"to":"basket"}]}'
+BAD = ('{"reading":"bring the pear to the office desk","goals":[{"type":"deliver",'
+       '"objects":[{"name":"pear"}],"to":"officeDesk"}]}')
+GOOD = ('{"reading":"put the knife in the basket","goals":[{"type":"deliver","objects":'
+        '[{"name":"knife"}],"to":"basket"}]}')
+#: goals that do not mean what the reading says
+MISMATCH = ('{"reading":"put the knife in the basket","goals":[{"type":"deliver","objects":'
+            '[{"name":"knife"}],"to":"officeDesk"}]}')
+#: a sentence the grammar does not reach (the model's turn), and one it reads itself
+BEYOND = "the knife belongs in the basket"
 
 
 async def test_openai_feeds_back_a_bad_answer_and_retries(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,7 +203,7 @@ async def test_openai_feeds_back_a_bad_answer_and_retries(monkeypatch: pytest.Mo
     monkeypatch.setenv("ROBOBUS_OPENAI_API_KEY", "sk-test-secret")
     ctx = scenes.demo()
     with FakeOpenAI([BAD, GOOD]) as server:
-        plan = await OpenAIPlanner(server.url, "tiny").plan("put the knife in the basket", ctx)
+        plan = await OpenAIPlanner(server.url, "tiny").plan(BEYOND, ctx)
     assert validate(plan, ctx) == [] and plan.steps and plan.planner == "openai"
     first, second = server.requests
     assert first["response_format"]["type"] == "json_schema"
@@ -210,9 +218,11 @@ async def test_openai_gives_up_after_bounded_retries_with_the_reason() -> None:
     from robobus.brain_agent.planners.openai import OpenAIPlanner
 
     with FakeOpenAI([BAD]) as server:
-        with pytest.raises(ParseError, match=r"2 attempt\(s\).*unknown object 'pear'"):
-            await OpenAIPlanner(server.url, max_attempts=2).plan("bring a pear", scenes.demo())
-    assert len(server.requests) == 2
+        with pytest.raises(ParseError, match=r"could not be confirmed in 2 attempt\(s\).*'pear'") \
+                as info:
+            await OpenAIPlanner(server.url, max_attempts=2).plan("a pear for the office desk",
+                                                                 scenes.demo())
+    assert len(server.requests) == 2 and info.value.code == "unconfirmed_reading"
 
 
 async def test_openai_http_error_is_not_retried() -> None:
@@ -220,7 +230,7 @@ async def test_openai_http_error_is_not_retried() -> None:
 
     with FakeOpenAI([(503, {"error": "overloaded"})]) as server:
         with pytest.raises(EndpointError, match="HTTP 503"):
-            await OpenAIPlanner(server.url).plan("put the knife in the basket", scenes.demo())
+            await OpenAIPlanner(server.url).plan(BEYOND, scenes.demo())
     assert len(server.requests) == 1
 
 
@@ -229,10 +239,79 @@ async def test_brain_runs_a_task_with_the_openai_planner(rig_factory) -> None:  
         config = BrainConfig(planner="openai", planner_options={"endpoint": server.url},
                              orphan_wait_s=2.0)
         async with rig_factory(brain=config) as rig:
-            tid = await rig.send("put the knife in the basket")
+            tid = await rig.send(BEYOND)
             st = await rig.status(tid)
             assert st.status == "done", st.reason
             assert (await rig.world()).objects["knife"].location == "basket"
+    assert len(server.requests) == 1
+
+
+# -- faithful model plans (issue 15): grammar first, readings confirmed, failures fed back -----
+async def test_the_grammar_answers_where_it_reaches_and_its_refusals_are_final() -> None:
+    from robobus.brain_agent.llm.errors import GrammarRefusal
+    from robobus.brain_agent.planners.openai import OpenAIPlanner
+
+    ctx = scenes.demo()
+    with FakeOpenAI([MISMATCH]) as server:
+        planner = OpenAIPlanner(server.url)
+        plan = await planner.plan("put the knife in the basket", ctx)
+        assert validate(plan, ctx) == [] and plan.steps
+        with pytest.raises(GrammarRefusal) as info:
+            await planner.plan("put the apple next to the cup", ctx)
+    assert info.value.code == "unknown_relation"
+    assert server.requests == []  # the model was never asked
+
+
+@pytest.mark.parametrize(("answer", "code", "fragment"), [
+    (MISMATCH, "reading_mismatch", "do not mean what your reading"),
+    ('{"reading":"put the knife in the basket","goals":[{"type":"deliver","objects":'
+     '[{"name":"knife"}],"to":"basket","robot":"g1"}]}', "robot_not_named", "'g1'"),
+    ('{"reading":"put the banana in the basket","goals":[{"type":"deliver","objects":'
+     '[{"name":"banana"}],"to":"basket"}]}', "reading_adds_names", "banana"),
+    ('{"reading":"the basket gets the knife","goals":[{"type":"deliver","objects":'
+     '[{"name":"knife"}],"to":"basket"}]}', "reading_unparsed", "not a sentence I can check"),
+])
+async def test_an_unconfirmed_reading_is_fed_back(answer: str, code: str, fragment: str) -> None:
+    from robobus.brain_agent.planners.openai import OpenAIPlanner
+
+    ctx = scenes.demo()
+    with FakeOpenAI([answer, GOOD]) as server:
+        plan = await OpenAIPlanner(server.url).plan(BEYOND, ctx)
+    assert validate(plan, ctx) == [] and len(server.requests) == 2
+    assert fragment in ctx.feedback[0], ctx.feedback
+    with FakeOpenAI([answer]) as server, pytest.raises(ParseError) as info:
+        await OpenAIPlanner(server.url, max_attempts=1).plan(BEYOND, scenes.demo())
+    assert info.value.code == "unconfirmed_reading"
+    from robobus.brain_agent.llm.planning import ModelPlanner, decode_answer
+
+    with pytest.raises(ParseError) as check:
+        ModelPlanner().confirm(BEYOND, *decode_answer(answer, BEYOND), scenes.demo())
+    assert check.value.code == code
+
+
+#: agilex is fixed: the reading is confirmed, but no plan exists (a planning failure)
+FIXED = ('{"reading":"agilex, go to the office desk","goals":[{"type":"goto","robot":"agilex",'
+         '"place":"officeDesk"}]}')
+MOBILE = ('{"reading":"g1, go to the office desk","goals":[{"type":"goto","robot":"g1",'
+          '"place":"officeDesk"}]}')
+FLEXIBLE = "agilex or g1 should be at the office desk"
+
+
+async def test_brain_feeds_a_planning_failure_back_then_fails_unconfirmed(rig_factory) -> None:  # noqa: ANN001
+    """The scheduler asks again after a plan fails (not only after parse errors), at most
+    1 + parse_retries times, and never reports a task done on an unconfirmed reading."""
+    with FakeOpenAI([FIXED, MOBILE]) as good, FakeOpenAI([FIXED]) as bad:
+        for server, wanted in ((good, "done"), (bad, "failed")):
+            config = BrainConfig(planner="openai", planner_options={"endpoint": server.url},
+                                 orphan_wait_s=2.0, parse_retries=2)
+            async with rig_factory(brain=config) as rig:
+                tid = await rig.send(FLEXIBLE)
+                st = await rig.status(tid)
+                assert st.status == wanted, st.reason
+        assert "cannot go to" in good.requests[1]["messages"][-1]["content"]
+        assert len(good.requests) == 2 and len(bad.requests) == 3
+        assert "could not be confirmed in 3 attempt(s)" in st.reason and "agilex" in st.reason
+        assert "done" not in rig.seen(tid)
 
 
 # -- the local backend with a shipped model ----------------------------------------------------
@@ -241,7 +320,7 @@ def llm_planner() -> Any:
     """One loaded local planner for the module (first use converts the GGUF into the cache)."""
     from robobus.brain_agent.planners.llm import LlmPlanner
 
-    planner = LlmPlanner(TEST_MODEL, device="cpu")
+    planner = LlmPlanner(TEST_MODEL, device="cpu", grammar_first=False)  # always ask the model
     planner.engine()
     return planner
 
@@ -260,9 +339,13 @@ async def test_local_model_plans_a_valid_plan_and_loop_stays_responsive(llm_plan
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_loop)
-        plan = await llm_planner.plan("g1, go to the office desk", ctx)
+        try:
+            goals = await llm_planner.parse("g1, go to the office desk", ctx)
+        except ParseError as exc:  # a small model's reading may fail the check: never accepted
+            assert exc.code.startswith("reading_") or exc.code == "robot_not_named", exc.reason
+        else:  # a confirmed reading means what the instruction says
+            assert meaning(goals, ctx) == {("robot_at", "g1", "officeDesk", "g1")}
         done.set()
-    assert plan.steps and validate(plan, ctx) == []
     assert llm_planner.last.new_tokens > 5
     # The model ran in a worker thread: the event loop kept waking up on time.
     assert len(gaps) >= 10 and max(gaps) < 0.5, max(gaps)
@@ -272,14 +355,17 @@ async def test_local_model_answers_use_only_scene_names(llm_planner: Any) -> Non
     ctx = scenes.demo()
     for text in ("Bring the fruit nearest the cup and a fruit knife to the office desk",
                  "拿离杯子最近的水果，并递送一把水果刀"):
-        goals = await llm_planner.parse(text, ctx)
+        with contextlib.suppress(ParseError):  # the reading's check may reject it: not here
+            await llm_planner.parse(text, ctx)
+        goals = decode_goals(llm_planner.last.text, text)
         _assert_names_in_scene(goals, ctx)
         assert all(not isinstance(g, Deliver) or g.objects for g in goals.goals)
     assert goals.language == "zh"
 
 
 async def test_brain_runs_a_task_with_the_local_model(rig_factory, llm_planner: Any) -> None:  # noqa: ANN001
-    """The whole path: instruction on the bus -> local model -> validated plan -> robots."""
+    """The whole path with the llm planner: an instruction the grammar reads is planned without
+    asking the model (issue 15), and carried out."""
     config = BrainConfig(planner="llm", planner_options={"model": TEST_MODEL, "device": "cpu"},
                          orphan_wait_s=2.0)
     async with rig_factory(brain=config) as rig:
