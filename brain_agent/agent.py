@@ -18,9 +18,11 @@ from robobus.brain_agent.fleet import FleetView, MemoryUnavailable, query_memory
 from robobus.brain_agent.guard import Guard
 from robobus.brain_agent.leader import Leader
 from robobus.brain_agent.planners import load_planner
+from robobus.brain_agent.replies import Replies, Reply, reply_of
 from robobus.brain_agent.scheduler import Scheduler, goals_of
 from robobus.brain_agent.tasks import StatusPublisher, Task, not_resumable
 from robobus.bus import Bus, Message, Overflow
+from robobus.bus.reply import refuse_reply_topic
 from robobus.schemas.memory import MemoryQuery, TaskRecord
 from robobus.schemas.messages import (
     Alive,
@@ -54,6 +56,9 @@ class Brain:
         self.fleet = FleetView(bus, self.topics, query_timeout=config.query_timeout_s)
         self.guard = Guard(bus)
         self.status = StatusPublisher(bus, self.topics)
+        #: requesters' reply topics, fed every status the publisher sends (issue 14)
+        self.replies = Replies(bus)
+        self.status.forward = self.replies.send
         self.scheduler = Scheduler(bus, self.topics, self.fleet, self.planner, config,
                                    self.status, tg, guard=self.guard)
         self.started_ns = time.time_ns()
@@ -74,9 +79,10 @@ class Brain:
         for pattern, type_, handler, opts in subs:
             sub = await stack.enter_async_context(self.bus.subscribe(pattern, type_, **opts))
             self.tg.start_soon(self._consume, sub, handler, name=f"brain-sub-{pattern}")
-        # untyped: the intake decodes, so it sees the retain flag and its own clearing
+        # untyped: the intake decodes, so it sees the retain flag and its own clearing; the
+        # brain owns the topic, so it reports what it refuses there (size, rate, decode)
         sub = await stack.enter_async_context(self.bus.subscribe(
-            t.instructions, rate_limit=self.config.instruction_rate_limit))
+            t.instructions, rate_limit=self.config.instruction_rate_limit, reports=True))
         self.tg.start_soon(self._intake, sub, name=f"brain-sub-{t.instructions}")
 
     async def _intake(self, sub: Any) -> None:
@@ -95,7 +101,7 @@ class Brain:
                                       self.bus, msg, inst, payload=msg.payload)
                 continue
             await self.guard.call("_on_instruction on instructions", msg.topic,
-                                  self._on_instruction, inst, payload=msg.payload)
+                                  self._on_instruction, inst, msg, payload=msg.payload)
 
     async def _consume(self, sub: Any, handler: Any) -> None:
         what = f"{handler.__name__} on {sub.pattern}"
@@ -115,21 +121,30 @@ class Brain:
         return False
 
     # -- handlers --------------------------------------------------------------------------
-    def _on_instruction(self, inst: Instruction) -> Awaitable[None] | None:
+    def _on_instruction(self, inst: Instruction, msg: Message | None = None) -> Awaitable[None] | None:
         task_id = inst.task_id or new_task_id()
+        reply = reply_of(msg, inst) if msg is not None else None
         refused = _refuse_task_id(task_id, self.scheduler.tasks)
+        if refused is None and reply is not None:
+            why = refuse_reply_topic(reply[0], self.topics.prefix)
+            refused, reply = ((why, "bad_reply_topic"), None) if why else (None, reply)
         if refused is not None:
             log.info("instruction_refused", task=task_id[:128], code=refused[1])
             self.bus.report_error_soon(self.topics.instructions, refused[0], refused[1],
-                                       msgspec.msgpack.encode(inst))
+                                       msg.payload if msg else b"", about=msg,
+                                       task_id=task_id[:MAX_TASK_ID], reply=reply,
+                                       sender=_sender(msg, inst))
             return None
+        if reply is not None:  # before the task can say anything
+            self.replies.expect(task_id, reply)
         task = Task(task_id, inst.text, inst.priority, origin=inst.origin)
         self.scheduler.add(task)
         if inst.task_id is not None and self.fleet.world_ready.is_set():
             # a client's id: the durable record decides it is new (once memory has answered;
             # before that, the task waits for the world and the intake must not wait for memory)
             self.guard.spawn(self.tg, "task start", self.topics.task(task_id), self._start_if_new,
-                             task, msgspec.msgpack.encode(inst), name=f"task-{task_id}")
+                             task, msg.payload if msg else b"", reply, _sender(msg, inst),
+                             name=f"task-{task_id}")
             return None
         if self.planner.inline and self.fleet.world_ready.is_set():
             # a planner that never waits is run on the intake path: one scheduling hop less
@@ -140,7 +155,8 @@ class Brain:
                          self.scheduler.start_task, task, name=f"task-{task_id}")
         return None
 
-    async def _start_if_new(self, task: Task, payload: bytes) -> None:
+    async def _start_if_new(self, task: Task, payload: bytes, reply: Reply | None,
+                            sender: str | None) -> None:
         status = await intake.known_task(self.bus, self.topics, task.id,
                                          self.config.query_timeout_s)
         if status is None:
@@ -148,9 +164,11 @@ class Brain:
             return
         self.scheduler.tasks.pop(task.id, None)
         self.scheduler.live.pop(task.id, None)
+        self.replies.forget(task.id)
         log.info("instruction_refused", task=task.id, code="duplicate_task")
         self.bus.report_error_soon(self.topics.instructions, f"task id {task.id!r} is already "
-                                   f"taken: task memory has it ({status})", "duplicate_task", payload)
+                                   f"taken: task memory has it ({status})", "duplicate_task",
+                                   payload, task_id=task.id, reply=reply, sender=sender)
 
     def _on_registration(self, reg: RobotRegistration) -> None:
         self.fleet.on_registration(reg)
@@ -233,6 +251,11 @@ class Brain:
                                            f"task record {task_id[:64]!r} not resumed: {exc}",
                                            "bad_task_record", task_id.encode(errors="replace"))
         return records
+
+
+def _sender(msg: Message | None, inst: Instruction) -> str | None:
+    """Who sent an instruction: its ``sender`` property (robobus clients), else its ``source``."""
+    return (msg.sender if msg is not None else None) or inst.source
 
 
 def _refuse_task_id(task_id: str, known: Any) -> tuple[str, str] | None:

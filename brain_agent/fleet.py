@@ -13,13 +13,14 @@ import structlog
 
 from robobus.bus import Bus
 from robobus.bus.errors import BusError
+from robobus.schemas.codec import decode_as
+from robobus.schemas.errors import DecodeError
 from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.messages import Alive, RobotRegistration, RobotState, presence_supersedes
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
 
 log = structlog.get_logger("brain.fleet")
-_reply_decoder = msgspec.msgpack.Decoder(QueryReply)
 
 
 class MemoryUnavailable(BusError):
@@ -38,8 +39,8 @@ async def query_memory(bus: Bus, topics: Topics, query: MemoryQuery, timeout: fl
     except BusError as exc:
         raise MemoryUnavailable(f"memory agent did not answer a {query.kind!r} query: {exc}") from exc
     try:
-        reply = _reply_decoder.decode(msg.payload)
-    except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError is a DecodeError
+        reply = decode_as(msg.payload, QueryReply, msg.topic, msg.content_type)
+    except DecodeError as exc:  # msgpack or JSON, whichever the memory agent speaks
         raise MemoryUnavailable(f"memory agent sent a malformed reply to a {query.kind!r} "
                                 f"query: {exc}") from exc
     if not reply.ok:

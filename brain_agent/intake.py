@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
-import msgspec
 import structlog
 
+from robobus.brain_agent.replies import Reply, reply_of
 from robobus.bus import Bus, BusError, Message
-from robobus.schemas.codec import decode_as
+from robobus.bus.reply import refuse_reply_topic
+from robobus.schemas.codec import decode_as, decode_object
 from robobus.schemas.errors import DecodeError
 from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.messages import Instruction
@@ -22,7 +23,6 @@ from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("brain.intake")
 RETAINED = "retained_instruction"
-_reply = msgspec.msgpack.Decoder(QueryReply)
 
 
 def decode(bus: Bus, msg: Message) -> Instruction | None:
@@ -31,10 +31,32 @@ def decode(bus: Bus, msg: Message) -> Instruction | None:
     if not msg.payload and msg.sender == bus.name:
         return None
     try:
-        return decode_as(msg.payload, Instruction, msg.topic)
+        return decode_as(msg.payload, Instruction, msg.topic, msg.content_type)
     except DecodeError as exc:
-        bus.report_error_soon(msg.topic, exc.reason, "decode", msg.payload)
+        task_id, reply, source = _salvage(msg, bus.options.prefix)
+        bus.report_error_soon(msg.topic, exc.reason, "decode", msg.payload, about=msg,
+                              task_id=task_id, reply=reply, sender=msg.sender or source)
         return None
+
+
+def _salvage(msg: Message, prefix: str) -> tuple[str | None, Reply | None, str | None]:
+    """Task id, reply topic and source of an instruction that failed its schema, where the
+    object names them (string fields), so that its refusal is correlated too."""
+    reply = reply_of(msg, None)
+    try:
+        obj = decode_object(msg.payload, msg.topic)
+    except DecodeError:
+        return None, reply, None
+    task_id, to, corr, source = (_text(obj, k) for k in ("task_id", "reply_to", "correlation",
+                                                          "source"))
+    if reply is None and to is not None and refuse_reply_topic(to, prefix) is None:
+        reply = (to, corr.encode() if corr is not None else None)
+    return (task_id[:128] if task_id else None), reply, source
+
+
+def _text(obj: dict[str, object], key: str) -> str | None:
+    value = obj.get(key)
+    return value[:1024] if isinstance(value, str) and value and value.isprintable() else None
 
 
 async def refuse_retained(bus: Bus, msg: Message, inst: Instruction) -> None:
@@ -43,7 +65,8 @@ async def refuse_retained(bus: Bus, msg: Message, inst: Instruction) -> None:
     reason = (f"retained instruction refused (task id {inst.task_id!r}, text {text!r}): "
               "instructions must not be retained; it was cleared and not executed")
     log.warning("instruction_refused", task=(inst.task_id or "")[:128], code=RETAINED)
-    await bus.report_error(msg.topic, reason, RETAINED, msg.payload)
+    await bus.report_error(msg.topic, reason, RETAINED, msg.payload, about=msg,
+                           task_id=inst.task_id)
     try:
         await bus.publish(msg.topic, b"", retain=True, qos=1)
     except BusError as exc:
@@ -58,8 +81,9 @@ async def known_task(bus: Bus, topics: Topics, task_id: str, timeout: float) -> 
     """
     query = MemoryQuery(kind="task", name=task_id)
     try:
-        reply = _reply.decode((await bus.request(topics.memory_query, query, timeout=timeout)).payload)
-    except (BusError, msgspec.DecodeError) as exc:
+        answer = await bus.request(topics.memory_query, query, timeout=timeout)
+        reply = decode_as(answer.payload, QueryReply, answer.topic, answer.content_type)
+    except (BusError, DecodeError) as exc:
         log.warning("task_id_unchecked", task=task_id[:128], error=repr(exc))
         return None
     if not reply.ok or not isinstance(reply.result, dict):

@@ -44,6 +44,8 @@ import structlog
 from robobus.bus import Bus, BusOptions, Subscription
 from robobus.bus.errors import BusError
 from robobus.bus.presence import Presence
+from robobus.schemas.codec import decode_as
+from robobus.schemas.errors import DecodeError
 from robobus.schemas.messages import BrainState, BrainStatus, presence_supersedes
 from robobus.schemas.topics import Topics
 
@@ -226,8 +228,8 @@ class Leader:
         if not payload or getattr(msg, "replayed", False):
             return False
         try:
-            status = msgspec.msgpack.decode(payload, type=BrainStatus)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+            status = decode_as(payload, BrainStatus)  # msgpack or JSON
+        except DecodeError:
             return False
         if status.instance == self.instance or status.bd_seq == 0:
             return False  # own, or without presence (an older brain)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -137,6 +138,8 @@ class StatusPublisher:
         self._recv: MemoryObjectReceiveStream[TaskStatus] = recv
         #: statuses that could not be published for a reason other than the bus (reported)
         self.failures = 0
+        #: also called with each status once published (the requester's reply, issue 14)
+        self.forward: Callable[[TaskStatus], Awaitable[None]] | None = None
 
     def emit(self, task: Task, status: str, **fields: Any) -> None:
         """Queue ``status`` for ``task`` if the task state machine lets it follow the last one:
@@ -163,6 +166,8 @@ class StatusPublisher:
                     reason=msg.reason)
                 try:
                     await self.bus.publish(self.topics.task(msg.task_id), msg, qos=1)
+                    if self.forward is not None:
+                        await self.forward(msg)
                 except BusError as exc:
                     log.error("status_publish_failed", task=msg.task_id, error=repr(exc))
                 except Exception as exc:  # noqa: BLE001 - reported and counted, see below

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import importlib
 import itertools
 import os
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import msgspec
@@ -28,6 +29,7 @@ from robobus.bus.errors import (
 )
 from robobus.bus.limits import RateLimit, TokenBuckets
 from robobus.bus.message import Message, Will
+from robobus.bus.reply import refuse_reply_topic
 from robobus.bus.subscription import Overflow, Subscription
 from robobus.bus.topics import TOPIC_CACHE_LIMIT, matches, remember, validate_filter, validate_topic
 from robobus.bus.transport import Transport, TransportConfig
@@ -60,6 +62,9 @@ class BusOptions:
     keepalive_s: float = 1.0
     request_timeout: float = 5.0
     report_errors: bool = True
+    #: how this client encodes what it publishes: ``msgpack`` or ``json`` (``?codec=json`` on
+    #: the URL wins); every client reads both (:mod:`robobus.schemas.codec`)
+    codec: str = "msgpack"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,15 +73,25 @@ def default_url() -> str:
     return os.environ.get("ROBOBUS_URL", DEFAULT_URL)
 
 
-def encode(payload: Payload) -> bytes:
-    """Bytes pass through, text is UTF-8, structs and dicts become msgpack."""
+def encode(payload: Payload, codec: str = "msgpack") -> bytes:
+    """Bytes pass through, text is UTF-8, structs and dicts become msgpack (or JSON)."""
     if isinstance(payload, bytes):
         return payload
     if isinstance(payload, bytearray | memoryview):
         return bytes(payload)
     if isinstance(payload, str):
         return payload.encode()
-    return msgspec.msgpack.encode(payload)
+    return msgspec.msgpack.encode(payload) if codec == "msgpack" else msgspec.json.encode(payload)
+
+
+def codec_of(url: str, options: BusOptions) -> str:
+    """The codec a client publishes with: the URL's ``codec=``, else ``options.codec``."""
+    from robobus.schemas.codec import CODECS
+
+    codec = parse_qs(urlsplit(url).query).get("codec", [options.codec])[-1]
+    if codec not in CODECS:
+        raise BusError(f"unknown codec {codec!r} in {url!r}; known: {', '.join(CODECS)}")
+    return codec
 
 
 def _expire(reply: asyncio.Future[Message], exc: BaseException) -> None:
@@ -115,6 +130,10 @@ class Bus:
         self.options = options
         self.client_id = f"{name}-{secrets.token_hex(4)}"
         self._transport = transport
+        from robobus.schemas.codec import encoder
+
+        self.codec = codec_of(url, options)
+        self._encode, self.content_type = encoder(self.codec)
         self._subs: dict[int, Subscription] = {}
         # topic -> subscriptions matching it; cleared whenever the subscriptions change
         self._routes: dict[str, list[Subscription]] = {}
@@ -165,7 +184,7 @@ class Bus:
         return TransportConfig(
             url=self.url,
             client_id=self.client_id,
-            will=self.options.will,
+            will=self._will if self.options.will is not None else None,
             deliver=self._deliver,
             dispatch=self.dispatch,
             snapshot=self._snapshot,
@@ -173,6 +192,16 @@ class Bus:
             keepalive_s=self.options.keepalive_s,
             task_group=tg,
         )
+
+    def _will(self) -> Will:
+        """The configured will with its payload in this client's encoding."""
+        will = self.options.will
+        will = will() if callable(will) else will
+        assert will is not None
+        if isinstance(will.payload, bytes):
+            return will
+        return dataclasses.replace(will, payload=self._encode(will.payload),
+                                   content_type=self.content_type)
 
     async def abort(self) -> None:
         """Drop the connection without goodbye, so the last will fires (tests, fault drills)."""
@@ -213,8 +242,17 @@ class Bus:
         response_topic: str | None = None,
         correlation: bytes | None = None,
     ) -> None:
-        """Publish ``payload`` on ``topic``. With ``qos=1``, wait for the hub/broker's ack."""
-        data = encode(payload)
+        """Publish ``payload`` on ``topic``. With ``qos=1``, wait for the hub/broker's ack.
+
+        Structs, dicts and lists are encoded with this client's codec (msgpack or JSON) and
+        labelled with its content type; bytes go as they are.
+        """
+        if isinstance(payload, bytes):
+            data, ctype = payload, None
+        elif isinstance(payload, bytearray | memoryview | str):
+            data, ctype = encode(payload), None
+        else:
+            data, ctype = self._encode(payload), self.content_type
         if len(data) > self.options.max_payload:
             raise PayloadTooLarge(topic, len(data), self.options.max_payload)
         if topic not in self._valid_topics:
@@ -224,7 +262,7 @@ class Bus:
             self._valid_topics.add(topic)
         # Positional (topic, payload, retain, qos, response_topic, correlation, sender): on the
         # hot path keyword arguments cost ~0.6 µs per message.
-        msg = Message(topic, data, retain, qos, response_topic, correlation, self.name)
+        msg = Message(topic, data, retain, qos, response_topic, correlation, self.name, ctype)
         await self._transport.publish(msg)
 
     # -- subscribe ----------------------------------------------------------------------
@@ -238,6 +276,7 @@ class Bus:
         overflow: Overflow = Overflow.BLOCK,
         rate_limit: RateLimit | None = None,
         manual_ack: bool = False,
+        reports: bool | None = None,
     ) -> AsyncIterator[Subscription]:
         """Subscribe to an MQTT-style filter; typed subscriptions set ``msg.data``.
 
@@ -246,12 +285,18 @@ class Bus:
         rate are refused and reported the same way. With ``manual_ack``, the transport's
         acknowledgement (MQTT PUBACK) waits until the consumer calls ``msg.ack()``: a broker
         with a persistent session then redelivers what a crash left unconfirmed.
+
+        ``reports``: whether refusals on this subscription (too large, rate, decode) are
+        reported. An input is reported once, by the agent that owns its topic, never by a
+        passive observer (issue 14); by default a filter ending in ``#`` (a recorder, a
+        monitor, ``topic echo``) observes and every other filter owns what it receives.
         """
         validate_filter(pattern)
         sub_id = next(self._ids)
-        decode = self._decoder(type) if type is not None else None
+        owns = not pattern.endswith("#") if reports is None else reports
+        decode = self._decoder(type, owns) if type is not None else None
         sub = Subscription(pattern, maxsize=maxsize, overflow=overflow, decode=decode, sub_id=sub_id,
-                           manual_ack=manual_ack)
+                           manual_ack=manual_ack, reports=owns)
         if rate_limit is not None:
             self._limits[sub_id] = TokenBuckets(rate_limit)
         self._subs[sub_id] = sub
@@ -268,14 +313,19 @@ class Bus:
                 with anyio.CancelScope(shield=True):
                     await self._transport.unsubscribe(pattern, sub_id)
 
-    def _decoder(self, type_: type[Any]) -> Any:
+    def _decoder(self, type_: type[Any], reports: bool) -> Any:
         from robobus.schemas.codec import decode_as
 
         def decode(msg: Message) -> Message | None:
             try:
-                return dataclasses.replace(msg, data=decode_as(msg.payload, type_, msg.topic))
+                data = decode_as(msg.payload, type_, msg.topic, msg.content_type)
+                return dataclasses.replace(msg, data=data)
             except DecodeError as exc:
-                self.report_error_soon(msg.topic, exc.reason, "decode", msg.payload)
+                if reports:
+                    self.report_error_soon(msg.topic, exc.reason, "decode", msg.payload,
+                                           about=msg)
+                else:
+                    self.log.debug("input_skipped", topic=msg.topic, reason=exc.reason)
                 return None
 
         return decode
@@ -289,10 +339,6 @@ class Bus:
         if msg.topic.startswith(self._inbox):
             self._resolve(msg)
             return None
-        if len(msg.payload) > self.options.max_payload:
-            reason = f"payload of {len(msg.payload)} bytes exceeds {self.options.max_payload}"
-            self.report_error_soon(msg.topic, reason, "too_large", msg.payload[:64])
-            return None
         if sub_ids is None:
             targets = self._routes.get(msg.topic)
             if targets is None:
@@ -300,6 +346,9 @@ class Bus:
                     s for s in self._subs.values() if matches(s.pattern, msg.topic)])
         else:
             targets = [self._subs[i] for i in sub_ids if i in self._subs]
+        if len(msg.payload) > self.options.max_payload:
+            self._too_large(msg, targets)
+            return None
         if self._limits:
             targets = [s for s in targets if self._admit(s, msg)]
         token = msg.ack_token
@@ -313,12 +362,20 @@ class Bus:
                 full.append(sub)
         return self._put_all(full, msg) if full else None
 
+    def _too_large(self, msg: Message, targets: list[Subscription]) -> None:
+        reason = f"payload of {len(msg.payload)} bytes exceeds {self.options.max_payload}"
+        if any(s.reports for s in targets):  # an observer of the topic leaves it to its owner
+            self.report_error_soon(msg.topic, reason, "too_large", msg.payload[:64], about=msg)
+        else:
+            self.log.debug("input_skipped", topic=msg.topic, reason=reason)
+
     def _admit(self, sub: Subscription, msg: Message) -> bool:
         buckets = self._limits.get(sub.sub_id)
         if buckets is None or buckets.allow(msg.sender or "?"):
             return True
         reason = f"sender {msg.sender or '?'!r} exceeds {buckets.limit.rate:g} msg/s on {sub.pattern!r}"
-        self.report_error_soon(msg.topic, reason, "rate_limited", msg.payload[:64])
+        if sub.reports:
+            self.report_error_soon(msg.topic, reason, "rate_limited", msg.payload[:64], about=msg)
         return False
 
     @staticmethod
@@ -343,7 +400,7 @@ class Bus:
         """Publish a request and wait for the one reply (response topic + correlation data)."""
         if not self._inbox_live:
             await self._ensure_inbox()
-        corr = secrets.token_bytes(8)
+        corr = secrets.token_hex(8).encode()  # printable: `mosquitto_sub -F %J` shows it as text
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Message] = loop.create_future()
         self._pending[corr] = reply
@@ -378,22 +435,39 @@ class Bus:
 
     # -- errors -------------------------------------------------------------------------
     async def report_error(
-        self, topic: str, reason: str, code: str = "invalid", payload: bytes = b""
+        self, topic: str, reason: str, code: str = "invalid", payload: bytes = b"", *,
+        about: Message | None = None, task_id: str | None = None, sender: str | None = None,
+        reply: tuple[str, bytes | None] | None = None,
     ) -> None:
-        """Log a rejected input and publish it on ``{prefix}/errors``."""
+        """Log a rejected input and publish it on ``{prefix}/errors``.
+
+        ``about`` is the refused message: the report names its sender and, when it asked for
+        a reply (MQTT 5 Response Topic, ZeroMQ reply inbox), also goes there with its
+        correlation data echoed; ``reply`` names a reply topic the payload asked for instead.
+        """
         from robobus.schemas.messages import ErrorReport
 
-        self.log.warning("input_rejected", topic=topic, code=code, reason=reason)
+        self.log.warning("input_rejected", topic=topic, code=code, reason=reason, task=task_id)
         if not self.options.report_errors or topic == self.topic("errors"):
             return
+        if about is not None:
+            sender = sender or about.sender
+            if reply is None and about.response_topic:
+                reply = (about.response_topic, about.correlation)
         report = ErrorReport(source=self.name, topic=topic, code=code, reason=reason,
-                             excerpt=bytes(payload[:64]).hex())
+                             excerpt=bytes(payload[:64]).hex(), sender=sender, task_id=task_id)
         try:
             await self.publish(self.topic("errors"), report)
+            if reply is not None and refuse_reply_topic(reply[0], self.options.prefix) is None:
+                await self.publish(reply[0], report, correlation=reply[1])
         except BusError as exc:  # the error channel must never take the agent down
             self.log.error("error_report_failed", error=repr(exc))
 
-    def report_error_soon(self, topic: str, reason: str, code: str, payload: bytes) -> None:
+    def report_error_soon(
+        self, topic: str, reason: str, code: str, payload: bytes, *,
+        about: Message | None = None, task_id: str | None = None, sender: str | None = None,
+        reply: tuple[str, bytes | None] | None = None,
+    ) -> None:
         """Schedule :meth:`report_error` from synchronous code (at most 20/s per topic)."""
         if not self._error_buckets.allow(topic):
             if self._error_buckets.refused % 1000 == 1:
@@ -401,7 +475,9 @@ class Bus:
                                  suppressed=self._error_buckets.refused)
             return
         if self._tg is not None:
-            self._tg.start_soon(self.report_error, topic, reason, code, payload)
+            self._tg.start_soon(functools.partial(
+                self.report_error, topic, reason, code, payload, about=about, task_id=task_id,
+                sender=sender, reply=reply))
 
 
 def _unwrap(group: BaseExceptionGroup) -> BaseException:

@@ -26,7 +26,8 @@ class Message:
     """One message as it travels on the bus.
 
     ``payload`` is always the raw bytes; ``data`` is filled by typed subscriptions.
-    ``ts_ns`` is the wall-clock receive (or publish) time in integer nanoseconds.
+    ``ts_ns`` is the wall-clock receive (or publish) time in integer nanoseconds (local, never
+    sent: timestamps on the wire are the messages' own ``ts_ns`` fields).
     """
 
     topic: str
@@ -36,6 +37,9 @@ class Message:
     response_topic: str | None = None
     correlation: bytes | None = None
     sender: str | None = None
+    #: the payload's encoding when the publisher said it (MQTT 5 Content Type), or the bus
+    #: encoded it: ``application/msgpack``, ``application/json``; None: see the payload
+    content_type: str | None = None
     ts_ns: int = field(default_factory=time.time_ns)
     data: Any = None
     ack_token: AckToken | None = None
@@ -83,6 +87,8 @@ class Will:
     """A last will: published by the hub or broker if the client dies without saying goodbye."""
 
     topic: str
-    payload: bytes
+    #: bytes as they are, or a message the bus encodes with its codec before each connection
+    payload: bytes | Any
     retain: bool = True
     qos: int = 1
+    content_type: str | None = None

@@ -16,9 +16,10 @@ import anyio
 import msgspec
 import structlog
 
-from robobus.bus.api import Bus, encode
+from robobus.bus.api import Bus
 from robobus.bus.errors import BusError
 from robobus.bus.message import Will
+from robobus.schemas.messages import TICK_NS, now_ns
 
 log = structlog.get_logger("bus.presence")
 
@@ -38,15 +39,16 @@ class Presence:
         self.topic = topic
         self.make = make
         self.bd_seq = time.time_ns() // 1_000_000
-        self.birth_ns = time.time_ns()
+        self.birth_ns = now_ns()
 
     def __call__(self) -> Will:
         """The will of a new connection: the next sequence number's death."""
         self.bd_seq += 1
-        self.birth_ns = time.time_ns()
-        # One nanosecond after the birth: a client keeping "the newest" sees the death win.
-        death = self.make(False, self.bd_seq, self.birth_ns + 1)
-        return Will(self.topic, encode(death), retain=True, qos=1)
+        self.birth_ns = now_ns()
+        # One tick after the birth (timestamps are multiples of TICK_NS, exact in JavaScript):
+        # a client keeping "the newest" sees the death win. The bus encodes it (its codec).
+        death = self.make(False, self.bd_seq, self.birth_ns + TICK_NS)
+        return Will(self.topic, death, retain=True, qos=1)
 
     def birth(self) -> msgspec.Struct:
         """The birth of the current connection (same ``bd_seq`` as its will)."""
@@ -57,7 +59,7 @@ class Presence:
 
     async def publish_death(self, bus: Bus) -> None:
         """A clean stop: ``offline`` retained, stamped now (never an empty retained value)."""
-        await bus.publish(self.topic, self.make(False, self.bd_seq, time.time_ns()),
+        await bus.publish(self.topic, self.make(False, self.bd_seq, now_ns()),
                           retain=True, qos=1)
 
     async def reassert(self, bus: Bus, *, task_status: anyio.abc.TaskStatus[None]

@@ -45,6 +45,7 @@ class Subscription:
         decode: Callable[[Message], Any] | None = None,
         sub_id: int = 0,
         manual_ack: bool = False,
+        reports: bool = True,
     ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
@@ -56,6 +57,8 @@ class Subscription:
         self._keep_latest = overflow is Overflow.LATEST
         self.sub_id = sub_id
         self.manual_ack = manual_ack
+        #: whether refusals on it are reported (it owns its topics) or not (a passive observer)
+        self.reports = reports
         self.dropped = 0
         self._decode = decode
         self._queue: deque[Message] = deque()

@@ -10,10 +10,11 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import anyio
-import msgspec
 
 from robobus.bus.api import Bus, BusOptions
 from robobus.edge_agent.errors import EdgeError
+from robobus.schemas.codec import decode_object
+from robobus.schemas.errors import DecodeError
 from robobus.schemas.topics import Topics
 
 #: How long to wait for a retained alive on MQTT (it follows the SUBACK); the ZeroMQ hub
@@ -46,7 +47,7 @@ async def ensure_name_free(url: str, robot: str, prefix: str = "robobus") -> Non
 def says_online(payload: bytes) -> bool:
     """Whether a retained ``alive`` payload says online (anything undecodable: no)."""
     try:
-        data = msgspec.msgpack.decode(payload)
-    except msgspec.DecodeError:
+        data = decode_object(payload)  # msgpack or JSON
+    except DecodeError:
         return False
     return isinstance(data, dict) and data.get("online") is True

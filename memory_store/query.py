@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from robobus.bus.errors import TopicError
 from robobus.bus.topics import validate_filter
 from robobus.memory_store.errors import QueryError
 from robobus.memory_store.log import EventLog
 from robobus.memory_store.segment import KEY_LEN
 from robobus.memory_store.views import Views
+from robobus.schemas.codec import decode_as
+from robobus.schemas.errors import DecodeError
 from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.tasks import FINAL
 from robobus.schemas.world import WorldConflict
@@ -27,7 +27,6 @@ MAX_LIMIT = 10_000
 #: msgpack bytes of one event entry besides its topic and payload (keys, ints, headers)
 _EVENT_OVERHEAD = 64
 MAX_K = 1000
-_decoder = msgspec.msgpack.Decoder(MemoryQuery)
 
 #: Query kinds that read the event log (blocking I/O: the agent runs them in a thread).
 LOG_KINDS = frozenset({"events"})
@@ -35,14 +34,10 @@ LOG_KINDS = frozenset({"events"})
 
 def parse(payload: bytes) -> MemoryQuery:
     """Decode a query or raise ``QueryError(code="malformed")`` saying what is wrong."""
-    try:
-        return _decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise QueryError(f"malformed query: {exc}", "malformed") from exc
-    except msgspec.DecodeError as exc:
-        raise QueryError(f"malformed query: payload is not msgpack ({exc})", "malformed") from exc
-    except RecursionError as exc:  # deeply nested input must not end the memory agent
-        raise QueryError("malformed query: nested too deep", "malformed") from exc
+    try:  # msgpack or JSON (issue 14)
+        return decode_as(payload, MemoryQuery, "memory/query")
+    except DecodeError as exc:
+        raise QueryError(f"malformed query: {exc.reason}", "malformed") from exc
 
 
 def answer(q: MemoryQuery, views: Views, log: EventLog | None,

@@ -26,7 +26,9 @@ from robobus.bus.topics import matches, validate_topic
 from robobus.memory_store.foxglove import foxglove_payload, foxglove_schema, payload_object
 from robobus.memory_store.log import Event
 from robobus.memory_store.store import MemoryStore
+from robobus.schemas.codec import decode_as
 from robobus.schemas.contract import is_command, is_retained_topic, message_type, prefix_of
+from robobus.schemas.errors import DecodeError
 from robobus.schemas.messages import Alive, BrainStatus
 from robobus.schemas.topics import Topics
 
@@ -114,8 +116,8 @@ async def _watch(sub: Any, type_: type[Alive] | type[BrainStatus], live: dict[st
         if msg.replayed or not msg.payload:
             continue
         try:
-            value = msgspec.msgpack.decode(msg.payload, type=type_)
-        except msgspec.DecodeError:
+            value = decode_as(msg.payload, type_, msg.topic, msg.content_type)
+        except DecodeError:
             continue
         if isinstance(value, BrainStatus):
             live[f"brain {value.brain!r}"] = value.state != "offline"  # starting, standby or ready

@@ -7,10 +7,17 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+#: Every timestamp robobus writes is a multiple of this (2**10 ns, about a microsecond): an
+#: int64 multiple of 1024 has at most 53 significant bits, so it is exactly an IEEE double and
+#: a JavaScript client reads it exactly (``JSON.parse``, msgpack decoders), while Python keeps
+#: ints (issue 14). Readers take any integer, and integral floats too.
+TICK_NS = 1024
+
 
 def now_ns() -> int:
-    """Wall-clock time in integer nanoseconds (data, never a timer)."""
-    return time.time_ns()
+    """Wall-clock time in integer nanoseconds, a multiple of :data:`TICK_NS` (data, never a
+    timer)."""
+    return time.time_ns() & -TICK_NS
 
 
 # Domains of what crosses the bus (issue 13). Every integer fits msgpack's 64 bits and every
@@ -58,11 +65,17 @@ class Instruction(Base):
     task_id: str | None = None
     source: str | None = None
     ts_ns: Nanos = msgspec.field(default_factory=now_ns)
+    #: where the brain sends this task's statuses and refusals: a reply inbox for clients that
+    #: cannot set MQTT 5's Response Topic (ZeroMQ, MQTT 3.1.1); the property wins when both are set
+    reply_to: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] | None = None
+    #: echoed as the replies' correlation data (UTF-8) when the message carries none itself
+    correlation: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
     #: where the requester is, a place name: "me"/"here"/"我"/"这里" deliver there (issue 15)
     origin: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
 
     def __post_init__(self) -> None:
-        check_utf8(text=self.text, task_id=self.task_id, source=self.source, origin=self.origin)
+        check_utf8(text=self.text, task_id=self.task_id, source=self.source,
+                   reply_to=self.reply_to, correlation=self.correlation, origin=self.origin)
 
 
 class PlanStep(Base):
@@ -318,6 +331,11 @@ class ErrorReport(Base):
     reason: str
     excerpt: str = ""
     ts_ns: int = msgspec.field(default_factory=now_ns)
+    #: who sent the refused input, when known: its ``sender`` user property (robobus clients
+    #: set it) or an instruction's ``source``; MQTT does not tell subscribers the client id
+    sender: str | None = None
+    #: the task the refused input concerns, when known (an instruction's ``task_id``)
+    task_id: str | None = None
 
 
 class FaultSpec(Base):
@@ -329,3 +347,4 @@ class FaultSpec(Base):
     probability: float = 0.0
     seed: int = 0
     reason: str = "injected"
+

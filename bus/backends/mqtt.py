@@ -32,7 +32,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from robobus.bus.backends.mqtt_options import MqttOptions, parse
 from robobus.bus.backends.mqtt_routes import Routes
-from robobus.bus.backends.mqtt_wire import FastClient, Publish, publish_properties
+from robobus.bus.backends.mqtt_wire import FastClient, Publish, publish_properties, will_properties
 from robobus.bus.errors import BusError, ConnectError, DisconnectedError, PublishError
 from robobus.bus.message import AckToken, Message
 from robobus.bus.transport import Dispatch, TransportConfig, will_of
@@ -83,7 +83,7 @@ class MqttTransport:
         self._inflight: asyncio.Semaphore
         self._tasks: list[asyncio.Task[None]] = []
         self._reconnector: asyncio.Task[None] | None = None
-        self._props_cache: dict[str, Properties] = {}
+        self._props_cache: dict[tuple[str | None, str | None], Properties] = {}
         self.log = log
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -144,7 +144,8 @@ class MqttTransport:
         # A fresh will per connection: a presence gives each one its own birth sequence.
         will = will_of(self._config)
         if will is not None:
-            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain,
+                                  properties=will_properties(will.content_type, will.payload))
         self._connack = self._loop.create_future()
         try:
             async with asyncio.timeout(o.connect_timeout_s + 0.5):
@@ -293,7 +294,7 @@ class MqttTransport:
                 sender = value
         msg = Message(pub.topic, pub.payload, retain=pub.retain, qos=pub.qos,
                       response_topic=pub.response_topic, correlation=pub.correlation,
-                      sender=sender)
+                      sender=sender, content_type=pub.content_type)
         if pub.qos:
             msg.ack_token = AckToken(partial(self._ack, pub.mid, pub.qos, self._generation))
         ids = self._routes.route(pub.sub_ids, msg, pub.mid)

@@ -20,9 +20,9 @@ from paho.mqtt.properties import Properties
 
 from robobus.bus.message import Message
 
-_SUB_ID, _RESPONSE_TOPIC, _CORRELATION, _USER = 0x0B, 0x08, 0x09, 0x26
+_SUB_ID, _RESPONSE_TOPIC, _CORRELATION, _USER, _CONTENT_TYPE = 0x0B, 0x08, 0x09, 0x26, 0x03
 _FIXED = {0x01: 1, 0x02: 4, 0x23: 2}  # payload format, message expiry, topic alias
-_UTF8 = {0x03}  # content type (skipped)
+_MSGPACK, _JSON = "application/msgpack", "application/json"  # as schemas.codec names them
 
 
 @dataclass(slots=True)
@@ -38,6 +38,7 @@ class Publish:
     response_topic: str | None = None
     correlation: bytes | None = None
     user: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str | None = None
 
 
 def _vbi(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
@@ -94,45 +95,85 @@ def _property(pub: Publish, ident: int, buf: bytes | bytearray, pos: int) -> int
         key, pos = _str16(buf, pos)
         text, pos = _str16(buf, pos)
         pub.user.append((key.decode(), text.decode()))
+    elif ident == _CONTENT_TYPE:
+        raw, pos = _str16(buf, pos)
+        pub.content_type = raw.decode()
     elif ident in _FIXED:
         pos += _FIXED[ident]
-    elif ident in _UTF8:
-        _, pos = _str16(buf, pos)
     else:
         raise MalformedPacket(f"unexpected PUBLISH property 0x{ident:02x}")
     return pos
 
 
 class FrozenProperties(Properties):
-    """PUBLISH properties carrying only the sender, packed once (paho packs them per message)."""
+    """PUBLISH properties carrying only the sender and content type, packed once (paho packs
+    them per message)."""
 
     _packed: bytes
 
-    def __init__(self, sender: str) -> None:
+    def __init__(self, sender: str | None, content_type: str | None) -> None:
         super().__init__(PacketTypes.PUBLISH)
-        self.UserProperty = ("sender", sender)
+        _label(self, content_type)
+        if sender:
+            self.UserProperty = ("sender", sender)
         object.__setattr__(self, "_packed", super().pack())
 
     def pack(self) -> bytes:
         return self._packed
 
 
-def publish_properties(msg: Message, cache: dict[str, Properties]) -> Properties | None:
-    """MQTT 5 properties for ``msg``'s headers (sender as a user property), cached when static."""
+def _label(props: Properties, content_type: str | None) -> None:
+    """Content Type, and Payload Format Indicator 1 (UTF-8) for JSON (issue 14)."""
+    if content_type:
+        props.ContentType = content_type
+        if content_type == _JSON:
+            props.PayloadFormatIndicator = 1
+
+
+def sniff(payload: bytes) -> str | None:
+    """What a payload given as bytes is: a msgpack map, a JSON object, or unknown (None);
+    the rule of :func:`robobus.schemas.codec.sniff` (the backend imports no schemas)."""
+    if not payload:
+        return None
+    first = payload[0]
+    if 0x80 <= first <= 0x8F or first in (0xDE, 0xDF):
+        return _MSGPACK
+    if first == 0x7B:  # '{'
+        return _JSON
+    return None
+
+
+def publish_properties(msg: Message, cache: dict[tuple[str | None, str | None], Properties]
+                       ) -> Properties | None:
+    """MQTT 5 properties for ``msg``'s headers (sender as a user property, content type),
+    cached when static."""
+    ctype = msg.content_type or sniff(msg.payload)
     if msg.response_topic is None and msg.correlation is None:
-        if not msg.sender:
+        if not msg.sender and not ctype:
             return None
-        cached = cache.get(msg.sender)
+        key = (msg.sender, ctype)
+        cached = cache.get(key)
         if cached is None:
-            cached = cache[msg.sender] = FrozenProperties(msg.sender)
+            cached = cache[key] = FrozenProperties(msg.sender, ctype)
         return cached
     props = Properties(PacketTypes.PUBLISH)
+    _label(props, ctype)
     if msg.response_topic:
         props.ResponseTopic = msg.response_topic
     if msg.correlation is not None:
         props.CorrelationData = msg.correlation
     if msg.sender:
         props.UserProperty = ("sender", msg.sender)
+    return props
+
+
+def will_properties(content_type: str | None, payload: bytes) -> Properties | None:
+    """The will's Content Type (and format indicator), like any publish's."""
+    ctype = content_type or sniff(payload)
+    if not ctype:
+        return None
+    props = Properties(PacketTypes.WILLMESSAGE)
+    _label(props, ctype)
     return props
 
 

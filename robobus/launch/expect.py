@@ -8,6 +8,8 @@ from robobus.bus.api import Bus
 from robobus.bus.errors import BusError
 from robobus.launch.observe import Observer
 from robobus.launch.report import ExpectResult
+from robobus.schemas.codec import decode_as
+from robobus.schemas.errors import DecodeError
 from robobus.schemas.memory import MemoryQuery, QueryReply, TaskRecord
 from robobus.schemas.scenario import Expectation, Scenario
 from robobus.schemas.world import World, WorldSnapshot
@@ -21,8 +23,8 @@ async def query(bus: Bus, q: MemoryQuery, timeout: float = 2.0) -> QueryReply:
     """One request to the memory agent; raise MemoryUnavailable on timeout or a bad reply."""
     try:
         msg = await bus.request(bus.topic("memory", "query"), q, timeout=timeout)
-        return msgspec.msgpack.decode(msg.payload, type=QueryReply)
-    except (BusError, msgspec.DecodeError) as exc:
+        return decode_as(msg.payload, QueryReply, msg.topic, msg.content_type)
+    except (BusError, DecodeError) as exc:
         raise MemoryUnavailable(f"memory query {q.kind!r} failed: {exc}") from exc
 
 

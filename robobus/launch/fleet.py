@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
-import msgspec
 import structlog
 
 from robobus import testing
@@ -26,6 +25,8 @@ from robobus.edge_agent.errors import ProfileError
 from robobus.edge_agent.profile import find_profile, profile_dirs
 from robobus.launch.errors import BusUnavailable, NotReady, ProfileNotFound
 from robobus.launch.supervisor import Supervisor
+from robobus.schemas.codec import decode_as
+from robobus.schemas.errors import DecodeError
 from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.messages import BrainStatus
 from robobus.schemas.scenario import RobotSpec
@@ -292,8 +293,8 @@ async def memory_knows(bus: Bus, robots: list[str], timeout: float = 1.0) -> boo
     try:
         msg = await bus.request(bus.topic("memory", "query"), MemoryQuery(kind="robots"),
                                 timeout=timeout)
-        reply = msgspec.msgpack.decode(msg.payload, type=QueryReply)
-    except (BusError, msgspec.DecodeError) as exc:
+        reply = decode_as(msg.payload, QueryReply, msg.topic, msg.content_type)
+    except (BusError, DecodeError) as exc:
         log.debug("memory_not_ready", error=str(exc))
         return False
     known = reply.result if reply.ok and isinstance(reply.result, dict) else {}

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import msgspec
 import pytest
 
 from robobus.bus import Bus, BusOptions
 from robobus.edge_agent.agent import alive_presence
-from robobus.schemas.messages import Alive, presence_supersedes
+from robobus.schemas.messages import TICK_NS, Alive, presence_supersedes
 
 pytestmark = pytest.mark.anyio
 
@@ -25,12 +24,14 @@ def test_order_by_bd_seq_then_death_after_birth() -> None:
 
 def test_each_will_is_the_next_death_not_older_than_its_birth() -> None:
     presence = alive_presence("g1", "p")
-    first = msgspec.msgpack.decode(presence().payload, type=Alive)
+    first = presence().payload  # the message: the bus encodes it with its codec (issue 14)
     birth = presence.birth()
-    assert (first.online, first.bd_seq) == (False, birth.bd_seq)
-    assert first.ts_ns > birth.ts_ns
-    second = msgspec.msgpack.decode(presence().payload, type=Alive)
-    assert second.bd_seq == first.bd_seq + 1
+    assert isinstance(first, Alive) and (first.online, first.bd_seq) == (False, birth.bd_seq)
+    # one tick later: timestamps are multiples of TICK_NS, exact as doubles (JavaScript)
+    assert first.ts_ns == birth.ts_ns + TICK_NS and birth.ts_ns % TICK_NS == 0
+    assert float(first.ts_ns) > float(birth.ts_ns)
+    second = presence().payload
+    assert isinstance(second, Alive) and second.bd_seq == first.bd_seq + 1
 
 
 async def test_abort_publishes_the_current_connections_death() -> None:
