@@ -70,16 +70,27 @@ class ChineseParser:
 
     def parse(self, text: str) -> GoalSet:
         """Parse ``text``; raise :class:`ParseError` saying what was not understood."""
-        goals: list[Goal] = []
+        return _Reading(self.vocab).read(text)
+
+
+class _Reading:
+    """One sentence being read: the goals so far and the objects named last (它, 放到Y)."""
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+        self.goals: list[Goal] = []
+        self.last: list[ObjectRef] = []
+
+    def read(self, text: str) -> GoalSet:
         robot: str | None = None
         for clause in self._clauses(segment(text, self.vocab)):
             who, body = self._addressee(clause)
             robot = who or robot
             if body:
-                goals.extend(self._clause(body, robot))
-        if not goals:
+                self.goals.extend(self._clause(body, robot))
+        if not self.goals:
             raise ParseError(f"nothing to do in {text!r}: {_FORMS}", "unparseable")
-        return GoalSet(goals, "zh")
+        return GoalSet(self.goals, "zh")
 
     # -- clauses -----------------------------------------------------------------------------
     @staticmethod
@@ -120,13 +131,15 @@ class ChineseParser:
         if role == "ba":
             return self._ba(body[1:], robot, forme)
         if role in ("go", "to", "come"):
-            return [self._goto(body, robot)]
+            return self._goto(body, robot)
         if role == "want":
             return [Deliver(self._np_list(body[1:]), REQUESTER, robot)]
         if role == "give":
             return self._give_first(body[1:], robot)
         if role == "bring":
             return [Deliver(self._np_list(body[1:]), REQUESTER, robot)]
+        if role == "put" and self.last:  # "拿起苹果，放进篮子": the object named last
+            return self._towards([], body, robot, forme)
         if role in ("pick", "deliver", "put"):
             return self._verb_first(body, robot, forme)
         k = next((i for i, t in enumerate(body) if t.role in _TOWARDS), None)
@@ -142,13 +155,19 @@ class ChineseParser:
             raise ParseError("which task? expected 取消任务T", "no_task")
         return CancelTask(ident)
 
-    def _goto(self, body: list[Token], robot: str | None) -> Goal:
-        rest = body[1:]
+    def _goto(self, body: list[Token], robot: str | None) -> list[Goal]:
+        rest, then = self._cut(body[1:])
         dest = REQUESTER if body[0].role == "come" and not rest else self._place(rest)
         if robot is None:
             raise ParseError(f"who should go to {_text(rest) or '我这里'!r}? name a robot, e.g. "
                              "'g1去餐桌' or 'realman_1，去餐桌'", "no_robot")
-        return GoTo(robot, dest)
+        return [GoTo(robot, dest), *(self._clause(then, robot) if then else [])]
+
+    @staticmethod
+    def _cut(rest: list[Token]) -> tuple[list[Token], list[Token]]:
+        """``餐桌拿苹果`` -> (餐桌, 拿苹果): a verb after a place starts the next clause."""
+        k = next((i for i, t in enumerate(rest) if i and t.role in _VERBS | {"ba"}), None)
+        return (rest, []) if k is None else (rest[:k], rest[k:])
 
     def _ba(self, rest: list[Token], robot: str | None, forme: bool) -> list[Goal]:
         k = next((i for i, t in enumerate(rest) if t.role in _VERBS - {"want", "come"}), None)
@@ -174,7 +193,19 @@ class ChineseParser:
         verb, rest = tail[0], tail[1:]
         if verb.role in ("pick", "deliver") and rest and rest[0].role in _TOWARDS:
             verb, rest = rest[0], rest[1:]
-        refs = self._np_list(obj)
+        rest, then = self._cut(rest)
+        refs = self._np_list(obj) if obj else self._elided()
+        goals = self._verb(verb, refs, rest, tail, robot, forme)
+        return goals + (self._clause(then, robot) if then else [])
+
+    def _elided(self) -> list[ObjectRef]:
+        """The objects of the clause before, which a bare "放进篮子" moves: its pick-ups go."""
+        while self.goals and isinstance(self.goals[-1], PickUp) and self.goals[-1].object in self.last:
+            self.goals.pop()
+        return list(self.last)
+
+    def _verb(self, verb: Token, refs: list[ObjectRef], rest: list[Token], tail: list[Token],
+              robot: str | None, forme: bool) -> list[Goal]:
         if verb.role == "give":
             return self._give(refs, rest, robot)
         if verb.role in ("put", "to", "go"):
@@ -192,7 +223,8 @@ class ChineseParser:
         """``递给R X`` / ``给我X``."""
         if not rest:
             raise ParseError("give what to whom? expected 把X交给R", "unparseable")
-        return self._give(self._np_list(rest[1:]), rest[:1], robot)
+        refs = self._elided() if len(rest) == 1 and self.last else self._np_list(rest[1:])
+        return self._give(refs, rest[:1], robot)
 
     def _give(self, refs: list[ObjectRef], who: list[Token], robot: str | None) -> list[Goal]:
         who = [t for t in who if t.role not in _TRAILING]
@@ -214,7 +246,12 @@ class ChineseParser:
         groups = [g for g in groups if g]
         if not groups:
             raise ParseError("which object? none named", "no_object")
-        return [self._np(g) for g in groups]
+        if len(groups) == 1 and [t.role for t in groups[0]] == ["it"]:
+            if not self.last:
+                raise ParseError(f"{groups[0][0].text!r} names nothing said before", "unresolved_pronoun")
+            return self._elided()
+        self.last = [self._np(g) for g in groups]
+        return list(self.last)
 
     def _np(self, tokens: list[Token]) -> ObjectRef:
         every = any(t.role == "all" for t in tokens)

@@ -77,6 +77,12 @@ def test_the_seed_instruction_picks_the_fruit_nearest_the_cup_and_delivers_the_k
     ("递给g1一把刀", [HandTo(ObjectRef(name="knife"), "g1")]),
     ("取消任务t3", [CancelTask("t3")]),
     ("g1去办公桌，再拿起苹果", [GoTo("g1", "officeDesk"), PickUp(ObjectRef(name="apple"), "g1")]),
+    ("g1去餐桌拿苹果", [GoTo("g1", "kitchenTable"), PickUp(ObjectRef(name="apple"), "g1")]),
+    ("拿起苹果，把它放进篮子", [Deliver([ObjectRef(name="apple")], "basket")]),
+    ("拿起苹果并放到篮子里", [Deliver([ObjectRef(name="apple")], "basket")]),
+    ("g1拿起香蕉，然后交给realman_1", [HandTo(ObjectRef(name="banana"), "realman_1")]),
+    ("把苹果放进篮子后把篮子送到办公桌", [Deliver([ObjectRef(name="apple")], "basket"),
+                                   Deliver([ObjectRef(name="basket")], "officeDesk")]),
 ])
 def test_forms(text: str, goals: list[Any]) -> None:
     assert parse(text) == goals
