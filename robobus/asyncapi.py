@@ -58,9 +58,12 @@ PUBLISH_QOS: dict[tuple[str, ...], int] = {
 DEFAULT_QOS = 1
 #: the name of the parameter a ``+`` level stands for, by the level before it
 _PARAMETERS = {"tasks": "task_id", "robots": "robot", "skills": "skill"}
-#: request topics and the message their reply (on the requester's response topic) carries
-REPLIES: dict[tuple[str, ...], str] = {("memory", "query"): "QueryReply",
-                                       ("memory", "change"): "WorldReply"}
+#: request topics and the messages their replies (on the requester's response topic) carry: an
+#: instruction's task statuses (all but progress) and refusals (brain_agent/replies.py), the
+#: memory agent's answers
+REPLIES: dict[tuple[str, ...], tuple[str, ...]] = {("instructions",): ("TaskStatus", "ErrorReport"),
+                                                   ("memory", "query"): ("QueryReply",),
+                                                   ("memory", "change"): ("WorldReply",)}
 _SCENE = ("world", "scene")
 _TASK_ID = {"type": "string", "minLength": 1, "maxLength": MAX_TASK_ID, "pattern": "^[^/+#\\u0000]+$"}
 
@@ -84,9 +87,11 @@ def channel_id(levels: tuple[str, ...]) -> str:
                     for i, level in enumerate(levels))
 
 
-def payload_schemas(ref_template: str = "#/components/schemas/{name}") -> dict[str, Any]:
+def payload_schemas(ref_template: str = "#/components/schemas/{name}", *,
+                    draft07: bool = False) -> dict[str, Any]:
     """JSON Schema of every message and field shape, refs as ``ref_template``, with the limits
-    the agents enforce beyond the types."""
+    the agents enforce beyond the types. ``draft07``: tuples as draft-07 writes them (the
+    AsyncAPI Schema Object's base), not 2020-12's ``prefixItems``."""
     types = [*MESSAGE_TYPES.values(), *FIELD_SHAPES]
     _, components = msgspec.json.schema_components(types, ref_template=ref_template)
     components = msgspec.json.decode(msgspec.json.encode(components))  # plain JSON data
@@ -96,7 +101,23 @@ def payload_schemas(ref_template: str = "#/components/schemas/{name}") -> dict[s
                        "description": "a new task's id: one topic level, unique"}
     components["Scene"] = {"title": "Scene", "type": "object",
                            "description": "The scene the world was seeded from (places, objects)"}
+    if draft07:
+        _tuples_as_draft07(components)
     return dict(sorted(components.items()))
+
+
+def _tuples_as_draft07(node: Any) -> None:
+    """``{"prefixItems": [A, B], "items": false}`` -> ``{"items": [A, B], "additionalItems":
+    false}``: under draft 7, ``items: false`` alone would allow only the empty array."""
+    if isinstance(node, list):
+        for item in node:
+            _tuples_as_draft07(item)
+    elif isinstance(node, dict):
+        if "prefixItems" in node:
+            node["items"] = node.pop("prefixItems")
+            node["additionalItems"] = False
+        for value in node.values():
+            _tuples_as_draft07(value)
 
 
 def _message(name: str, retained: bool) -> dict[str, Any]:
@@ -136,7 +157,7 @@ def _operation(levels: tuple[str, ...], cid: str, message: str) -> dict[str, Any
             "address": {"location": "$message.header#/responseTopic",
                         "description": "the request's MQTT 5 Response Topic (ZeroMQ: its inbox)"},
             "channel": {"$ref": f"#/channels/{cid}.reply"},
-            "messages": [{"$ref": f"#/channels/{cid}.reply/messages/{reply}"}]}
+            "messages": [{"$ref": f"#/channels/{cid}.reply/messages/{name}"} for name in reply]}
     return op
 
 
@@ -144,7 +165,7 @@ def topic_table(prefix: str = DEFAULT_PREFIX) -> dict[str, dict[str, Any]]:
     """Topic address -> its message name, retain flag and publishers' QoS."""
     return {address(levels, prefix): {"message": name, "retained": levels in RETAINED_TOPICS,
                                       "qos": PUBLISH_QOS.get(levels, DEFAULT_QOS),
-                                      **({"reply": REPLIES[levels]} if levels in REPLIES else {})}
+                                      **({"reply": list(REPLIES[levels])} if levels in REPLIES else {})}
             for levels, name in _topics().items()}
 
 
@@ -165,12 +186,11 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
         channels[cid] = _channel(levels, name, prefix)
         messages[name] = _message(name, levels in RETAINED_TOPICS)
         operations[f"on.{cid}"] = _operation(levels, cid, name)
-        reply = REPLIES.get(levels)
-        if reply is not None:
-            channels[f"{cid}.reply"] = {
-                "address": None, "description": f"the requester's response topic ({reply})",
-                "messages": {reply: {"$ref": f"#/components/messages/{reply}"}}}
-            messages[reply] = _message(reply, False)
+        for reply in REPLIES.get(levels, ()):
+            channels.setdefault(f"{cid}.reply", {
+                "address": None, "description": "the requester's response topic",
+                "messages": {}})["messages"][reply] = {"$ref": f"#/components/messages/{reply}"}
+            messages.setdefault(reply, _message(reply, False))
     for name in MESSAGE_TYPES:  # carried inside replies (plans, snapshots, task records)
         messages.setdefault(name, _message(name, False))
     return {
@@ -181,7 +201,8 @@ def document(prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
         "servers": _servers(prefix),
         "channels": channels,
         "operations": operations,
-        "components": {"messages": dict(sorted(messages.items())), "schemas": payload_schemas()},
+        "components": {"messages": dict(sorted(messages.items())),
+                       "schemas": payload_schemas(draft07=True)},
     }
 
 

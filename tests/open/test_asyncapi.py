@@ -80,7 +80,8 @@ def test_plain_schema_has_the_topic_map_and_every_message() -> None:
     assert len(doc["topics"]) == len(TOPIC_TYPES) + 1  # and the retained world/scene
     assert doc["topics"]["robobus/robots/{robot}/state"] == {
         "message": "RobotState", "retained": True, "qos": 0}
-    assert doc["topics"]["robobus/memory/query"]["reply"] == "QueryReply"
+    assert doc["topics"]["robobus/memory/query"]["reply"] == ["QueryReply"]
+    assert doc["topics"]["robobus/instructions"]["reply"] == ["TaskStatus", "ErrorReport"]
     names = {t.__name__ for t in (*MESSAGE_TYPES.values(), *FIELD_SHAPES)}
     assert names <= set(doc["$defs"])
     one = json.loads(_cli("schema", "WorldEvent"))
