@@ -146,8 +146,9 @@ def _add_scene_labels(vocab: Vocabulary, world: World,
 
 
 def _add_lexicon(vocab: Vocabulary, world: World, robots: Iterable[str], lexicon: Lexicon) -> None:
-    """The lexicon's words for every name and kind; a place's last word for every place that
-    ends in it (the same trailing-word rule as English: two tables make "桌子" ambiguous)."""
+    """The lexicon's words for every name and kind; a name's last word for every name that
+    ends in it, unless something else has that word (the trailing-word rule of English places:
+    two tables make "桌子" ambiguous; ``paint_can`` answers to 罐子 where no kind is a can)."""
     named: list[tuple[str, EntityType]] = [(n, "place") for n in world.places]
     named += [(o.name, "object") for o in world.objects.values()]
     named += [(k, "kind") for k in sorted({o.kind for o in world.objects.values()})]
@@ -155,16 +156,16 @@ def _add_lexicon(vocab: Vocabulary, world: World, robots: Iterable[str], lexicon
     for name, type_ in named:
         for label in translate(split_name(name), lexicon):
             vocab.add_label(label, Entity(type_, name))
-    heads: dict[str, list[str]] = {}
-    for name in world.places:
+    heads: dict[str, list[Entity]] = {}
+    for name, type_ in named:
         words = split_name(name)
-        if len(words) > 1:
+        if len(words) > 1 and not words[-1].isdigit():
             for label in lexicon.get(words[-1], ()):
-                heads.setdefault(label, []).append(name)
-    for label, names in heads.items():
-        if label not in vocab.labels:
-            for name in names:
-                vocab.add_label(label, Entity("place", name))
+                heads.setdefault(label, []).append(Entity(type_, name))
+    for label, ents in heads.items():
+        if label not in vocab.labels:  # a whole name's word wins over a last word
+            for ent in ents:
+                vocab.add_label(label, ent)
 
 
 def translate(words: tuple[str, ...], lexicon: Lexicon) -> list[str]:
