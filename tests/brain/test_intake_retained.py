@@ -75,6 +75,8 @@ async def test_cancel_then_brain_kill9_stays_cancelled(tmp_path, hub_url) -> Non
         assert (await _record(bus, fl, tid)).status == "cancelled"
         resent = [c for _, c in fl.commands if c.task_id == tid and c.action == "run"
                   and c.ts_ns > restart_ns]
+        print(f"LIFECYCLE cancel-then-brain-kill9 zmq: task {seen[-1]} after restart (memory "
+              f"too), commands re-sent {len(resent)}")
         assert resent == [], resent
 
 
@@ -93,10 +95,12 @@ async def test_retained_instruction_is_refused_and_cleared(tmp_path, mosquitto_u
             await tg.start(fl.watch, bus)
             started_ns = time.time_ns()
             fl.start_memory()
+            t0 = time.monotonic()
             fl.start_brain()
             with anyio.fail_after(30):
                 while (report := (await errors.get()).data).code != "retained_instruction":
                     pass
+            refused_s = time.monotonic() - t0
             assert report.source == "brain" and report.topic == fl.topics.instructions
             assert "'kept1'" in report.reason and "bring the apple" in report.reason
             await _ready_after(bus, fl, started_ns)
@@ -106,6 +110,8 @@ async def test_retained_instruction_is_refused_and_cleared(tmp_path, mosquitto_u
                 with anyio.move_on_after(1.0):
                     msg = await late.get()
                     pytest.fail(f"the retained instruction is still there: {msg.payload!r}")
+            print(f"LIFECYCLE retained-instruction-boot mqtt: refused and cleared {refused_s:.2f} s "
+                  "after the brain process started, executed 0 times")
             tg.cancel_scope.cancel()
 
 

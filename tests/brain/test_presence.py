@@ -126,7 +126,7 @@ async def test_sigstop_past_keepalive_then_sigcont_rebirth(tmp_path: Path, proce
             detected = time.monotonic() - stopped
         finally:
             os.killpg(edge.pid, signal.SIGCONT)
-        print(f"PRESENCE sigstop {process_url.split(':')[0]}: offline {detected:.2f} s after SIGSTOP")
+            resumed = time.monotonic()
         # the will is the first birth's death: same sequence, not older than that birth
         assert death.bd_seq == first.bd_seq and death.ts_ns > first.ts_ns, (first, death)
         # ZeroMQ's rejoin restores the old retained birth first (same bd_seq as the death:
@@ -134,7 +134,11 @@ async def test_sigstop_past_keepalive_then_sigcont_rebirth(tmp_path: Path, proce
         birth = await fl.alive(alive, True, timeout=15)
         while birth.bd_seq <= death.bd_seq:
             birth = await fl.alive(alive, True, timeout=15)
+        reborn = time.monotonic() - resumed
         done = await fl.run_task(bus, "bring the bolt to the shelf")
+        print(f"LIFECYCLE sigstop-past-keepalive {process_url.split(':')[0]}: offline "
+              f"{detected:.2f} s after SIGSTOP, new birth {reborn:.2f} s after SIGCONT, "
+              f"next task {done.status}")
         assert done.status == "done", done.reason
 
 
@@ -153,15 +157,18 @@ async def test_broker_sigterm_and_restart_fleet_comes_back(tmp_path: Path) -> No
             broker.send_signal(signal.SIGTERM)
             stopped = time.monotonic()
             death = await fl.alive(alive, False, timeout=10)  # heard before the broker went
+            offline_s = time.monotonic() - stopped
             assert death.bd_seq == first.bd_seq
             broker.wait(10)
             brokers.enter_context(testing.spawn([testing.mosquitto_binary(), "-c", str(conf)],
                                                 name="mosquitto-again"))
             birth = await fl.alive(alive, True, timeout=30)
-            print(f"PRESENCE broker SIGTERM: online again {time.monotonic() - stopped:.2f} s "
-                  f"after it (bd_seq {first.bd_seq} -> {birth.bd_seq})")
+            online_s = time.monotonic() - stopped
             assert birth.bd_seq > first.bd_seq
             done = await fl.run_task(bus, "bring the bolt to the shelf", timeout=40)
+            print(f"LIFECYCLE broker-sigterm mqtt: will (offline) {offline_s:.2f} s after SIGTERM, "
+                  f"online again {online_s:.2f} s after it once restarted (bd_seq "
+                  f"{first.bd_seq} -> {birth.bd_seq}), next task {done.status}")
             assert done.status == "done", done.reason
 
 

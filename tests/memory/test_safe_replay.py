@@ -154,6 +154,9 @@ async def test_replay_onto_a_live_fleet_does_not_drive_it(tmp_path: Path,
                 async for msg in feedback:
                     assert msg.data.command_id != "rp-1", "the edge ran a replayed command"
         assert "replayed1" not in fl.statuses and live in fl.statuses
+        print("LIFECYCLE replay-onto-live-fleet mqtt: 2 command events withheld by default, "
+              "--include-commands refused, forced replay executed 0 commands and planned 0 "
+              "instructions, a live instruction still taken")
 
 
 def _old_format_store(path: Path, prefix: str) -> None:

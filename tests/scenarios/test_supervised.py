@@ -194,6 +194,7 @@ def test_up_on_zmq_refuses_duplicates_restarts_edges_and_stops_on_sighup(
         assert len(children) >= 6, fleet_pids(prefix)  # hub, memory, brain, three edges
 
         # a second `up` on the same bus is refused before it starts anything
+        t0 = time.monotonic()
         second = subprocess.run(testing.robobus_cmd("up", "--bus", url, "--report",
                                                     str(tmp_path / "up2")),
                                 capture_output=True, text=True, env=_env(prefix), timeout=60,
@@ -201,14 +202,19 @@ def test_up_on_zmq_refuses_duplicates_restarts_edges_and_stops_on_sighup(
         assert second.returncode == 1, second.stdout + second.stderr
         assert "a fleet is already running" in second.stderr and "--join" in second.stderr
         assert not (tmp_path / "up2").exists()
+        print(f"LIFECYCLE second-up zmq: refused (exit 1) in {time.monotonic() - t0:.2f} s, "
+              "processes started 0")
 
         # a second edge with a live robot's name is refused
+        t0 = time.monotonic()
         dup = subprocess.run(testing.robobus_cmd("edge", "--profile", "unitree_g1", "--name", "g1",
                                                  "--bus", url),
                              capture_output=True, text=True, env=_env(prefix), timeout=60, cwd=REPO)
         assert dup.returncode == 3, dup.stdout + dup.stderr
         assert "robot 'g1' is already online" in dup.stderr
         assert set(fleet_pids(prefix)) - {up.proc.pid} == children  # nothing joined or left
+        print(f"LIFECYCLE second-edge-same-name zmq: refused (exit 3) in "
+              f"{time.monotonic() - t0:.2f} s, the live g1 untouched")
 
         # --join adds only edges: a duplicate name fails, a new robot joins and leaves again
         dup_join = subprocess.run(
@@ -236,7 +242,8 @@ def test_up_on_zmq_refuses_duplicates_restarts_edges_and_stops_on_sighup(
         back_s = anyio.run(_online_again, url, prefix, "g1", killed_ns, 20.0)
         new = edge_pid(prefix, "g1")
         assert new != old and up.proc.poll() is None
-        print(f"edge g1 kill -9 -> online again after {back_s:.2f} s")
+        print(f"LIFECYCLE edge-kill9-under-up zmq: restarted, online again {back_s:.2f} s "
+              "after kill -9")
 
         # kill -9 of the brain: restarted too, and ready again (it does not stop the fleet)
         brain = next(pid for pid, argv in fleet_pids(prefix).items() if "brain" in argv)
@@ -244,7 +251,8 @@ def test_up_on_zmq_refuses_duplicates_restarts_edges_and_stops_on_sighup(
         os.kill(brain, signal.SIGKILL)
         ready_s = anyio.run(_brain_ready_again, url, prefix, killed_ns, 20.0)
         assert up.proc.poll() is None
-        print(f"brain kill -9 -> ready again after {ready_s:.2f} s")
+        print(f"LIFECYCLE brain-kill9-under-up zmq: restarted, ready again {ready_s:.2f} s "
+              "after kill -9")
 
         # kill -9 of the hub `up` started: restarted, and the fleet serves a new instruction
         hub = _infra_pid(prefix, "hub")
@@ -260,7 +268,8 @@ def test_up_on_zmq_refuses_duplicates_restarts_edges_and_stops_on_sighup(
         up.proc.send_signal(signal.SIGHUP)
         up.proc.wait(30)
         gone_s = wait_until(lambda: not any(alive(p) for p in children), 10, "children gone")
-        print(f"SIGHUP of up: exit {up.proc.returncode}, children gone {gone_s:.2f} s after")
+        print(f"LIFECYCLE up-sighup zmq: exit {up.proc.returncode}, children gone {gone_s:.2f} s "
+              "after up exited, hub ports free")
         assert up.proc.returncode == 0, up.text()
         assert "fleet stopped" in up.text()
         assert _ports_free(port, port + 1, port + 2)
@@ -302,6 +311,7 @@ def test_up_on_mqtt_kill9_leaves_no_process_and_frees_the_port(
         up.proc.wait(10)
         gone_s = wait_until(lambda: not any(alive(p) for p in children), 15, "children gone")
         free_s = wait_until(lambda: _ports_free(port), 10, "broker port free")
-        print(f"kill -9 of up: children gone after {gone_s:.2f} s, port free after {free_s:.2f} s")
+        print(f"LIFECYCLE up-kill9 mqtt: children gone {gone_s:.2f} s after up died, broker "
+              f"port free {free_s:.2f} s after that")
     finally:
         up.stop()
