@@ -39,6 +39,8 @@ class Entry:
     text: str
     goals: GoalSet | None
     error: str | None
+    #: where the requester is ("me", "我"), as an Instruction's origin
+    origin: str | None = None
 
     @property
     def name(self) -> str:
@@ -46,7 +48,10 @@ class Entry:
 
     def ctx(self) -> PlanContext:
         scene, robots = load_scene(self.scene)
-        return scenes.build(scene, robots, task_id=f"corpus-{self.index}")
+        ctx = scenes.build(scene, robots, task_id=f"corpus-{self.index}")
+        if self.origin is not None:
+            ctx.origin = self.origin
+        return ctx
 
 
 @cache
@@ -64,7 +69,7 @@ def load(path: str | Path) -> list[Entry]:
     for i, raw in enumerate(yaml.safe_load(path.read_text()) or []):
         goals = msgspec.convert(raw["goals"], GoalSet) if "goals" in raw else None
         entries.append(Entry(path.stem, i, (path.parent / raw["scene"]).resolve(), raw["text"],
-                             goals, raw.get("error")))
+                             goals, raw.get("error"), raw.get("origin")))
     return entries
 
 

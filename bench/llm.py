@@ -7,7 +7,16 @@ move the expected objects), and *valid* when the plan passed the shared validato
 
     python -m bench.llm [--model qwen2.5-coder-0.5b] [--device auto|cpu|cuda] [--out bench/results]
 
-Writes ``llm[_DEVICE].json`` and ``llm[_DEVICE].png``. ``--export-kit DIR`` also writes what a
+Writes ``llm[_DEVICE].json`` and ``llm[_DEVICE].png``.
+
+``--corpus en,zh`` instead runs the llm planner over the instruction corpus (``bench/corpus``,
+issue 15) and reports, per mode, how many instructions were carried out as meant (a plan whose
+goals mean the expected goals, or a refusal where a refusal is expected), how many were
+refused, and how many were **wrong but accepted** (a plan whose goals mean something else:
+must be 0). Modes: ``planner`` (as shipped: the grammar first, the model where it does not
+reach) and ``model`` (``--model-only``: every instruction to the model, its reading confirmed).
+``--corpus-limit N`` takes every k-th entry so that N remain (a spread subset), for CPU runs.
+Writes ``llm_corpus[_DEVICE].json``. ``--export-kit DIR`` also writes what a
 GPU machine without the weights needs to replay the run (model config, tokenizer, the recorded
 prompts and answer tokens); ``--replay DIR`` times those same answers there: the same model
 shape with random weights, the same prompts, grammar masking and forward passes, the recorded
@@ -29,7 +38,7 @@ from typing import Any
 
 import anyio
 
-from bench import scenes
+from bench import corpus_cases, scenes
 from robobus.brain_agent.errors import BrainError
 from robobus.brain_agent.goals import CancelTask, GoalSet
 from robobus.brain_agent.planners.symbolic import SymbolicPlanner
@@ -210,7 +219,9 @@ async def measure(args: argparse.Namespace) -> tuple[list[Case], dict[str, Any]]
     t0 = time.perf_counter()
     models.resolve(args.model, models.cache_root(args.cache))
     prepare = time.perf_counter() - t0
-    planner = LlmPlanner(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache)
+    # grammar_first=False: these cases time the model itself (the grammar reads most of them)
+    planner = LlmPlanner(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache,
+                         grammar_first=False)
     t0 = time.perf_counter()
     await planner.warmup()
     load = time.perf_counter() - t0
@@ -228,6 +239,73 @@ async def measure(args: argparse.Namespace) -> tuple[list[Case], dict[str, Any]]
     return cases, extra
 
 
+def corpus_entries(names: str, limit: int) -> list[corpus_cases.Entry]:
+    """The corpus files named (``en,zh``), every k-th entry when ``limit`` is set."""
+    entries = [e for n in names.split(",") if (corpus_cases.CORPUS / f"{n}.yaml").is_file()
+               for e in corpus_cases.load(corpus_cases.CORPUS / f"{n}.yaml")]
+    if limit and limit < len(entries):
+        step = len(entries) / limit
+        entries = [entries[int(i * step)] for i in range(limit)]
+    return entries
+
+
+async def judge(planner: Any, entry: corpus_cases.Entry) -> dict[str, Any]:
+    """One corpus entry through ``planner.plan``: outcome, time, model answers."""
+    ctx = entry.ctx()
+    calls = planner.model_calls
+    started = time.perf_counter()
+    row: dict[str, Any] = {"name": entry.name, "text": entry.text}
+    try:
+        await planner.plan(entry.text, ctx)
+        got = corpus_cases.meaning(planner.last_goals, ctx)
+        want = corpus_cases.expected(entry)
+        row["outcome"] = "as_meant" if got == want else "wrong_accepted"
+        row["got"] = sorted(map(str, got))
+    except BrainError as exc:
+        row.update(code=exc.code, reason=exc.reason[:300])
+        if entry.error is None:
+            row["outcome"] = "refused"
+        else:
+            row["outcome"] = "as_meant"
+            row["same_code"] = exc.code == entry.error
+    row.update(seconds=time.perf_counter() - started, model_calls=planner.model_calls - calls)
+    return row
+
+
+def corpus_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    count = {k: sum(r["outcome"] == k for r in rows) for k in ("as_meant", "refused",
+                                                                "wrong_accepted")}
+    secs = [r["seconds"] for r in rows]
+    return {"entries": n, **count, "as_meant_pct": 100.0 * count["as_meant"] / max(1, n),
+            "refusal_code_exact": sum(bool(r.get("same_code")) for r in rows),
+            "model_calls": sum(r["model_calls"] for r in rows),
+            "p50_s": statistics.median(secs) if secs else 0.0,
+            "max_s": max(secs) if secs else 0.0}
+
+
+async def measure_corpus(args: argparse.Namespace) -> dict[str, Any]:
+    from robobus.brain_agent.planners.llm import LlmPlanner
+
+    entries = corpus_entries(args.corpus, args.corpus_limit)
+    out: dict[str, Any] = {"model": args.model, "corpus": args.corpus,
+                           "subset": len(entries), "modes": {}}
+    modes = ["planner"] + (["model"] if args.model_only else [])
+    for mode in modes:
+        planner = LlmPlanner(args.model, device=args.device, dtype=args.dtype,
+                             cache_dir=args.cache, grammar_first=mode == "planner")
+        await planner.warmup()
+        out["device"] = planner.engine().device
+        rows = []
+        for entry in entries:
+            rows.append(await judge(planner, entry))
+            r = rows[-1]
+            print(f"{mode:7s} {r['outcome']:14s} {r['seconds']:6.2f}s x{r['model_calls']} "
+                  f"{entry.name} {entry.text!r} {r.get('code', '')}", flush=True)
+        out["modes"][mode] = {"summary": corpus_summary(rows), "rows": rows}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,7 +321,18 @@ def main() -> None:
     ap.add_argument("--replay", type=Path, help="time a kit's recorded answers (GPU, no weights)")
     ap.add_argument("--from-results", type=Path,
                     help="with --export-kit: export from this earlier run's JSON, run nothing")
+    ap.add_argument("--corpus", default="", help="run the corpus files named (en,zh) instead")
+    ap.add_argument("--corpus-limit", type=int, default=0, help="a spread subset of N entries")
+    ap.add_argument("--model-only", action="store_true",
+                    help="with --corpus: also run every entry through the model (no grammar)")
     args = ap.parse_args()
+    if args.corpus:
+        result = anyio.run(measure_corpus, args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = "llm_corpus" if result["device"] == "cpu" else f"llm_corpus_{result['device']}"
+        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+        print(json.dumps({m: v["summary"] for m, v in result["modes"].items()}, indent=1))
+        return
     if args.export_kit and args.from_results:
         export_kit(args.from_results, args.model, args.cache, args.export_kit)
         return
