@@ -16,11 +16,14 @@ Contract (every backend, symbolic or language model):
   ``ctx.world`` is the brain's live cache: never mutate it, and copy it (``ctx.world.copy()``)
   on the event loop before handing it to a thread.
 * How the brain uses a backend: ``goals = await planner.parse(text, ctx)``, then
-  ``bind_goals`` + :func:`plan_goals` (the same search and validator for every backend). If
-  that raises ParseError/PlanningError and the backend says ``retry_with_feedback``, its
-  ``parse`` is called again with the reason appended to ``ctx.feedback``
-  (``BrainConfig.parse_retries`` times), then the task fails with the reason. Replans reuse
-  the bound goals and do not call the backend again.
+  ``bind_goals`` + :func:`plan_goals` (the same search and validator for every backend). For
+  a backend that says ``retry_with_feedback``, any failure of parse, binding, planning or
+  validation is appended to ``ctx.feedback`` and ``parse`` is called again (at most
+  ``1 + BrainConfig.parse_retries`` times), then the task fails with ``unconfirmed_reading``;
+  an error whose ``retryable`` attribute is False fails it at once. Replans reuse the bound
+  goals and do not call the backend again.
+* A model backend's answer must be consistent with the instruction, not only valid
+  (:mod:`brain_agent.llm.planning`: the grammar first, the model's reading confirmed).
 * What else the brain reads from a backend is declared on :class:`Planner` (``inline``,
   ``retry_with_feedback``, ``warmup``); every backend implements all of it.
 
