@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python -m bench.memory                     # short run (10 s per bus ingest)
     .venv/bin/python -m bench.memory --duration 60       # the full sustained-ingest run
     .venv/bin/python -m bench.memory --scale --scale-events 100000000 --scale-dir /big/disk
+    .venv/bin/python -m bench.memory --tasks 6000        # only: agent RSS per task (issue 13)
 
 Prints a table, writes ``bench/results/memory.json`` and PNG plots next to it.
 """
@@ -28,6 +29,7 @@ import anyio
 import msgspec
 
 from bench import memory_load as load
+from bench import memory_tasks
 from bench.machine import quiet_disk
 from bench.memory_scale import PAYLOAD, T0, pct, scale_run
 from robobus import memory_store, testing
@@ -389,7 +391,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
     ap.add_argument("--mqtt-load", choices=load.MQTT_LOADS, default=load.MQTT_LOADS[0],
                     help="MQTT load generator for the agent ingest runs")
+    ap.add_argument("--tasks", type=int, default=0,
+                    help="only measure the agent's RSS per task over this many tasks")
     args = ap.parse_args()
+    if args.tasks:
+        _tasks_only(args.tasks)
+        return
     root = Path(tempfile.mkdtemp(prefix="robobus-bench-"))
     results: dict[str, Any] = {"host": {"cpus": os.cpu_count(), "load": os.getloadavg()}}
     try:
@@ -426,6 +433,17 @@ def main() -> None:
         d.pop("path", None)  # temporary directories, deleted by now
     args.out.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _tasks_only(tasks: int) -> None:
+    result = memory_tasks.rss_per_task(tasks)
+    print(f"memory agent after {tasks} tasks: heap (RssAnon) {result['anon_start_mib']} -> "
+          f"{result['anon_end_mib']} MiB, {result['anon_bytes_per_task_after_1000']} B/task; "
+          f"VmRSS {result['rss_start_mib']} -> {result['rss_end_mib']} MiB, "
+          f"{result['rss_bytes_per_task_after_1000']} B/task (after the first 1,000 tasks)")
+    out = RESULTS / "memory_tasks.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ With ``views=False`` the same agent is ``robobus record``: a recorder for chosen
 from __future__ import annotations
 
 import contextlib
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,8 @@ from robobus.memory_store.store import MemoryStore, StoreOptions, open_store
 from robobus.memory_store.views import MAX_FINISHED_IN_RAM, Rejected, Views
 from robobus.schemas.codec import decode_as
 from robobus.schemas.memory import MemoryQuery, QueryReply
-from robobus.schemas.messages import MemoryStatus
+from robobus.schemas.messages import MemoryStatus, now_ns
+from robobus.schemas.owners import owned_by
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldChange, WorldConflict, WorldEvent, WorldReply
 
@@ -123,8 +123,8 @@ class MemoryAgent:
         unacked = self._unacked
         while unacked and unacked[0][0] <= committed:
             unacked.popleft()[1].ack()
-        if self.views is not None and self.committer.failure is None:
-            self.views.trim()  # what it drops went out in an earlier, successful commit
+        if self.views is not None and not self.committer.holding:
+            self.views.trim()  # every record not dirty now is durable: this commit succeeded
 
     # -- start-up ---------------------------------------------------------------------------
     def restore(self) -> int:
@@ -296,7 +296,7 @@ class MemoryAgent:
             if denied is not None:
                 await self.bus.report_error(msg.topic, denied.reason, denied.code, msg.payload)
                 return WorldReply(ok=False, reason=denied.reason, code=denied.code)
-            event = self.views.change(change, time.time_ns())
+            event = self.views.change(change, now_ns())  # a multiple of TICK_NS (issue 14)
         except DecodeError as exc:
             await self.bus.report_error(msg.topic, exc.reason, "malformed", msg.payload)
             return WorldReply(ok=False, reason=exc.reason, code="malformed")
@@ -377,10 +377,12 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
                 await tg.start(agent.committer.run)
                 if agent.views is not None:
                     _start_servers(agent, tg, patterns)
+                # refusals on its topics are the memory agent's to report, a recorder's never
+                owns = owned_by("memory", topics.prefix) if agent.views is not None else False
                 for pattern in patterns:
                     sub = await stack.enter_async_context(
                         bus.subscribe(pattern, maxsize=cfg.buffer, overflow=Overflow.BLOCK,
-                                      manual_ack=True))
+                                      manual_ack=True, reports=owns))
                     subs.append(sub)
                     tg.start_soon(agent.ingest, sub, name=f"memory-ingest {pattern}")
                 if agent.views is not None and agent.views.scene is not None:

@@ -76,6 +76,11 @@ class GroupCommitter:
             self._full.set()
 
     @property
+    def holding(self) -> bool:
+        """Whether a batch the store refused is held for a retry (it is not durable yet)."""
+        return self._held is not None
+
+    @property
     def backlog(self) -> int:
         """Events put but not yet committed."""
         return self.put_count - self.committed

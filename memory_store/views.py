@@ -109,9 +109,6 @@ class Views:
         self.max_finished = max_finished
         #: finished tasks in RAM, oldest finish first
         self._finished: OrderedDict[str, None] = OrderedDict()
-        #: finished tasks already clean at the previous :meth:`trim` (so on disk), and the rest
-        self._settled: set[str] = set()
-        self._unsettled: set[str] = set()
         self._dirty_robots: set[str] = set()
         self._dirty_tasks: set[str] = set()
         self._world_dirty = self._scene_dirty = False
@@ -297,8 +294,6 @@ class Views:
         self._dirty_tasks.add(st.task_id)
         if step in FINAL:
             self._finished[st.task_id] = None
-            self._settled.discard(st.task_id)
-            self._unsettled.add(st.task_id)
         return _NONE
 
     def _on_world_event(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
@@ -346,26 +341,21 @@ class Views:
     def trim(self) -> int:
         """Drop the oldest finished tasks beyond ``max_finished`` from RAM; returns how many.
 
-        Called after a commit succeeded. Only a task already clean at the previous call is
-        dropped: its record went out in a commit before that one, so it is on disk even if
-        the commit that triggered this call failed part-way.
+        Called right after a commit succeeded: a record that is not dirty now went out in that
+        commit or an earlier one, so it is on disk. Dirty ones stay until the next call.
         """
-        if self.archive is None:
-            return 0
         excess = len(self._finished) - self.max_finished
+        if self.archive is None or excess <= 0:
+            return 0
         gone: list[str] = []
         for task_id in self._finished:
             if len(gone) >= excess:
                 break
-            if task_id in self._settled:
+            if task_id not in self._dirty_tasks:
                 gone.append(task_id)
         for task_id in gone:
             del self._finished[task_id]
             self.tasks.pop(task_id, None)
-            self._settled.discard(task_id)
-        clean = {t for t in self._unsettled if t not in self._dirty_tasks}
-        self._settled |= clean
-        self._unsettled -= clean
         return len(gone)
 
     # -- persistence hand-off ----------------------------------------------------------------
@@ -393,8 +383,6 @@ class Views:
         self.tasks = tasks
         finished = sorted((r.updated_ns, t) for t, r in tasks.items() if r.status in FINAL)
         self._finished = OrderedDict((t, None) for _, t in finished)
-        self._settled = set(self._finished)  # read from disk: already durable
-        self._unsettled = set()
 
 
 _MISSING: Any = object()
