@@ -15,8 +15,9 @@ from robobus.brain_agent.search import plan_goals
 from robobus.brain_agent.vocab import Vocabulary, build_vocabulary
 from robobus.schemas.messages import Plan
 
-#: CJK ideographs (and their punctuation): the sentence is for the Chinese grammar
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
+#: CJK ideographs (not their punctuation: an English sentence with a full-width comma stays
+#: English): the sentence is for the Chinese grammar
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 class SymbolicPlanner:
