@@ -14,7 +14,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import msgspec
@@ -266,11 +266,21 @@ def _payloads(data: str | None, file: Path | None, stdin: bool, lines: bool) -> 
     return [data.encode()]
 
 
-def _to_msgpack(payload: bytes) -> bytes:
-    try:
-        return msgspec.msgpack.encode(json.loads(payload))
-    except ValueError:
-        raise typer.BadParameter(f"--msgpack: the payload is not JSON: {payload[:40]!r}") from None
+def _structured(payload: bytes, to_msgpack: bool) -> bytes | dict[str, Any] | list[Any]:
+    """A JSON object or array as data (the bus encodes and labels it with its codec), anything
+    else as the bytes given; with ``to_msgpack`` the payload must be JSON."""
+    value: Any = None
+    if payload.lstrip()[:1] in (b"{", b"["):
+        try:
+            value = json.loads(payload)
+        except ValueError:
+            value = None
+    if isinstance(value, dict | list):
+        return value
+    if to_msgpack:
+        raise typer.BadParameter(f"--msgpack: the payload is not a JSON object or array: "
+                                 f"{payload[:40]!r}")
+    return payload
 
 
 @topic_app.command("pub")
@@ -288,7 +298,7 @@ def pub(
         "--line", "-l", help="Send each line of stdin as a message (like mosquitto_pub -l)")]
     = False,
     to_msgpack: Annotated[bool, typer.Option(
-        "--msgpack", help="Convert a JSON payload to msgpack before sending")] = False,
+        "--msgpack", help="Convert a JSON object or array to msgpack before sending")] = False,
     raw: Annotated[bool, typer.Option("--raw", hidden=True,
                                       help="Send DATA as written (now the default)")] = False,
     retain: Annotated[bool, typer.Option("--retain", "-r")] = False,
@@ -301,14 +311,17 @@ def pub(
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Publish N times")] = 1,
     rate: Annotated[float, typer.Option("--rate", min=0.001, help="Repeat rate in Hz")] = 1.0,
 ) -> None:
-    """Publish on TOPIC what is given, as written (--msgpack converts JSON), optionally
-    repeatedly; from DATA, a file, stdin, or stdin line by line."""
-    payloads = [_to_msgpack(p) if to_msgpack else p for p in _payloads(data, file, stdin, lines)]
+    """Publish on TOPIC what is given, optionally repeatedly; from DATA, a file, stdin, or stdin
+    line by line. A JSON object or array goes as JSON labelled application/json (MQTT 5
+    Content Type; --msgpack: as msgpack, labelled so); other payloads go as the bytes given."""
+    payloads = [p if raw else _structured(p, to_msgpack)
+                for p in _payloads(data, file, stdin, lines)]
+    options = BusOptions(codec="msgpack" if to_msgpack else "json")
     rounds = repeat if len(payloads) == 1 else 1
     corr = correlation.encode() if correlation is not None else None
 
     async def main() -> None:
-        async with Bus.connect(bus_url, name="cli-pub") as bus:
+        async with Bus.connect(bus_url, name="cli-pub", options=options) as bus:
             start = anyio.current_time()
             for i in range(rounds):
                 if i:  # drift-free schedule on the monotonic clock
@@ -316,8 +329,7 @@ def pub(
                 for payload in payloads:
                     await bus.publish(topic, payload, retain=retain, qos=qos,
                                       response_topic=response_topic, correlation=corr)
-            log.info("published", topic=topic, count=rounds * len(payloads),
-                     bytes=sum(map(len, payloads)))
+            log.info("published", topic=topic, count=rounds * len(payloads))
 
     _run(main)
 

@@ -64,7 +64,7 @@ async def test_pub_then_echo_live(proc_bus_url: str, prefix: str) -> None:
                       "--bus", proc_bus_url)
         await robobus("topic", "pub", f"{prefix}/text", "bring the apple", "--bus", proc_bus_url)
         out = await finish(echo)
-    assert out.splitlines() == [f'{prefix}/json {{"a": [1, 2]}}', f'{prefix}/raw {{"a": 1}}',
+    assert out.splitlines() == [f'{prefix}/json {{"a":[1,2]}}', f'{prefix}/raw {{"a": 1}}',
                                 f"{prefix}/text bring the apple"]
 
 

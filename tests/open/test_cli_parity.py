@@ -116,11 +116,13 @@ async def test_pub_from_file_stdin_lines_with_properties(mosquitto_url: str, pre
         await robobus("topic", "pub", topic, '{"a": 1}', "--msgpack", "--bus", url)
         with anyio.fail_after(TIMEOUT):
             got = [await sub.get() for _ in range(5)]
-    assert got[0].payload == data.read_bytes()  # JSON stays JSON
+    assert json.loads(got[0].payload) == json.loads(data.read_text())  # JSON stays JSON
+    assert got[0].content_type == "application/json"  # and says so (MQTT 5 Content Type)
     assert (got[0].response_topic, got[0].correlation, got[0].qos) == (f"{prefix}/r", b"c-7", 1)
     assert msgspec.json.decode(got[0].payload, type=Instruction).priority == 2
     assert [m.payload for m in got[1:4]] == [b"all of it\nin one", b"one", b"two"]
     assert msgspec.msgpack.decode(got[4].payload) == {"a": 1}
+    assert got[4].content_type == "application/msgpack" and got[1].content_type is None
 
 
 def test_log_info_types_encodings_and_cat_shows_json(tmp_path: Path) -> None:
