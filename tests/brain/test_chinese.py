@@ -194,13 +194,16 @@ def url(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.anyio
 async def test_seed_scenario_in_chinese_ends_done(url: str, tmp_path: Path) -> None:
-    """scenarios/fruit_and_knife_zh.yaml: the default planner, the knife to the origin."""
+    """scenarios/fruit_and_knife_zh.yaml: the default planner, the knife to the origin; the
+    instruction sent without an origin fails with no_destination."""
     opts = RunOptions(bus_url=url, speed=20.0, report_dir=tmp_path / "zh",
                       prefix=f"zh{secrets.token_hex(3)}")
     result = await run_scenario(ROOT / "scenarios" / "fruit_and_knife_zh.yaml", opts)
     failures = "; ".join(f"{r.expect}: {r.reason}" for r in result.failures())
     assert result.passed, result.error or failures
     assert result.summary["replans"] == 0
+    nowhere = next(r for r in result.results if "nowhere" in r.expect)
+    assert "--deliver-to" in nowhere.reason  # the task without an origin asks where to
 
 
 async def _send(fl: Fleet, bus: Bus, text: str, origin: str | None = None) -> str:
