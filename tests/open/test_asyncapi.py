@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
+from typer.testing import CliRunner
 
-from robobus import testing
 from robobus.asyncapi import MAX_INSTRUCTION_CHARS, document, topic_table
+from robobus.cli.main import app
 from robobus.schemas.codec import parse_instruction
 from robobus.schemas.contract import FIELD_SHAPES, MESSAGE_TYPES, RETAINED_TOPICS, TOPIC_TYPES
 from robobus.schemas.errors import DecodeError
@@ -19,8 +21,11 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 
 
 def _cli(*args: str) -> str:
-    return subprocess.run(testing.robobus_cmd(*args), capture_output=True, text=True, check=True,
-                          timeout=60).stdout
+    """``robobus ARGS`` in this process (typer's runner: no interpreter start per call)."""
+    with patch("robobus.cli.main.setup_logging"):  # structlog is the test process's own
+        result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
 
 
 def test_the_docs_copy_is_current() -> None:
@@ -28,31 +33,24 @@ def test_the_docs_copy_is_current() -> None:
         "docs/asyncapi.json is stale: robobus schema --asyncapi > docs/asyncapi.json"
 
 
-def test_the_parser_accepts_it_and_lists_every_channel_and_message(open_npm: Path,
-                                                                   tmp_path: Path) -> None:
-    out = tmp_path / "asyncapi.json"
-    out.write_text(_cli("schema", "--asyncapi", "--prefix", "site/a"))
-    run = subprocess.run(["node", "validate_asyncapi.mjs", str(out)], cwd=open_npm,
+def test_the_parser_accepts_it_and_refuses_a_broken_one(open_npm: Path, tmp_path: Path) -> None:
+    """One node run parses two documents: the bus under another prefix (valid, every channel
+    and message listed) and a copy with an impossible payload type (the check has teeth)."""
+    good, bad = tmp_path / "asyncapi.json", tmp_path / "bad.json"
+    good.write_text(_cli("schema", "--asyncapi", "--prefix", "site/a"))
+    broken = document()
+    broken["components"]["schemas"]["Pose"]["properties"]["x"]["type"] = "float"
+    bad.write_text(json.dumps(broken))
+    run = subprocess.run(["node", "validate_asyncapi.mjs", str(good), str(bad)], cwd=open_npm,
                          capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    parsed = json.loads(run.stdout)
+    parsed, refused = map(json.loads, run.stdout.splitlines())
+    assert run.returncode == 1, run.stdout + run.stderr  # for the broken one only
     assert [d for d in parsed["diagnostics"] if d["severity"] in ("error", "warning")] == []
     assert set(topic_table("site/a")) <= set(parsed["channels"])
     assert "site/a/robots/{robot}/skills/{skill}" in parsed["channels"]
     assert set(MESSAGE_TYPES) <= set(parsed["messages"])
-
-
-def test_the_parser_refuses_a_broken_schema(open_npm: Path, tmp_path: Path) -> None:
-    """The check has teeth: a payload schema with an impossible type is an error."""
-    doc = document()
-    doc["components"]["schemas"]["Pose"]["properties"]["x"]["type"] = "float"
-    out = tmp_path / "bad.json"
-    out.write_text(json.dumps(doc))
-    run = subprocess.run(["node", "validate_asyncapi.mjs", str(out)], cwd=open_npm,
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1
     assert any("Pose" in d["path"] or "pose" in d["path"]
-               for d in json.loads(run.stdout)["diagnostics"] if d["severity"] == "error")
+               for d in refused["diagnostics"] if d["severity"] == "error")
 
 
 def test_retain_qos_limits_and_prefix_are_in_the_document() -> None:

@@ -4,16 +4,17 @@ item 7), as subprocesses against the private Mosquitto."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
+from unittest.mock import patch
 
 import anyio
 import msgspec
 import pytest
+from typer.testing import CliRunner
 
 from robobus import memory_store, testing
 from robobus.bus import Bus, BusOptions
-from robobus.cli.main import hoist_root_options
+from robobus.cli.main import app, hoist_root_options
 from robobus.schemas.messages import Instruction, Pose, RobotState
 
 pytestmark = pytest.mark.anyio
@@ -56,14 +57,19 @@ class Watcher:
         return out.decode()
 
 
+def _cli(*args: str) -> str:
+    """``robobus ARGS`` in this process, as :func:`robobus.cli.main.main` would run it."""
+    with patch("robobus.cli.main.setup_logging"):  # structlog is the test process's own
+        result = CliRunner().invoke(app, hoist_root_options(list(args)))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
 def test_help_has_no_bool_metavars_and_log_level_goes_anywhere() -> None:
     for cmd in (("topic", "echo"), ("topic", "pub"), ("log", "cat"), ("schema",)):
-        out = subprocess.run(testing.robobus_cmd(*cmd, "--help"), capture_output=True,
-                             text=True, check=True, timeout=60).stdout
+        out = _cli(*cmd, "--help")
         assert "<bool>" not in out and "--help" in out, cmd
-    done = subprocess.run(testing.robobus_cmd("schema", "Pose", "--log-level", "debug"),
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    assert json.loads(_cli("schema", "Pose", "--log-level", "debug"))["$ref"] == "#/$defs/Pose"
     assert hoist_root_options(["topic", "pub", "t", "x", "--log-level=debug", "--", "--log-level"]) \
         == ["--log-level=debug", "topic", "pub", "t", "x", "--", "--log-level"]
 
@@ -133,12 +139,10 @@ def test_log_info_types_encodings_and_cat_shows_json(tmp_path: Path) -> None:
             ("p/instructions", b"plain words", T0 + 1),
             ("p/robots/g1/state", msgspec.msgpack.encode(RobotState(robot="g1")), T0 + 2),
             ("p/other", b"\xff\x00", T0 + 3)])
-    info = json.loads(subprocess.run(testing.robobus_cmd("log", "info", str(path), "--json"),
-                                     capture_output=True, text=True, check=True).stdout)
+    info = json.loads(_cli("log", "info", str(path), "--json"))
     assert info["types"] == {"p/instructions": "Instruction", "p/robots/g1/state": "RobotState",
                              "p/other": "-"}
     assert info["encodings"]["p/instructions"] == {"json": 1, "text": 1}
     assert info["encodings"]["p/other"] == {"bytes": 1}
-    cat = subprocess.run(testing.robobus_cmd("log", "cat", str(path), "--json", "-n", "1"),
-                         capture_output=True, text=True, check=True).stdout
+    cat = _cli("log", "cat", str(path), "--json", "-n", "1")
     assert json.loads(cat)["data"] == {"text": "bring the cup"}  # the object, not a string
