@@ -30,7 +30,7 @@ PRONOUNS = {"it": "one", "them": "all", "this": "one", "that": "one", "those": "
 #: Politeness only where it is politeness: at the start of a clause, or a trailing "please".
 POLITE_HEADS = (("could", "you", "please"), ("would", "you", "please"), ("can", "you", "please"),
                 ("will", "you", "please"), ("could", "you"), ("would", "you"), ("can", "you"),
-                ("will", "you"), ("please",), ("kindly",))
+                ("will", "you"), ("please",), ("kindly",), ("hey",), ("hi",), ("okay",), ("ok",))
 POLITE_TAILS = (("thank", "you"), ("thanks",), ("please",))
 #: Words that start a new clause after "," (besides the verbs).
 CLAUSE_STARTERS = {"then", "please", "kindly"}

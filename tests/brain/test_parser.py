@@ -135,6 +135,8 @@ def test_politeness_only_where_it_is_politeness(text: str) -> None:
     assert parse_in("garden", text) == [Deliver([ObjectRef(name="watering_can")], "shed")]
     assert parse_in("garden", "Can you put the trowel in the trash can?") == [
         Deliver([ObjectRef(name="trowel")], "trash_can")]
+    assert parse_in("garden", "Hey rover, could you please bring the gloves to the shed?") == [
+        Deliver([ObjectRef(name="gloves")], "shed", "rover")]
     assert parse_in("hospital", "Please bring the thermometer to the lobby, please") == [
         Deliver([ObjectRef(name="thermometer")], "lobby")]
 
