@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 
 from robobus import __version__
-from robobus.brain_agent.agent import MAX_TASK_ID
 from robobus.bus.api import BusOptions
 from robobus.schemas import codec
 from robobus.schemas.contract import (
@@ -65,7 +64,6 @@ REPLIES: dict[tuple[str, ...], tuple[str, ...]] = {("instructions",): ("TaskStat
                                                    ("memory", "query"): ("QueryReply",),
                                                    ("memory", "change"): ("WorldReply",)}
 _SCENE = ("world", "scene")
-_TASK_ID = {"type": "string", "minLength": 1, "maxLength": MAX_TASK_ID, "pattern": "^[^/+#\\u0000]+$"}
 
 
 def address(levels: tuple[str, ...], prefix: str = DEFAULT_PREFIX) -> str:
@@ -97,7 +95,7 @@ def payload_schemas(ref_template: str = "#/components/schemas/{name}", *,
     components = msgspec.json.decode(msgspec.json.encode(components))  # plain JSON data
     inst = components["Instruction"]["properties"]
     inst["text"].update(minLength=1, maxLength=MAX_INSTRUCTION_CHARS)
-    inst["task_id"] = {"anyOf": [_TASK_ID, {"type": "null"}], "default": None,
+    inst["task_id"] = {"anyOf": [_task_id(), {"type": "null"}], "default": None,
                        "description": "a new task's id: one topic level, unique"}
     components["Scene"] = {"title": "Scene", "type": "object",
                            "description": "The scene the world was seeded from (places, objects)"}
@@ -118,6 +116,14 @@ def _tuples_as_draft07(node: Any) -> None:
             node["additionalItems"] = False
         for value in node.values():
             _tuples_as_draft07(value)
+
+
+def _task_id() -> dict[str, Any]:
+    """A new task's id as the brain checks it (brain_agent.agent._refuse_task_id)."""
+    from robobus.brain_agent.agent import MAX_TASK_ID  # the brain's planners load slowly
+
+    return {"type": "string", "minLength": 1, "maxLength": MAX_TASK_ID,
+            "pattern": "^[^/+#\\u0000]+$"}
 
 
 def _message(name: str, retained: bool) -> dict[str, Any]:

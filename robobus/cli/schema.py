@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from robobus import __version__
-from robobus.asyncapi import document, payload_schemas, topic_table
 from robobus.cli.common import PrefixOpt
 from robobus.schemas.topics import DEFAULT_PREFIX
 
@@ -21,6 +20,8 @@ def schema(
 ) -> None:
     """Print the JSON Schema of the message types and the topic -> type map, for clients in
     other languages (--asyncapi: channels, messages, retain and QoS as one AsyncAPI document)."""
+    from robobus.asyncapi import document, payload_schemas, topic_table
+
     if asyncapi:
         if name is not None:
             raise typer.BadParameter("--asyncapi prints the whole bus; leave NAME out")
