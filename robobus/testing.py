@@ -61,7 +61,7 @@ listener {port} {host}
 allow_anonymous true
 persistence {persistence}
 persistence_location {dir}/
-max_queued_messages 1000000
+{autosave}max_queued_messages 1000000
 max_inflight_messages 0
 max_packet_size {max_packet}
 # Nagle plus delayed ACK turns a QoS 1 round trip into ~88 ms; always disable it.
@@ -79,14 +79,24 @@ def mosquitto_binary() -> str:
     return path
 
 
+#: Save the persistence file after every change (message queued or retained, subscription).
+#: Mosquitto acks a QoS 1 publish before any save and never fsyncs first; without these lines it
+#: saves every 1,800 s, and a ``kill -9`` lost acknowledged messages (issue 13). Now only what
+#: arrived in the loop iteration of the kill can be lost (docs/reliability.md, bench/broker_durability.py).
+AUTOSAVE_EVERY_CHANGE = "autosave_on_changes true\nautosave_interval 1\n"
+
+
 def write_mosquitto_conf(directory: Path, port: int, *, persistence: bool = True,
-                         max_packet: int = 4 << 20) -> Path:
-    """Generate a loopback-only Mosquitto config in ``directory``."""
+                         max_packet: int = 4 << 20,
+                         autosave: str | None = AUTOSAVE_EVERY_CHANGE) -> Path:
+    """Generate a loopback-only Mosquitto config in ``directory``; ``autosave`` is its
+    ``autosave_*`` lines (None: Mosquitto's default, a save every 1,800 s)."""
     conf = directory / "mosquitto.conf"
     conf.write_text(
         MOSQUITTO_CONF.format(
             port=port, host=LOOPBACK, dir=directory, max_packet=max_packet,
             persistence="true" if persistence else "false",
+            autosave=(autosave or "") if persistence else "",
             # as root, mosquitto drops to user "mosquitto", which cannot write our temp dir
             user="user root\n" if os.getuid() == 0 else "",
         )
@@ -95,13 +105,19 @@ def write_mosquitto_conf(directory: Path, port: int, *, persistence: bool = True
 
 
 @contextlib.contextmanager
-def mosquitto(port: int | None = None, directory: Path | None = None) -> Iterator[str]:
-    """Run a private Mosquitto on a free loopback port; yields ``mqtt://127.0.0.1:PORT``."""
+def mosquitto(port: int | None = None, directory: Path | None = None,
+              autosave: str | None = None) -> Iterator[str]:
+    """Run a private Mosquitto on a free loopback port; yields ``mqtt://127.0.0.1:PORT``.
+
+    Unlike the fleet's generated config, it keeps Mosquitto's periodic save unless ``autosave``
+    says otherwise (e.g. :data:`AUTOSAVE_EVERY_CHANGE`): a save per change costs about 98% of
+    one QoS 1 publisher's throughput (bench/broker_durability.py), and this broker serves the
+    throughput benchmarks and tests that never kill it."""
     port = port or free_port()
     with contextlib.ExitStack() as stack:
         if directory is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mosq-")))
-        conf = write_mosquitto_conf(directory, port)
+        conf = write_mosquitto_conf(directory, port, autosave=autosave)
         proc = stack.enter_context(spawn([mosquitto_binary(), "-c", str(conf)], name="mosquitto"))
         wait_port(port)
         if proc.poll() is not None:
