@@ -6,7 +6,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
+
+from robobus.bus import Bus
+from robobus.schemas.messages import BrainStatus
+from robobus.schemas.topics import Topics
 
 OPEN = Path(__file__).resolve().parent
 
@@ -26,3 +31,13 @@ def npm_folder(folder: Path) -> Path:
 def open_npm() -> Path:
     """tests/open with @asyncapi/parser installed."""
     return npm_folder(OPEN)
+
+
+async def brain_ready(bus: Bus, topics: Topics) -> None:
+    """Wait for the brain's retained ``ready`` (it takes instructions only then: a client that
+    sends once must not send to a brain still ``starting``)."""
+    async with bus.subscribe(topics.brain_status, BrainStatus) as sub:
+        with anyio.fail_after(30):
+            async for msg in sub:
+                if msg.data.state == "ready":
+                    return

@@ -18,6 +18,7 @@ from robobus.memory_store.foxglove import GENERIC, foxglove_payload, foxglove_sc
 from robobus.schemas.contract import MESSAGE_TYPES, TOPIC_TYPES
 from robobus.schemas.messages import RobotState, TaskStatus
 from tests.brain.test_processes import fleet
+from tests.open.conftest import brain_ready
 from tests.open.foxglove_rules import schema_problems, value_problems
 
 pytestmark = pytest.mark.anyio
@@ -44,6 +45,7 @@ def test_payloads_drop_nulls_and_carry_times_foxglove_reads() -> None:
 @pytest.mark.broker
 async def test_a_recorded_fleet_run_exports_for_foxglove(tmp_path: Path, mosquitto_url: str) -> None:
     async with fleet(tmp_path, mosquitto_url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS) as (fl, bus):
+        await brain_ready(bus, fl.topics)
         await bus.publish(fl.topics.instructions, json.dumps(
             {"text": "Bring the apple to the office desk", "task_id": "fox1"}).encode(), qos=1)
         done = await fl.until(lambda: fl.status("fox1"), timeout=60)

@@ -14,7 +14,7 @@ import pytest
 
 from bench import scenes
 from tests.brain.test_processes import fleet
-from tests.open.conftest import npm_folder
+from tests.open.conftest import brain_ready, npm_folder
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 NODE = Path(__file__).resolve().parents[2] / "examples" / "node"
@@ -29,7 +29,8 @@ def node_client() -> Path:
 async def test_node_client_follows_an_instruction_to_done(node_client: Path, tmp_path: Path,
                                                           mosquitto_url: str, codec: str) -> None:
     url = mosquitto_url if codec == "msgpack" else f"{mosquitto_url}?codec=json"
-    async with fleet(tmp_path, url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS) as (fl, _bus):
+    async with fleet(tmp_path, url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS) as (fl, bus):
+        await brain_ready(bus, fl.topics)
         cmd = ["node", "client.mjs", "--url", mosquitto_url, "--prefix", fl.prefix,
                "--codec", codec, "--timeout", "60",
                "--text", "Bring the fruit nearest the cup and a fruit knife to the office desk"]
