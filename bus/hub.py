@@ -20,6 +20,7 @@ import structlog
 import zmq
 
 from robobus.bus import zmq_wire as wire
+from robobus.bus.hub_guard import HubGuard, guarded_proxy, user_of
 from robobus.bus.hub_replay import ReplayBuffer
 from robobus.bus.topics import matches
 from robobus.schemas.contract import is_command
@@ -42,7 +43,7 @@ class Hub:
 
     def __init__(self, url: str, *, context: zmq.Context | None = None,
                  curve_secret: bytes | None = None, authorized_keys: list[bytes] | None = None,
-                 replay_buffer: int = 0) -> None:
+                 replay_buffer: int = 0, guard: HubGuard | None = None) -> None:
         self.url = url
         self.endpoints = wire.endpoints(url)
         self.ctx = context or zmq.Context.instance()
@@ -57,6 +58,11 @@ class Hub:
         self.replay = ReplayBuffer(replay_buffer) if replay_buffer > 0 else None
         self._capture: zmq.Socket | None = None
         self._capture_in: zmq.Socket | None = None
+        #: authorization per CURVE key (``secure init``'s policy); None: any admitted key may
+        #: do anything
+        self.guard = guard if curve_secret is not None else None
+        #: durable stream name -> the account that created it (it alone may attach)
+        self.durable_owner: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
     def _bind(self) -> None:
@@ -67,7 +73,13 @@ class Hub:
         self._secure(self.xsub, self.xpub, self.router)
         self.xpub.setsockopt(zmq.SNDHWM, wire.DATA_HWM)
         self.xsub.setsockopt(zmq.RCVHWM, wire.DATA_HWM)
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if self.guard is None:
+            self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        else:
+            # Without handover a second connection with a routing id in use is ignored until
+            # the first is gone: another key cannot take over a client's acks, durable stream
+            # or will. Subscriptions are applied by the guarded proxy (manual XPUB).
+            self.xpub.setsockopt(zmq.XPUB_MANUAL, 1)
         self.router.setsockopt(zmq.RCVHWM, wire.CONTROL_HWM)
         self.router.setsockopt(zmq.SNDHWM, wire.CONTROL_HWM)
         for sock in (self.xsub, self.xpub, self.router):
@@ -99,7 +111,7 @@ class Hub:
             self._capture_in.setsockopt(zmq.SUBSCRIBE, b"")
             self._capture_in.connect(cap_ep)
         log.info("hub_listening", publish=ep.publish, subscribe=ep.subscribe, control=ep.control,
-                 curve=self._curve[0] is not None)
+                 curve=self._curve[0] is not None, policy=self.guard is not None)
 
     def _secure(self, *socks: zmq.Socket) -> None:
         secret, keys = self._curve
@@ -145,6 +157,9 @@ class Hub:
 
     def _proxy(self) -> None:
         try:
+            if self.guard is not None:
+                guarded_proxy(self.xsub, self.xpub, self._capture, self._steer_peer, self.guard)
+                return
             zmq.proxy_steerable(self.xsub, self.xpub, self._capture, self._steer_peer)
         except zmq.ContextTerminated:
             pass
@@ -160,7 +175,11 @@ class Hub:
                 if poller.poll(100):
                     self._drain()
                     self._drain_capture()
-                self._reap(time.monotonic())
+                now = time.monotonic()
+                self._reap(now)
+                if self.guard is not None:
+                    for report in self.guard.untold(now):
+                        self.injector.send_multipart(report)
         finally:
             self._steer.send(b"TERMINATE")
             for thread in self._threads:
@@ -177,11 +196,14 @@ class Hub:
     def _drain(self) -> None:
         while True:
             try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
+                raw = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            frames = [f.bytes for f in raw]
             if len(frames) >= 2:
                 try:
+                    if self.guard is not None and not self._allowed(raw[1], frames):
+                        continue
                     self._handle(frames[0], frames[1], frames[2:])
                 except BAD_CONTROL as exc:  # one malformed frame must not take the bus down
                     log.warning("hub_bad_control", command=frames[1][:16], client=frames[0][:32],
@@ -227,9 +249,69 @@ class Hub:
         else:
             log.warning("hub_bad_control", command=cmd[:16], client=ident[:32])
 
+    def _allowed(self, first: zmq.Frame, frames: list[bytes]) -> bool:
+        """Whether the policy lets this client's key send this control command; a refused
+        one is reported and has no effect (the publisher of a refused qos 1 publish is told)."""
+        guard = self.guard
+        assert guard is not None
+        user = user_of(first)
+        account = guard.account(user) if user is not None else "hub"
+        ident, cmd, args = frames[0], frames[1], frames[2:]
+        client = ident.decode(errors="replace")
+        denied: tuple[str, str] | None = None
+        if cmd == wire.HELLO:
+            denied = self._will_denied(account, args[0]) if args else None
+            if denied is None and not guard.bind(client, account):
+                denied = ("use the client id", client)
+            if denied is not None:
+                self.router.send_multipart([ident, wire.DENY, wire.HELLO, " ".join(denied).encode()])
+        elif guard.clients.get(client) != account and cmd not in (wire.HEARTBEAT, wire.BYE):
+            denied = ("send control commands as client", client)  # say hello first
+        elif cmd == wire.PUB and len(args) == 4:
+            header = guard.stamp_header(args[2], account)
+            if not guard.may_publish(account, args[1]):
+                denied = ("publish on", args[1].decode(errors="replace"))
+                self.router.send_multipart([ident, wire.DENY, args[0], denied[1].encode()])
+            elif header is None:
+                raise ValueError("malformed data header")
+            else:
+                frames[4] = header  # the sender receivers see is the key's account
+        elif cmd == wire.DURABLE and args:
+            denied = self._durable_denied(account, args[0].decode(errors="replace"))
+        elif cmd == wire.SNAP and len(args) == 3 and not args[2].startswith(
+                f"{wire.PROBE_PREFIX}{client}/".encode()):
+            denied = ("fence a snapshot on", args[2].decode(errors="replace"))
+        if denied is None:
+            return True
+        report = guard.refuse(account, *denied)
+        if report is not None:
+            self.injector.send_multipart(report)
+        return False
+
+    def _will_denied(self, account: str, hello: bytes) -> tuple[str, str] | None:
+        will = _dict.decode(hello).get("will")
+        if isinstance(will, dict) and isinstance(will.get("topic"), str):
+            assert self.guard is not None
+            if not self.guard.may_publish(account, will["topic"].encode()):
+                return ("leave a last will on", will["topic"])
+        return None
+
+    def _durable_denied(self, account: str, name: str) -> tuple[str, str] | None:
+        """A durable stream carries every topic, and belongs to the account that made it."""
+        assert self.guard is not None
+        owner = self.durable_owner.setdefault(name, account) if self.guard.may_stream(
+            account) else None
+        if owner is None:
+            return ("receive the durable stream", name)
+        if owner != account:
+            return (f"take over the durable stream of account {owner!r}:", name)
+        return None
+
     def _forget(self, ident: bytes) -> None:
         """A client left (goodbye) or died: its durable stream, if any, is detached."""
         self.clients.pop(ident, None)
+        if self.guard is not None:
+            self.guard.clients.pop(ident.decode(errors="replace"), None)
         if self.replay is not None:
             self.replay.detach(ident)
 
@@ -258,13 +340,22 @@ class Hub:
         """Retained values matching ``pattern``. With a ``fence`` topic the snapshot travels on
         the data path behind every control-path publish injected before it, so the client can
         tell what is older than the snapshot (dropped) from what is newer (delivered)."""
-        hits = [[t.encode(), h, p] for t, (h, p) in self.retained.items() if matches(pattern, t)]
+        hits = [[t.encode(), h, p] for t, (h, p) in self.retained.items() if matches(pattern, t)
+                and self._may_read(ident, t)]
         blob = msgspec.msgpack.encode(hits)
         if fence is None:
             self.router.send_multipart([ident, wire.SNAP, sub_id, blob])
         else:
             self.injector.send_multipart([fence, wire.pack_body(b"", blob)])
         self.stats["snapshots"] += 1
+
+    def _may_read(self, ident: bytes, topic: str) -> bool:
+        """A snapshot holds only what the asking client's account may read."""
+        if self.guard is None:
+            return True
+        client = ident.decode(errors="replace")
+        account = self.guard.clients.get(client)
+        return account is not None and self.guard.may_read(account, topic, client)
 
     def _reap(self, now: float) -> None:
         dead = [i for i, c in self.clients.items() if now - c.last_seen > c.timeout_s]

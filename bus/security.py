@@ -40,3 +40,24 @@ def zmq_hub_keys(directory: str | os.PathLike[str]) -> tuple[bytes, list[bytes]]
             public, _ = zmq.auth.load_certificate(path)
             clients.append(public)
     return secret, clients
+
+
+def zmq_hub_accounts(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """Account name by client public key (z85, as ZAP's ``User-Id`` gives it): ``NAME.key``."""
+    import zmq.auth
+
+    accounts = {}
+    for path in sorted(Path(directory).glob("*.key")):
+        if path.name != "hub.key":
+            public, _ = zmq.auth.load_certificate(path)
+            accounts[public.decode()] = path.name.removesuffix(".key")
+    return accounts
+
+
+def find_policy(directory: str | os.PathLike[str]) -> Path | None:
+    """The ``policy.json`` of a ``secure init`` directory, given its ``zmq/`` key directory."""
+    base = Path(directory)
+    for candidate in (base / "policy.json", base.parent / "policy.json"):
+        if candidate.is_file():
+            return candidate
+    return None

@@ -37,6 +37,10 @@ HELLO, HEARTBEAT, BYE, PUB, ACK, SNAP, WHO = b"HELLO", b"HB", b"BYE", b"PUB", b"
 DURABLE, DATA, DACK = b"DURABLE", b"DATA", b"DACK"
 #: the hub's answer to DURABLE when it keeps no replay buffer: the client subscribes normally
 NO_DURABLE = b"NODURABLE"
+#: the hub's answer to an acknowledged publish its policy refuses: DENY ack_id topic
+DENY = b"DENY"
+#: readiness probes and snapshot fences: ``$robobus/probe/{client id}/...``
+PROBE_PREFIX = "$robobus/probe/"
 #: messages a durable client may have unacknowledged (keep its subscription buffer larger)
 DURABLE_WINDOW = 20_000
 

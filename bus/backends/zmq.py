@@ -102,6 +102,9 @@ class ZmqTransport:
             with anyio.fail_after(5):
                 await self._say_hello()
                 await self.sync()
+        except ConnectError:  # the hub's policy refused our hello
+            await self.close(graceful=False)
+            raise
         except TimeoutError as exc:
             await self.close(graceful=False)
             hint = ("the hub may require CURVE keys: set ROBOBUS_ZMQ_KEYS" if
@@ -246,6 +249,8 @@ class ZmqTransport:
             fut = self._acks.pop(frames[1], None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
+        elif cmd == wire.DENY and len(frames) == 3:
+            self._denied(frames[1], frames[2].decode(errors="replace"))
         elif cmd == wire.SNAP and len(frames) == 3:
             snap = self._snaps.pop(frames[1], None)
             if snap is not None and not snap.done():
@@ -262,6 +267,16 @@ class ZmqTransport:
             # gets its own WHO
             self._rejoining = True
             self.config.task_group.start_soon(self._rejoin, name="zmq-rejoin")
+
+    def _denied(self, what: bytes, reason: str) -> None:
+        """The hub's policy refused our hello (its will) or an acknowledged publish."""
+        if what == wire.HELLO:
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_exception(ConnectError(self.config.url, f"hub refused: {reason}"))
+            return
+        fut = self._acks.pop(what, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(PublishError(reason, "not authorized by the hub's policy"))
 
     def add_filter(self, pattern: str, sub_id: int) -> None:
         """ZeroMQ filters by prefix: the literal part before the first wildcard, ref-counted."""

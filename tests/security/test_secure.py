@@ -55,7 +55,7 @@ def test_generated_files_are_private(secure_dir: Path) -> None:
         assert (secure_dir / secret).stat().st_mode & 0o077 == 0, secret
     acl = (secure_dir / "acl").read_text()
     assert "topic write robobus/robots/r1/state" in acl
-    assert "topic read robobus/robots/r1/skills/#" in acl
+    assert "topic read robobus/robots/r1/#" in acl and "pattern read robobus/_inbox/%c/#" in acl
     password = (secure_dir / "accounts" / "r1.password").read_text().strip()
     assert password not in (secure_dir / "passwd").read_text(), "password file must be hashed"
 
@@ -166,8 +166,9 @@ async def test_zmq_hub_with_curve_refuses_clients_without_keys(
     with testing.hub(extra=["--curve-keys", str(secure_dir / "zmq")]) as url:
         monkeypatch.setenv("ROBOBUS_ZMQ_KEYS", str(secure_dir / "zmq"))
         monkeypatch.setenv("ROBOBUS_ZMQ_CLIENT", "r1")
-        async with Bus.connect(url, name="r1") as bus, bus.subscribe("t/#") as sub:
-            await bus.publish("t/x", b"with key")
+        async with Bus.connect(url, name="r1") as bus, \
+                bus.subscribe("robobus/robots/r1/#") as sub:  # what policy.json lets r1 do
+            await bus.publish("robobus/robots/r1/state", b"with key")
             with anyio.fail_after(5):
                 assert (await sub.get()).payload == b"with key"
             monkeypatch.delenv("ROBOBUS_ZMQ_KEYS")

@@ -1,0 +1,139 @@
+"""Authorization (issue 13): one policy from ``secure init``, enforced by Mosquitto's ACL and by
+the ZeroMQ hub per CURVE key. Every cross-identity action of the issue is refused with the
+accounts ``secure init`` makes; legit traffic goes on."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from robobus import testing
+from robobus.bus import Bus, BusOptions, ConnectError, PublishError, Will
+from robobus.bus import policy as policies
+from robobus.bus.policy import covers
+from robobus.schemas.messages import ErrorReport
+from robobus.secure import SecureConfig, secure_init
+
+pytestmark = pytest.mark.anyio
+P = "robobus"
+
+
+@pytest.fixture(scope="module")
+def secure_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("authz")
+    secure_init(SecureConfig(directory, robots=["r1", "r2"], port=testing.free_port()))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def secure_hub(secure_dir: Path) -> Iterator[str]:
+    extra = ["--curve-keys", str(secure_dir / "zmq"), "--replay-buffer", "10000"]
+    with testing.hub(extra=extra) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def as_key(monkeypatch: pytest.MonkeyPatch, secure_dir: Path, url: str, account: str,
+                 will: Will | None = None) -> AsyncIterator[Bus]:
+    """A client holding ``account``'s CURVE key (named differently, to show names are not
+    what counts)."""
+    monkeypatch.setenv("ROBOBUS_ZMQ_KEYS", str(secure_dir / "zmq"))
+    monkeypatch.setenv("ROBOBUS_ZMQ_CLIENT", account)
+    async with Bus.connect(url, name=f"{account}-x", options=BusOptions(will=will)) as bus:
+        yield bus
+
+
+def test_one_policy_makes_the_acl(secure_dir: Path) -> None:
+    policy = policies.load(secure_dir / "policy.json")
+    assert (secure_dir / "acl").read_text() == policies.mosquitto_acl(policy)
+    assert policy.may_publish("r1", f"{P}/robots/r1/state")
+    assert not policy.may_publish("r1", f"{P}/robots/r2/alive")
+    assert not policy.may_publish("r1", f"{P}/instructions")
+    assert policy.may_publish("operator", f"{P}/instructions")
+    assert covers(f"{P}/robots/r1/#", f"{P}/robots/r1/skills/")
+    assert not covers(f"{P}/robots/r1/#", f"{P}/robots/")
+    assert not covers(f"{P}/robots/r1/#", f"{P}/robots/r1")  # would also pass robots/r10
+    assert covers(f"{P}/#", "") is False and covers("#", "")
+
+
+async def _drain(sub: object) -> list[bytes]:
+    got = []
+    while (msg := sub.get_nowait()) is not None:  # type: ignore[attr-defined]
+        got.append(msg.payload)
+    return got
+
+
+async def test_zmq_key_cannot_act_for_another_identity(
+        secure_dir: Path, secure_hub: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = functools.partial(as_key, monkeypatch, secure_dir, secure_hub)
+    async with key("memory") as watcher, watcher.subscribe(f"{P}/robots/#") as seen, \
+            watcher.subscribe(f"{P}/instructions") as instructions, \
+            watcher.subscribe(f"{P}/errors", ErrorReport) as errors, \
+            key("r2") as r2, r2.subscribe(f"{P}/robots/r2/skills/#") as r2_cmds:
+        await r2.publish(f"{P}/robots/r2/registration", b"reg-r2", retain=True, qos=1)
+        async with key("r1") as r1:
+            # commanding r2, instructing, setting r2 offline: acknowledged ones are refused...
+            for topic in (f"{P}/robots/r2/skills/pick", f"{P}/instructions", f"{P}/robots/r2/alive"):
+                with pytest.raises(PublishError, match="not authorized"):
+                    await r1.publish(topic, b"evil", qos=1, retain=topic.endswith("alive"))
+            # ... and best-effort ones dropped by the hub
+            await r1.publish(f"{P}/robots/r2/skills/pick", b"evil-qos0")
+            await r1.publish(f"{P}/instructions", b"evil-qos0")
+            # reading: a wildcard over every robot is refused, retained values included
+            async with r1.subscribe(f"{P}/robots/+/registration") as spy_reg, \
+                    r1.subscribe(f"{P}/robots/+/skills/#") as spy, \
+                    r1.subscribe(f"{P}/robots/r1/skills/#") as own, key("brain") as brain:
+                await brain.publish(f"{P}/robots/r2/skills/pick", b"for r2", qos=1)
+                await brain.publish(f"{P}/robots/r1/skills/pick", b"for r1", qos=1)
+                with anyio.fail_after(5):
+                    first = await r2_cmds.get()
+                    assert (await own.get()).payload == b"for r1"
+                assert (first.payload, first.sender) == (b"for r2", "brain"), "sender is the key's"
+                assert await _drain(spy) == [b"for r1"] and await _drain(spy_reg) == []
+            await r1.publish(f"{P}/robots/r1/state", b"own state", qos=1)
+        # a last will on another robot's alive: the hello is refused, no will is kept
+        with pytest.raises(ConnectError, match="last will"):
+            async with key("r1", will=Will(f"{P}/robots/r2/alive", b"offline")):
+                pass
+        # one report per refusal (3 acknowledged, 2 best-effort, 1 subscription, 1 will)
+        with anyio.fail_after(10):
+            reports = [(await errors.get()).data for _ in range(7)]
+        assert await _drain(r2_cmds) == [] and await _drain(errors) == []
+    assert {r.sender for r in reports} == {"r1"} and {r.source for r in reports} == {"hub"}
+    said = " ".join(r.reason for r in reports)
+    for what in ("publish on 'robobus/robots/r2/skills/pick'", "publish on 'robobus/instructions'",
+                 "publish on 'robobus/robots/r2/alive'", "subscribe to 'robobus/robots/'",
+                 "leave a last will on 'robobus/robots/r2/alive'"):
+        assert what in said, (what, said)
+    assert all(b"evil" not in p for p in await _drain(seen) + await _drain(instructions))
+
+
+async def test_zmq_durable_stream_belongs_to_its_account(
+        secure_dir: Path, secure_hub: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: ``DURABLE memory`` from another key moved the memory agent's stream to it."""
+    key = functools.partial(as_key, monkeypatch, secure_dir)
+    durable = f"{secure_hub}?durable=memory"
+    async with key(secure_hub, "memory") as watcher, \
+            watcher.subscribe(f"{P}/errors", ErrorReport) as errors, \
+            key(durable, "memory") as memory, memory.subscribe(f"{P}/robots/r1/#") as kept:
+        async with key(durable, "operator") as op, op.subscribe(f"{P}/robots/r1/#") as taken, \
+                key(durable, "r1") as r1d, r1d.subscribe(f"{P}/robots/r1/#") as taken_by_robot:
+            with anyio.fail_after(10):
+                reports = [(await errors.get()).data for _ in range(2)]
+            async with key(secure_hub, "r1") as r1:
+                for i in range(20):
+                    await r1.publish(f"{P}/robots/r1/state", str(i).encode(), qos=1)
+            got: list[bytes] = []
+            with anyio.fail_after(10):  # the stream starts with what the buffer held before
+                while len(got) < 20:
+                    if (payload := (await kept.get()).payload).isdigit():
+                        got.append(payload)
+            assert got == [str(i).encode() for i in range(20)]
+            assert await _drain(taken) == [] and await _drain(taken_by_robot) == []
+    assert {r.sender for r in reports} == {"operator", "r1"}
+    assert any("take over the durable stream of account 'memory'" in r.reason for r in reports)
