@@ -90,7 +90,7 @@ def _not_plain_msgpack(payload: bytes, type_: type[T], topic: str, content_type:
         raise DecodeError(topic, f"malformed payload{said}: neither a msgpack map nor a JSON object, "
                                  f"it starts with {first}") from exc
     if isinstance(exc, msgspec.ValidationError):
-        return _integral(msgspec.msgpack.decode(payload), type_, topic, exc)
+        return _integral(lambda: msgspec.msgpack.decode(payload), type_, topic, exc)
     raise DecodeError(topic, f"malformed msgpack: {exc}") from exc
 
 
@@ -101,20 +101,24 @@ def _decode_json(payload: bytes, type_: type[T], topic: str) -> T:
     try:
         return dec.decode(payload)
     except msgspec.ValidationError as exc:
-        return _integral(msgspec.json.decode(payload), type_, topic, exc)
+        return _integral(lambda: msgspec.json.decode(payload), type_, topic, exc)
     except msgspec.DecodeError as exc:
         raise DecodeError(topic, f"malformed JSON: {exc}") from exc
     except RecursionError as exc:
         raise DecodeError(topic, f"nested too deep: {exc}") from exc
 
 
-def _integral(raw: Any, type_: type[T], topic: str, exc: msgspec.ValidationError) -> T:
-    """``raw`` as ``type_`` with integral floats read as ints; else the first error."""
+def _integral(raw: Callable[[], Any], type_: type[T], topic: str,
+              exc: msgspec.ValidationError) -> T:
+    """``raw()`` as ``type_`` with integral floats read as ints; else the first error.
+
+    ``raw`` decodes untyped, only when a float is to blame: a typed decode stops at the first
+    bad field, so the rest may be truncated or nested too deep (found by tests/fuzz)."""
     if "got `float`" not in str(exc):
         raise DecodeError(topic, f"schema violation for {type_.__name__}: {exc}") from exc
     try:
-        return msgspec.convert(_ints(raw), type_)
-    except msgspec.ValidationError:
+        return msgspec.convert(_ints(raw()), type_)
+    except (msgspec.MsgspecError, RecursionError):
         raise DecodeError(topic, f"schema violation for {type_.__name__}: {exc}") from exc
 
 
