@@ -27,7 +27,7 @@ from robobus.bus.errors import (
     RequestTimeout,
     UnknownSchemeError,
 )
-from robobus.bus.limits import RateLimit, TokenBuckets
+from robobus.bus.limits import RateLimit, TokenBuckets, tell_suppressed
 from robobus.bus.message import Message, Will
 from robobus.bus.reply import refuse_reply_topic
 from robobus.bus.subscription import Overflow, Subscription
@@ -469,11 +469,14 @@ class Bus:
         reply: tuple[str, bytes | None] | None = None,
     ) -> None:
         """Schedule :meth:`report_error` from synchronous code (at most 20/s per topic)."""
-        if not self._error_buckets.allow(topic):
-            if self._error_buckets.refused % 1000 == 1:
-                self.log.warning("error_reports_suppressed", topic=topic,
-                                 suppressed=self._error_buckets.refused)
+        if not self._error_buckets.allow(topic):  # never hidden: the count is told (issue 13)
+            if self._error_buckets.suppressed.get(topic) == 1 and self._tg is not None:
+                say = functools.partial(self.report_error, topic, code="suppressed")
+                self._tg.start_soon(tell_suppressed, self._error_buckets, topic,
+                                    lambda n: say(f"{n} reports on this topic suppressed"))
             return
+        if untold := self._error_buckets.take_suppressed(topic):
+            reason = f"{reason} ({untold} earlier reports on this topic suppressed)"
         if self._tg is not None:
             self._tg.start_soon(functools.partial(
                 self.report_error, topic, reason, code, payload, about=about, task_id=task_id,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import anyio
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +22,7 @@ class RateLimit:
 
 
 class TokenBuckets:
-    """One token bucket per key (a sender name, or a topic for error reports).
+    """One token bucket per key (an authenticated sender, or a topic for error reports).
 
     The number of keys is bounded: the least recently refilled half is forgotten past
     ``max_keys``, so a flood of forged sender names cannot grow memory.
@@ -30,6 +33,8 @@ class TokenBuckets:
         self.capacity = max(limit.burst, limit.rate, 1.0)
         self.max_keys = max_keys
         self.refused = 0
+        #: refusals per key not yet told (see :meth:`take_suppressed`)
+        self.suppressed: dict[str, int] = {}
         self._buckets: dict[str, list[float]] = {}
 
     def allow(self, key: str, now: float | None = None) -> bool:
@@ -45,6 +50,7 @@ class TokenBuckets:
         if tokens < 1.0:
             bucket[0] = tokens
             self.refused += 1
+            self.suppressed[key] = self.suppressed.get(key, 0) + 1
             return False
         bucket[0] = tokens - 1.0
         return True
@@ -53,3 +59,19 @@ class TokenBuckets:
         oldest = sorted(self._buckets.items(), key=lambda kv: kv[1][1])
         for key, _ in oldest[: len(oldest) // 2]:
             del self._buckets[key]
+            self.suppressed.pop(key, None)
+
+    def take_suppressed(self, key: str) -> int:
+        """How many times ``key`` was refused since this was last asked (then 0 again)."""
+        return self.suppressed.pop(key, 0)
+
+
+async def tell_suppressed(buckets: TokenBuckets, key: str, report: Callable[[int], Awaitable[None]],
+                          after_s: float = 1.0) -> None:
+    """After ``after_s``, report how many refusals of ``key`` went unreported meanwhile, so a
+    flood of refusals is never hidden by the limiter that keeps reports from amplifying it.
+    (A report allowed meanwhile has taken the count over and said it.)"""
+    await anyio.sleep(after_s)
+    count = buckets.take_suppressed(key)
+    if count:
+        await report(count)

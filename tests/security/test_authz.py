@@ -5,6 +5,8 @@ accounts ``secure init`` makes; legit traffic goes on."""
 from __future__ import annotations
 
 import contextlib
+import re
+import secrets
 import functools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import anyio
 import pytest
 
 from robobus import testing
-from robobus.bus import Bus, BusOptions, ConnectError, PublishError, Will
+from robobus.bus import Bus, BusOptions, ConnectError, PublishError, Subscription, Will
 from robobus.bus import policy as policies
 from robobus.bus.policy import covers
 from robobus.schemas.messages import ErrorReport
@@ -137,3 +139,32 @@ async def test_zmq_durable_stream_belongs_to_its_account(
             assert await _drain(taken) == [] and await _drain(taken_by_robot) == []
     assert {r.sender for r in reports} == {"operator", "r1"}
     assert any("take over the durable stream of account 'memory'" in r.reason for r in reports)
+
+
+async def test_a_flood_of_refusals_is_counted_not_hidden() -> None:
+    """Issue 13: the error-report limiter hid 1,897 of 1,948 refusals. Reports past the limit
+    are now counted: the next report, or a summary a second later, says how many were not
+    sent, so the reports account for every refused input."""
+    url = f"memory://{secrets.token_hex(4)}"
+    async with Bus.connect(url, name="agent") as agent, \
+            agent.subscribe("robobus/in", ErrorReport, reports=True) as inbound, \
+            Bus.connect(url, name="flooder") as flooder, \
+            flooder.subscribe("robobus/errors", ErrorReport) as errors, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(_consume, inbound)  # decoding (and refusing) happens as the agent reads
+        for _ in range(300):
+            await flooder.publish("robobus/in", b"\xc1 not msgpack")
+        told = 0
+        with anyio.fail_after(10):
+            while told < 300:
+                report = (await errors.get()).data
+                counted = re.search(r"(\d+) (earlier )?reports on this topic suppressed",
+                                    report.reason)
+                told += (report.code != "suppressed") + (int(counted[1]) if counted else 0)
+        assert told == 300
+        tg.cancel_scope.cancel()
+
+
+async def _consume(sub: Subscription) -> None:
+    async for _ in sub:
+        pass
