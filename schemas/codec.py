@@ -158,7 +158,7 @@ def convert(raw: Any, type_: type[T], topic: str = "?", *, strict: bool = False)
     try:
         return msgspec.convert(raw, type_, strict=strict)
     except msgspec.ValidationError as exc:
-        return _integral(raw, type_, topic, exc)
+        return _integral(lambda: raw, type_, topic, exc)
 
 
 def decode_lenient(payload: bytes, type_: type[T], topic: str = "?") -> T:
