@@ -14,7 +14,7 @@ issue 15) and reports, per mode, how many instructions were carried out as meant
 goals mean the expected goals, or a refusal where a refusal is expected), how many were
 refused, and how many were **wrong but accepted** (a plan whose goals mean something else:
 must be 0). Modes: ``planner`` (as shipped: the grammar first, the model where it does not
-reach) and ``model`` (``--model-only``: every instruction to the model, its reading confirmed).
+reach) or ``model`` (``--model-only``: every instruction to the model, its reading confirmed).
 ``--corpus-limit N`` takes every k-th entry so that N remain (a spread subset), for CPU runs.
 Writes ``llm_corpus[_DEVICE].json``. ``--export-kit DIR`` also writes what a
 GPU machine without the weights needs to replay the run (model config, tokenizer, the recorded
@@ -288,12 +288,13 @@ async def measure_corpus(args: argparse.Namespace) -> dict[str, Any]:
     from robobus.brain_agent.planners.llm import LlmPlanner
 
     entries = corpus_entries(args.corpus, args.corpus_limit)
-    out: dict[str, Any] = {"model": args.model, "corpus": args.corpus,
-                           "subset": len(entries), "modes": {}}
-    modes = ["planner"] + (["model"] if args.model_only else [])
+    out: dict[str, Any] = {"model": args.model, "corpus": args.corpus, "subset": len(entries),
+                           "max_attempts": args.max_attempts, "modes": {}}
+    modes = ["model"] if args.model_only else ["planner"]
     for mode in modes:
         planner = LlmPlanner(args.model, device=args.device, dtype=args.dtype,
-                             cache_dir=args.cache, grammar_first=mode == "planner")
+                             cache_dir=args.cache, grammar_first=mode == "planner",
+                             max_attempts=args.max_attempts)
         await planner.warmup()
         out["device"] = planner.engine().device
         rows = []
@@ -324,7 +325,8 @@ def main() -> None:
     ap.add_argument("--corpus", default="", help="run the corpus files named (en,zh) instead")
     ap.add_argument("--corpus-limit", type=int, default=0, help="a spread subset of N entries")
     ap.add_argument("--model-only", action="store_true",
-                    help="with --corpus: also run every entry through the model (no grammar)")
+                    help="with --corpus: every entry through the model (no grammar first)")
+    ap.add_argument("--max-attempts", type=int, default=3, help="model answers per instruction")
     args = ap.parse_args()
     if args.corpus:
         result = anyio.run(measure_corpus, args)

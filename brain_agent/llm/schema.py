@@ -10,6 +10,7 @@ OpenAI-compatible backend sends it as ``response_format``. No torch needed here.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,9 @@ FIELD_NAMES: dict[tuple[str, str], str] = {
     ("HandTo", "robot"): "robots",
 }
 MAX_ITEMS = 8
+#: Words that say some objects are left out: only then may an answer use ``exclude`` (a small
+#: model otherwise fills it with every name it may).
+EXCLUDING = ("but not", "except", "excluding", "other than", "apart from", "除了", "以外", "不要")
 #: A reading is one plain English sentence (ASCII, no quotes or braces), at most 160 characters.
 READING_PATTERN = r"^[A-Za-z0-9_ ,.;:'-]{3,160}$"
 MAX_COUNT = 9
@@ -50,6 +54,8 @@ class SceneNames:
     robots: list[str] = field(default_factory=list)
     #: most object references one goal may list (set when narrowed to the mentioned names)
     max_refs: int = MAX_ITEMS
+    #: whether a kind reference may leave objects out (only when the text says "but not"...)
+    exclusions: bool = False
 
     @classmethod
     def from_context(cls, ctx: PlanContext) -> SceneNames:
@@ -67,6 +73,9 @@ class SceneNames:
         (and a category nobody mentions drops out), so the model chooses the structure and
         the words choose the names. Non-ASCII text (Chinese) is left to the model.
         """
+        excluding = any(w in text.lower() for w in EXCLUDING)
+        if excluding != self.exclusions:
+            return dataclasses.replace(self, exclusions=excluding).narrowed(text, ctx)
         if not text.isascii():
             return self
         found = mentioned(text, ctx)
@@ -77,7 +86,8 @@ class SceneNames:
         # the only name they may write until the array is full).
         return SceneNames(objects=sorted(objects), kinds=sorted(kinds), places=self.places,
                           containers=self.containers, robots=self.robots,
-                          max_refs=max(1, min(MAX_ITEMS, len(objects) + len(kinds))))
+                          max_refs=max(1, min(MAX_ITEMS, len(objects) + len(kinds))),
+                          exclusions=excluding)
 
     def category(self, name: str) -> list[str]:
         if name == "references":
@@ -152,7 +162,7 @@ def _tighten(def_name: str, prop: str, prop_schema: dict[str, Any],
         prop_schema.update(pattern=r"^[A-Za-z0-9_.:\-]{1,40}$")
     elif prop == "exclude":
         objects = names.objects if names is not None else []
-        if names is not None and not objects:
+        if names is not None and (not objects or not names.exclusions):
             return False
         prop_schema.clear()
         prop_schema.update(type="array", maxItems=4,

@@ -57,6 +57,10 @@ def test_schema_narrows_to_mentioned_names_for_english_text() -> None:
     deliver = schema_for("Bring the fruit nearest the cup and a fruit knife to the office desk",
                          ctx)["$defs"]["Deliver"]["properties"]
     assert deliver["objects"]["maxItems"] == 3  # cup, knife (objects) + fruit (kind)
+    assert "exclude" not in schema_for("bring a fruit to the office desk", ctx)["$defs"][
+        "ObjectRef"]["properties"]  # only when the text leaves something out
+    excl = schema_for("bring a fruit to the office desk, but not the banana", ctx)["$defs"]
+    assert excl["ObjectRef"]["properties"]["exclude"]["items"]["enum"] == ["banana"]
     zh = schema_for("拿离杯子最近的水果", ctx)["$defs"]
     assert zh["ObjectRef"]["properties"]["name"]["enum"] == sorted(ctx.world.objects)
     assert list(zh["GoalSet"]["properties"])[0] == "reading"
