@@ -159,6 +159,8 @@ def convert(raw: Any, type_: type[T], topic: str = "?", *, strict: bool = False)
         return msgspec.convert(raw, type_, strict=strict)
     except msgspec.ValidationError as exc:
         return _integral(lambda: raw, type_, topic, exc)
+    except UnicodeError as exc:  # a lone surrogate in a string read as a number (tests/fuzz)
+        raise DecodeError(topic, f"invalid text for {type_.__name__}: {exc}") from exc
 
 
 def decode_lenient(payload: bytes, type_: type[T], topic: str = "?") -> T:
