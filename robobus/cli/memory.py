@@ -14,7 +14,7 @@ from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
 from robobus.memory_store.agent import MemoryConfig, load_scene, memory_presence, run
 from robobus.memory_store.commit import CommitOptions
 from robobus.memory_store.errors import MemoryStoreError
-from robobus.memory_store.store import StoreOptions
+from robobus.memory_store.store import MemoryStore, StoreOptions
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
 _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.I)
@@ -103,6 +103,10 @@ def record(
     config = MemoryConfig(store=out, store_options=_store_options(map_size, segment, None),
                           patterns=tuple(topics or ["#"]), views=False)
     _run_agent(bus_url, prefix, config, "recorder", duration)
+    with MemoryStore(out, readonly=True) as store:  # one summary line, like ros2 bag record's
+        stats = store.stats()
+    typer.echo(f"recorded {stats['events']} events on {len(stats['topics'])} topics into {out} "
+               f"({stats['bytes'] / 1e6:.1f} MB)")
 
 
 def _run_agent(url: str, prefix: str, config: MemoryConfig, name: str,

@@ -4,12 +4,14 @@ item 7), as subprocesses against the private Mosquitto."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from unittest.mock import patch
 
 import anyio
 import msgspec
 import pytest
+from anyio.abc import Process
 from typer.testing import CliRunner
 
 from robobus import memory_store, testing
@@ -29,6 +31,15 @@ async def robobus(*args: str, stdin: bytes | None = None) -> str:
     return done.stdout.decode()
 
 
+async def _logged(proc: Process, word: bytes) -> None:
+    """Read ``proc``'s stderr until ``word`` shows up."""
+    seen = b""
+    assert proc.stderr is not None
+    with anyio.fail_after(TIMEOUT):
+        while word not in seen:
+            seen += await proc.stderr.receive()
+
+
 class Watcher:
     """A ``robobus topic`` process started in the background; :meth:`output` once it ends."""
 
@@ -37,11 +48,7 @@ class Watcher:
 
     async def __aenter__(self) -> Watcher:
         self.proc = await anyio.open_process(testing.robobus_cmd(*self.args))
-        seen = b""
-        assert self.proc.stderr is not None
-        with anyio.fail_after(TIMEOUT):
-            while b"subscribed" not in seen:
-                seen += await self.proc.stderr.receive()
+        await _logged(self.proc, b"subscribed")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -114,7 +121,11 @@ async def test_pub_from_file_stdin_lines_with_properties(mosquitto_url: str, pre
     url, topic = mosquitto_url, f"{prefix}/in"
     data = tmp_path / "inst.json"
     data.write_text('{"text": "bring the cup", "priority": 2}')
-    async with Bus.connect(url, name="watch") as bus, bus.subscribe(topic) as sub:
+    rec = tmp_path / "rec"
+    async with Bus.connect(url, name="watch") as bus, bus.subscribe(topic) as sub, \
+            await anyio.open_process(testing.robobus_cmd(
+                "record", str(rec), "--topics", topic, "--bus", url, "--duration", "60")) as recorder:
+        await _logged(recorder, b"memory_ready")
         await robobus("topic", "pub", topic, "-f", str(data), "--qos", "1", "-e", f"{prefix}/r",
                       "--correlation", "c-7", "--bus", url)
         await robobus("topic", "pub", topic, "-s", "--bus", url, stdin=b"all of it\nin one")
@@ -122,6 +133,11 @@ async def test_pub_from_file_stdin_lines_with_properties(mosquitto_url: str, pre
         await robobus("topic", "pub", topic, '{"a": 1}', "--msgpack", "--bus", url)
         with anyio.fail_after(TIMEOUT):
             got = [await sub.get() for _ in range(5)]
+        recorder.send_signal(signal.SIGINT)  # a clean stop: the recorder says what it kept
+        assert recorder.stdout is not None
+        with anyio.fail_after(TIMEOUT):
+            summary = (await recorder.stdout.receive()).decode()
+    assert summary.startswith(f"recorded 5 events on 1 topics into {rec} (")
     assert json.loads(got[0].payload) == json.loads(data.read_text())  # JSON stays JSON
     assert got[0].content_type == "application/json"  # and says so (MQTT 5 Content Type)
     assert (got[0].response_topic, got[0].correlation, got[0].qos) == (f"{prefix}/r", b"c-7", 1)
