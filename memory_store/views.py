@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import structlog
@@ -217,14 +217,16 @@ class Views:
         self._dirty_robots.add(robot)
         return rec
 
-    def _check_robot(self, topic: str, robot: str) -> None:
+    def _check_robot(self, topic: str, robot: str, msg: msgspec.Struct | None = None) -> None:
+        if msg is not None:
+            _storable(msg)
         reason = self.topics.robot_mismatch(topic, robot)
         if reason is not None:
             raise WorldConflict(reason, "robot_mismatch")
 
     def _on_registration(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         reg = decode_as(payload, RobotRegistration, topic)
-        self._check_robot(topic, reg.robot)
+        self._check_robot(topic, reg.robot, reg)
         self._record(reg.robot, ts_ns).registration = reg
         if not self.live or reg.robot in self.world.robots:
             return _NONE
@@ -241,7 +243,7 @@ class Views:
 
     def _on_alive(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         msg = decode_as(payload, Alive, topic)
-        self._check_robot(topic, msg.robot)
+        self._check_robot(topic, msg.robot, msg)
         held = self.robots.get(msg.robot)
         if held is not None and held.alive is not None and not presence_supersedes(
                 Alive(msg.robot, held.alive, bd_seq=held.bd_seq), msg):
@@ -258,18 +260,18 @@ class Views:
 
     def _on_state(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         state = decode_as(payload, RobotState, topic)
-        self._check_robot(topic, state.robot)
+        self._check_robot(topic, state.robot, state)
         self._record(state.robot, ts_ns).state = state
         return _NONE
 
     def _on_feedback(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
         fb = decode_as(payload, SkillFeedback, topic)
-        self._check_robot(topic, fb.robot)
+        self._check_robot(topic, fb.robot, fb)
         self._record(fb.robot, ts_ns).feedback = fb
         return _NONE
 
     def _on_task(self, topic: str, payload: bytes, ts_ns: int) -> list[Effect]:
-        st = decode_as(payload, TaskStatus, topic)
+        st = _storable(decode_as(payload, TaskStatus, topic))
         if topic.rsplit("/", 1)[-1] != st.task_id:
             return [Rejected(topic, f"status of task {st.task_id[:64]!r} on another task's topic",
                              "task_mismatch")]
@@ -386,3 +388,17 @@ class Views:
 
 
 _MISSING: Any = object()
+_T = TypeVar("_T")
+
+
+def _storable(msg: _T) -> _T:
+    """``msg`` if it encodes back to msgpack; else ValueError (reported as ``invalid``).
+
+    JSON lets an integer past 64 bits through a field without bounds (a RobotState's
+    ``ts_ns``, say); stored in a record, it ended the agent's committer at the next
+    commit, and again after every restart (found by tests/fuzz/test_contract_fuzz.py)."""
+    try:
+        msgspec.msgpack.encode(msg)
+    except (OverflowError, UnicodeEncodeError) as exc:
+        raise ValueError(f"a value that cannot be stored: {exc}") from exc
+    return msg

@@ -14,6 +14,7 @@ Shared by tests/fuzz and bench/fuzz.py; loaded by path (tests/fuzz is not a pack
 from __future__ import annotations
 
 import functools
+import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from robobus.launch import runner
 from robobus.launch.runner import RunOptions, RunResult
 from robobus.launch.supervisor import Supervisor
 from robobus.schemas.memory import MemoryQuery, QueryReply
-from robobus.schemas.messages import ErrorReport, TaskStatus
+from robobus.schemas.messages import ErrorReport, Instruction, TaskStatus
 from robobus.schemas.scenario import load_scenario
 from robobus.schemas.topics import Topics
 
@@ -92,6 +93,9 @@ class FuzzRun:
     fuzz_s: float = 0.0
     flood: Counter[str] = field(default_factory=Counter)
     hooks: Hooks = field(default_factory=Hooks)
+    #: a fresh valid instruction sent after the fuzz: did its task end ``done``
+    fresh_done: bool = False
+    fresh_statuses: list[str] = field(default_factory=list)
 
     def reports_by_topic(self) -> Counter[str]:
         return Counter(r.topic for r in self.reports)
@@ -112,7 +116,7 @@ def fleet_of(scenario: Path, prefix: str, corpus_mod: Any) -> Any:
 
 async def fuzz_scenario(scenario: Path, url: str, prefix: str, corpus: Callable[[], list[Any]], *,
                         report_dir: Path, speed: float, rate: float, paced_rate: float,
-                        flood: int = 300) -> FuzzRun:
+                        flood: int = 300, fresh: bool = False) -> FuzzRun:
     """Run ``scenario`` on ``url`` with ``corpus()`` thrown at it; see the module doc.
 
     ``corpus`` is called in a worker thread first: drawing takes seconds, and a corpus still
@@ -126,6 +130,7 @@ async def fuzz_scenario(scenario: Path, url: str, prefix: str, corpus: Callable[
     try:
         async with anyio.create_task_group() as tg:
             fuzzer = Fuzzer(url, prefix, items, run, rate, paced_rate, flood)
+            fuzzer.fresh = fresh
             tg.start_soon(fuzzer.run, load_scenario(scenario).task_id(0))
             opts = RunOptions(bus_url=url, speed=speed, report_dir=report_dir, prefix=prefix)
             run.result = await runner.run_scenario(scenario, opts)
@@ -148,6 +153,7 @@ class Fuzzer:
         self.opts = BusOptions(prefix=prefix, max_payload=4 << 20, report_errors=False)
         self.changed = anyio.Event()
         self.done = anyio.Event()
+        self.fresh = False
 
     async def run(self, task0: str) -> None:
         try:
@@ -168,6 +174,8 @@ class Fuzzer:
                 self.run_.fuzz_s = time.monotonic() - started
                 await self._flood()
                 await self._drain()
+                if self.fresh:
+                    await self._fresh_instruction()
                 tg.cancel_scope.cancel()
         finally:
             self.run_.hooks.drained.set()
@@ -217,6 +225,17 @@ class Fuzzer:
                 await bus.publish(self.t.skill(robot, "fly"), msgspec.msgpack.encode(
                     {"command_id": f"flood{i}", "skill": "fly"}), qos=1)
         self.run_.flood.update(instructions=self.flood_n, commands=self.flood_n)
+
+    async def _fresh_instruction(self, timeout: float = 60.0) -> None:
+        """After the fuzz, a new valid instruction from a new sender must complete."""
+        tid = f"fresh-{secrets.token_hex(3)}"
+        async with Bus.connect(self.url, name="fresh", options=self.opts) as bus:
+            await bus.publish(self.t.instructions, Instruction(
+                text="Bring the banana to the office desk", task_id=tid), qos=1)
+        with anyio.move_on_after(timeout):
+            await self._wait_task(tid, TERMINAL, timeout)
+        self.run_.fresh_statuses = [s.status for s in self.run_.statuses.get(tid, [])]
+        self.run_.fresh_done = "done" in self.run_.fresh_statuses
 
     async def _drain(self, quiet_s: float = 1.0, limit_s: float = 15.0) -> None:
         """Wait until no report nor status arrived for ``quiet_s`` (at most ``limit_s``)."""
