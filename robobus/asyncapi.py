@@ -47,6 +47,7 @@ PUBLISH_QOS: dict[tuple[str, ...], int] = {
     ("robots", "+", "faults"): 1,
     ("robots", "+", "skills", "+"): 1,
     ("brain", "status"): 1,
+    ("brain", "+", "status"): 1,
     ("memory", "query"): 1,
     ("memory", "status"): 1,
     ("memory", "change"): 1,

@@ -11,7 +11,7 @@ from unittest.mock import patch
 import pytest
 from typer.testing import CliRunner
 
-from robobus.asyncapi import MAX_INSTRUCTION_CHARS, document, topic_table
+from robobus.asyncapi import MAX_INSTRUCTION_CHARS, PUBLISH_QOS, document, topic_table
 from robobus.cli.main import app
 from robobus.schemas.codec import parse_instruction
 from robobus.schemas.contract import FIELD_SHAPES, MESSAGE_TYPES, RETAINED_TOPICS, TOPIC_TYPES
@@ -51,6 +51,11 @@ def test_the_parser_accepts_it_and_refuses_a_broken_one(open_npm: Path, tmp_path
     assert set(MESSAGE_TYPES) <= set(parsed["messages"])
     assert any("Pose" in d["path"] or "pose" in d["path"]
                for d in refused["diagnostics"] if d["severity"] == "error")
+
+
+def test_every_topic_has_its_publishers_qos() -> None:
+    assert set(PUBLISH_QOS) == {*TOPIC_TYPES, ("world", "scene")}, \
+        "a topic was added to schemas/contract.py: give its QoS in robobus/asyncapi.py"
 
 
 def test_retain_qos_limits_and_prefix_are_in_the_document() -> None:
