@@ -58,7 +58,8 @@ def default_policy(cfg: SecureConfig) -> Policy:
             publish=[f"{p}/robots/+/skills/#", f"{p}/tasks/#", f"{p}/errors", f"{p}/memory/query",
                      f"{p}/brain/#", f"{p}/instructions", f"{p}/_inbox/#"],
             subscribe=[f"{p}/#"]),
-        "memory": Grants(publish=[f"{p}/#"], subscribe=[f"{p}/#"]),
+        # the recorder subscribes to "#": on ZeroMQ the prefix "" must be its to take
+        "memory": Grants(publish=[f"{p}/#"], subscribe=["#"]),
     }
     for op in cfg.operators:
         accounts[op] = Grants(publish=[f"{p}/instructions", f"{p}/robots/+/faults",

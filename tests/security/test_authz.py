@@ -5,21 +5,25 @@ accounts ``secure init`` makes; legit traffic goes on."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import secrets
-import functools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from bench import scenes
 from robobus import testing
-from robobus.bus import Bus, BusOptions, ConnectError, PublishError, Subscription, Will
+from robobus.bus import Bus, BusError, BusOptions, ConnectError, PublishError, Subscription, Will
 from robobus.bus import policy as policies
 from robobus.bus.policy import covers
 from robobus.schemas.messages import ErrorReport
+from robobus.schemas.topics import Topics
 from robobus.secure import SecureConfig, secure_init
+from tests.brain.test_processes import Fleet
 
 pytestmark = pytest.mark.anyio
 P = "robobus"
@@ -168,3 +172,101 @@ async def test_a_flood_of_refusals_is_counted_not_hidden() -> None:
 async def _consume(sub: Subscription) -> None:
     async for _ in sub:
         pass
+
+
+def _account_env(secure_dir: Path, account: str) -> dict[str, str]:
+    lines = (secure_dir / "env" / f"{account}.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+class SecureFleet(Fleet):
+    """The demo fleet, each agent process holding its own ``secure init`` account."""
+
+    def __init__(self, secure_dir: Path, *args: Any) -> None:
+        super().__init__(*args)
+        self.secure_dir = secure_dir
+        self.prefix, self.topics = P, Topics(P)
+
+    def spawn(self, name: str, *args: str) -> None:
+        argv = testing.robobus_cmd(*args, "--bus", self.url, "--prefix", self.prefix)
+        self.procs[name] = self.stack.enter_context(testing.spawn(
+            argv, name=name, env=_account_env(self.secure_dir, name), log_dir=self.tmp / "logs"))
+
+
+@pytest.fixture(scope="module")
+def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("authz-fleet")
+    robots = [r["name"] for r in scenes.DEMO_ROBOTS]
+    secure_init(SecureConfig(directory, robots=robots, port=testing.free_port()))
+    return directory
+
+
+@contextlib.contextmanager
+def _secure_bus(kind: str, secure_dir: Path) -> Iterator[str]:
+    if kind == "zmq":
+        with testing.hub(extra=["--curve-keys", str(secure_dir / "zmq")]) as url:
+            yield url
+        return
+    conf = (secure_dir / "mosquitto.conf").read_text()
+    port = int(conf.split("listener ", 1)[1].split()[0])
+    with testing.spawn([testing.mosquitto_binary(), "-c", str(secure_dir / "mosquitto.conf")],
+                       name="mosquitto-tls"):
+        testing.wait_port(port)
+        yield f"mqtts://127.0.0.1:{port}?ca={secure_dir / 'ca.crt'}"
+
+
+#: Mosquitto's ACL grants a client its reply inbox by MQTT client id (``%c``), but with a
+#: password that id carries an HMAC tag the inbox topic does not (bus/backends/mqtt_options.py
+#: session_client_id): replies to every secured account are withheld, so an edge's world
+#: queries go unanswered and its skills time out. Strict: it fails loudly once fixed.
+INBOX_TAGGED = pytest.mark.xfail(strict=True, reason="MQTT reply inbox vs HMAC-tagged client id")
+
+
+@pytest.mark.parametrize("kind", ["zmq", pytest.param("mqtt", marks=[pytest.mark.broker,
+                                                                      INBOX_TAGGED])])
+async def test_a_secured_fleet_still_completes_an_instruction(
+        kind: str, fleet_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Legit traffic under the policy: brain, memory and three edges, each with its own
+    account, carry out an instruction an operator sends."""
+    for key, value in _account_env(fleet_dir, "operator").items():
+        monkeypatch.setenv(key, value)
+    with _secure_bus(kind, fleet_dir) as url, contextlib.ExitStack() as stack:
+        fl = SecureFleet(fleet_dir, tmp_path, url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS, stack)
+        fl.start_memory()
+        for spec in scenes.DEMO_ROBOTS:
+            fl.start_edge(spec)
+        fl.start_brain()
+        async with Bus.connect(url, name="operator", options=BusOptions(prefix=P)) as bus, \
+                anyio.create_task_group() as tg:
+            await tg.start(fl.watch, bus)
+            await fl.registered(bus)
+            tid = await fl.send(bus, "bring the apple to the office desk")
+            st = await fl.until(lambda: fl.status(tid), timeout=40)
+            assert st.status == "done", st.reason
+            world = await fl.world(bus)
+            assert world.place_of("apple") == "officeDesk"
+            tg.cancel_scope.cancel()
+
+
+async def test_mqtt_account_cannot_set_another_robot_offline(
+        secure_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same policy on Mosquitto (commanding another robot, reading its commands and
+    instructing are in test_secure.py): r1's account cannot publish r2's presence."""
+    def account(name: str) -> None:
+        for key, value in _account_env(secure_dir, name).items():
+            monkeypatch.setenv(key, value)
+
+    alive = f"{P}/robots/r2/alive"
+    with _secure_bus("mqtt", secure_dir) as url:
+        account("memory")
+        async with Bus.connect(url, name="memory") as watcher, watcher.subscribe(alive) as seen:
+            account("r1")
+            async with Bus.connect(url, name="r2") as r1:  # a name is not an identity
+                with pytest.raises(BusError):
+                    await r1.publish(alive, b"offline", retain=True, qos=1)
+            account("r2")
+            async with Bus.connect(url, name="r2") as r2:
+                await r2.publish(alive, b"online", retain=True, qos=1)
+            with anyio.fail_after(5):
+                assert (await seen.get()).payload == b"online"
+            assert seen.get_nowait() is None
