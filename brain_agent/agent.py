@@ -84,6 +84,9 @@ class Brain:
         sub = await stack.enter_async_context(self.bus.subscribe(
             t.instructions, rate_limit=self.config.instruction_rate_limit, reports=True))
         self.tg.start_soon(self._intake, sub, name=f"brain-sub-{t.instructions}")
+        # untyped: a cleared registration (an empty value) takes the robot out of the fleet
+        clears = await stack.enter_async_context(self.bus.subscribe(t.registration(), reports=False))
+        self.tg.start_soon(self.fleet.follow_clears, clears, self.guard.call, name="brain-clears")
 
     async def _intake(self, sub: Any) -> None:
         async for msg in sub:

@@ -7,11 +7,14 @@ event sequence or a change that does not apply triggers a background refresh fro
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import Any
+
 import anyio
 import msgspec
 import structlog
 
-from robobus.bus import Bus
+from robobus.bus import Bus, Message
 from robobus.bus.errors import BusError
 from robobus.schemas.codec import decode_as
 from robobus.schemas.errors import DecodeError
@@ -21,6 +24,8 @@ from robobus.schemas.topics import Topics
 from robobus.schemas.world import World, WorldChange, WorldConflict, WorldEvent, WorldSnapshot
 
 log = structlog.get_logger("brain.fleet")
+#: runs a handler under a guard, as the brain's Guard.call: (what, topic, handler, *args)
+Guarded = Callable[..., Awaitable[Any]]
 
 
 class MemoryUnavailable(BusError):
@@ -73,6 +78,28 @@ class FleetView:
     def on_registration(self, reg: RobotRegistration) -> None:
         self.registrations[reg.robot] = reg
         self._ensure_robot(reg.robot)
+
+    async def on_cleared(self, robot: str) -> None:
+        """A robot's retained registration was cleared (an empty value): it left the fleet.
+
+        It is no longer planned with, and what it was doing is handed on as if it went
+        offline. A new registration brings it back.
+        """
+        if self.registrations.pop(robot, None) is None:
+            return
+        self.states.pop(robot, None)
+        log.warning("robot_unregistered", robot=robot)
+        for callback in self.on_offline:
+            await callback(robot)
+
+    async def follow_clears(self, sub: AsyncIterable[Message], guard: Guarded) -> None:
+        """Serve an untyped subscription to the registrations: an empty value is a clear (the
+        typed subscription cannot decode one, so it never reached :meth:`on_registration`).
+        ``guard`` runs each clear (the brain's Guard.call: a failure is reported, not fatal)."""
+        async for msg in sub:
+            robot = self.topics.robot_of(msg.topic)
+            if not msg.payload and robot is not None:
+                await guard("registration clear", msg.topic, self.on_cleared, robot)
 
     async def on_alive(self, alive: Alive) -> None:
         if not presence_supersedes(self.presence.get(alive.robot), alive):
