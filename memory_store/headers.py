@@ -1,6 +1,12 @@
 """What a record keeps of a message besides topic and payload: the retain flag, the QoS and
 the MQTT 5 properties the bus exposes on a received message (response topic, correlation
-data, and the sender, which travels as a user property on MQTT and a header on ZeroMQ).
+data, the sender, which travels as a user property on MQTT and a header on ZeroMQ, and the
+content type once the bus delivers it as ``Message.content_type``).
+
+QoS on ZeroMQ: the hub does not tell a subscriber which QoS the publisher used, so ZeroMQ
+recordings say ``qos=0``. Other user properties and the payload format indicator are not
+exposed by the bus's receive path, so they cannot be recorded (a JSON content type implies
+the UTF-8 indicator, and the MQTT backend labels a republished JSON payload so again).
 
 The header is stored between the topic id and the payload, only for a message that has any:
 the topic id's top bit says that one follows. A record written before headers existed has that
@@ -31,11 +37,12 @@ class Properties(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     response_topic: str | None = msgspec.field(default=None, name="rt")
     correlation: bytes | None = msgspec.field(default=None, name="cd")
     sender: str | None = msgspec.field(default=None, name="s")
+    content_type: str | None = msgspec.field(default=None, name="ct")
 
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Properties).decode
-_cache: dict[tuple[bool, int, str | None], bytes] = {}
+_cache: dict[tuple[bool, int, str | None, str | None], bytes] = {}
 
 
 def pack(retain: bool, qos: int, props: Properties | None) -> bytes:
@@ -45,22 +52,25 @@ def pack(retain: bool, qos: int, props: Properties | None) -> bytes:
         return bytes((flags,)) if flags else b""
     body = _encode(props)
     if len(body) > 0xFFFF:  # a correlation that large is kept out of the record, not failed
-        body = _encode(Properties(props.response_topic, None, props.sender))
+        body = _encode(Properties(props.response_topic, None, props.sender, props.content_type))
     return bytes((flags | _PROPS,)) + len(body).to_bytes(2, "big") + body
 
 
 def head_of(msg: Message) -> bytes:
     """The header to record for a received message (cached unless it has request headers)."""
+    ctype = getattr(msg, "content_type", None)  # a bus that does not carry it yet: None
     if msg.response_topic is None and msg.correlation is None:
-        key = (msg.retain, msg.qos, msg.sender)
+        key = (msg.retain, msg.qos, msg.sender, ctype)
         head = _cache.get(key)
         if head is None:
             if len(_cache) >= _CACHE_LIMIT:
                 _cache.clear()
-            props = Properties(sender=msg.sender) if msg.sender else None
+            props = Properties(sender=msg.sender, content_type=ctype) \
+                if msg.sender or ctype else None
             head = _cache[key] = pack(msg.retain, msg.qos, props)
         return head
-    return pack(msg.retain, msg.qos, Properties(msg.response_topic, msg.correlation, msg.sender))
+    return pack(msg.retain, msg.qos,
+                Properties(msg.response_topic, msg.correlation, msg.sender, ctype))
 
 
 def unpack(value: bytes | memoryview, pos: int) -> tuple[bool, int, Properties | None, int]:

@@ -7,7 +7,9 @@ processes on a real hub or Mosquitto:
 * a replay onto a live fleet's prefix does not drive it: commands are withheld by default,
   ``--include-commands`` alone is refused there, and with ``--onto-live-fleet`` the brain and the
   edge ignore the replayed instruction and skill command;
-* a store written in the old record format (no header) still reads and replays.
+* a store written in the old record format (no header) still reads and replays;
+* the content type (MQTT 5) is recorded with the other properties, and a header with keys this
+  reader does not know still reads.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import pytest
 
 from bench import scenes
 from robobus import memory_store, testing
-from robobus.bus import Bus, BusOptions
+from robobus.bus import Bus, BusOptions, Message
+from robobus.memory_store import headers
 from robobus.memory_store.replay import ReplayOptions, recorded_prefix, remap, replay
 from robobus.memory_store.segment import TID_LEN, Segment, SegmentOptions, pack_key, segment_name
 from robobus.schemas.messages import BrainStatus, Instruction, RobotState, SkillCommand, SkillFeedback
@@ -190,3 +193,35 @@ async def test_an_old_format_store_still_reads_and_replays(tmp_path: Path, prefi
             assert time.monotonic() - start < 5
     assert [(m.payload, m.retain, m.replayed) for m in got if m] == [
         (b"v%d" % i, False, True) for i in range(4)]
+
+
+def test_the_header_keeps_the_content_type_and_skips_unknown_keys() -> None:
+    props = headers.Properties("reply/x", b"c1", "src", "application/json")
+    head = headers.pack(True, 1, props)
+    assert headers.unpack(head + b"{}", 0) == (True, 1, props, len(head))
+    # a newer writer's key this reader does not know costs nothing
+    body = msgspec.msgpack.encode({"s": "src", "ct": "text/plain", "zz": [1, 2]})
+    newer = bytes((0x01 | 0x08,)) + len(body).to_bytes(2, "big") + body
+    _, _, read, _ = headers.unpack(newer, 0)
+    assert read == headers.Properties(sender="src", content_type="text/plain")
+
+
+@pytest.mark.broker
+@pytest.mark.skipif("content_type" not in Message.__dataclass_fields__,
+                    reason="the bus does not deliver the content type yet")
+async def test_a_recording_keeps_the_content_type(tmp_path: Path, prefix: str,
+                                                  mosquitto_url: str) -> None:
+    """``mosquitto_pub -D publish content-type``: the recorder keeps it with the event."""
+    out, port = tmp_path / "rec", mosquitto_url.rsplit(":", 1)[1]
+    proc = await _record(out, mosquitto_url, prefix, 1.5)
+    try:
+        await anyio.to_thread.run_sync(lambda: subprocess.run(
+            ["mosquitto_pub", "-h", testing.LOOPBACK, "-p", port, "-V", "mqttv5", "-q", "1",
+             "-t", f"{prefix}/custom/json", "-m", '{"a": 1}',
+             "-D", "publish", "content-type", "text/x-demo"], check=True, timeout=10))
+        assert await anyio.to_thread.run_sync(proc.wait, 20) == 0
+    finally:
+        testing.stop(proc)  # type: ignore[arg-type]
+    with memory_store.open(out, readonly=True) as store:
+        (ev,) = [e for e in store.scan() if e.topic.endswith("/custom/json")]
+    assert ev.props is not None and ev.props.content_type == "text/x-demo" and ev.qos == 1
