@@ -32,6 +32,7 @@ from robobus.schemas.messages import (
     SkillFeedback,
     TaskState,
 )
+from robobus.schemas.owners import owned_by
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldEvent
 
@@ -76,8 +77,11 @@ class Brain:
             (t.feedback(), SkillFeedback, self.scheduler.on_feedback, {}),
             (t.world_events, WorldEvent, self._on_world_event, {}),
         ]
+        # the memory agent reports what is refused on these topics (once: issue 14)
+        owns = owned_by("brain", t.prefix)
         for pattern, type_, handler, opts in subs:
-            sub = await stack.enter_async_context(self.bus.subscribe(pattern, type_, **opts))
+            sub = await stack.enter_async_context(self.bus.subscribe(pattern, type_, reports=owns,
+                                                                     **opts))
             self.tg.start_soon(self._consume, sub, handler, name=f"brain-sub-{pattern}")
         # untyped: the intake decodes, so it sees the retain flag and its own clearing; the
         # brain owns the topic, so it reports what it refuses there (size, rate, decode)

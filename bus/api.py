@@ -276,7 +276,7 @@ class Bus:
         overflow: Overflow = Overflow.BLOCK,
         rate_limit: RateLimit | None = None,
         manual_ack: bool = False,
-        reports: bool | None = None,
+        reports: bool | Callable[[str], bool] | None = None,
     ) -> AsyncIterator[Subscription]:
         """Subscribe to an MQTT-style filter; typed subscriptions set ``msg.data``.
 
@@ -287,9 +287,10 @@ class Bus:
         with a persistent session then redelivers what a crash left unconfirmed.
 
         ``reports``: whether refusals on this subscription (too large, rate, decode) are
-        reported. An input is reported once, by the agent that owns its topic, never by a
-        passive observer (issue 14); by default a filter ending in ``#`` (a recorder, a
-        monitor, ``topic echo``) observes and every other filter owns what it receives.
+        reported, or a predicate on the topic. An input is reported once, by the agent that
+        owns its topic, never by a passive observer (issue 14, :mod:`robobus.schemas.owners`);
+        by default a filter ending in ``#`` (a recorder, a monitor, ``topic echo``) observes
+        and every other filter owns what it receives.
         """
         validate_filter(pattern)
         sub_id = next(self._ids)
@@ -313,7 +314,7 @@ class Bus:
                 with anyio.CancelScope(shield=True):
                     await self._transport.unsubscribe(pattern, sub_id)
 
-    def _decoder(self, type_: type[Any], reports: bool) -> Any:
+    def _decoder(self, type_: type[Any], reports: bool | Callable[[str], bool]) -> Any:
         from robobus.schemas.codec import decode_as
 
         def decode(msg: Message) -> Message | None:
@@ -321,7 +322,7 @@ class Bus:
                 data = decode_as(msg.payload, type_, msg.topic, msg.content_type)
                 return dataclasses.replace(msg, data=data)
             except DecodeError as exc:
-                if reports:
+                if reports is True or (reports is not False and reports(msg.topic)):
                     self.report_error_soon(msg.topic, exc.reason, "decode", msg.payload,
                                            about=msg)
                 else:
@@ -364,7 +365,7 @@ class Bus:
 
     def _too_large(self, msg: Message, targets: list[Subscription]) -> None:
         reason = f"payload of {len(msg.payload)} bytes exceeds {self.options.max_payload}"
-        if any(s.reports for s in targets):  # an observer of the topic leaves it to its owner
+        if any(s.reports_on(msg.topic) for s in targets):  # observers leave it to the owner
             self.report_error_soon(msg.topic, reason, "too_large", msg.payload[:64], about=msg)
         else:
             self.log.debug("input_skipped", topic=msg.topic, reason=reason)
@@ -374,7 +375,7 @@ class Bus:
         if buckets is None or buckets.allow(msg.sender or "?"):
             return True
         reason = f"sender {msg.sender or '?'!r} exceeds {buckets.limit.rate:g} msg/s on {sub.pattern!r}"
-        if sub.reports:
+        if sub.reports_on(msg.topic):
             self.report_error_soon(msg.topic, reason, "rate_limited", msg.payload[:64], about=msg)
         return False
 

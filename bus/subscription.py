@@ -45,7 +45,7 @@ class Subscription:
         decode: Callable[[Message], Any] | None = None,
         sub_id: int = 0,
         manual_ack: bool = False,
-        reports: bool = True,
+        reports: bool | Callable[[str], bool] = True,
     ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
@@ -57,7 +57,8 @@ class Subscription:
         self._keep_latest = overflow is Overflow.LATEST
         self.sub_id = sub_id
         self.manual_ack = manual_ack
-        #: whether refusals on it are reported (it owns its topics) or not (a passive observer)
+        #: whether refusals on it are reported (it owns its topics) or not (a passive
+        #: observer), or a predicate on the topic
         self.reports = reports
         self.dropped = 0
         self._decode = decode
@@ -69,6 +70,11 @@ class Subscription:
         self._writable = asyncio.Event()
         self._closed: BaseException | None = None
         self._seen_topics: set[str] = set()
+
+    def reports_on(self, topic: str) -> bool:
+        """Whether a refused input on ``topic`` is this subscription's to report."""
+        reports = self.reports
+        return reports if isinstance(reports, bool) else reports(topic)
 
     def __len__(self) -> int:
         return len(self._latest) if self.overflow is Overflow.LATEST else len(self._queue)

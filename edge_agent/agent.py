@@ -143,7 +143,8 @@ class EdgeAgent:
                         rate_limit=self.config.command_rate_limit))
                 faults = await stack.enter_async_context(sub(t.faults(self.robot), maxsize=100))
                 events = await stack.enter_async_context(
-                    sub(t.world_events, WorldEvent, maxsize=10_000, overflow=Overflow.DROP_OLDEST))
+                    sub(t.world_events, WorldEvent, maxsize=10_000, overflow=Overflow.DROP_OLDEST,
+                        reports=False))  # the memory agent's to report (schemas.owners)
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 await tg.start(self.executor.run)
                 tg.start_soon(self._feedback_loop, name=f"edge:{self.robot}:feedback")

@@ -40,7 +40,7 @@ from robobus.memory_store.views import MAX_FINISHED_IN_RAM, Rejected, Views
 from robobus.schemas.codec import decode_as
 from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.messages import MemoryStatus, now_ns
-from robobus.schemas.owners import owned_by
+from robobus.schemas.owners import owned_by, owner
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldChange, WorldConflict, WorldEvent, WorldReply
 
@@ -217,7 +217,8 @@ class MemoryAgent:
         for eff in effects:
             if isinstance(eff, WorldEvent):
                 await self._publish_event(eff)
-            else:
+            elif eff.code != "decode" or owner(eff.topic, self.topics.prefix) == "memory":
+                # an input the brain or an edge also decodes is theirs to report (issue 14)
                 await self.bus.report_error(eff.topic, eff.reason, eff.code)
 
     # -- request / reply --------------------------------------------------------------------

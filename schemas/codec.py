@@ -87,8 +87,8 @@ def _not_plain_msgpack(payload: bytes, type_: type[T], topic: str, content_type:
     if seen != MSGPACK:
         first = f"0x{payload[0]:02x}" if payload else "nothing (empty payload)"
         said = f" (declared {content_type})" if content_type else ""
-        raise DecodeError(topic, f"malformed payload{said}: neither a msgpack map nor a JSON object, "
-                                 f"it starts with {first}") from exc
+        raise DecodeError(topic, f"malformed payload{said}: not msgpack (a map) and not JSON "
+                                 f"(an object); it starts with {first}") from exc
     if isinstance(exc, msgspec.ValidationError):
         return _integral(lambda: msgspec.msgpack.decode(payload), type_, topic, exc)
     raise DecodeError(topic, f"malformed msgpack: {exc}") from exc
