@@ -373,10 +373,12 @@ async def test_memory_agent_reports_and_skips_mutated_stored_records(tmp_path: P
             with anyio.fail_after(10):
                 while not (await mem.query(kind="task", name="T5")).ok:
                     await anyio.sleep(0.05)
+            mutated = 0
             for round_ in range(2 * SCALE):
                 bad = await anyio.to_thread.run_sync(_corrupt, mem, stack, round_)
                 await _restart_and_check(poison, mem, stack, bad)
-    print("STORED_FUZZ rounds", 2 * SCALE)
+                mutated += bad
+    print("STORED_FUZZ rounds", 2 * SCALE, "records mutated", mutated)
 
 
 def _corrupt(mem: Any, stack: Any, round_: int) -> int:
