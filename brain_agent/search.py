@@ -8,7 +8,10 @@ the option that finishes soonest. Steps are simulated on a copy of the world wit
 ``World.apply`` as they are chosen, so later wants see earlier effects, and each step waits
 only for the previous step of its robot and the last step that touched the same objects:
 independent work runs in parallel. Skill names and argument names come from the SkillSpecs,
-never from this code. Cost: O(wants x robots) arithmetic, no blind search.
+never from this code. Cost: O(wants x robots) arithmetic, no blind search; with ``prune`` (the
+default) each want costs only the robots whose lower-bound finish can beat the best found
+(:mod:`robobus.brain_agent.prune`), and robot timelines are built only for those
+(:mod:`robobus.brain_agent.fleet_index`): the same plan, at 10,000 robots a few ms per want.
 """
 
 from __future__ import annotations
@@ -19,11 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
+
+from robobus.brain_agent import prune as bound
 from robobus.brain_agent.context import PlanContext
 from robobus.brain_agent.errors import PlanInvalid, PlanningError
+from robobus.brain_agent.fleet_index import BotTable, FleetIndex
 from robobus.brain_agent.goals import GoalSet
+from robobus.brain_agent.prune import nearest, soonest
 from robobus.brain_agent.resolve import Want, resolve_goals
-from robobus.brain_agent.timeline import DEFAULT_DURATION_S, Bot, make_bot, skill_args
+from robobus.brain_agent.simworld import sim_copy
+from robobus.brain_agent.timeline import DEFAULT_DURATION_S, Bot, skill_args
 from robobus.schemas.messages import Plan, PlanStep
 from robobus.schemas.world import ChangeOp, World, WorldChange, WorldConflict
 
@@ -41,11 +50,16 @@ class Option:
 class Search:
     """Greedy, cost-driven construction of a plan on simulated robot timelines."""
 
-    def __init__(self, ctx: PlanContext, *, naive: bool = False) -> None:
+    def __init__(self, ctx: PlanContext, *, naive: bool = False, prune: bool = True) -> None:
+        """``prune=False`` costs every robot for every want (the reference the pruned search is
+        tested against); ``naive`` implies it."""
         self.ctx = ctx
         self.naive = naive
-        self.world: World = ctx.world.copy()
-        self.bots = {n: make_bot(n, ctx) for n in sorted(ctx.fleet) if ctx.usable(n)}
+        self.prune = prune and not naive
+        self.world: World = sim_copy(ctx.world)
+        self.index = FleetIndex(ctx)
+        self.bots = BotTable(self.index)
+        self.touched: set[str] = set()  # robots whose timelines moved: their bounds are stale
         self.steps: list[PlanStep] = []
         self.end: dict[str, float] = {}
         self.last_touch: dict[str, str] = {}
@@ -85,6 +99,7 @@ class Search:
         self.end[sid] = start + dur
         for b in (bot, *extra):
             b.t, b.last = start + dur, sid
+            self.touched.add(b.name)
         self._track(bot, change, obj, target, extra, sid)
         return sid
 
@@ -155,8 +170,10 @@ class Search:
         """An independent copy of the search state, to try an alternative on."""
         other = Search.__new__(Search)
         other.ctx, other.naive, other.wanted = self.ctx, self.naive, self.wanted
-        other.world = self.world.copy()
-        other.bots = {n: dataclasses.replace(b, holding=list(b.holding)) for n, b in self.bots.items()}
+        other.prune, other.index, other.touched = self.prune, self.index, set(self.touched)
+        other.world = sim_copy(self.world)
+        other.bots = BotTable(self.index, {n: dataclasses.replace(b, holding=list(b.holding))
+                                           for n, b in self.bots.built.items()})
         other.steps, other.end = list(self.steps), dict(self.end)
         other.last_touch = dict(self.last_touch)
         return other
@@ -210,10 +227,16 @@ class Search:
         src, holder = self._source(obj)
         dest = target if target in self.world.places else self.world.place_of(target)
         out: list[Option] = []
-        for bot in ([holder] if holder else self.candidates(want)):
-            end = self._direct_end(bot, obj, src, target, dest, holder is None)
-            if end is not None:
-                out.append(Option(end, partial(self._direct, bot, obj, src, target, dest)))
+        if self.prune and holder is None and want.robot is None:
+            found = soonest(self, bound.direct_bound(self.index, src, dest),
+                            lambda b: self._direct_end(b, obj, src, target, dest, True))
+            if found is not None:
+                out.append(Option(found[0], partial(self._direct, found[1], obj, src, target, dest)))
+        else:
+            for bot in ([holder] if holder else self.candidates(want)):
+                end = self._direct_end(bot, obj, src, target, dest, holder is None)
+                if end is not None:
+                    out.append(Option(end, partial(self._direct, bot, obj, src, target, dest)))
         if want.robot is None or not out:
             out.extend(self._handover_options(obj, src, target, dest, holder, mobile_givers=not out))
         return out
@@ -246,24 +269,30 @@ class Search:
         """Pick by a giver, hand over to a taker who places. A giver that must travel to the
         object first never beats that robot placing it itself, so unless nothing else works
         only robots already at the object's place are givers."""
-        givers = [holder] if holder else self._best(
-            [b for b in self.bots.values() if b.can("pick") and b.can("handover") and b.hand_free()
-             and (b.place == src or (mobile_givers and b.reaches(src)))],
-            lambda b: b.t + self.travel(b, b.place, src, b.pos))
+        givers = [holder] if holder else self._nearest(
+            src, lambda b: b.can("pick") and b.can("handover") and b.hand_free()
+            and (b.place == src or (mobile_givers and b.reaches(src))),
+            lambda ix: bound.giver_mask(ix, src, mobile_givers))
         out: list[Option] = []
         for giver in givers:
             if not giver.can("handover"):
                 continue
-            takers = self._best([b for b in self.bots.values() if b is not giver and b.can("place")
-                                 and b.hand_free() and b.reaches(src) and b.reaches(dest)],
-                                lambda b: b.t + self.travel(b, b.place, src, b.pos))
+            takers = self._nearest(
+                src, lambda b: b is not giver and b.can("place") and b.hand_free()  # noqa: B023
+                and b.reaches(src) and b.reaches(dest),
+                lambda ix: bound.taker_mask(ix, src, dest, giver.name))  # noqa: B023
             for taker in takers:
                 end = self._handover_end(giver, taker, obj, src, target, dest)
                 out.append(Option(end, partial(self._handover, giver, taker, obj, src, target, dest)))
         return out
 
-    def _best(self, bots: list[Bot], key: Callable[[Bot], float]) -> list[Bot]:
-        return sorted(bots, key=key)[:_HANDOVER_CANDIDATES]
+    def _nearest(self, src: str | None, ok: Callable[[Bot], bool],
+                 mask: Callable[[FleetIndex], np.ndarray]) -> list[Bot]:
+        """The few robots satisfying ``ok`` that can be at ``src`` first, ties by name."""
+        if self.prune:
+            return nearest(self, src, _HANDOVER_CANDIDATES, ok, mask(self.index))
+        return sorted([b for b in self.bots.values() if ok(b)],
+                      key=lambda b: b.t + self.travel(b, b.place, src, b.pos))[:_HANDOVER_CANDIDATES]
 
     def _handover_end(self, giver: Bot, taker: Bot, obj: str, src: str | None, target: str,
                       dest: str | None) -> float:
@@ -295,14 +324,24 @@ class Search:
         out: list[Option] = []
         if recv is not None and want.robot is None:
             out.extend(self._give_options(obj, src, holder, recv))
-        if holder is None:
+        if holder is None and self.prune and recv is None and want.robot is None:
+            found = soonest(self, bound.fetch_bound(self.index, src),
+                            lambda b: self._fetch_end(b, src, obj))
+            if found is not None:
+                out.append(Option(found[0], partial(self._fetch, found[1], src, obj)))
+        elif holder is None:
             for bot in ([recv] if recv else self.candidates(want)):
-                free = self.free_cost(bot)
-                if bot.can("pick") and free is not None and bot.reaches(src):
-                    end = max(bot.t + free + self.travel(bot, bot.place, src, bot.pos),
-                              self.ready(obj)) + bot.dur("pick")
+                end = self._fetch_end(bot, src, obj)
+                if end is not None:
                     out.append(Option(end + (1e-3 if recv else 0.0), partial(self._fetch, bot, src, obj)))
         return out
+
+    def _fetch_end(self, bot: Bot, src: str | None, obj: str) -> float | None:
+        free = self.free_cost(bot)
+        if not (bot.can("pick") and free is not None and bot.reaches(src)):
+            return None
+        arrive = bot.t + free + self.travel(bot, bot.place, src, bot.pos)
+        return max(arrive, self.ready(obj)) + bot.dur("pick")
 
     def _fetch(self, bot: Bot, src: str | None, obj: str) -> None:
         self.free_hand(bot)
@@ -312,23 +351,32 @@ class Search:
     def _give_options(self, obj: str, src: str | None, holder: Bot | None, recv: Bot) -> list[Option]:
         if not recv.hand_free():
             return []
-        out: list[Option] = []
-        givers = [holder] if holder else [b for b in self.bots.values() if b is not recv
-                                          and b.can("pick") and b.reaches(src)]
-        for giver in givers:
-            if giver is recv or not giver.can("handover"):
-                continue
-            meet = recv.place if giver.reaches(recv.place) else (src if recv.reaches(src) else None)
-            if meet is None:
-                continue
-            g = giver.t + self.travel(giver, giver.place, src, giver.pos)
-            if obj not in giver.holding:
-                g = max(g, self.ready(obj)) + giver.dur("pick")
-            g += self.between(giver, src, meet) if src else 0.0
-            k = recv.t + self.travel(recv, recv.place, meet, recv.pos)
-            end = max(g, k) + giver.dur("handover")
-            out.append(Option(end, partial(self._give, giver, recv, obj, src, meet)))
-        return out
+        def exact(b: Bot) -> float | None:
+            return self._give_end(b, recv, obj, src) if b.can("pick") and b.reaches(src) else None
+
+        if holder is None and self.prune:
+            found = soonest(self, bound.give_bound(self.index, src, recv.name), exact)
+            ends = [(found[1], found[0])] if found else []
+        else:
+            givers = [holder] if holder else [b for b in self.bots.values() if b is not recv]
+            ends = [(g, e) for g in givers
+                    if (e := (self._give_end(g, recv, obj, src) if holder else exact(g))) is not None]
+        return [Option(end, partial(self._give, g, recv, obj, src, self._meet(g, recv, src) or ""))
+                for g, end in ends]
+
+    def _meet(self, giver: Bot, recv: Bot, src: str | None) -> str | None:
+        return recv.place if giver.reaches(recv.place) else (src if recv.reaches(src) else None)
+
+    def _give_end(self, giver: Bot, recv: Bot, obj: str, src: str | None) -> float | None:
+        meet = self._meet(giver, recv, src)
+        if giver is recv or not giver.can("handover") or meet is None:
+            return None
+        g = giver.t + self.travel(giver, giver.place, src, giver.pos)
+        if obj not in giver.holding:
+            g = max(g, self.ready(obj)) + giver.dur("pick")
+        g += self.between(giver, src, meet) if src else 0.0
+        k = recv.t + self.travel(recv, recv.place, meet, recv.pos)
+        return max(g, k) + giver.dur("handover")
 
     def _give(self, giver: Bot, recv: Bot, obj: str, src: str | None, meet: str) -> None:
         if obj not in giver.holding:

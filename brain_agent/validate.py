@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from robobus.brain_agent.context import PlanContext
+from robobus.brain_agent.simworld import sim_copy
 from robobus.schemas.messages import Plan, PlanStep, SkillSpec
 from robobus.schemas.world import PREDICATES, World, WorldChange, WorldConflict, ground, parse_literal
 
@@ -47,7 +48,7 @@ def validate(plan: Plan, ctx: PlanContext) -> list[Violation]:
         if spec is not None:
             specs[step.id] = spec
     if order is not None and not out:
-        _simulate(order, specs, ctx.world.copy(), out)
+        _simulate(order, specs, sim_copy(ctx.world), out)  # copies what the plan touches
     return out
 
 

@@ -1,0 +1,154 @@
+"""Branch and bound over the fleet: the soonest robot for a want, costing only robots that can win.
+
+For each way of reaching a want the search needs the robot that finishes soonest (ties to the
+first by name) or the k robots nearest a place. A robot's finish time is at least its busy time
+plus its travel to the object plus its skill durations (every ``max`` in the exact costing only
+adds waiting), a bound computed for the whole fleet in a few numpy operations
+(:class:`~robobus.brain_agent.fleet_index.FleetIndex`). Robots are then costed exactly in order
+of that bound until the bound passes the best finish found: the others cannot be best. Robots
+the plan has already moved (``Search.touched``) are always costed exactly, since their bounds
+describe where they were. The result is the exhaustive search's, robot for robot
+(``tests/brain/test_search_scale.py`` compares the two on random scenes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from robobus.brain_agent.timeline import Bot
+
+if TYPE_CHECKING:
+    from robobus.brain_agent.fleet_index import FleetIndex
+    from robobus.brain_agent.search import Search
+
+#: robots costed exactly before the rest of the fleet is sorted (most wants stop well before)
+_FIRST = 16
+
+
+def slack(value: float) -> float:
+    """Tolerance between the numpy bound and the exact Python sum (rounding, not modelling)."""
+    return 1e-9 * max(1.0, abs(value))
+
+
+def ascending(bound: np.ndarray) -> Iterator[int]:
+    """Rows in ascending order of ``bound``, finite ones only: the first few by a partial
+    sort, the rest (rarely needed) by a full one."""
+    n = len(bound)
+    if n == 0:
+        return
+    k = min(_FIRST, n)
+    first = np.argpartition(bound, k - 1)[:k] if n > k else np.arange(n)
+    first = first[np.argsort(bound[first], kind="stable")]
+    for i in first.tolist():
+        if not np.isfinite(bound[i]):
+            return
+        yield i
+    if n == k:
+        return
+    seen = set(first.tolist())
+    for i in np.argsort(bound, kind="stable").tolist():
+        if i in seen:
+            continue
+        if not np.isfinite(bound[i]):
+            return
+        yield i
+
+
+def soonest(search: Search, bound: np.ndarray,
+            exact: Callable[[Bot], float | None]) -> tuple[float, Bot] | None:
+    """The usable robot with the least ``exact`` finish (None: cannot), ties to the first by
+    name. ``bound[i]`` is at most robot ``i``'s exact finish, inf where it cannot."""
+    index, bots, touched = search.index, search.bots, search.touched
+    best: tuple[float, int, Bot] | None = None
+    for name in touched:
+        bot = bots[name]
+        end = exact(bot)
+        row = index.row(name)
+        if end is not None and row is not None and (best is None or (end, row) < best[:2]):
+            best = (end, row, bot)
+    for i in ascending(bound):
+        if best is not None and bound[i] > best[0] + slack(best[0]):
+            break
+        if index.names[i] in touched:
+            continue
+        bot = bots.at(i)
+        end = exact(bot)
+        if end is not None and (best is None or (end, i) < best[:2]):
+            best = (end, i, bot)
+    return (best[0], best[2]) if best is not None else None
+
+
+def nearest(search: Search, place: str | None, k: int, ok: Callable[[Bot], bool],
+            mask: np.ndarray) -> list[Bot]:
+    """The ``k`` robots satisfying ``ok`` that can be at ``place`` first (busy time plus travel),
+    ties to the first by name. ``mask`` is ``ok`` as a vector over the fleet's start state."""
+    index, bots, touched = search.index, search.bots, search.touched
+    ranked: list[tuple[float, int, Bot]] = []
+    for name in touched:
+        bot = bots[name]
+        row = index.row(name)
+        if row is not None and ok(bot):
+            ranked.append((search.travel(bot, bot.place, place, bot.pos) + bot.t, row, bot))
+    key = np.where(mask & index.usable, index.arrive(place), np.inf)
+    for name in touched:
+        row = index.row(name)
+        if row is not None:
+            key[row] = np.inf
+    finite = int(np.isfinite(key).sum())
+    if finite > k:
+        kth = float(np.partition(key, k - 1)[k - 1])
+        rows = np.nonzero(key <= kth + slack(kth))[0]
+    else:
+        rows = np.nonzero(np.isfinite(key))[0]
+    for i in rows.tolist():
+        bot = bots.at(i)
+        if ok(bot):
+            ranked.append((bot.t + search.travel(bot, bot.place, place, bot.pos), i, bot))
+    ranked.sort(key=lambda r: r[:2])
+    return [r[2] for r in ranked[:k]]
+
+
+# -- lower bounds per way of reaching a want (inf where a robot cannot) ----------------------
+def _free_bound(index: FleetIndex) -> np.ndarray:
+    """Time to free a hand is 0 or one put-down (``Search.free_cost``)."""
+    return np.where(index.free > 0, 0.0, np.minimum(index.roster.dur["place"], 0.0))
+
+
+def direct_bound(index: FleetIndex, src: str | None, dest: str | None) -> np.ndarray:
+    """Fetch from ``src`` and place at ``dest`` (``Search._direct_end`` with a pick)."""
+    can, dur = index.roster.can, index.roster.dur
+    mask = index.usable & can["pick"] & can["place"] & index.reach(src) & index.reach(dest)
+    bound = (index.arrive(src) + _free_bound(index) + dur["pick"] + index.hop(src, dest)
+             + dur["place"])
+    return np.where(mask, bound, np.inf)
+
+
+def fetch_bound(index: FleetIndex, src: str | None) -> np.ndarray:
+    """Pick up at ``src`` (``Search._fetch_end``)."""
+    mask = index.usable & index.roster.can["pick"] & index.reach(src)
+    return np.where(mask, index.arrive(src) + _free_bound(index) + index.roster.dur["pick"], np.inf)
+
+
+def give_bound(index: FleetIndex, src: str | None, recv: str) -> np.ndarray:
+    """Pick up at ``src`` and hand to ``recv`` (``Search._give_end``)."""
+    can, dur = index.roster.can, index.roster.dur
+    mask = index.usable & can["pick"] & can["handover"] & index.reach(src) & index.others(recv)
+    return np.where(mask, index.arrive(src) + dur["pick"] + dur["handover"], np.inf)
+
+
+def giver_mask(index: FleetIndex, src: str | None, mobile: bool) -> np.ndarray:
+    """Free-handed robots able to pick and hand over, at ``src`` (or able to get there)."""
+    can = index.roster.can
+    where = index.place == index.place_ix(src)
+    if mobile:
+        where = where | index.reach(src)
+    return can["pick"] & can["handover"] & (index.free > 0) & where
+
+
+def taker_mask(index: FleetIndex, src: str | None, dest: str | None, giver: str) -> np.ndarray:
+    """Free-handed robots other than ``giver`` able to place, that reach ``src`` and ``dest``."""
+    return (index.roster.can["place"] & (index.free > 0) & index.reach(src) & index.reach(dest)
+            & index.others(giver))
