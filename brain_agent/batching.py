@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from robobus.brain_agent.errors import PlanningError
+from robobus.brain_agent.prune import carrier_mask
 from robobus.brain_agent.resolve import Want
 from robobus.brain_agent.timeline import Bot
 
@@ -76,11 +77,14 @@ def batch_trip(search: Search, want: Want, pending: list[Want]) -> list[Want] | 
 
 
 def _carriers(search: Search, want: Want, dest: str | None, src: str | None) -> list[Bot]:
-    bots = [search.bots[want.robot]] if want.robot in search.bots else (
-        [] if want.robot else list(search.bots.values()))
-    able = [b for b in bots if _free_hands(b) >= 2 and b.can("pick") and b.can("place")
-            and b.reaches(dest) and b.reaches(src)]
-    able.sort(key=lambda b: b.t + search.travel(b, b.place, src, b.pos))
+    def ok(b: Bot) -> bool:
+        return (_free_hands(b) >= 2 and b.can("pick") and b.can("place") and b.reaches(dest)
+                and b.reaches(src))
+
+    if want.robot is None:  # the nearest of the whole fleet, costing only those that can be
+        return search.nearest(src, ok, lambda ix: carrier_mask(ix, src, dest), _CARRIERS)
+    bots = [search.bots[want.robot]] if want.robot in search.bots else []
+    able = [b for b in bots if ok(b)]
     return able[:_CARRIERS]
 
 

@@ -152,3 +152,10 @@ def taker_mask(index: FleetIndex, src: str | None, dest: str | None, giver: str)
     """Free-handed robots other than ``giver`` able to place, that reach ``src`` and ``dest``."""
     return (index.roster.can["place"] & (index.free > 0) & index.reach(src) & index.reach(dest)
             & index.others(giver))
+
+
+def carrier_mask(index: FleetIndex, src: str | None, dest: str | None) -> np.ndarray:
+    """Robots with two free hands able to pick at ``src`` and place at ``dest`` (trips)."""
+    can = index.roster.can
+    return ((index.free >= 2) & can["pick"] & can["place"] & index.reach(dest)
+            & index.reach(src))

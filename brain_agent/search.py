@@ -269,7 +269,7 @@ class Search:
         """Pick by a giver, hand over to a taker who places. A giver that must travel to the
         object first never beats that robot placing it itself, so unless nothing else works
         only robots already at the object's place are givers."""
-        givers = [holder] if holder else self._nearest(
+        givers = [holder] if holder else self.nearest(
             src, lambda b: b.can("pick") and b.can("handover") and b.hand_free()
             and (b.place == src or (mobile_givers and b.reaches(src))),
             lambda ix: bound.giver_mask(ix, src, mobile_givers))
@@ -277,7 +277,7 @@ class Search:
         for giver in givers:
             if not giver.can("handover"):
                 continue
-            takers = self._nearest(
+            takers = self.nearest(
                 src, lambda b: b is not giver and b.can("place") and b.hand_free()  # noqa: B023
                 and b.reaches(src) and b.reaches(dest),
                 lambda ix: bound.taker_mask(ix, src, dest, giver.name))  # noqa: B023
@@ -286,13 +286,14 @@ class Search:
                 out.append(Option(end, partial(self._handover, giver, taker, obj, src, target, dest)))
         return out
 
-    def _nearest(self, src: str | None, ok: Callable[[Bot], bool],
-                 mask: Callable[[FleetIndex], np.ndarray]) -> list[Bot]:
-        """The few robots satisfying ``ok`` that can be at ``src`` first, ties by name."""
+    def nearest(self, src: str | None, ok: Callable[[Bot], bool],
+                mask: Callable[[FleetIndex], np.ndarray], k: int = _HANDOVER_CANDIDATES) -> list[Bot]:
+        """The ``k`` robots satisfying ``ok`` that can be at ``src`` first, ties by name;
+        ``mask`` is ``ok`` over the fleet's start state (``prune.giver_mask``...)."""
         if self.prune:
-            return nearest(self, src, _HANDOVER_CANDIDATES, ok, mask(self.index))
+            return nearest(self, src, k, ok, mask(self.index))
         return sorted([b for b in self.bots.values() if ok(b)],
-                      key=lambda b: b.t + self.travel(b, b.place, src, b.pos))[:_HANDOVER_CANDIDATES]
+                      key=lambda b: b.t + self.travel(b, b.place, src, b.pos))[:k]
 
     def _handover_end(self, giver: Bot, taker: Bot, obj: str, src: str | None, target: str,
                       dest: str | None) -> float:

@@ -67,6 +67,11 @@ def _wants(rng: random.Random, ctx: PlanContext, n: int) -> list[Want]:
     targets = places[:2] + ["crate"]  # few destinations, so trips share them (batched trips)
     robots = sorted(ctx.fleet)
     out: list[Want] = []
+    if rng.random() < 0.3:  # clear one place: several objects there to one target (trips)
+        here = rng.choice(places)
+        lying = sorted(o for o in objects if world.objects[o].location == here)
+        target = rng.choice([t for t in targets if t != here])
+        out += [Want("at", o, target) for o in lying[:n + 1] if o != target]
     for _ in range(n):
         named = rng.choice(robots) if rng.random() < 0.15 else None
         kind = rng.choices(["at", "held", "robot_at"], [6, 3, 1])[0]
