@@ -265,8 +265,13 @@ class Hub:
                 denied = ("use the client id", client)
             if denied is not None:
                 self.router.send_multipart([ident, wire.DENY, wire.HELLO, " ".join(denied).encode()])
-        elif guard.clients.get(client) != account and cmd not in (wire.HEARTBEAT, wire.BYE):
-            denied = ("send control commands as client", client)  # say hello first
+        elif cmd in (wire.HEARTBEAT, wire.BYE):
+            pass  # about its own connection only (a stranger's heartbeat is answered WHO)
+        elif client not in guard.clients:  # no hello yet (this hub restarted): hello first
+            self.router.send_multipart([ident, wire.WHO])
+            return False
+        elif guard.clients[client] != account:
+            denied = ("send control commands as client", client)
         elif cmd == wire.PUB and len(args) == 4:
             header = guard.stamp_header(args[2], account)
             if not guard.may_publish(account, args[1]):
@@ -299,10 +304,11 @@ class Hub:
     def _durable_denied(self, account: str, name: str) -> tuple[str, str] | None:
         """A durable stream carries every topic, and belongs to the account that made it."""
         assert self.guard is not None
-        owner = self.durable_owner.setdefault(name, account) if self.guard.may_stream(
-            account) else None
-        if owner is None:
+        if not self.guard.may_stream(account):
             return ("receive the durable stream", name)
+        # a stream named after an account is that account's, even before it first attaches
+        owner = name if name in self.guard.policy.accounts else self.durable_owner.setdefault(
+            name, account)
         if owner != account:
             return (f"take over the durable stream of account {owner!r}:", name)
         return None

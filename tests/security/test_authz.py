@@ -270,3 +270,26 @@ async def test_mqtt_account_cannot_set_another_robot_offline(
             with anyio.fail_after(5):
                 assert (await seen.get()).payload == b"online"
             assert seen.get_nowait() is None
+
+
+async def test_zmq_clients_rejoin_a_restarted_hub_under_the_policy(
+        secure_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted hub knows no client id: subscriptions come back with the reconnect before
+    any hello, commands before a hello are answered WHO, and a robot's traffic resumes."""
+    port = testing.free_port(span=3)
+    extra = ["--curve-keys", str(secure_dir / "zmq")]
+    key = functools.partial(as_key, monkeypatch, secure_dir)
+    with contextlib.ExitStack() as first:
+        url = first.enter_context(testing.hub(port=port, extra=extra))
+        async with key(url, "memory") as memory, memory.subscribe(f"{P}/robots/r1/#") as seen, \
+                key(url, "r1") as r1:
+            await r1.publish(f"{P}/robots/r1/state", b"before", qos=1)
+            with anyio.fail_after(5):
+                assert (await seen.get()).payload == b"before"
+            first.close()
+            with testing.hub(port=port, extra=extra):
+                await r1.publish(f"{P}/robots/r1/state", b"after", qos=1)
+                with anyio.fail_after(10):
+                    assert (await seen.get()).payload == b"after"
+                with pytest.raises(PublishError):
+                    await r1.publish(f"{P}/instructions", b"still refused", qos=1)
