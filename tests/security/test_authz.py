@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
 import secrets
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -293,3 +295,40 @@ async def test_zmq_clients_rejoin_a_restarted_hub_under_the_policy(
                     assert (await seen.get()).payload == b"after"
                 with pytest.raises(PublishError):
                     await r1.publish(f"{P}/instructions", b"still refused", qos=1)
+
+
+_DIE_WITH_WILLS = """
+import os, sys, anyio
+from robobus.bus import Bus, BusOptions, Will
+async def main(url):
+    async with Bus.connect(url, name="r1", options=BusOptions(will=Will(
+            "robobus/robots/r1/alive", b"r1 will"))), \\
+            Bus.connect(url, name="r1b", options=BusOptions(will=Will(
+            "robobus/robots/r2/alive", b"r2 offline, says r1"))):
+        os._exit(0)  # no goodbye: the broker publishes the wills it allows
+anyio.run(main, sys.argv[1])
+"""
+
+
+async def test_mqtt_will_on_another_robots_alive_is_dropped(
+        secure_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting another robot offline through a last will: Mosquitto checks the will's topic
+    against the ACL when it publishes it (r1's own will arrives, the one on r2's alive not)."""
+    with _secure_bus("mqtt", secure_dir) as url:
+        for key, value in _account_env(secure_dir, "memory").items():
+            monkeypatch.setenv(key, value)
+        async with Bus.connect(url, name="memory") as watcher, \
+                watcher.subscribe(f"{P}/robots/+/alive") as seen:
+            r1 = {**os.environ, **_account_env(secure_dir, "r1")}
+            proc = await anyio.run_process([sys.executable, "-c", _DIE_WITH_WILLS, url], env=r1,
+                                           check=False)
+            assert proc.returncode == 0, proc.stderr
+            with anyio.fail_after(10):
+                assert (await seen.get()).payload == b"r1 will"
+            for key, value in _account_env(secure_dir, "r2").items():
+                monkeypatch.setenv(key, value)
+            async with Bus.connect(url, name="r2") as r2:
+                await r2.publish(f"{P}/robots/r2/alive", b"r2 online", qos=1)
+            with anyio.fail_after(5):
+                assert (await seen.get()).payload == b"r2 online"
+            assert seen.get_nowait() is None
