@@ -10,7 +10,10 @@
   Over ZeroMQ each instruction alternates with a raw pyzmq round over the same hub and hops
   (``bench/brain_floor.py``): the machine's floor, measured side by side.
 * **Planning cost**: parse + search + validation with the symbolic planner on generated
-  scenes of 3/30/300 robots and 10/100/1000 objects (in-process).
+  scenes of 3 to 10,000 robots and 10/100/1000 objects (in-process), and at 1,000 objects the
+  same plan with every robot costed for every want (``prune=False``, the search before issue
+  16's fleet index). ``--planning-only`` runs just this and writes
+  ``brain_planning_cost.json`` and its plot, leaving ``brain.json`` alone.
 * **Plan quality**: plan makespan against a naive "first capable robot" assignment, for every
   instruction of the shipped scenarios.
 
@@ -216,25 +219,47 @@ def latency(n: int, skip_mqtt: bool) -> dict[str, Any]:
 
 
 # -- planning cost ------------------------------------------------------------------------------
+PLAN_ROBOTS = (3, 30, 300, 1000, 3000, 10000)
+PLAN_OBJECTS = (10, 100, 1000)
+PLAN_TEXT = "bring the fruit nearest the bolt1 and a tool to station2"
+
+
+def _timed(fn: Any, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def planning_cost(repeats: int) -> list[dict[str, Any]]:
     rows = []
-    for n_robots in (3, 30, 300):
-        for n_objects in (10, 100, 1000):
-            scene, robots = scenes.generate(n_robots, n_objects, seed=7)
-            ctx = scenes.build(scene, robots)
-            planner = SymbolicPlanner()
-            text = "bring the fruit nearest the bolt1 and a tool to station2"
-            planner.plan_sync(text, ctx)  # builds the vocabulary once, as the brain does
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                planner.plan_sync(text, ctx)
-                times.append((time.perf_counter() - t0) * 1e3)
-            rows.append({"robots": n_robots, "objects": n_objects, "p50_ms": pct(times, 0.5),
-                         "p99_ms": pct(times, 0.99), "n": repeats})
-            print(f"  plan {n_robots:4d} robots {n_objects:5d} objects: "
-                  f"p50 {rows[-1]['p50_ms']:.2f} ms  p99 {rows[-1]['p99_ms']:.2f} ms")
+    for n_robots in PLAN_ROBOTS:
+        for n_objects in PLAN_OBJECTS:
+            rows.append(row := _cost_row(n_robots, n_objects, repeats))
+            extra = (f"  every robot costed: p50 {row['exhaustive_p50_ms']:.2f} ms"
+                     if "exhaustive_p50_ms" in row else "")
+            print(f"  plan {n_robots:5d} robots {n_objects:5d} objects: "
+                  f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms{extra}")
     return rows
+
+
+def _cost_row(n_robots: int, n_objects: int, repeats: int) -> dict[str, Any]:
+    scene, robots = scenes.generate(n_robots, n_objects, seed=7)
+    ctx = scenes.build(scene, robots)
+    planner = SymbolicPlanner()
+    plan = planner.plan_sync(PLAN_TEXT, ctx)  # builds the vocabulary once, as the brain does
+    times = _timed(lambda: planner.plan_sync(PLAN_TEXT, ctx), repeats)
+    row = {"robots": n_robots, "objects": n_objects, "p50_ms": pct(times, 0.5),
+           "p99_ms": pct(times, 0.99), "n": repeats, "makespan_s": plan.makespan_s}
+    if n_objects == PLAN_OBJECTS[-1]:
+        def exhaustive() -> Any:
+            return plan_goals(planner.parse_sync(PLAN_TEXT, ctx), ctx, prune=False)
+
+        slow = _timed(exhaustive, max(3, repeats // 6) if n_robots >= 1000 else repeats)
+        row |= {"exhaustive_p50_ms": pct(slow, 0.5), "exhaustive_makespan_s": exhaustive().makespan_s}
+    return row
 
 
 # -- plan quality -------------------------------------------------------------------------------
@@ -304,24 +329,36 @@ def latency_plot(out: Path, rows: dict[str, dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def plots(out: Path, cost: list[dict[str, Any]], quality: list[dict[str, Any]]) -> None:
+def planning_plot(out: Path, cost: list[dict[str, Any]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for n_objects in (10, 100, 1000):
+    for n_objects in PLAN_OBJECTS:
         rows = [r for r in cost if r["objects"] == n_objects]
         ax.plot([r["robots"] for r in rows], [r["p50_ms"] for r in rows], "o-",
                 label=f"{n_objects} objects (p50)")
-    ax.axhline(20, color="red", ls="--", lw=1, label="target 20 ms")
+    rows = [r for r in cost if "exhaustive_p50_ms" in r]
+    ax.plot([r["robots"] for r in rows], [r["exhaustive_p50_ms"] for r in rows], "s--", color="grey",
+            label=f"{PLAN_OBJECTS[-1]} objects, every robot costed")
+    ax.plot([1000, 10000], [10, 50], "rx", ms=10, mew=2, label="targets: 10 ms, 50 ms (issue 16)")
     ax.set(xscale="log", yscale="log", xlabel="robots", ylabel="plan time (ms)",
            title="Symbolic planning cost (parse + search + validate)")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "brain_planning_cost.png", dpi=120)
     plt.close(fig)
+
+
+def plots(out: Path, cost: list[dict[str, Any]], quality: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    planning_plot(out, cost)
 
     fig, ax = plt.subplots(figsize=(8, 4))
     labels = [f"{r['scenario']}\n{r['text'][:28]}" for r in quality]
@@ -341,6 +378,8 @@ def main() -> None:
     ap.add_argument("--latency-n", type=int, default=300)
     ap.add_argument("--plan-repeats", type=int, default=30)
     ap.add_argument("--skip-mqtt", action="store_true")
+    ap.add_argument("--planning-only", action="store_true",
+                    help="only the planning cost: brain_planning_cost.json and its plot")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--latency-only", action="store_true", help="print latency, write nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -353,6 +392,13 @@ def main() -> None:
     result: dict[str, Any] = {"bench": "brain", "ts": time.time(), "gap_ms": args.gap_ms,
                               "loadavg_at_start": list(os.getloadavg()),
                               "cpus": os.cpu_count()}
+    if args.planning_only:
+        result["planning_cost"] = planning_cost(args.plan_repeats)
+        result["loadavg_at_end"] = list(os.getloadavg())
+        (args.out / "brain_planning_cost.json").write_text(json.dumps(result, indent=2))
+        planning_plot(args.out, result["planning_cost"])
+        print(f"wrote {args.out / 'brain_planning_cost.json'}")
+        return
     if not args.skip_latency:
         result["latency"] = latency(args.latency_n, args.skip_mqtt)
         print_latency(result["latency"])

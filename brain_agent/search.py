@@ -408,15 +408,16 @@ class Search:
 
 
 def plan_goals(goals: GoalSet, ctx: PlanContext, *, planner: str = "symbolic", goal_text: str = "",
-               naive: bool = False, check: bool = True) -> Plan:
+               naive: bool = False, check: bool = True, prune: bool = True) -> Plan:
     """Turn ``goals`` into a validated :class:`Plan` for ``ctx`` (raises BrainError subclasses).
 
-    ``naive=True`` assigns each want to the first capable robot by name (a quality baseline).
+    ``naive=True`` assigns each want to the first capable robot by name (a quality baseline);
+    ``prune=False`` costs every robot for every want (the same plan, slower: a cost baseline).
     """
     from robobus.brain_agent.validate import validate
 
     wants = resolve_goals(goals, ctx)
-    search = Search(ctx, naive=naive)
+    search = Search(ctx, naive=naive, prune=prune)
     steps = search.run(wants)
     makespan = max(search.end.values(), default=0.0)
     plan = Plan(ctx.task_id, steps, planner=planner, goal=goal_text or ctx.text,
