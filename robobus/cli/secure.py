@@ -32,8 +32,27 @@ def init(
         raise typer.Exit(2) from exc
     typer.echo(f"wrote {len(files)} files to {directory} for accounts: {', '.join(cfg.accounts)}")
     typer.echo(f"broker:  mosquitto -c {directory / 'mosquitto.conf'}")
-    typer.echo(f"hub:     robobus hub --curve-keys {directory / 'zmq'}")
+    typer.echo(f"hub:     robobus hub --curve-keys {directory / 'zmq'}  (enforces policy.json)")
+    typer.echo(f"policy:  {directory / 'policy.json'}; after editing it: robobus secure acl {directory}")
     typer.echo(f"agents:  set -a; . {directory / 'env' / '<account>.env'}; set +a; robobus edge ...")
+
+
+@secure_app.command("acl")
+def acl(
+    directory: Annotated[Path, typer.Argument(help="A `secure init` directory")],
+) -> None:
+    """Rewrite the Mosquitto ACL from policy.json (the hub reads policy.json when it starts).
+
+    Mosquitto rereads its ACL on SIGHUP; restart the hub for its part."""
+    from robobus.bus.policy import load, mosquitto_acl
+
+    try:
+        policy = load(directory / "policy.json")
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    (directory / "acl").write_text(mosquitto_acl(policy))
+    typer.echo(f"wrote {directory / 'acl'} for accounts: {', '.join(policy.accounts)}")
 
 
 def register(app: typer.Typer) -> None:
