@@ -241,14 +241,16 @@ class Bus:
         qos: int = 0,
         response_topic: str | None = None,
         correlation: bytes | None = None,
+        content_type: str | None = None,
     ) -> None:
         """Publish ``payload`` on ``topic``. With ``qos=1``, wait for the hub/broker's ack.
 
         Structs, dicts and lists are encoded with this client's codec (msgpack or JSON) and
-        labelled with its content type; bytes go as they are.
+        labelled with its content type; bytes go as they are, labelled ``content_type`` if
+        given (a replay restores the recorded one).
         """
         if isinstance(payload, bytes):
-            data, ctype = payload, None
+            data, ctype = payload, content_type
         elif isinstance(payload, bytearray | memoryview | str):
             data, ctype = encode(payload), None
         else:

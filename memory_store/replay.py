@@ -190,7 +190,7 @@ async def _publish(bus: Bus, topic: str, ev: Event, rules: tuple[tuple[str, str]
     response = ev.props.response_topic
     await bus.publish(topic, ev.payload, retain=retain, qos=min(ev.qos, 1),
                       response_topic=remap(response, rules) if response else None,
-                      correlation=ev.props.correlation)
+                      correlation=ev.props.correlation, content_type=ev.props.content_type)
 
 
 def parse_time(text: str | None, base_ns: int, default: int) -> int:

@@ -211,7 +211,8 @@ def test_the_header_keeps_the_content_type_and_skips_unknown_keys() -> None:
                     reason="the bus does not deliver the content type yet")
 async def test_a_recording_keeps_the_content_type(tmp_path: Path, prefix: str,
                                                   mosquitto_url: str) -> None:
-    """``mosquitto_pub -D publish content-type``: the recorder keeps it with the event."""
+    """``mosquitto_pub -D publish content-type``: the recorder keeps it with the event, and a
+    replay publishes it with it again."""
     out, port = tmp_path / "rec", mosquitto_url.rsplit(":", 1)[1]
     proc = await _record(out, mosquitto_url, prefix, 1.5)
     try:
@@ -225,3 +226,11 @@ async def test_a_recording_keeps_the_content_type(tmp_path: Path, prefix: str,
     with memory_store.open(out, readonly=True) as store:
         (ev,) = [e for e in store.scan() if e.topic.endswith("/custom/json")]
     assert ev.props is not None and ev.props.content_type == "text/x-demo" and ev.qos == 1
+    moved = f"{prefix}m"
+    async with Bus.connect(mosquitto_url, name="watch", options=BusOptions(prefix=moved)) as bus, \
+            bus.subscribe(f"{moved}/custom/#") as sub:
+        done = await _acli("replay", str(out), "--bus", mosquitto_url, "--prefix", moved)
+        assert "replayed 1 events" in done.stdout, done
+        with anyio.fail_after(10):
+            msg = await sub.get()
+    assert (msg.payload, msg.content_type, msg.replayed) == (b'{"a": 1}', "text/x-demo", True)
