@@ -1,7 +1,7 @@
 """What a record keeps of a message besides topic and payload: the retain flag, the QoS and
 the MQTT 5 properties the bus exposes on a received message (response topic, correlation
 data, the sender, which travels as a user property on MQTT and a header on ZeroMQ, and the
-content type once the bus delivers it as ``Message.content_type``).
+MQTT 5 content type, ``Message.content_type``, which replay publishes again).
 
 QoS on ZeroMQ: the hub does not tell a subscriber which QoS the publisher used, so ZeroMQ
 recordings say ``qos=0``. Other user properties and the payload format indicator are not
@@ -58,7 +58,7 @@ def pack(retain: bool, qos: int, props: Properties | None) -> bytes:
 
 def head_of(msg: Message) -> bytes:
     """The header to record for a received message (cached unless it has request headers)."""
-    ctype = getattr(msg, "content_type", None)  # a bus that does not carry it yet: None
+    ctype = msg.content_type
     if msg.response_topic is None and msg.correlation is None:
         key = (msg.retain, msg.qos, msg.sender, ctype)
         head = _cache.get(key)

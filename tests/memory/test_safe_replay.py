@@ -24,7 +24,7 @@ import pytest
 
 from bench import scenes
 from robobus import memory_store, testing
-from robobus.bus import Bus, BusOptions, Message
+from robobus.bus import Bus, BusOptions
 from robobus.memory_store import headers
 from robobus.memory_store.replay import ReplayOptions, recorded_prefix, remap, replay
 from robobus.memory_store.segment import TID_LEN, Segment, SegmentOptions, pack_key, segment_name
@@ -207,8 +207,6 @@ def test_the_header_keeps_the_content_type_and_skips_unknown_keys() -> None:
 
 
 @pytest.mark.broker
-@pytest.mark.skipif("content_type" not in Message.__dataclass_fields__,
-                    reason="the bus does not deliver the content type yet")
 async def test_a_recording_keeps_the_content_type(tmp_path: Path, prefix: str,
                                                   mosquitto_url: str) -> None:
     """``mosquitto_pub -D publish content-type``: the recorder keeps it with the event, and a
