@@ -19,6 +19,7 @@ import msgspec
 import structlog
 import zmq
 
+from robobus.bus import hub_control_guard as control_guard
 from robobus.bus import zmq_wire as wire
 from robobus.bus.hub_guard import HubGuard, guarded_proxy, user_of
 from robobus.bus.hub_replay import ReplayBuffer
@@ -61,8 +62,6 @@ class Hub:
         #: authorization per CURVE key (``secure init``'s policy); None: any admitted key may
         #: do anything
         self.guard = guard if curve_secret is not None else None
-        #: durable stream name -> the account that created it (it alone may attach)
-        self.durable_owner: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
     def _bind(self) -> None:
@@ -251,67 +250,23 @@ class Hub:
 
     def _allowed(self, first: zmq.Frame, frames: list[bytes]) -> bool:
         """Whether the policy lets this client's key send this control command; a refused
-        one is reported and has no effect (the publisher of a refused qos 1 publish is told)."""
+        one is reported and has no effect (the sender of a refused hello or qos 1 publish is
+        told ``DENY``)."""
         guard = self.guard
         assert guard is not None
         user = user_of(first)
         account = guard.account(user) if user is not None else "hub"
-        ident, cmd, args = frames[0], frames[1], frames[2:]
-        client = ident.decode(errors="replace")
-        denied: tuple[str, str] | None = None
-        if cmd == wire.HELLO:
-            denied = self._will_denied(account, args[0]) if args else None
-            if denied is None and not guard.bind(client, account):
-                denied = ("use the client id", client)
-            if denied is not None:
-                self.router.send_multipart([ident, wire.DENY, wire.HELLO, " ".join(denied).encode()])
-        elif cmd in (wire.HEARTBEAT, wire.BYE):
-            pass  # about its own connection only (a stranger's heartbeat is answered WHO)
-        elif client not in guard.clients:  # no hello yet (this hub restarted): hello first
-            self.router.send_multipart([ident, wire.WHO])
-            return False
-        elif guard.clients[client] != account:
-            denied = ("send control commands as client", client)
-        elif cmd == wire.PUB and len(args) == 4:
-            header = guard.stamp_header(args[2], account)
-            if not guard.may_publish(account, args[1]):
-                denied = ("publish on", args[1].decode(errors="replace"))
-                self.router.send_multipart([ident, wire.DENY, args[0], denied[1].encode()])
-            elif header is None:
-                raise ValueError("malformed data header")
-            else:
-                frames[4] = header  # the sender receivers see is the key's account
-        elif cmd == wire.DURABLE and args:
-            denied = self._durable_denied(account, args[0].decode(errors="replace"))
-        elif cmd == wire.SNAP and len(args) == 3 and not args[2].startswith(
-                f"{wire.PROBE_PREFIX}{client}/".encode()):
-            denied = ("fence a snapshot on", args[2].decode(errors="replace"))
-        if denied is None:
-            return True
-        report = guard.refuse(account, *denied)
-        if report is not None:
-            self.injector.send_multipart(report)
-        return False
-
-    def _will_denied(self, account: str, hello: bytes) -> tuple[str, str] | None:
-        will = _dict.decode(hello).get("will")
-        if isinstance(will, dict) and isinstance(will.get("topic"), str):
-            assert self.guard is not None
-            if not self.guard.may_publish(account, will["topic"].encode()):
-                return ("leave a last will on", will["topic"])
-        return None
-
-    def _durable_denied(self, account: str, name: str) -> tuple[str, str] | None:
-        """A durable stream carries every topic, and belongs to the account that made it."""
-        assert self.guard is not None
-        if not self.guard.may_stream(account):
-            return ("receive the durable stream", name)
-        # a stream named after an account is that account's, even before it first attaches
-        owner = name if name in self.guard.policy.accounts else self.durable_owner.setdefault(
-            name, account)
-        if owner != account:
-            return (f"take over the durable stream of account {owner!r}:", name)
-        return None
+        verdict = control_guard.check(guard, account, frames[0].decode(errors="replace"),
+                                      frames[1], frames[2:])
+        if verdict.answer is not None:
+            self.router.send_multipart([frames[0], *verdict.answer])
+        if verdict.header is not None:
+            frames[4] = verdict.header
+        if verdict.denied is not None:
+            report = guard.refuse(account, *verdict.denied)
+            if report is not None:
+                self.injector.send_multipart(report)
+        return verdict.ok
 
     def _forget(self, ident: bytes) -> None:
         """A client left (goodbye) or died: its durable stream, if any, is detached."""

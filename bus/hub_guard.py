@@ -46,6 +46,8 @@ class HubGuard:
         #: client id (the control socket's routing id) -> account, bound by the first hello
         self.clients: dict[str, str] = {}
         self.refused: Counter[str] = Counter()
+        #: durable stream name -> the account that created it (it alone may attach)
+        self.durable_owner: dict[str, str] = {}
         self._may_publish: dict[tuple[str, bytes], bool] = {}
         self._reports = TokenBuckets(report_limit)
         self._told = time.monotonic()
