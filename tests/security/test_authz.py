@@ -332,3 +332,24 @@ async def test_mqtt_will_on_another_robots_alive_is_dropped(
             with anyio.fail_after(5):
                 assert (await seen.get()).payload == b"r2 online"
             assert seen.get_nowait() is None
+
+
+async def test_zmq_a_flood_of_refused_publishes_is_counted(
+        secure_dir: Path, secure_hub: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub reports at most 5 refusals a second per account (bursts of 20), and says how
+    many it did not report one by one: the reports account for every refused publish."""
+    key = functools.partial(as_key, monkeypatch, secure_dir, secure_hub)
+    async with key("memory") as watcher, watcher.subscribe(f"{P}/errors", ErrorReport) as errors, \
+            watcher.subscribe(f"{P}/instructions") as instructions:
+        async with key("r2") as r2:
+            for i in range(200):
+                await r2.publish(f"{P}/instructions", f"flood {i}".encode())
+            told = 0
+            with anyio.fail_after(10):
+                while told < 200:
+                    report = (await errors.get()).data
+                    assert report.sender == "r2", report
+                    untold = re.search(r"(\d+) (earlier|more) refusals", report.reason)
+                    told += (report.code == "forbidden") + (int(untold[1]) if untold else 0)
+            assert told == 200
+        assert instructions.get_nowait() is None
