@@ -250,13 +250,13 @@ def corpus_entries(names: str, limit: int) -> list[corpus_cases.Entry]:
 
 
 async def judge(planner: Any, entry: corpus_cases.Entry) -> dict[str, Any]:
-    """One corpus entry through ``planner.plan``: outcome, time, model answers."""
+    """One corpus entry through ``planner.read``: outcome, time, model answers."""
     ctx = entry.ctx()
     calls = planner.model_calls
     started = time.perf_counter()
     row: dict[str, Any] = {"name": entry.name, "text": entry.text}
     try:
-        await planner.plan(entry.text, ctx)
+        await planner.read(entry.text, ctx)  # the goals the brain would act on (or cancel)
         got = corpus_cases.meaning(planner.last_goals, ctx)
         want = corpus_cases.expected(entry)
         row["outcome"] = "as_meant" if got == want else "wrong_accepted"

@@ -196,11 +196,19 @@ class ModelPlanner:
 
     async def plan(self, text: str, ctx: PlanContext) -> Plan:
         """Instruction -> validated plan, retrying with feedback up to ``max_attempts`` times."""
+        return plan_goals(await self.read(text, ctx), ctx, planner=self.name, goal_text=text)
+
+    async def read(self, text: str, ctx: PlanContext) -> GoalSet:
+        """The goals the brain would act on: :meth:`parse`, then (unless it is a cancel) a plan
+        as a check, retrying with feedback up to ``max_attempts`` times; then
+        ``unconfirmed_reading``."""
         last: BrainError | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
                 goals = await self.parse(text, ctx)
-                return plan_goals(goals, ctx, planner=self.name, goal_text=text)
+                if not any(isinstance(g, CancelTask) for g in goals.goals):
+                    plan_goals(goals, ctx, planner=self.name, goal_text=text)
+                return goals
             except RETRYABLE as exc:
                 if not getattr(exc, "retryable", True):
                     raise
