@@ -242,6 +242,7 @@ async def test_a_secured_fleet_still_completes_an_instruction(
                 anyio.create_task_group() as tg:
             await tg.start(fl.watch, bus)
             await fl.registered(bus)
+            await fl.world(bus)  # request/reply through the operator's inbox (MQTT: times out)
             tid = await fl.send(bus, "bring the apple to the office desk")
             st = await fl.until(lambda: fl.status(tid), timeout=40)
             assert st.status == "done", st.reason
