@@ -167,6 +167,9 @@ class Bus:
             async with anyio.create_task_group() as tg:
                 bus._tg = tg
                 await bus._transport.start(bus._transport_config(tg))
+                # the inbox is named after the id the broker knows (an account's tagged MQTT
+                # client id), which is what the ACL's per-client inbox grant matches
+                bus._inbox = f"{opts.prefix}/_inbox/{bus._transport.session_id()}"
                 bus.connected = True
                 try:
                     yield bus

@@ -49,6 +49,13 @@ class Transport(Protocol):
     async def close(self, graceful: bool = True) -> None:
         """Disconnect; ``graceful`` discards the last will."""
 
+    def session_id(self) -> str:
+        """The id the hub or broker knows this connection by, once started.
+
+        The bus names its reply inbox after it, so an ACL granting each client its own inbox
+        (Mosquitto's ``%c``, the hub's ``{client}``) grants the inbox the client really has.
+        """
+
     async def publish(self, msg: Message) -> None:
         """Send ``msg``; for qos >= 1, return only once the hub or broker acknowledged it."""
 

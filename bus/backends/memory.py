@@ -66,6 +66,9 @@ class MemoryTransport:
         self.broker = broker_for(config.url)
         self.broker.clients.add(self)
 
+    def session_id(self) -> str:
+        return self.config.client_id
+
     async def close(self, graceful: bool = True) -> None:
         broker, self.broker = self.broker, None
         if broker is None:

@@ -183,6 +183,10 @@ class MqttTransport:
             self._on_socket_close(self._client, None, sock)
             sock.close()
 
+    def session_id(self) -> str:
+        """The MQTT client id, with the account's tag (``mqtt_options.session_client_id``)."""
+        return self._opts.client_id
+
     async def close(self, graceful: bool = True) -> None:
         if self._closing:
             return

@@ -137,6 +137,9 @@ class ZmqTransport:
         self._hub.start()
         log.info("embedded_hub_started", url=self.config.url)
 
+    def session_id(self) -> str:
+        return self.config.client_id
+
     async def close(self, graceful: bool = True) -> None:
         if self._closed:
             return

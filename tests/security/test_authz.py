@@ -217,15 +217,7 @@ def _secure_bus(kind: str, secure_dir: Path) -> Iterator[str]:
         yield f"mqtts://127.0.0.1:{port}?ca={secure_dir / 'ca.crt'}"
 
 
-#: Mosquitto's ACL grants a client its reply inbox by MQTT client id (``%c``), but with a
-#: password that id carries an HMAC tag the inbox topic does not (bus/backends/mqtt_options.py
-#: session_client_id): replies to every secured account are withheld, so an edge's world
-#: queries go unanswered and its skills time out. Strict: it fails loudly once fixed.
-INBOX_TAGGED = pytest.mark.xfail(strict=True, reason="MQTT reply inbox vs HMAC-tagged client id")
-
-
-@pytest.mark.parametrize("kind", ["zmq", pytest.param("mqtt", marks=[pytest.mark.broker,
-                                                                      INBOX_TAGGED])])
+@pytest.mark.parametrize("kind", ["zmq", pytest.param("mqtt", marks=pytest.mark.broker)])
 async def test_a_secured_fleet_still_completes_an_instruction(
         kind: str, fleet_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Legit traffic under the policy: brain, memory and three edges, each with its own
