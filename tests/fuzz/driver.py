@@ -234,8 +234,10 @@ class Fuzzer:
                 text="Bring the banana to the office desk", task_id=tid), qos=1)
         with anyio.move_on_after(timeout):
             await self._wait_task(tid, TERMINAL, timeout)
-        self.run_.fresh_statuses = [s.status for s in self.run_.statuses.get(tid, [])]
-        self.run_.fresh_done = "done" in self.run_.fresh_statuses
+        got = self.run_.statuses.get(tid, [])
+        self.run_.fresh_statuses = [f"{s.status}: {s.reason}" if s.reason else s.status
+                                    for s in got]
+        self.run_.fresh_done = any(s.status == "done" for s in got)
 
     async def _drain(self, quiet_s: float = 1.0, limit_s: float = 15.0) -> None:
         """Wait until no report nor status arrived for ``quiet_s`` (at most ``limit_s``)."""
