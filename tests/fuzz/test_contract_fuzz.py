@@ -266,10 +266,22 @@ def _judge(judge: Any, item: Any, pattern: tuple[str, ...], type_: type) -> Any:
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_live_fleet_survives_contract_fuzz(tmp_path: Path) -> None:
+    await _live(fleet_mod.default_bus_url(), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+@pytest.mark.anyio
+@pytest.mark.skipif(SCALE == 1, reason="long run only (ROBOBUS_FUZZ_SCALE > 1): CI time")
+async def test_live_fleet_survives_contract_fuzz_mqtt(mosquitto_url: str, tmp_path: Path) -> None:
+    await _live(mosquitto_url, tmp_path)
+
+
+async def _live(url: str, tmp_path: Path) -> None:
     prefix = f"cf{secrets.token_hex(3)}"
     fleet = driver.fleet_of(SCENARIO, prefix, corpus_mod)
     build = functools.partial(build_live_corpus, fleet, 12 * SCALE, 20261207)
-    run = await driver.fuzz_scenario(SCENARIO, fleet_mod.default_bus_url(), prefix, build,
+    run = await driver.fuzz_scenario(SCENARIO, url, prefix, build,
                                      report_dir=tmp_path / "run", speed=3.0, rate=250.0,
                                      paced_rate=8.0, flood=0, fresh=True)
     summary = driver.summary(run, prefix)
