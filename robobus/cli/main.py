@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from robobus import __version__
-from robobus.cli import brain, edge, hub, log, memory, scenario, schema, secure, topic
+from robobus.cli import brain, dashboard, edge, hub, log, mcp, memory, scenario, schema, secure, topic
 from robobus.cli.common import setup_logging
 
 app = typer.Typer(
@@ -25,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for _module in (topic, hub, schema, memory, log, edge, brain, scenario, secure):
+for _module in (topic, hub, schema, memory, log, edge, brain, scenario, secure, dashboard, mcp):
     _module.register(app)
 
 
