@@ -27,6 +27,8 @@ MAX_LIMIT = 10_000
 #: msgpack bytes of one event entry besides its topic and payload (keys, ints, headers)
 _EVENT_OVERHEAD = 64
 MAX_K = 1000
+#: bytes of stored task records a ``tasks`` query reads from disk at most (a reply is <= 1 MiB)
+_TASKS_READ_MAX = 1 << 20
 
 #: Query kinds that read the event log (blocking I/O: the agent runs them in a thread).
 LOG_KINDS = frozenset({"events"})
@@ -143,7 +145,7 @@ def _task(q: MemoryQuery, views: Views) -> Any:
 def _tasks(q: MemoryQuery, views: Views) -> list[Any]:
     status = q.status or "all"
     # live tasks are always in RAM; any other status may need the records kept on disk
-    found = views.tasks.values() if status == "active" else views.all_tasks()
+    found = views.tasks.values() if status == "active" else views.all_tasks(_TASKS_READ_MAX)
     recs = sorted(found, key=lambda r: (r.created_ns, r.task_id))
     if status == "all":
         return recs

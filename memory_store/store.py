@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import structlog
 
 from robobus.memory_store.errors import (
     MemoryStoreError,
+    QueryError,
     ReadOnlyStore,
     StoreClosed,
     StoreFull,
@@ -216,10 +217,24 @@ class ViewStore:
         return None if raw is None else self._decode(f"tasks/{task_id[:80]}", raw, TaskRecord,
                                                      note=False)
 
-    def iter_tasks(self) -> Iterator[TaskRecord]:
-        """Every stored task record that decodes (the others are noted and skipped)."""
-        for _, rec in self._iter(self.tasks_db, TaskRecord, "tasks", note=False):
-            yield rec
+    def iter_tasks(self, skip: Container[str] = (), max_bytes: int | None = None
+                   ) -> Iterator[TaskRecord]:
+        """Stored task records that decode, but those in ``skip``; a bad one is skipped.
+        Past ``max_bytes`` of records, :class:`QueryError` (``too_large``): the answer could
+        not be sent anyway, and the agent reads them on its event loop."""
+        total = 0
+        with self.env.begin(db=self.tasks_db) as txn:
+            for k, v in txn.cursor():
+                key = bytes(k).decode(errors="replace")
+                if key in skip:
+                    continue
+                total += len(v)
+                if max_bytes is not None and total > max_bytes:
+                    raise QueryError(f"the stored tasks exceed the {max_bytes}-byte limit of a "
+                                     "reply: ask for status=active or one task", "too_large")
+                rec = self._decode(f"tasks/{key[:80]}", bytes(v), TaskRecord, note=False)
+                if rec is not None:
+                    yield rec
 
     def load_into(self, views: Views) -> tuple[int, int]:
         """Fill ``views``; with an archive set, only the tasks it keeps in RAM are loaded."""

@@ -10,7 +10,7 @@ so the rebuilt world equals the one the agent kept.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -70,7 +70,8 @@ class TaskArchive(Protocol):
 
     def task(self, task_id: str) -> TaskRecord | None: ...
 
-    def iter_tasks(self) -> Iterator[TaskRecord]: ...
+    def iter_tasks(self, skip: Container[str] = (), max_bytes: int | None = None
+                   ) -> Iterator[TaskRecord]: ...
 _NONE: list[Effect] = []
 
 
@@ -333,11 +334,12 @@ class Views:
             rec = self.archive.task(task_id)
         return rec
 
-    def all_tasks(self) -> list[TaskRecord]:
-        """Every task record, those in RAM winning over their stored copy."""
+    def all_tasks(self, max_bytes: int | None = None) -> list[TaskRecord]:
+        """Every task record, those in RAM winning over their stored copy; the archive may
+        refuse to read more than ``max_bytes`` of records (``QueryError``, ``too_large``)."""
         if self.archive is None:
             return list(self.tasks.values())
-        stored = [r for r in self.archive.iter_tasks() if r.task_id not in self.tasks]
+        stored = list(self.archive.iter_tasks(self.tasks, max_bytes))
         return [*stored, *self.tasks.values()]
 
     def trim(self) -> int:

@@ -23,12 +23,12 @@ import pytest
 from robobus.bus import Bus, BusOptions
 from robobus.memory_store.agent import MemoryAgent, MemoryConfig, _serve
 from robobus.memory_store.commit import CommitOptions
+from robobus.memory_store.query import answer
 from robobus.memory_store.store import open_store
-from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.memory_store.views import Dirty, Views
+from robobus.schemas.memory import MemoryQuery, QueryReply, TaskRecord
 from robobus.schemas.messages import ErrorReport, TaskStatus
 from robobus.schemas.topics import Topics
-
-pytestmark = pytest.mark.anyio
 
 KEEP = 50
 TASKS = 3000
@@ -78,6 +78,7 @@ def _in_ram(agent: MemoryAgent) -> int:
     return len(agent.views.tasks)
 
 
+@pytest.mark.anyio
 async def test_old_tasks_leave_ram_and_are_still_answered(tmp_path: Path) -> None:
     url, prefix = f"memory://{secrets.token_hex(4)}", f"b{secrets.token_hex(3)}"
     t, store = Topics(prefix), tmp_path / "store"
@@ -115,3 +116,18 @@ async def _check_answers(client: Bus, t: Topics) -> None:
         assert report.code == "final" and report.topic == t.task("T00001"), report
     again = await _query(client, t, kind="task", name="T00001")
     assert again.result["status"] == "done"
+
+
+def test_a_tasks_query_reads_at_most_a_reply_of_stored_records(tmp_path: Path) -> None:
+    """Old tasks are read from disk on the agent's event loop: never more than a reply holds."""
+    with open_store(tmp_path / "store") as db:
+        big = [(f"D{i}".encode(), msgspec.msgpack.encode(
+            TaskRecord(task_id=f"D{i}", status="done", text="t" * 100_000))) for i in range(12)]
+        db.views_store.save(Dirty(tasks=big), 1, 1)
+        views = Views()
+        views.archive = db.views_store
+        refused = answer(MemoryQuery(kind="tasks", status="done"), views, None)
+        assert not refused.ok and refused.code == "too_large", refused
+        one = answer(MemoryQuery(kind="task", name="D3"), views, None)
+        assert one.ok and one.result.task_id == "D3"
+        assert answer(MemoryQuery(kind="tasks", status="active"), views, None).result == []
