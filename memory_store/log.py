@@ -353,7 +353,10 @@ def decode_event(ts_ns: int, seq: int, value: bytes | memoryview,
     tid = int.from_bytes(value[:TID_LEN], "big")
     if not tid & HEADED:
         return Event(ts_ns, seq, name_of(tid), bytes(value[TID_LEN:]))
-    retain, qos, props, start = unpack(value, TID_LEN)
+    try:
+        retain, qos, props, start = unpack(value, TID_LEN)
+    except IndexError:  # a damaged value whose header was cut off: ended every scan (fuzz)
+        return Event(ts_ns, seq, name_of(tid & TID_MASK), b"")
     return Event(ts_ns, seq, name_of(tid & TID_MASK), bytes(value[start:]), retain, qos, props)
 
 

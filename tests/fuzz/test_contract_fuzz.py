@@ -44,12 +44,14 @@ from robobus.bus import Bus, DecodeError, RequestTimeout
 from robobus.edge_agent.commands import parse_command
 from robobus.launch import fleet as fleet_mod
 from robobus.memory_store.errors import QueryError
+from robobus.memory_store.headers import Properties, pack
 from robobus.memory_store.query import answer
 from robobus.memory_store.query import parse as parse_query
+from robobus.memory_store.store import open_store
 from robobus.memory_store.views import Views
 from robobus.schemas.codec import decode_as, decode_lenient, parse_instruction
 from robobus.schemas.contract import TOPIC_TYPES
-from robobus.schemas.memory import QueryReply
+from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.messages import ErrorReport, FaultSpec, TaskStatus
 from robobus.schemas.world import WorldChange, WorldConflict
 from robobus.skills.errors import SkillError
@@ -435,3 +437,40 @@ async def _restart_and_check(poison: Any, mem: Any, stack: Any, bad: int) -> Non
                               target="shelf")
     assert change.ok or change.code, change  # applied, or refused with a reason (the place
     assert mem.alive()                        # may have been a skipped record)
+
+
+# -- stored events (the log's values, read back by scans, queries and the restart fold) ---------
+@st.composite
+def _bad_value(draw: st.DrawFn, raw: bytes) -> bytes:
+    how = draw(st.sampled_from(["truncate", "flip", "bytes", "props"]))
+    if how == "truncate":
+        return raw[: draw(st.integers(0, len(raw)))]
+    if how == "flip":
+        i = draw(st.integers(0, len(raw) - 1))
+        return raw[:i] + bytes([raw[i] ^ draw(st.integers(1, 255))]) + raw[i + 1:]
+    if how == "props":  # a header that announces properties, then anything
+        return raw[:4] + b"\x08" + draw(st.binary(max_size=12)) + b"\x91" * draw(
+            st.sampled_from([0, 10, 5000]))
+    return draw(st.binary(max_size=24))
+
+
+def test_stored_events_mutated_never_break_a_scan_or_a_query(tmp_path: Path) -> None:
+    head = pack(True, 1, Properties(sender="g1", content_type="application/json"))
+    with open_store(tmp_path / "store") as db:
+        db.append_many([("a/b", b'{"x": 1}', 1000, head), ("a/c", b"kept", 2000)])
+        seg = db.log.segment(db.log.starts()[0])
+        with seg.env.begin() as txn:
+            key, raw = next((bytes(k), bytes(v)) for k, v in txn.cursor(seg.events))
+        draws = corpus_mod.draw_examples(_bad_value(raw), 300 * SCALE, 20261207)
+        views = _views()
+        for value in draws:
+            with seg.env.begin(write=True) as txn:
+                txn.put(key, value, db=seg.events)
+            events = list(db.scan())  # the restart fold and recorders read this way
+            assert events[-1].payload == b"kept" and len(events) == 2, events
+            for ev in events:
+                views.observe(ev.topic, ev.payload, ev.ts_ns)
+            reply = answer(MemoryQuery(kind="events", limit=10), views, db.log, 1 << 20)
+            assert reply.ok and len(reply.result["events"]) == 2, reply
+            _roundtrip(reply)
+    print("STORED_EVENTS values", len(draws))
