@@ -89,8 +89,8 @@ async def test_mosquitto_rr_gets_the_task_and_its_outcome(tmp_path: Path, mosqui
         assert statuses[-1].status == "done", statuses[-1].reason
         assert statuses[0].status == "accepted" and statuses[-1].task_id == task_id
         assert "progress" not in {s.status for s in statuses}
-        # the same statuses went to the task's own topic
-        assert [s.status for s in fl.statuses[statuses[-1].task_id]][-1] == "done"
+        # the same statuses went to the task's own topic (another subscription: wait for it)
+        assert (await fl.until(lambda: fl.status(task_id))).status == "done"
 
 
 async def _brain_only(stack: contextlib.ExitStack, tmp: Path, url: str) -> Fleet:
