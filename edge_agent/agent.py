@@ -118,6 +118,7 @@ class EdgeAgent:
         if config.registry is None:
             load_plugins()
         registry = REGISTRY if config.registry is None else config.registry
+        self.registry = registry
         skills = {n: (registry.get(n), p) for n, p in config.profile.skills.items()}
         self.executor = Executor(
             self.robot, skills, config.profile.resources(), port=self.port, hooks=self,
@@ -136,6 +137,10 @@ class EdgeAgent:
         try:
             await self._resume()
             async with AsyncExitStack() as stack:
+                if config_mcp := self.config.profile.mcp:  # before the registration lists skills
+                    from robobus.edge_agent.mcp_skills import mcp_skills  # the 'mcp' extra
+                    self.executor.skills.update(await stack.enter_async_context(
+                        mcp_skills(config_mcp, self.robot, self.registry)))
                 sub = self.bus.subscribe
                 t = self.topics
                 cmds = await stack.enter_async_context(

@@ -224,7 +224,7 @@ class Executor:
 
     def _timeout(self, job: Job) -> float:
         sim = job.cmd.timeout_s or job.params.timeout_s or job.sdef.timeout_s
-        return sim * self.time_scale + TIMEOUT_SLACK_S
+        return sim * (self.time_scale if job.sdef.scaled else 1.0) + TIMEOUT_SLACK_S
 
     def _context(self, job: Job) -> SkillContext:
         obj = getattr(job.args, "object", None)

@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -19,7 +19,7 @@ import yaml
 from robobus.edge_agent.errors import ProfileError
 from robobus.schemas.messages import FaultSpec
 from robobus.skills.context import SkillParams
-from robobus.skills.registry import REGISTRY, SkillRegistry, load_plugins
+from robobus.skills.registry import REGISTRY, RESOURCES, SkillRegistry, load_plugins
 
 NAME = r"^[A-Za-z0-9_.-]+$"
 Name = Annotated[str, msgspec.Meta(pattern=NAME, min_length=1, max_length=64)]
@@ -41,6 +41,38 @@ class Embodiment(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         return self.arms if self.hands is None else self.hands
 
 
+class McpTool(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """How one MCP tool serves as a robobus skill: its name, resource and planner model."""
+
+    skill: Name | None = None  # the skill's name on the bus (default: the tool's name)
+    resource: str = "none"
+    change: Literal["move", "pick", "place", "handover"] | None = None
+    preconditions: list[str] = []
+    effects: list[str] = []
+    param_kinds: dict[str, str] = {}
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class McpServer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """An MCP server whose tools become skills: a stdio ``command`` or a streamable-HTTP ``url``.
+
+    ``timeout_s`` bounds each tool call in real seconds (the time scale does not apply);
+    ``expose: declared`` offers only the tools listed under ``tools``. A relative ``cwd`` (by
+    default the folder of the profile file) is where the command runs; a command starting with
+    ``python`` or ``python3`` runs on the edge agent's own interpreter.
+    """
+
+    name: Name
+    command: list[str] | None = None
+    url: str | None = None
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
+    expose: Literal["all", "declared"] = "all"
+    tools: dict[str, McpTool] = {}
+
+
 class RobotProfile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A validated robot profile. See ``profiles/template.yaml`` for every field."""
 
@@ -57,6 +89,8 @@ class RobotProfile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     #: other words the robot answers to in instructions, in any language (issue 15)
     labels: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]],
                       msgspec.Meta(max_length=32)] = []
+    #: MCP servers whose tools are skills of this robot (edge_agent/mcp_skills.py)
+    mcp: list[McpServer] = []
 
     def registration(self, start: str | None = None) -> dict[str, Any]:
         """The ``RobotRegistration.profile`` dict (keys pinned in docs/contracts.md)."""
@@ -114,9 +148,10 @@ def _check(p: RobotProfile, source: str, registry: SkillRegistry | None) -> None
     body = p.embodiment
     if body.mobile and body.speed <= 0:
         raise ProfileError(source, "embodiment.speed", "a mobile robot needs a speed > 0 (m/s)")
-    if not p.skills:
+    if not p.skills and not p.mcp:
         raise ProfileError(source, "skills", "a robot needs at least one skill")
     resources = p.resources()
+    _check_mcp(p, source, resources)
     for name in p.skills:
         if name not in registry:
             raise ProfileError(source, f"skills.{name}",
@@ -126,10 +161,29 @@ def _check(p: RobotProfile, source: str, registry: SkillRegistry | None) -> None
             raise ProfileError(source, f"skills.{name}",
                                f"needs a {need!r} but the embodiment has none")
     for i, fault in enumerate(p.faults):
-        if fault.skill not in p.skills:
+        if fault.skill not in p.skills and not p.mcp:
             raise ProfileError(source, f"faults.{i}.skill", f"{fault.skill!r} is not in skills")
         if not 0 <= fault.probability <= 1:
             raise ProfileError(source, f"faults.{i}.probability", "must be within [0, 1]")
+
+
+def _check_mcp(p: RobotProfile, source: str, resources: dict[str, int]) -> None:
+    for i, server in enumerate(p.mcp):
+        if (server.command is None) == (server.url is None):
+            raise ProfileError(source, f"mcp.{i}", "give exactly one of command (stdio) or url (HTTP)")
+        if server.command is not None and not server.command:
+            raise ProfileError(source, f"mcp.{i}.command", "an empty command")
+        if server.url is not None and not server.url.startswith(("http://", "https://")):
+            raise ProfileError(source, f"mcp.{i}.url", "expected an http:// or https:// URL")
+        for tool, decl in server.tools.items():
+            where = f"mcp.{i}.tools.{tool}"
+            if decl.resource not in RESOURCES:
+                raise ProfileError(source, f"{where}.resource", f"not one of {', '.join(RESOURCES)}")
+            if decl.resource != "none" and resources.get(decl.resource, 0) == 0:
+                raise ProfileError(source, f"{where}.resource",
+                                   f"needs a {decl.resource!r} but the embodiment has none")
+            if (decl.skill or tool) in p.skills:
+                raise ProfileError(source, where, f"skill {decl.skill or tool!r} is also in skills")
 
 
 def load_profile(ref: str | Path, registry: SkillRegistry | None = None) -> RobotProfile:
@@ -141,7 +195,11 @@ def load_profile(ref: str | Path, registry: SkillRegistry | None = None) -> Robo
         raise ProfileError(str(path), "<yaml>", str(exc)) from exc
     except OSError as exc:
         raise ProfileError(str(path), "<file>", exc.strerror or str(exc)) from exc
-    return parse_profile(data, str(path), registry)
+    profile = parse_profile(data, str(path), registry)
+    for server in profile.mcp:  # a stdio server's relative paths are the profile's
+        if server.command is not None:
+            server.cwd = str((path.parent / (server.cwd or ".")).resolve())
+    return profile
 
 
 def find_profile(ref: str | Path, near: Sequence[Path] = ()) -> Path:

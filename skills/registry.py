@@ -45,13 +45,21 @@ class SkillDef:
     param_kinds: Mapping[str, str] = field(default_factory=dict)
     change: str | None = None
     doc: str = ""
+    #: the argument/result JSON Schemas as given by the skill's source (an MCP tool's
+    #: inputSchema/outputSchema) instead of the ones derived from the Python types
+    args_schema: Mapping[str, Any] | None = None
+    result_schema: Mapping[str, Any] | None = None
+    #: False: ``timeout_s`` is real seconds, not simulated ones (an external server's call)
+    scaled: bool = True
 
     def spec(self, timeout_s: float | None = None) -> SkillSpec:
         """The :class:`SkillSpec` published in a robot's registration."""
         return SkillSpec(
             name=self.name,
-            args_schema=json_schema(self.args_type),
-            result_schema=json_schema(self.result_type) if self.result_type else {},
+            args_schema=(dict(self.args_schema) if self.args_schema is not None
+                         else json_schema(self.args_type)),
+            result_schema=(dict(self.result_schema) if self.result_schema is not None
+                           else json_schema(self.result_type) if self.result_type else {}),
             preconditions=list(self.preconditions),
             effects=list(self.effects),
             param_kinds=dict(self.param_kinds),
