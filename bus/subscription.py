@@ -12,6 +12,7 @@ import structlog
 
 from robobus.bus.errors import DisconnectedError
 from robobus.bus.message import Message
+from robobus.bus.topics import TOPIC_CACHE_LIMIT
 
 log = structlog.get_logger("bus.subscription")
 
@@ -88,7 +89,7 @@ class Subscription:
             if len(self._queue) >= self.maxsize:
                 return False
             self._queue.append(msg)
-            self._seen_topics.add(msg.topic)
+            self._saw(msg.topic)
             self._readable.set()
             return True
         self._put_lossy(msg)
@@ -107,8 +108,19 @@ class Subscription:
             self._queue.popleft()
             self._queue.append(msg)
             self._count_drop()
-        self._seen_topics.add(msg.topic)
+        self._saw(msg.topic)
         self._readable.set()
+
+    def _saw(self, topic: str) -> None:
+        """Note a live message on ``topic``, so a retained value arriving later cannot undo it.
+
+        Snapshots come right after subscribing, so the set only has to remember recent topics:
+        it is emptied once it holds TOPIC_CACHE_LIMIT of them (a subscription to ``tasks/+``
+        sees a new topic per task; keeping them all grew a memory agent by ~0.7 KB a task)."""
+        seen = self._seen_topics
+        if len(seen) > TOPIC_CACHE_LIMIT:
+            seen.clear()
+        seen.add(topic)
 
     async def put(self, msg: Message) -> None:
         """Deliver ``msg``, applying the overflow policy; a full BLOCK buffer waits for room."""

@@ -51,3 +51,19 @@ async def test_flood_is_refused_and_reported(bus_url: str, prefix: str) -> None:
         burst = [p for p in got if p != b"sync"]
         assert burst[:5] == [b"0", b"1", b"2", b"3", b"4"], "the first burst is admitted in order"
         assert msgspec.msgpack.decode(msgspec.msgpack.encode(report))
+
+
+def test_a_subscription_remembers_only_recent_topics() -> None:
+    """A subscription to ``tasks/+`` sees a new topic per task: what it remembers to keep late
+    retained values from undoing live ones stays bounded, and still does that job."""
+    from robobus.bus.message import Message
+    from robobus.bus.subscription import Overflow, Subscription
+    from robobus.bus.topics import TOPIC_CACHE_LIMIT
+
+    sub = Subscription("t/+", overflow=Overflow.LATEST, maxsize=10)
+    for i in range(3 * TOPIC_CACHE_LIMIT):
+        sub.put_nowait(Message(f"t/{i}", b"live"))
+    assert len(sub._seen_topics) <= TOPIC_CACHE_LIMIT + 1
+    last = f"t/{3 * TOPIC_CACHE_LIMIT - 1}"
+    sub.put_snapshot(Message(last, b"retained"))  # a recent live value is not undone
+    assert sub._latest[last].payload == b"live"
