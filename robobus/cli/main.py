@@ -12,7 +12,20 @@ from typing import Annotated
 import typer
 
 from robobus import __version__
-from robobus.cli import brain, dashboard, edge, hub, log, mcp, memory, scenario, schema, secure, topic
+from robobus.cli import (
+    brain,
+    dashboard,
+    edge,
+    foxglove,
+    hub,
+    log,
+    mcp,
+    memory,
+    scenario,
+    schema,
+    secure,
+    topic,
+)
 from robobus.cli.common import setup_logging
 
 app = typer.Typer(
@@ -25,7 +38,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for _module in (topic, hub, schema, memory, log, edge, brain, scenario, secure, dashboard, mcp):
+for _module in (topic, hub, schema, memory, log, edge, brain, scenario, secure, dashboard, mcp, foxglove):
     _module.register(app)
 
 
