@@ -33,6 +33,7 @@ from robobus.bus.topics import matches
 from robobus.memory_store.commit import CommitOptions, GroupCommitter
 from robobus.memory_store.errors import MemoryStoreError, QueryError
 from robobus.memory_store.headers import head_of
+from robobus.memory_store.no_brain import answer_without_brain
 from robobus.memory_store.query import LOG_KINDS, answer, parse, refuse
 from robobus.memory_store.segment import MAX_TOPIC_BYTES, pack_key
 from robobus.memory_store.store import MemoryStore, StoreOptions, open_store
@@ -390,6 +391,8 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
                     await bus.publish(topics.scene, agent.views.scene, retain=True, qos=1)
                 if cfg.store_options.retention_ns is not None:
                     tg.start_soon(agent.retention, name="memory-retention")
+                if agent.views is not None:  # an answer for instructions no brain takes
+                    await tg.start(answer_without_brain, bus, topics, name="memory-no-brain")
                 agent.log.info("memory_ready", patterns=patterns, views=cfg.views)
                 if presence is not None:  # born once it answers; again after every reconnect
                     await tg.start(presence.reassert, bus, name="memory-presence")
