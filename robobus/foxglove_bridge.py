@@ -44,7 +44,7 @@ from robobus.memory_store.foxglove import foxglove_payload, foxglove_schema
 from robobus.schemas.codec import decode_as
 from robobus.schemas.contract import message_type
 from robobus.schemas.memory import MemoryQuery, QueryReply
-from robobus.schemas.messages import RobotState
+from robobus.schemas.messages import Alive, RobotState
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldSnapshot
 
@@ -70,6 +70,7 @@ class BridgeOptions:
 class _Scene:
     world: WorldSnapshot | None = None
     states: dict[str, RobotState] = field(default_factory=dict)
+    online: dict[str, bool] = field(default_factory=dict)
     changed: bool = True
     world_stale: bool = True
 
@@ -113,6 +114,8 @@ class FoxgloveBridge:
             self.scene.world_stale = True
         elif self.topics.robot_of(msg.topic) and msg.topic.endswith("/state"):
             self._state(msg)
+        elif self.topics.robot_of(msg.topic) and msg.topic.endswith("/alive"):
+            self._alive(msg)
 
     def _channel(self, topic: str) -> foxglove.Channel:
         type_ = message_type(topic, self.topics.prefix)
@@ -129,6 +132,14 @@ class FoxgloveBridge:
         self.scene.changed = True
         self.tf_channel.log(transform(state), log_time=time.time_ns())
 
+    def _alive(self, msg: Message) -> None:
+        try:
+            alive = decode_as(msg.payload, Alive, msg.topic, msg.content_type)
+        except DecodeError:
+            return
+        self.scene.online[alive.robot] = alive.online
+        self.scene.changed = True
+
     async def _redraw(self) -> None:
         while True:
             if self.scene.world_stale:
@@ -136,8 +147,8 @@ class FoxgloveBridge:
                 await self._load_world()
             if self.scene.changed:
                 self.scene.changed = False
-                self.scene_channel.log(scene_update(self.scene.world, self.scene.states),
-                                       log_time=time.time_ns())
+                self.scene_channel.log(scene_update(self.scene.world, self.scene.states,
+                                                    self.scene.online), log_time=time.time_ns())
             await anyio.sleep(1 / self.options.scene_hz)
 
     async def _load_world(self) -> None:
@@ -185,9 +196,11 @@ def _entity(id_: str, x: float, y: float, size: tuple[float, float, float], colo
                        cubes=[cube], texts=[text])
 
 
-def scene_update(world: WorldSnapshot | None, states: dict[str, RobotState]) -> SceneUpdate:
+def scene_update(world: WorldSnapshot | None, states: dict[str, RobotState],
+                 online: dict[str, bool] | None = None) -> SceneUpdate:
     """Places (flat slabs), objects (small boxes) and robots (boxes at their latest pose, grey
-    when offline), with entity ids ``place/NAME``, ``object/NAME`` and ``robot/NAME``."""
+    when offline: ``online`` from their presence, else the world's), with entity ids
+    ``place/NAME``, ``object/NAME`` and ``robot/NAME``."""
     entities: list[SceneEntity] = []
     places = world.places if world else {}
     for name, place in places.items():
@@ -200,7 +213,7 @@ def scene_update(world: WorldSnapshot | None, states: dict[str, RobotState]) -> 
     for name in sorted({*robots, *states}):
         st = states.get(name)
         x, y, theta = (st.pose.x, st.pose.y, st.pose.theta) if st else (*robots[name].position, 0.0)
-        alive = robots[name].alive if name in robots else True
+        alive = (online or {}).get(name, robots[name].alive if name in robots else True)
         entities.append(_entity(f"robot/{name}", x, y, (0.5, 0.35, 0.6), _ROBOT if alive else _OFFLINE,
                                 name, theta))
     return SceneUpdate(entities=entities)

@@ -18,7 +18,7 @@ import pytest
 
 from bench import scenes
 from robobus import testing
-from robobus.schemas.messages import RobotState
+from robobus.schemas.messages import Alive, RobotState
 from tests.brain.test_processes import fleet
 from tests.open.conftest import brain_ready, npm_folder
 
@@ -64,6 +64,11 @@ async def test_a_foxglove_client_sees_the_fleet(foxglove_client: Path, tmp_path:
         seen: dict[int, RobotState] = {}
         with testing.spawn(argv, name="foxglove", log_dir=tmp_path / "logs") as bridge:
             await _listening(port)
+            async with bus.subscribe(fl.topics.alive("agilex"), Alive) as alive:
+                fl.kill9("agilex")  # its last will turns it offline: grey in the scene
+                with anyio.fail_after(30):
+                    while (await alive.get()).data.online:
+                        pass
             async with bus.subscribe(state, RobotState) as sub, anyio.create_task_group() as tg:
                 tg.start_soon(_collect, sub, seen)
                 cmd = ["node", "client.mjs", "--url", f"ws://127.0.0.1:{port}", "--topic", state,
@@ -93,7 +98,10 @@ async def test_a_foxglove_client_sees_the_fleet(foxglove_client: Path, tmp_path:
     ids = {e["id"] for e in by_topic[scene][-1]["entities"]}
     assert {f"robot/{r['name']}" for r in fl.robots} | {f"place/{p}" for p in scenes.DEMO_SCENE["places"]} \
         | {f"object/{o}" for o in scenes.DEMO_SCENE["objects"]} <= ids
-    g1 = next(e for e in by_topic[scene][-1]["entities"] if e["id"] == "robot/g1")
+    robots = {e["id"]: e for e in by_topic[scene][-1]["entities"] if e["id"].startswith("robot/")}
+    assert robots["robot/agilex"]["cubes"][0]["color"] != robots["robot/g1"]["cubes"][0]["color"]
+    assert robots["robot/agilex"]["cubes"][0]["color"]["a"] == pytest.approx(0.5)  # offline
+    g1 = robots["robot/g1"]
     xs = {s.pose.x for s in seen.values()}
     assert g1["cubes"][0]["pose"]["position"]["x"] in xs
     assert {t["childFrameId"] for t in by_topic[tf]} <= {r["name"] for r in fl.robots}
