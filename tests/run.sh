@@ -11,6 +11,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the dashboard's browser test
 if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing system packages: ${need[*]}"
@@ -31,7 +32,7 @@ install=("$py" -m pip install -q --disable-pip-version-check -c tests/constraint
 
 # npm packages of the open-contract checks, the Node.js example client and the Foxglove client check,
 # at their locked versions
-for dir in tests/open examples/node tests/foxglove; do
+for dir in tests/open examples/node tests/foxglove tests/dashboard; do
   if [ -f "$dir/package-lock.json" ]; then npm ci --prefix "$dir" --ignore-scripts --no-audit --no-fund --silent; fi
 done
 
