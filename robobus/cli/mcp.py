@@ -16,17 +16,21 @@ def mcp(
         "--http", min=1, max=65535, help="Serve streamable HTTP on this port (loopback, path /mcp) "
                                          "instead of stdio")] = None,
     host: Annotated[str, typer.Option("--host", help="Address for --http")] = "127.0.0.1",
+    answer_timeout: Annotated[float, typer.Option(
+        "--answer-timeout", min=0.1, help="Seconds to wait for the brain's first reply and for "
+                                          "memory's answers")] = 10.0,
     prefix: PrefixOpt = "robobus",
 ) -> None:
     """Serve the fleet as an MCP server: tools to instruct it, follow tasks, list robots and
     find objects; resources for the scene and the AsyncAPI contract."""
     from robobus.bus.api import Bus
     from robobus.bus.api import run as bus_run
-    from robobus.mcp_server import serve
+    from robobus.mcp_server import McpOptions, serve
 
     async def main() -> None:
         async with Bus.connect(bus_url, name="mcp", options=BusOptions(prefix=prefix)) as bus:
-            await serve(bus, http_port=http, host=host)
+            await serve(bus, http_port=http, host=host,
+                        options=McpOptions(answer_timeout, answer_timeout))
 
     try:
         bus_run(main)

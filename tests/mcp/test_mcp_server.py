@@ -55,6 +55,9 @@ async def _drive(client: Client, fl: Fleet) -> None:
         "send_instruction", {"text": "go to the office desk", "priority": 99}))
     assert "name" in _error(await client.call_tool("where_is", {}))
     assert "unicorn" in _error(await client.call_tool("where_is", {"name": "unicorn"}))
+    early = _result(await client.call_tool("send_instruction", {"text": "g1 go to the kitchen table",
+                                                                "timeout_s": 0.05}))
+    assert not early["final"] and early["status"] not in ("done", "failed", "cancelled"), early
     nonsense = _result(await client.call_tool("send_instruction", {"text": "fly me to the moon"}))
     assert nonsense["status"] == "failed" and "expected" in nonsense["reason"]  # the brain's reason
     scene = json.loads((await client.read_resource("robobus://scene")).contents[0].text)
@@ -96,7 +99,16 @@ async def test_an_mcp_client_drives_the_fleet_over_stdio_and_http(tmp_path: Path
                 assert len(robots) == len(fl.robots)
                 assert _result(await client.call_tool("where_is", {"name": "apple"}))["place"] == "officeDesk"
                 outcome = _result(await client.call_tool(
-                    "send_instruction", {"text": "g1 go to the kitchen table", "timeout_s": 60},
+                    "send_instruction", {"text": "g1 go to the custom table", "timeout_s": 60},
                     read_timeout_seconds=90))
                 assert outcome["status"] == "done", outcome
                 assert "task_id" in _error(await client.call_tool("task_status", {"task_id": ""}))
+
+
+async def test_without_a_brain_or_memory_the_tools_say_so(hub_url: str) -> None:
+    argv = testing.robobus_cmd("mcp", "--bus", hub_url, "--prefix", "nobody", "--answer-timeout", "1")
+    async with Client(StdioServerParameters(command=argv[0], args=argv[1:]),
+                      read_timeout_seconds=30) as client:
+        assert "no brain answered" in _error(await client.call_tool("send_instruction", {"text": "hi"}))
+        assert "memory agent did not answer" in _error(await client.call_tool("list_robots", {}))
+        assert {t.name for t in (await client.list_tools()).tools} == TOOLS  # still serving
