@@ -13,7 +13,7 @@ from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt
 def dashboard(
     bus_url: BusOpt = DEFAULT_BUS,
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535,
-                                      help="HTTP port (0: any free one; the URL is printed)")] = 8765,
+                                      help="HTTP port (0: any free one; the URL is printed)")] = 8770,
     host: Annotated[str, typer.Option("--host", help="Address to bind; loopback unless you "
                                                      "mean to show the fleet to the network")]
     = "127.0.0.1",

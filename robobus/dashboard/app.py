@@ -35,7 +35,7 @@ class DashboardSettings:
     bus: str
     prefix: str = "robobus"
     host: str = "127.0.0.1"
-    port: int = 8765
+    port: int = 8770
     read_only: bool = False
     policy: str | None = None
 
