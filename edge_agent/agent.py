@@ -7,8 +7,9 @@ It registers (retained), proves it is alive (retained ``Alive`` plus a last will
 
 from __future__ import annotations
 
+import importlib
 import math
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 
 import anyio
@@ -37,10 +38,10 @@ from robobus.schemas.codec import decode_lenient
 from robobus.schemas.messages import Alive, FaultSpec, Pose, RobotRegistration, SkillFeedback
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import World, WorldChange, WorldEvent
-from robobus.skills.context import SkillContext
+from robobus.skills.context import SkillContext, SkillParams
 from robobus.skills.errors import SkillError, SkillFailed, SkillRejected
 from robobus.skills.faults import FaultInjector
-from robobus.skills.registry import REGISTRY, SkillRegistry, load_plugins
+from robobus.skills.registry import REGISTRY, SkillDef, SkillRegistry, load_plugins
 
 log = structlog.get_logger("edge")
 
@@ -137,10 +138,9 @@ class EdgeAgent:
         try:
             await self._resume()
             async with AsyncExitStack() as stack:
-                if config_mcp := self.config.profile.mcp:  # before the registration lists skills
-                    from robobus.edge_agent.mcp_skills import mcp_skills  # the 'mcp' extra
+                if self.config.profile.mcp:  # before the registration lists skills
                     self.executor.skills.update(await stack.enter_async_context(
-                        mcp_skills(config_mcp, self.robot, self.registry)))
+                        await self._mcp_skills()))
                 sub = self.bus.subscribe
                 t = self.topics
                 cmds = await stack.enter_async_context(
@@ -169,6 +169,15 @@ class EdgeAgent:
                     await self._goodbye()
                 except BusError as exc:  # the connection is gone: the last will speaks for us
                     self.log.warning("goodbye_failed", error=str(exc))
+
+    async def _mcp_skills(self) -> AbstractAsyncContextManager[dict[str, tuple[SkillDef, SkillParams]]]:
+        """The profile's MCP tools as skills (edge_agent/mcp_skills.py, the 'mcp' extra)."""
+        # Importing the SDK takes seconds on a loaded machine: a thread keeps the bus's
+        # heartbeats going meanwhile (the hub would otherwise declare this robot dead).
+        mod = await anyio.to_thread.run_sync(importlib.import_module, "robobus.edge_agent.mcp_skills")
+        cm: AbstractAsyncContextManager[dict[str, tuple[SkillDef, SkillParams]]] = mod.mcp_skills(
+            self.config.profile.mcp, self.robot, self.registry)
+        return cm
 
     async def _resume(self) -> None:
         """Take place and holdings from the memory agent if it remembers this robot."""

@@ -89,9 +89,11 @@ class McpConnection:
         while True:
             await self._wanted.wait()
             self._wanted = anyio.Event()
+            connected = False
             try:
                 async with AsyncExitStack() as stack:
                     tools = await self._open(stack)
+                    connected = True
                     if first:
                         task_status.started(tools)
                         first = False
@@ -99,14 +101,21 @@ class McpConnection:
                     await self._lost.wait()
                     self.session = None
             except Exception as exc:  # noqa: BLE001 - the boundary: every failure becomes a reason
-                reason = describe(exc) + (f"; it wrote a line that is not MCP: {self._garbage}"
-                                          if self._garbage else "")
-                if first:
-                    raise McpUnavailable(self.name, reason) from exc
-                self.session, self.failure = None, reason
-                self.log.warning("mcp_connect_failed", error=self.failure)
-                self._settle()  # callers waiting for this attempt get its failure
+                self.session = None
+                if connected:  # closing a lost connection failed too (e.g. HTTP DELETE)
+                    self.log.info("mcp_close_failed", error=describe(exc))
+                else:
+                    self._failed(exc, first)
             self._lost = anyio.Event()
+
+    def _failed(self, exc: Exception, first: bool) -> None:
+        reason = describe(exc) + (f"; it wrote a line that is not MCP: {self._garbage}"
+                                  if self._garbage else "")
+        if first:
+            raise McpUnavailable(self.name, reason) from exc
+        self.failure = reason
+        self.log.warning("mcp_connect_failed", error=reason)
+        self._settle()  # callers waiting for this attempt get its failure
 
     def _settle(self) -> None:
         self._settled.set()
@@ -174,7 +183,8 @@ class McpConnection:
                 self.session = None
                 self._lost.set()
             raise SkillFailed(f"MCP server {self.name!r} closed the connection during {tool!r} "
-                              "(it exited or crashed); the next call reconnects",
+                              "(it exited, crashed or dropped the session); the next call "
+                              "reconnects",
                               "server_down") from exc
         except (ValidationError, RuntimeError) as exc:
             raise SkillFailed(f"MCP server {self.name!r} sent an invalid result for {tool!r}: "

@@ -29,6 +29,7 @@ from robobus.schemas.messages import RobotRegistration  # noqa: E402
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "examples" / "mcp_skill_server.py"
+GARBAGE = Path(__file__).with_name("mcp_garbage_server.py")
 NAV = {"resource": "base", "change": "move", "param_kinds": {"target": "place"},
        "preconditions": ["mobile(?robot)", "is_place(?target)"],
        "effects": ["robot_at(?robot, ?target)"]}
@@ -90,10 +91,30 @@ async def test_stdio_tools_are_skills_with_schema_effects_and_errors(scene: dict
         assert again.result["items"] == ["A3-box-1", "A3-box-2"]
 
 
+async def test_a_server_that_answers_garbage(scene: dict[str, Any]) -> None:
+    prof = parse_profile({
+        "name": "junker", "type": "junker", "embodiment": {"mobile": False}, "skills": {},
+        "mcp": [{"name": "broken", "command": [sys.executable, str(GARBAGE)], "timeout_s": 5.0}],
+    }, "test")
+    async with EdgeHarness(scene) as h:
+        await h.add_robot(prof, at="kitchenTable")
+        line = await h.run("junker", "junk", mode="line")
+        assert (line.status, line.reason_code) == ("failed", "bad_reply"), line
+        assert "not MCP" in (line.reason or "") and "this is not json" in (line.reason or "")
+        shape = await h.run("junker", "junk", mode="shape")
+        assert (shape.status, shape.reason_code) == ("failed", "bad_reply"), shape
+        assert "invalid result for 'junk'" in (shape.reason or "")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _http_server(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(SERVER), "--http", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -111,8 +132,7 @@ async def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 
 
 async def test_streamable_http_server_and_its_death(scene: dict[str, Any]) -> None:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--http", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _http_server(port)
     try:
         await _wait_port(port, proc)
         prof = profile({"url": f"http://127.0.0.1:{port}/mcp", "connect_timeout_s": 3.0})
@@ -126,9 +146,13 @@ async def test_streamable_http_server_and_its_death(scene: dict[str, Any]) -> No
             proc.wait(10)
             gone = await h.run("gardener", "water_plants", zone="herbs", timeout=20)
             assert gone.status == "failed"
-            assert gone.reason_code in {"server_down", "server_unreachable", "mcp_error"}, gone
-            assert "'garden'" in (gone.reason or "")
+            assert (gone.reason_code, gone.status) == ("server_down", "failed"), gone
+            assert "MCP server 'garden' closed the connection" in (gone.reason or "")
             assert (await h.run("gardener", "detect", kind="fruit")).status == "done"
+            proc = _http_server(port)  # the server is back: the next call reconnects
+            await _wait_port(port, proc)
+            back = await h.run("gardener", "water_plants", zone="herbs", litres=2, timeout=20)
+            assert (back.status, back.result) == ("done", {"zone": "herbs", "litres": 2.0}), back
     finally:
         proc.kill()
         proc.wait(10)
