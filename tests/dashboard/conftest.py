@@ -11,12 +11,13 @@ from robobus import testing
 
 
 @contextlib.contextmanager
-def dashboard(tmp: Path, bus_url: str, prefix: str, *extra: str) -> Iterator[str]:
+def dashboard(tmp: Path, bus_url: str, prefix: str, *extra: str,
+              env: dict[str, str] | None = None, name: str = "dashboard") -> Iterator[str]:
     """Run ``robobus dashboard`` on a free port; yield the http URL it prints once it answers."""
     argv = testing.robobus_cmd("dashboard", "--bus", bus_url, "--prefix", prefix, "--port", "0",
                                *extra)
-    log = tmp / "logs" / "dashboard.log"
-    with testing.spawn(argv, name="dashboard", log_dir=tmp / "logs") as proc:
+    log = tmp / "logs" / f"{name}.log"
+    with testing.spawn(argv, name=name, env=env, log_dir=tmp / "logs") as proc:
         deadline = time.monotonic() + 30
         while (url := _url(log)) is None:
             assert proc.poll() is None, f"dashboard exited: {log.read_text()}"
