@@ -29,7 +29,7 @@ from mcp.client.session import ClientSession, IncomingMessage
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, CallToolResult, PaginatedRequestParams, Tool
+from mcp_types import CONNECTION_CLOSED, PARSE_ERROR, CallToolResult, PaginatedRequestParams, Tool
 from pydantic import ValidationError
 
 from robobus.edge_agent.errors import EdgeError
@@ -132,6 +132,7 @@ class McpConnection:
                                                   env=dict(self.spec.env) or None))
 
     async def _open(self, stack: AsyncExitStack) -> list[Tool]:
+        self._garbage = ""
         read, write = await stack.enter_async_context(self._transport())
         session = await stack.enter_async_context(
             ClientSession(read, write, message_handler=self._on_message))
@@ -148,8 +149,9 @@ class McpConnection:
         return tools
 
     async def _on_message(self, message: IncomingMessage) -> None:
-        """A line that is not JSON-RPC cannot be matched to its call: fail those in flight."""
-        if isinstance(message, Exception):
+        """A line that is not JSON-RPC cannot be matched to its call: fail those in flight.
+        (Other transport errors end in a closed connection or an error reply of their own.)"""
+        if isinstance(message, ValueError):  # pydantic's ValidationError included
             self._garbage = describe(message)
             self.log.warning("mcp_garbage", error=self._garbage)
             for scope in list(self._calls):
@@ -171,11 +173,13 @@ class McpConnection:
         session = await self._current()
         scope = anyio.CancelScope()
         self._calls.add(scope)
-        self._garbage = ""
         try:
             with scope:
                 return await session.call_tool(tool, arguments)
         except MCPError as exc:
+            if exc.code == PARSE_ERROR:  # HTTP: the reply to this call was not JSON-RPC
+                raise SkillFailed(f"MCP server {self.name!r} sent a reply that is not MCP for "
+                                  f"{tool!r}: {exc.message}", "bad_reply") from exc
             if exc.code != CONNECTION_CLOSED:
                 raise SkillFailed(f"MCP server {self.name!r} answered {tool!r} with error "
                                   f"{exc.code}: {exc.message}", "mcp_error") from exc
