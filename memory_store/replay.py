@@ -10,7 +10,7 @@ it from the live fleet), on its topic after the remap rules. Command topics
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -218,10 +218,16 @@ def to_json(payload: bytes) -> bytes:
     return msgspec.json.encode(payload_object(payload))
 
 
+#: messages derived from one event, for channels of their own (robobus/foxglove_bridge.py's 3D
+#: scene): (topic, schema name, schema encoding, schema data, message encoding, data)
+Derive = Callable[[str, bytes, int], Iterable[tuple[str, str, str, bytes, str, bytes]]]
+
+
 def export_mcap(store: MemoryStore, out: Path, patterns: tuple[str, ...] = ("#",),
-                t0: int = 0, t1: int = END) -> int:
+                t0: int = 0, t1: int = END, derive: Derive | None = None) -> int:
     """Write the selected events as MCAP with JSON channels and JSON Schemas that Foxglove and
-    Lichtblick read (:mod:`robobus.memory_store.foxglove`); return the count."""
+    Lichtblick read (:mod:`robobus.memory_store.foxglove`), and what ``derive`` makes of each
+    event on its own channels; return the count of messages written."""
     from mcap.writer import Writer
 
     count = 0
@@ -237,6 +243,15 @@ def export_mcap(store: MemoryStore, out: Path, patterns: tuple[str, ...] = ("#",
             writer.add_message(channel_id=ch, log_time=ev.ts_ns, publish_time=ev.ts_ns,
                                data=foxglove_payload(ev.payload), sequence=ev.seq & 0xFFFF_FFFF)
             count += 1
+            for topic, name, encoding, schema, msg_encoding, data in (
+                    derive(ev.topic, ev.payload, ev.ts_ns) if derive else ()):
+                if topic not in channels:
+                    sid = writer.register_schema(name=name, encoding=encoding, data=schema)
+                    channels[topic] = writer.register_channel(topic=topic, schema_id=sid,
+                                                              message_encoding=msg_encoding)
+                writer.add_message(channel_id=channels[topic], log_time=ev.ts_ns,
+                                   publish_time=ev.ts_ns, data=data)
+                count += 1
         writer.finish()
     return count
 

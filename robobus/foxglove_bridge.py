@@ -42,11 +42,11 @@ from foxglove.messages import (
 from robobus.bus import Bus, BusError, DecodeError, Message
 from robobus.memory_store.foxglove import foxglove_payload, foxglove_schema
 from robobus.schemas.codec import decode_as
-from robobus.schemas.contract import message_type
+from robobus.schemas.contract import message_type, prefix_of
 from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.messages import Alive, RobotState
 from robobus.schemas.topics import Topics
-from robobus.schemas.world import WorldSnapshot
+from robobus.schemas.world import World, WorldConflict, WorldEvent, WorldSnapshot
 
 log = structlog.get_logger("robobus.foxglove")
 WORLD_FRAME = "world"
@@ -234,6 +234,65 @@ def _object_xy(world: WorldSnapshot | None, location: str, position: tuple[float
         inner = world.objects[location]
         return _object_xy(world, inner.location, inner.position, states)
     return None
+
+
+#: a derived MCAP message: (topic, schema name, schema encoding, schema data, message encoding, data)
+Derived = tuple[str, str, str, bytes, str, bytes]
+
+
+class RecordedScene:
+    """The bridge's scene and transform channels for a recorded log (``robobus export --mcap``):
+    call it with each event in order; it returns the messages to add beside it. The world comes
+    from the recorded ``world/scene`` and ``world/events``, robots from ``state`` and ``alive``;
+    a scene at most every ``period_ns`` of log time, when something changed."""
+
+    def __init__(self, period_ns: int = 200_000_000) -> None:
+        self.period_ns, self.last_ns = period_ns, -period_ns
+        self.world: World | None = None
+        self.scene = _Scene(changed=False, world_stale=False)
+
+    def __call__(self, topic: str, payload: bytes, ts_ns: int) -> list[Derived]:
+        prefix, type_ = prefix_of(topic), message_type(topic)
+        if prefix is None and topic.endswith("world/scene"):
+            prefix = topic[:-len("world/scene")].rstrip("/")
+        if prefix is None:
+            return []
+        out = self._apply(prefix, topic, payload, type_)
+        if self.scene.changed and ts_ns - self.last_ns >= self.period_ns:
+            self.scene.changed, self.last_ns = False, ts_ns
+            self.scene.world = self.world.snapshot() if self.world else None
+            out.append(_derived(f"{prefix}/foxglove/scene", scene_update(
+                self.scene.world, self.scene.states, self.scene.online)))
+        return out
+
+    def _apply(self, prefix: str, topic: str, payload: bytes,
+               type_: type[msgspec.Struct] | None) -> list[Derived]:
+        try:
+            if topic.endswith("world/scene"):
+                self.world = World.from_scene(msgspec.msgpack.decode(payload) if payload[:1] != b"{"
+                                              else msgspec.json.decode(payload))
+            elif type_ is WorldEvent and self.world is not None:
+                self.world.apply(decode_as(payload, WorldEvent).change)
+            elif type_ is Alive:
+                alive = decode_as(payload, Alive)
+                self.scene.online[alive.robot] = alive.online
+            elif type_ is RobotState:
+                state = decode_as(payload, RobotState)
+                self.scene.states[state.robot] = state
+                self.scene.changed = True
+                return [_derived(f"{prefix}/foxglove/tf", transform(state))]
+            else:
+                return []
+        except (DecodeError, msgspec.DecodeError, msgspec.ValidationError, WorldConflict,
+                AttributeError, KeyError, TypeError, ValueError):
+            return []  # the JSON channel still carries it as it came
+        self.scene.changed = True
+        return []
+
+
+def _derived(topic: str, message: SceneUpdate | FrameTransform) -> Derived:
+    schema = message.get_schema()
+    return (topic, schema.name, schema.encoding, schema.data, "protobuf", message.encode())
 
 
 async def serve(bus: Bus, options: BridgeOptions | None = None) -> None:

@@ -142,11 +142,22 @@ def export(
     topics: TopicsOpt = None,
     t_from: FromOpt = None,
     t_to: ToOpt = None,
+    scene: Annotated[bool, typer.Option(
+        "--scene", help="Also the 3D scene and robot transforms robobus foxglove draws "
+                        "(P/foxglove/scene, P/foxglove/tf; needs the ui extra)")] = False,
 ) -> None:
     """Export a log as MCAP (JSON channels with JSON Schema) for Foxglove."""
+    derive: Any = None
+    if scene:
+        try:
+            from robobus.foxglove_bridge import RecordedScene
+        except ImportError as exc:
+            raise typer.BadParameter(f"needs the ui extra (foxglove-sdk): {exc}",
+                                     param_hint="--scene") from exc
+        derive = RecordedScene()
     with _open(log) as store:
         t0, t1 = _range(store, t_from, t_to)
-        count = export_mcap(store, mcap, tuple(topics or ["#"]), t0, t1)
+        count = export_mcap(store, mcap, tuple(topics or ["#"]), t0, t1, derive)
     typer.echo(f"wrote {count} messages to {mcap}")
 
 

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
+from mcap.reader import make_reader
 
 from bench import scenes
 from robobus import testing
+from robobus.foxglove_bridge import transform
 from robobus.schemas.messages import Alive, RobotState
 from tests.brain.test_processes import fleet
 from tests.open.conftest import brain_ready, npm_folder
@@ -111,3 +114,25 @@ async def test_a_foxglove_client_sees_the_fleet(foxglove_client: Path, tmp_path:
     assert any(e.startswith("Invalid message") for e in errors), errors
     assert "Unknown channel ID: 987654" in errors
     assert all(n >= 1 for n in summary["after"].values())
+    await _export_has_the_scene(tmp_path, fl.prefix)
+
+
+async def _export_has_the_scene(tmp_path: Path, prefix: str) -> None:
+    """``robobus export --mcap --scene`` of the memory agent's store writes the same scene and
+    transforms: each transform is the one the bridge makes of the state recorded beside it."""
+    out = tmp_path / "run.mcap"
+    await anyio.to_thread.run_sync(lambda: subprocess.run(testing.robobus_cmd(
+        "export", str(tmp_path / "store"), "--mcap", str(out), "--scene"), check=True, timeout=60))
+    with out.open("rb") as fh:
+        messages = list(make_reader(fh).iter_messages())
+    states = {(m.log_time, ch.topic.split("/")[-2]): msgspec.json.decode(m.data, type=RobotState)
+              for _, ch, m in messages if ch.topic.endswith("/state")}
+    tfs = [(s, m) for s, ch, m in messages if ch.topic == f"{prefix}/foxglove/tf"]
+    scenes = [(s, m) for s, ch, m in messages if ch.topic == f"{prefix}/foxglove/scene"]
+    assert len(tfs) == len(states) > 0 and scenes
+    assert {s.name for s, _ in tfs} == {"foxglove.FrameTransform"}
+    assert {s.name for s, _ in scenes} == {"foxglove.SceneUpdate"}
+    by_time: dict[int, list[bytes]] = {}
+    for (ts, _robot), st in states.items():
+        by_time.setdefault(ts, []).append(transform(st).encode())
+    assert all(m.data in by_time[m.log_time] for _, m in tfs)
