@@ -183,6 +183,10 @@ def up(
     join: Annotated[bool, typer.Option(
         "--join", help="Add these robots' edges to a fleet already running on the bus "
         "(otherwise a running fleet is refused)")] = False,
+    dashboard: Annotated[int | None, typer.Option(
+        "--dashboard", min=1, max=65535, show_default=False,
+        help="Also serve robobus dashboard on this loopback port (needs the dashboard extra)")]
+    = None,
 ) -> None:
     """Start a fleet (hub, memory, brain, edges) and keep it running until Ctrl-C.
 
@@ -196,7 +200,7 @@ def up(
     names = [p.strip() for item in profiles or [] for p in item.split(",") if p.strip()]
     try:
         anyio.run(run_up, bus, names, scene or scenarios_dir() / DEMO, planner, speed, folder,
-                  typer.echo, prefix, join)
+                  typer.echo, prefix, join, dashboard)
     except LaunchError as exc:
         typer.echo(f"robobus up failed: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -12,6 +12,7 @@ import anyio
 import anyio.abc
 import yaml
 
+from robobus import testing
 from robobus.bus.api import Bus, BusOptions
 from robobus.launch import fleet
 from robobus.launch.errors import FleetRunning, LaunchError, NotReady
@@ -55,7 +56,8 @@ def _send_hint(url: str, prefix: str) -> str:
 
 async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, speed: float,
                  folder: Path | None, announce: Callable[[str], object] = lambda _: None,
-                 prefix: str = "robobus", join: bool = False) -> None:
+                 prefix: str = "robobus", join: bool = False, dashboard: int | None = None
+                 ) -> None:
     """Start everything, print how to use it, and wait for SIGINT, SIGTERM or SIGHUP.
 
     A fleet already running on ``url`` (under ``prefix``) is refused before anything starts;
@@ -83,14 +85,32 @@ async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, 
                 await fleet.ensure_bus(url, sup)
             async with Bus.connect(url, name="robobus-up", options=BusOptions(prefix=prefix)) as bus:
                 await (_join if join else _start)(bus, sup, url, cfg)
+                page = await _start_dashboard(sup, url, prefix, dashboard) \
+                    if dashboard is not None else None
                 fleet.restart_on_failure(sup)
                 announce(HINT.format(url=url, robots=", ".join(r.name for r in robots),
-                                     folder=folder, send=_send_hint(url, prefix), prefix=prefix))
+                                     folder=folder, send=_send_hint(url, prefix), prefix=prefix)
+                         + (f"  dashboard:            {page}\n" if page else ""))
                 async for _ in signals:
                     break
                 # the agents' clean stops leave their own retained ``offline`` (robots, memory,
                 # brain): nothing is cleared, so a client opened later reads "no fleet", not ""
                 await fleet.stop_agents(sup)
+
+
+async def _start_dashboard(sup: Supervisor, url: str, prefix: str, port: int) -> str:
+    """``robobus dashboard`` on ``port`` under the supervisor (restarted like the agents, and
+    its exit does not stop the fleet); its URL once it answers."""
+    argv = testing.robobus_cmd("dashboard", "--bus", url, "--prefix", prefix, "--port", str(port))
+    managed = await sup.start("dashboard", argv, tier=fleet.TIER_EDGE, critical=False)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and managed.returncode is None:
+        try:
+            await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+            return f"http://127.0.0.1:{port}/"
+        except OSError:
+            await anyio.sleep(0.1)
+    raise LaunchError(f"the dashboard did not answer on port {port}:\n{managed.tail()}")
 
 
 async def _watch_robots(bus: Bus, ready: fleet.Readiness, *,
