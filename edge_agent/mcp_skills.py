@@ -28,6 +28,7 @@ import structlog
 from mcp.client.session import ClientSession, IncomingMessage
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, PARSE_ERROR, CallToolResult, PaginatedRequestParams, Tool
 from pydantic import ValidationError
@@ -168,14 +169,15 @@ class McpConnection:
                               f"{self.failure or 'not connected'}", "server_unreachable")
         return self.session
 
-    async def call(self, tool: str, arguments: dict[str, Any]) -> CallToolResult:
+    async def call(self, tool: str, arguments: dict[str, Any], progress: ProgressFnT | None = None,
+                   ) -> CallToolResult:
         """``tools/call``; raise :class:`SkillFailed` with a precise reason code."""
         session = await self._current()
         scope = anyio.CancelScope()
         self._calls.add(scope)
         try:
             with scope:
-                return await session.call_tool(tool, arguments)
+                return await session.call_tool(tool, arguments, progress_callback=progress)
         except MCPError as exc:
             if exc.code == PARSE_ERROR:  # HTTP: the reply to this call was not JSON-RPC
                 raise SkillFailed(f"MCP server {self.name!r} sent a reply that is not MCP for "
@@ -274,7 +276,12 @@ def tool_skill(conn: McpConnection, tool: Tool, decl: McpTool) -> SkillDef:
 def _caller(conn: McpConnection, tool: str, decl: McpTool) -> SkillFn:
     async def call(ctx: SkillContext, args: msgspec.Struct) -> dict[str, Any]:
         arguments = msgspec.to_builtins(args)
-        result = await conn.call(tool, arguments)
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            if total:  # MCP progress without a total has no percentage
+                await ctx.progress(100.0 * done / total)
+
+        result = await conn.call(tool, arguments, progress)
         if result.is_error:
             raise SkillFailed(f"tool {tool!r} of MCP server {conn.name!r} failed: "
                               f"{error_text(result)}", "tool_error")

@@ -16,7 +16,7 @@ import argparse
 import os
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("robobus-example-skills")
@@ -50,9 +50,12 @@ async def place_on(object: str, target: str) -> dict[str, str]:
 
 
 @server.tool()
-async def water_plants(zone: str, litres: float = 1.0) -> dict[str, object]:
-    """Water the plants of a garden zone."""
-    await _move(0.05)
+async def water_plants(zone: str, ctx: Context, litres: float = 1.0) -> dict[str, object]:
+    """Water the plants of a garden zone, reporting progress per half litre."""
+    steps = max(1, round(litres * 2))
+    for step in range(1, steps + 1):
+        await _move(0.02)
+        await ctx.report_progress(step, steps)
     return {"zone": zone, "litres": litres}
 
 

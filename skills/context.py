@@ -142,6 +142,10 @@ class SkillContext:
             self._hooks.changed(self, change, self._world)
         return change
 
+    async def progress(self, percent: float) -> None:
+        """Report progress (0-100) of work the skill does not time itself (an external call)."""
+        await self._hooks.progress(self, min(max(percent, 0.0), 100.0))
+
     # -- simulated time ------------------------------------------------------------------
     def duration(self, default: float) -> float:
         """The profile's ``duration_s`` for this skill, else ``default`` (seconds at scale 1)."""

@@ -64,6 +64,8 @@ async def test_stdio_tools_are_skills_with_schema_effects_and_errors(scene: dict
 
         fb = await h.run("gardener", "water_plants", zone="roses")
         assert (fb.status, fb.result) == ("done", {"zone": "roses", "litres": 1.0})
+        progress = [f.progress for f in h.feedback[fb.command_id] if f.status == "progress"]
+        assert progress == [50.0, 100.0]  # the tool's MCP progress notifications
         fb = await h.run("gardener", "navigate_to", target="officeDesk")
         assert fb.status == "done" and h.world.robots["gardener"].place == "officeDesk"
         bad = await h.run("gardener", "water_plants", zonee="roses")
