@@ -38,11 +38,12 @@ from foxglove.messages import (
     Timestamp,
     Vector3,
 )
+from foxglove.websocket import ChannelView, Client, ServerListener
 
 from robobus.bus import Bus, BusError, DecodeError, Message
 from robobus.memory_store.foxglove import foxglove_payload, foxglove_schema
 from robobus.schemas.codec import decode_as
-from robobus.schemas.contract import message_type, prefix_of
+from robobus.schemas.contract import is_retained_topic, message_type, prefix_of
 from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.messages import Alive, RobotState
 from robobus.schemas.topics import Topics
@@ -88,11 +89,14 @@ class FoxgloveBridge:
         self.tf_channel = FrameTransformChannel(self.topics.prefix + "/foxglove/tf",
                                                 context=self.context)
         self.scene = _Scene()
+        #: the latest payload of each retained topic, sent again when a client subscribes
+        self.latched: dict[str, bytes] = {}
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``task_status.started`` gets the port the server listens on."""
         server = foxglove.start_server(name=f"robobus {self.topics.prefix}", host=self.options.host,
-                                       port=self.options.port, context=self.context)
+                                       port=self.options.port, context=self.context,
+                                       server_listener=_Latch(self))
         try:
             async with self.bus.subscribe(self.topics.prefix + "/#", maxsize=100_000) as sub, \
                     anyio.create_task_group() as tg:
@@ -109,7 +113,10 @@ class FoxgloveBridge:
         channel = self.channels.get(msg.topic)
         if channel is None:
             channel = self.channels[msg.topic] = self._channel(msg.topic)
-        channel.log(foxglove_payload(msg.payload), log_time=time.time_ns())
+        data = foxglove_payload(msg.payload)
+        channel.log(data, log_time=time.time_ns())
+        if msg.retain or is_retained_topic(msg.topic):
+            self.latched[msg.topic] = data
         if msg.topic == self.topics.world_events or msg.topic == self.topics.scene:
             self.scene.world_stale = True
         elif self.topics.robot_of(msg.topic) and msg.topic.endswith("/state"):
@@ -164,6 +171,25 @@ class FoxgloveBridge:
         except (BusError, msgspec.ValidationError) as exc:
             log.warning("foxglove_world_unavailable", error=str(exc))
         self.scene.world_stale = True  # try again at the next redraw
+
+
+class _Latch(ServerListener):
+    """Retained topics (registrations, presence, the scene) change rarely, and Foxglove sends a
+    subscriber only what is logged after it subscribes: on a subscription, their latest payload
+    (and the 3D scene) is logged again, as a ROS latched topic would be. The SDK calls this from
+    its own thread: it reads the bridge's dict and sets a flag; ``Channel.log`` is thread-safe."""
+
+    def __init__(self, bridge: FoxgloveBridge) -> None:
+        self.bridge = bridge
+
+    def on_subscribe(self, client: Client, channel: ChannelView) -> None:
+        if channel.topic == self.bridge.scene_channel.topic():
+            self.bridge.scene.changed = True
+            return
+        data = self.bridge.latched.get(channel.topic)
+        target = self.bridge.channels.get(channel.topic)
+        if data is not None and target is not None:
+            target.log(data, log_time=time.time_ns())
 
 
 def _stamp(ts_ns: int) -> Timestamp:

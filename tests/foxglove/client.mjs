@@ -4,7 +4,9 @@
 // JSON, a subscription to a channel that does not exist) and checks that messages still flow.
 // Prints one JSON line per decoded message, then a summary line {"summary": ...}.
 //
-// node client.mjs --url ws://127.0.0.1:PORT --topic T [--topic T2 ...] --count N --timeout S
+// node client.mjs --url ws://127.0.0.1:PORT --topic T [--topic T2 ...] [--latched T3 ...]
+//                 --count N --timeout S
+// --topic: N messages before the bad input, one after; --latched: one message before.
 
 import wsProtocol from "@foxglove/ws-protocol";
 import protobuf from "protobufjs";
@@ -14,11 +16,12 @@ import { WebSocket as NodeWebSocket } from "ws";
 const { FoxgloveClient } = wsProtocol; // a CommonJS package
 
 function parseArgs(argv) {
-  const args = { topics: [], count: 3, timeout: 30 };
+  const args = { topics: [], latched: [], count: 3, timeout: 30 };
   for (let i = 0; i < argv.length; i += 2) {
     const [key, value] = [argv[i], argv[i + 1]];
     if (key === "--url") args.url = value;
     else if (key === "--topic") args.topics.push(value);
+    else if (key === "--latched") args.latched.push(value); // one message is enough
     else if (key === "--count") args.count = Number(value);
     else if (key === "--timeout") args.timeout = Number(value);
     else throw new Error(`unknown argument ${key}`);
@@ -49,7 +52,8 @@ const WS = globalThis.WebSocket ?? NodeWebSocket; // Node 20 has no global WebSo
 const ws = new WS(args.url, ["foxglove.sdk.v1"]);
 const client = new FoxgloveClient({ ws });
 const subs = new Map(); // subscription id -> {topic, decode}
-const counts = Object.fromEntries(args.topics.map((t) => [t, 0]));
+const wanted = [...args.topics, ...args.latched];
+const counts = Object.fromEntries(wanted.map((t) => [t, 0]));
 const after = Object.fromEntries(args.topics.map((t) => [t, 0]));
 const summary = { serverInfo: null, advertised: [], schemas: {}, errors: [], statuses: [] };
 let badInputSent = false;
@@ -80,7 +84,7 @@ client.on("close", () => { if (!summary.result) finish(1, "closed"); });
 client.on("advertise", (channels) => {
   for (const channel of channels) {
     summary.advertised.push(channel.topic);
-    if (!args.topics.includes(channel.topic)) continue;
+    if (!wanted.includes(channel.topic)) continue;
     summary.schemas[channel.topic] = { name: channel.schemaName, encoding: channel.encoding,
       schemaEncoding: channel.schemaEncoding };
     const id = client.subscribe(channel.id);
@@ -94,7 +98,9 @@ client.on("message", ({ subscriptionId, data }) => {
   const phase = badInputSent ? "after" : "before";
   console.log(JSON.stringify({ topic: sub.topic, phase, message }));
   (badInputSent ? after : counts)[sub.topic] += 1;
-  if (!badInputSent && args.topics.every((t) => counts[t] >= args.count)) sendBadInput();
+  const enough = args.topics.every((t) => counts[t] >= args.count)
+    && args.latched.every((t) => counts[t] >= 1);
+  if (!badInputSent && enough) sendBadInput();
   if (badInputSent && summary.statuses.length >= 2 && args.topics.every((t) => after[t] >= 1)) {
     finish(0, "ok");
   }

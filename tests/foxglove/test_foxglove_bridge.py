@@ -64,6 +64,7 @@ async def test_a_foxglove_client_sees_the_fleet(foxglove_client: Path, tmp_path:
         argv = testing.robobus_cmd("foxglove", "--bus", hub_url, "--prefix", fl.prefix,
                                    "--port", str(port))
         state, scene, tf = fl.topics.state("g1"), f"{fl.prefix}/foxglove/scene", f"{fl.prefix}/foxglove/tf"
+        registration = fl.topics.registration("agilex")  # published once, long before
         seen: dict[int, RobotState] = {}
         with testing.spawn(argv, name="foxglove", log_dir=tmp_path / "logs") as bridge:
             await _listening(port)
@@ -75,7 +76,8 @@ async def test_a_foxglove_client_sees_the_fleet(foxglove_client: Path, tmp_path:
             async with bus.subscribe(state, RobotState) as sub, anyio.create_task_group() as tg:
                 tg.start_soon(_collect, sub, seen)
                 cmd = ["node", "client.mjs", "--url", f"ws://127.0.0.1:{port}", "--topic", state,
-                       "--topic", scene, "--topic", tf, "--count", "3", "--timeout", "40"]
+                       "--topic", scene, "--topic", tf, "--latched", registration,
+                       "--latched", fl.topics.brain_status, "--count", "3", "--timeout", "40"]
                 done = await anyio.to_thread.run_sync(lambda: subprocess.run(
                     cmd, cwd=foxglove_client, capture_output=True, text=True, timeout=60))
                 tg.cancel_scope.cancel()
@@ -98,6 +100,9 @@ async def test_a_foxglove_client_sees_the_fleet(foxglove_client: Path, tmp_path:
         sent = seen[got["ts"]["sec"] * 10**9 + got["ts"]["nsec"]]
         pose = {"x": 0.0, "y": 0.0, **got.get("pose", {})}  # the wire omits default (0.0) fields
         assert (got["robot"], pose["x"], pose["y"]) == ("g1", sent.pose.x, sent.pose.y)
+    # retained topics are sent again to a new subscriber, as the bus does
+    assert by_topic[registration][0]["robot"] == "agilex"
+    assert by_topic[fl.topics.brain_status][0]["state"] == "ready"
     ids = {e["id"] for e in by_topic[scene][-1]["entities"]}
     assert {f"robot/{r['name']}" for r in fl.robots} | {f"place/{p}" for p in scenes.DEMO_SCENE["places"]} \
         | {f"object/{o}" for o in scenes.DEMO_SCENE["objects"]} <= ids
