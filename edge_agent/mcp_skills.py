@@ -277,11 +277,11 @@ def _caller(conn: McpConnection, tool: str, decl: McpTool) -> SkillFn:
     async def call(ctx: SkillContext, args: msgspec.Struct) -> dict[str, Any]:
         arguments = msgspec.to_builtins(args)
 
-        async def progress(done: float, total: float | None, message: str | None) -> None:
+        async def report(progress: float, total: float | None, message: str | None) -> None:
             if total:  # MCP progress without a total has no percentage
-                await ctx.progress(100.0 * done / total)
+                await ctx.progress(100.0 * progress / total)
 
-        result = await conn.call(tool, arguments, progress)
+        result = await conn.call(tool, arguments, report)
         if result.is_error:
             raise SkillFailed(f"tool {tool!r} of MCP server {conn.name!r} failed: "
                               f"{error_text(result)}", "tool_error")
