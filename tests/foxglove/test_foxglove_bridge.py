@@ -131,7 +131,8 @@ async def _export_has_the_scene(tmp_path: Path, prefix: str) -> None:
     with out.open("rb") as fh:
         messages = list(make_reader(fh).iter_messages())
     states = {(m.log_time, ch.topic.split("/")[-2]): msgspec.json.decode(m.data, type=RobotState)
-              for _, ch, m in messages if ch.topic.endswith("/state")}
+              for _, ch, m in messages if ch.topic.startswith(f"{prefix}/robots/")
+              and ch.topic.endswith("/state")}
     tfs = [(s, m) for s, ch, m in messages if ch.topic == f"{prefix}/foxglove/tf"]
     scenes = [(s, m) for s, ch, m in messages if ch.topic == f"{prefix}/foxglove/scene"]
     assert len(tfs) == len(states) > 0 and scenes
