@@ -137,13 +137,18 @@ async def test_streamable_http_server_and_its_death(scene: dict[str, Any]) -> No
     proc = _http_server(port)
     try:
         await _wait_port(port, proc)
-        prof = profile({"url": f"http://127.0.0.1:{port}/mcp", "connect_timeout_s": 3.0})
+        prof = profile({"url": f"http://127.0.0.1:{port}/mcp", "connect_timeout_s": 3.0},
+                       stall={"timeout_s": 0.5})
         async with EdgeHarness(scene) as h:
             await h.add_robot(prof)
             fb = await h.run("gardener", "scan_shelf", shelf="B1")
             assert (fb.status, fb.result["shelf"]) == ("done", "B1")
             fb = await h.run("gardener", "navigate_to", target="customTable")
             assert fb.status == "done" and h.world.robots["gardener"].place == "customTable"
+            hung = await h.run("gardener", "stall", label="http")
+            assert (hung.status, hung.reason_code) == ("failed", "timeout")
+            seen = await h.run("gardener", "cancelled_calls")  # the cancellation went over HTTP
+            assert (seen.status, seen.result) == ("done", {"result": ["http"]})
             proc.kill()
             proc.wait(10)
             gone = await h.run("gardener", "water_plants", zone="herbs", timeout=20)
