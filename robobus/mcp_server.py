@@ -18,13 +18,14 @@ The SDK's ``MCPServer`` (called FastMCP before mcp 2) serves stdio or streamable
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
 import msgspec
 import structlog
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from pydantic import Field
 
@@ -37,6 +38,8 @@ from robobus.schemas.tasks import FINAL
 from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("robobus.mcp")
+#: hears of a task's statuses while an instruction is followed: (how many so far, a line)
+Progress = Callable[[int, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +57,21 @@ class FleetGateway:
         self.bus, self.topics = bus, topics
         self.options = options or McpOptions()
 
-    async def instruct(self, text: str, priority: int, timeout_s: float) -> dict[str, Any]:
-        """Send ``text``; return its final status, or the latest one if ``timeout_s`` runs out."""
+    async def instruct(self, text: str, priority: int, timeout_s: float,
+                       progress: Progress | None = None) -> dict[str, Any]:
+        """Send ``text``; return its final status, or the latest one if ``timeout_s`` runs out.
+        ``progress`` hears of every status on the way (the n-th, and a line about it)."""
         tid = f"mcp-{secrets.token_hex(4)}"
         instruction = Instruction(text, priority, tid, source="mcp")
         async with self.bus.subscribe(self.topics.task(tid), TaskStatus) as sub:
             first = await self._first_reply(instruction)
-            latest, plan = first, first.plan
+            latest, plan, seen = first, first.plan, 1
             with anyio.move_on_after(timeout_s):
                 while latest.status not in FINAL:
+                    if progress is not None:
+                        await progress(seen, _line(latest))
                     latest = (await sub.get()).data
-                    plan = latest.plan or plan  # the final status carries no plan
+                    plan, seen = latest.plan or plan, seen + 1  # the final status has no plan
         log.info("mcp_instruction", task=tid, status=latest.status)
         return _status(msgspec.structs.replace(latest, plan=plan), final=latest.status in FINAL)
 
@@ -98,6 +105,12 @@ class FleetGateway:
         return reply.result
 
 
+def _line(st: TaskStatus) -> str:
+    """One status as a line of progress: ``dispatched: g1 navigate``."""
+    about = " ".join(filter(None, (st.robot, st.skill, st.reason)))
+    return f"{st.status}: {about}" if about else st.status
+
+
 def _status(st: TaskStatus, *, final: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"task_id": st.task_id, "status": st.status, "final": final}
     if st.reason:
@@ -125,10 +138,16 @@ def build_server(gateway: FleetGateway) -> MCPServer[Any]:
         text: Annotated[str, Field(min_length=1, max_length=4096, description="the instruction")],
         priority: Annotated[int, Field(ge=0, le=10, description="higher runs first")] = 0,
         timeout_s: Annotated[float, Field(gt=0, le=3600, description="how long to wait")] = 120.0,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Send an instruction to the fleet's brain and wait for its outcome (done, failed or
-        cancelled, with the reason); on timeout, the latest status with final=false."""
-        return await gateway.instruct(text, priority, timeout_s)
+        cancelled, with the reason); on timeout, the latest status with final=false. Each status
+        on the way is reported as progress."""
+        async def progress(n: int, line: str) -> None:
+            if ctx is not None:
+                await ctx.report_progress(n, None, line)
+
+        return await gateway.instruct(text, priority, timeout_s, progress)
 
     @server.tool()
     async def task_status(

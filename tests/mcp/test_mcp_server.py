@@ -41,9 +41,15 @@ async def _drive(client: Client, fl: Fleet) -> None:
     robots = _result(await client.call_tool("list_robots", {}))["robots"]
     assert {r["robot"]: r["online"] for r in robots} == {r["name"]: True for r in fl.robots}
     assert _result(await client.call_tool("where_is", {"name": "apple"}))["place"] == "kitchenTable"
+    heard: list[str] = []
+
+    async def progress(n: float, total: float | None, line: str | None) -> None:
+        heard.append(line or "")
+
     outcome = _result(await client.call_tool(
         "send_instruction", {"text": "Bring the apple to the office desk", "timeout_s": 60},
-        read_timeout_seconds=90))
+        read_timeout_seconds=90, progress_callback=progress))
+    assert heard[0] == "accepted" and any(h.startswith("dispatched: ") for h in heard), heard
     assert (outcome["status"], outcome["final"]) == ("done", True), outcome
     assert [s["skill"] for s in outcome["steps"]][-1] == "place"
     assert fl.status(outcome["task_id"]).status == "done"  # the bus saw the same task
