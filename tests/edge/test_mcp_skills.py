@@ -7,6 +7,7 @@ The edge agent runs in the test's event loop (harness); the skill server is a se
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -15,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 pytest.importorskip("mcp")
 
+from mcp_types import Tool  # noqa: E402  (the mcp extra)
+
 from robobus.edge_agent.errors import ProfileError  # noqa: E402
 from robobus.edge_agent.harness import EdgeHarness  # noqa: E402
-from robobus.edge_agent.mcp_skills import McpUnavailable  # noqa: E402
+from robobus.edge_agent.mcp_skills import McpUnavailable, args_struct  # noqa: E402
 from robobus.edge_agent.profile import RobotProfile, parse_profile  # noqa: E402
 from robobus.launch.runner import RunOptions, run_scenario  # noqa: E402
 from robobus.schemas.messages import RobotRegistration  # noqa: E402
@@ -106,6 +110,26 @@ async def test_a_server_that_answers_garbage(scene: dict[str, Any]) -> None:
         shape = await h.run("junker", "junk", mode="shape")
         assert (shape.status, shape.reason_code) == ("failed", "bad_reply"), shape
         assert "invalid result for 'junk'" in (shape.reason or "")
+
+
+def test_argument_structs_and_profile_checks() -> None:
+    tool = Tool.model_validate({"name": "t", "inputSchema": {
+        "type": "object", "required": ["from"],
+        "properties": {"from": {"type": "string"}, "n": {"type": ["integer", "null"]},
+                       "any": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}})
+    args = args_struct(tool)
+    value = msgspec.convert({"from": "a", "any": 3}, args, strict=False)
+    assert msgspec.to_builtins(value) == {"from": "a", "any": 3}  # n left to the server
+    for bad, why in [({"n": 1}, "missing required field `from`"), ({"from": "a", "n": "x"}, "$.n"),
+                     ({"from": "a", "to": "b"}, "unknown field `to`")]:
+        with pytest.raises(msgspec.ValidationError, match=re.escape(why)):
+            msgspec.convert(bad, args, strict=False)
+    arm = {"grasp": {"resource": "arm"}}
+    with pytest.raises(ProfileError, match=r"mcp\.0\.tools\.grasp\.resource: needs a 'arm'"):
+        parse_profile({"name": "n", "type": "t", "embodiment": {"mobile": False, "arms": 0},
+                       "skills": {}, "mcp": [{"name": "s", **STDIO, "tools": arm}]}, "test")
+    with pytest.raises(ProfileError, match="also in skills"):
+        profile(STDIO, water_plants={"skill": "detect"})
 
 
 def _free_port() -> int:
