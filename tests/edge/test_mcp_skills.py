@@ -25,8 +25,8 @@ from mcp_types import Tool  # noqa: E402  (the mcp extra)
 
 from robobus.edge_agent.errors import ProfileError  # noqa: E402
 from robobus.edge_agent.harness import EdgeHarness  # noqa: E402
-from robobus.edge_agent.mcp_skills import McpUnavailable, args_struct  # noqa: E402
-from robobus.edge_agent.profile import RobotProfile, parse_profile  # noqa: E402
+from robobus.edge_agent.mcp_skills import McpUnavailable, args_struct, change_args  # noqa: E402
+from robobus.edge_agent.profile import McpTool, RobotProfile, parse_profile  # noqa: E402
 from robobus.launch.runner import RunOptions, run_scenario  # noqa: E402
 from robobus.schemas.messages import RobotRegistration  # noqa: E402
 
@@ -124,6 +124,8 @@ def test_argument_structs_and_profile_checks() -> None:
                      ({"from": "a", "to": "b"}, "unknown field `to`")]:
         with pytest.raises(msgspec.ValidationError, match=re.escape(why)):
             msgspec.convert(bad, args, strict=False)
+    placing = McpTool(change="place", param_kinds={"object": "object", "affordance": "place|container"})
+    assert change_args(placing, {"affordance": "basket", "object": "apple"}) == ("apple", "basket")
     arm = {"grasp": {"resource": "arm"}}
     with pytest.raises(ProfileError, match=r"mcp\.0\.tools\.grasp\.resource: needs a 'arm'"):
         parse_profile({"name": "n", "type": "t", "embodiment": {"mobile": False, "arms": 0},
