@@ -73,6 +73,7 @@ function finish(code, why) {
 function sendBadInput() {
   badInputSent = true;
   ws.send("{this is not json"); // a malformed text frame
+  ws.send(new Uint8Array([0xee, 1, 2, 3])); // a binary frame with an unknown opcode
   ws.send(JSON.stringify({ op: "subscribe", subscriptions: [{ id: 77, channelId: 987654 }] }));
   for (const t of args.topics) after[t] = 0;
 }
@@ -101,7 +102,7 @@ client.on("message", ({ subscriptionId, data }) => {
   const enough = args.topics.every((t) => counts[t] >= args.count)
     && args.latched.every((t) => counts[t] >= 1);
   if (!badInputSent && enough) sendBadInput();
-  if (badInputSent && summary.statuses.length >= 2 && args.topics.every((t) => after[t] >= 1)) {
+  if (badInputSent && summary.statuses.length >= 3 && args.topics.every((t) => after[t] >= 1)) {
     finish(0, "ok");
   }
 });

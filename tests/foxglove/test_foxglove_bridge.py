@@ -2,8 +2,8 @@
 by a real Foxglove WebSocket client (npm ``@foxglove/ws-protocol``, tests/foxglove/client.mjs):
 it subscribes to a robot's state channel, the 3D scene and the transforms, decodes them (JSON
 with the export's JSON Schema; protobuf with the advertised descriptors) and they match the bus;
-a malformed frame and a subscription to an unknown channel get error statuses, and the bridge
-goes on serving."""
+a malformed text frame, a binary frame with an unknown opcode and a subscription to an unknown
+channel get error statuses, and the bridge goes on serving."""
 
 from __future__ import annotations
 
@@ -114,9 +114,10 @@ async def test_a_foxglove_client_sees_the_fleet(foxglove_client: Path, tmp_path:
     assert g1["cubes"][0]["pose"]["position"]["x"] in xs
     assert {t["childFrameId"] for t in by_topic[tf]} <= {r["name"] for r in fl.robots}
     assert all(t["parentFrameId"] == "world" for t in by_topic[tf])
-    # bad input: two error statuses, and messages kept coming on every channel afterwards
+    # bad input: an error status each, and messages kept coming on every channel afterwards
     errors = [s["message"] for s in summary["statuses"] if s["level"] == 2]
     assert any(e.startswith("Invalid message") for e in errors), errors
+    assert any("Unknown binary opcode" in e for e in errors), errors
     assert "Unknown channel ID: 987654" in errors
     assert all(n >= 1 for n in summary["after"].values())
     await _export_has_the_scene(tmp_path, fl.prefix)
