@@ -12,7 +12,7 @@ from robobus.bus.api import run as bus_run
 from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent, stop_on_signal
 from robobus.edge_agent.agent import EdgeConfig, edge_bus_options, run
 from robobus.edge_agent.claim import RobotNameTaken, ensure_name_free
-from robobus.edge_agent.errors import ProfileError
+from robobus.edge_agent.errors import EdgeError, ProfileError
 from robobus.edge_agent.fleet_sim import FleetSimConfig, run_fleet
 from robobus.edge_agent.profile import load_profile, robot_types
 
@@ -60,7 +60,7 @@ def edge(
         raise typer.Exit(1) from exc
     try:
         run_agent(bus_url, config.robot, edge_bus_options(config.robot, prefix), run, config)
-    except BusError as exc:
+    except (BusError, EdgeError) as exc:  # EdgeError: e.g. an MCP server of the profile is unusable
         typer.echo(f"robobus edge: {exc}", err=True)
         raise typer.Exit(1) from exc
 

@@ -29,6 +29,7 @@ from robobus.edge_agent.mcp_skills import McpUnavailable, args_struct, change_ar
 from robobus.edge_agent.profile import McpTool, RobotProfile, parse_profile  # noqa: E402
 from robobus.launch.runner import RunOptions, run_scenario  # noqa: E402
 from robobus.schemas.messages import RobotRegistration  # noqa: E402
+from robobus.testing import robobus_cmd  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,6 +133,18 @@ def test_argument_structs_and_profile_checks() -> None:
                        "skills": {}, "mcp": [{"name": "s", **STDIO, "tools": arm}]}, "test")
     with pytest.raises(ProfileError, match="also in skills"):
         profile(STDIO, water_plants={"skill": "detect"})
+
+
+def test_robobus_edge_says_which_server_is_unusable(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(json.dumps({  # JSON is YAML
+        "name": "broken_1", "type": "broken", "embodiment": {"mobile": False}, "skills": {},
+        "mcp": [{"name": "nowhere", "url": f"http://127.0.0.1:{_free_port()}/mcp"}]}))
+    proc = subprocess.run(robobus_cmd("edge", "--profile", str(path), "--bus", "memory://x", "--at", "a"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "robobus edge: MCP server 'nowhere': ConnectError" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def _free_port() -> int:
