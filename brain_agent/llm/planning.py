@@ -15,8 +15,10 @@ grammar does not reach"):
    "goals": [...]}``.
 3. **Confirmation.** The reading is parsed by the grammar and must mean what the goals mean
    (both resolved on the scene); a robot the goals name must be named by an English
-   instruction. Otherwise the answer is rejected with the reason (``reading_unparsed``,
-   ``reading_mismatch``, ``robot_not_named``).
+   instruction, and the reading must name what an English instruction names, no more and
+   no less. Otherwise the answer is rejected with the reason (``reading_unparsed``,
+   ``reading_mismatch``, ``robot_not_named``, ``reading_adds_names``,
+   ``reading_drops_names``).
 
 A rejected answer's reason goes to ``ctx.feedback`` and the model is asked again: by the
 brain's scheduler (``BrainConfig.parse_retries``, also after a planning failure or validation
@@ -32,6 +34,7 @@ import anyio
 import msgspec
 import structlog
 
+from robobus.brain_agent import parser_lex as lex
 from robobus.brain_agent.context import PlanContext
 from robobus.brain_agent.errors import BrainError, ParseError, PlanInvalid, PlanningError
 from robobus.brain_agent.goals import CancelTask, Goal, GoalSet
@@ -229,19 +232,30 @@ def unconfirmed(exc: BrainError, planner: str, attempts: int) -> ParseError:
 def _same_names(text: str, reading: str, goals: GoalSet, ctx: PlanContext) -> None:
     """An English instruction's reading names nothing the instruction does not (an object of a
     kind it mentions counts: "the tray" may be read as med_tray), and robots only if named."""
-    said = mentioned(text, ctx)
+    said = mentioned(_plain(text), ctx)
     named = set().union(*said.values()) if said else set()
     kinds = said.get("kind", set())
     extra = _robots(goals) - said.get("robot", set())
     if extra:
         raise ParseError(f"the instruction does not name robot(s) {sorted(extra)}; leave "
                          "'robot' out unless the instruction names one", "robot_not_named")
-    read = mentioned(reading, ctx)
-    added = {n for names in read.values() for n in names if n not in named
+    read = mentioned(_plain(reading), ctx)
+    read_names = set().union(*read.values()) if read else set()
+    added = {n for n in read_names if n not in named
              and not (n in ctx.world.objects and ctx.world.objects[n].kind in kinds)}
     if added:
         raise ParseError(f"your reading names {sorted(added)}, which the instruction does not "
                          "mention", "reading_adds_names")
+    read_kinds = {ctx.world.objects[n].kind for n in read_names if n in ctx.world.objects}
+    dropped = {n for n in named - read_names if not (n in kinds and n in read_kinds)}
+    if dropped:
+        raise ParseError(f"your reading leaves out {sorted(dropped)}, which the instruction "
+                         "names", "reading_drops_names")
+
+
+def _plain(text: str) -> str:
+    """``text`` without its politeness ("can you ..." names no kind ``can``)."""
+    return " ".join(w for w in lex.strip_polite(lex.words_of(text)) if w != ";")
 
 
 def _describe(goals: GoalSet, ctx: PlanContext) -> str:

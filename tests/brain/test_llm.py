@@ -293,18 +293,33 @@ async def test_an_unconfirmed_reading_is_fed_back(answer: str, code: str, fragme
     assert check.value.code == code
 
 
-#: agilex is fixed: the reading is confirmed, but no plan exists (a planning failure)
-FIXED = ('{"reading":"agilex, go to the office desk","goals":[{"type":"goto","robot":"agilex",'
-         '"place":"officeDesk"}]}')
-MOBILE = ('{"reading":"g1, go to the office desk","goals":[{"type":"goto","robot":"g1",'
-          '"place":"officeDesk"}]}')
-FLEXIBLE = "agilex or g1 should be at the office desk"
+def test_a_reading_that_drops_what_the_instruction_names_is_rejected() -> None:
+    """The 0.5B model read "med cart, take the pill bottle over to the east ward" as the same
+    delivery without the robot: consistent with itself, but not with the instruction."""
+    from robobus.brain_agent.llm.planning import ModelPlanner, decode_answer
+
+    text = "g1 should see that the knife ends up in the basket"
+    with pytest.raises(ParseError) as info:
+        ModelPlanner().confirm(text, *decode_answer(GOOD, text), scenes.demo())
+    assert info.value.code == "reading_drops_names" and "'g1'" in info.value.reason
+    ok = GOOD.replace('"put the knife', '"g1, put the knife').replace('"basket"}', '"basket","robot":"g1"}')
+    ModelPlanner().confirm(text, *decode_answer(ok, text), scenes.demo())  # names all: accepted
+
+
+#: agilex has two hands: the reading is confirmed, but no plan exists (a planning failure)
+THREE = ('{"reading":"hand the apple, the banana and the knife to agilex","goals":['
+         + ",".join('{"type":"handto","object":{"name":"' + o + '"},"robot":"agilex"}'
+                    for o in ("apple", "banana", "knife")) + "]}")
+TWO = ('{"reading":"hand the apple and the banana to agilex, then pick up the knife","goals":['
+       '{"type":"handto","object":{"name":"apple"},"robot":"agilex"},{"type":"handto","object":'
+       '{"name":"banana"},"robot":"agilex"},{"type":"pickup","object":{"name":"knife"}}]}')
+FLEXIBLE = "agilex could use the apple, the banana and the knife"
 
 
 async def test_brain_feeds_a_planning_failure_back_then_fails_unconfirmed(rig_factory) -> None:  # noqa: ANN001
     """The scheduler asks again after a plan fails (not only after parse errors), at most
     1 + parse_retries times, and never reports a task done on an unconfirmed reading."""
-    with FakeOpenAI([FIXED, MOBILE]) as good, FakeOpenAI([FIXED]) as bad:
+    with FakeOpenAI([THREE, TWO]) as good, FakeOpenAI([THREE]) as bad:
         for server, wanted in ((good, "done"), (bad, "failed")):
             config = BrainConfig(planner="openai", planner_options={"endpoint": server.url},
                                  orphan_wait_s=2.0, parse_retries=2)
@@ -312,7 +327,7 @@ async def test_brain_feeds_a_planning_failure_back_then_fails_unconfirmed(rig_fa
                 tid = await rig.send(FLEXIBLE)
                 st = await rig.status(tid)
                 assert st.status == wanted, st.reason
-        assert "cannot go to" in good.requests[1]["messages"][-1]["content"]
+        assert "no free hand" in good.requests[1]["messages"][-1]["content"]
         assert len(good.requests) == 2 and len(bad.requests) == 3
         assert "could not be confirmed in 3 attempt(s)" in st.reason and "agilex" in st.reason
         assert "done" not in rig.seen(tid)
