@@ -14,9 +14,10 @@ grammar does not reach"):
    the scene's names: ``{"reading": <the instruction restated in the grammar's English>,
    "goals": [...]}``.
 3. **Confirmation.** The reading is parsed by the grammar and must mean what the goals mean
-   (both resolved on the scene); a robot the goals name must be named by an English
-   instruction, and the reading must name what an English instruction names, no more and
-   no less. Otherwise the answer is rejected with the reason (``reading_unparsed``,
+   (both resolved on the scene); a robot the goals name must be named by the instruction,
+   and the reading must name what the instruction names (English words, or Chinese labels
+   and lexicon words), no more and no less. Otherwise the answer is rejected with the
+   reason (``reading_unparsed``,
    ``reading_mismatch``, ``robot_not_named``, ``reading_adds_names``,
    ``reading_drops_names``).
 
@@ -28,6 +29,7 @@ failure is ``unconfirmed_reading``: the model's reading could not be confirmed.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -54,6 +56,7 @@ RETRYABLE = (ParseError, PlanningError, PlanInvalid, GenerationError)
 #: Grammar refusal codes that mean "the grammar does not reach this sentence": the model's turn.
 GRAMMAR_MISSES = frozenset({"unparseable", "unsupported_language"})
 UNCONFIRMED = "unconfirmed_reading"
+_LATIN_ONLY = re.compile(r"[^\x00-\x7f]+")
 
 
 class Answer(msgspec.Struct):
@@ -190,12 +193,33 @@ class ModelPlanner:
         except ParseError as exc:
             raise ParseError(f"your reading {reading!r} is not a sentence I can check: "
                              f"{exc.reason}", "reading_unparsed") from exc
-        if text.isascii():
-            _same_names(text, reading, goals, ctx)
+        _same_names(self._names_in(text, ctx), reading, goals, ctx)
         if meaning(said, ctx) != meaning(goals, ctx):
             raise ParseError(f"your goals do not mean what your reading {reading!r} says "
                              f"(it means: {_describe(said, ctx)}; your goals: "
                              f"{_describe(goals, ctx)})", "reading_mismatch")
+
+    def _names_in(self, text: str, ctx: PlanContext) -> dict[str, set[str]]:
+        """Entity type -> names an instruction mentions: English words through the scene's
+        vocabulary; other scripts through its labels and lexicon (longest match first)."""
+        found = mentioned(_plain(_LATIN_ONLY.sub(" ", text)), ctx)
+        if text.isascii():
+            return found
+        vocab = self.grammar.parser_for(ctx).vocab
+        i = 0
+        while i < len(text):
+            for n in range(min(vocab.label_len, len(text) - i), 0, -1):
+                ents = vocab.lookup_label(text[i:i + n])
+                if ents:
+                    if any(e.type == "object" for e in ents):
+                        ents = [e for e in ents if e.type != "kind"]
+                    for e in ents:
+                        found.setdefault(e.type, set()).add(e.name)
+                    i += n
+                    break
+            else:
+                i += 1
+        return found
 
     async def plan(self, text: str, ctx: PlanContext) -> Plan:
         """Instruction -> validated plan, retrying with feedback up to ``max_attempts`` times."""
@@ -229,11 +253,12 @@ def unconfirmed(exc: BrainError, planner: str, attempts: int) -> ParseError:
                       f"attempt(s); last: {exc.reason}", UNCONFIRMED)
 
 
-def _same_names(text: str, reading: str, goals: GoalSet, ctx: PlanContext) -> None:
-    """An English instruction's reading names nothing the instruction does not (an object of a
-    kind it mentions counts: "the tray" may be read as med_tray), and robots only if named."""
-    said = mentioned(_plain(text), ctx)
+def _same_names(said: dict[str, set[str]], reading: str, goals: GoalSet, ctx: PlanContext) -> None:
+    """The reading names what the instruction names (``said``), no more (an object of a kind it
+    mentions counts: "the tray" may be read as med_tray; so does the requester's place) and no
+    less; the goals name robots only if the instruction does."""
     named = set().union(*said.values()) if said else set()
+    origin = getattr(ctx, "origin", None)
     kinds = said.get("kind", set())
     extra = _robots(goals) - said.get("robot", set())
     if extra:
@@ -241,7 +266,7 @@ def _same_names(text: str, reading: str, goals: GoalSet, ctx: PlanContext) -> No
                          "'robot' out unless the instruction names one", "robot_not_named")
     read = mentioned(_plain(reading), ctx)
     read_names = set().union(*read.values()) if read else set()
-    added = {n for n in read_names if n not in named
+    added = {n for n in read_names if n not in named and n != origin
              and not (n in ctx.world.objects and ctx.world.objects[n].kind in kinds)}
     if added:
         raise ParseError(f"your reading names {sorted(added)}, which the instruction does not "
