@@ -45,6 +45,7 @@ from bench import scenes
 from bench.brain_floor import MODES as FLOOR_MODES
 from bench.brain_floor import Floor
 from robobus import testing
+from robobus.brain_agent.errors import BrainError
 from robobus.brain_agent.planners import plan_goals
 from robobus.brain_agent.planners.symbolic import SymbolicPlanner
 from robobus.bus import Bus, BusOptions
@@ -270,7 +271,11 @@ def plan_quality() -> list[dict[str, Any]]:
         scene, robots, instructions = scenes.from_scenario(path)
         for inst in instructions:
             ctx = scenes.build(scene, robots)
-            goals = planner.parse_sync(inst["text"], ctx)
+            ctx.origin = inst.get("origin")  # where "me" is (issue 15)
+            try:
+                goals = planner.parse_sync(inst["text"], ctx)
+            except BrainError:  # a scenario's instruction meant to be refused: no plan to rate
+                continue
             best = plan_goals(goals, ctx)
             naive = plan_goals(goals, ctx, naive=True)
             rows.append({"scenario": Path(path).stem, "text": inst["text"], "steps": len(best.steps),
