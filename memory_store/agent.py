@@ -62,7 +62,9 @@ class MemoryConfig:
     scene: Path | None = None
     store_options: StoreOptions = field(default_factory=StoreOptions)
     commit: CommitOptions = field(default_factory=CommitOptions)
-    patterns: tuple[str, ...] = ("#",)
+    #: topic filters recorded; empty: the fleet's own topics (``{prefix}/#``), so a memory
+    #: agent on a shared broker records its fleet, not every other fleet's retained values
+    patterns: tuple[str, ...] = ()
     views: bool = True
     #: also record memory queries (read-only requests to this agent) in the event log
     record_queries: bool = False
@@ -367,7 +369,7 @@ def _opts(config: MemoryConfig) -> dict[str, Any]:
 
 async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) -> None:
     cfg, topics, bus = agent.config, agent.topics, agent.bus
-    patterns = list(cfg.patterns)
+    patterns = list(cfg.patterns) or [f"{topics.prefix}/#"]
     subs: list[Subscription] = []
     presence = None
     if agent.views is not None:

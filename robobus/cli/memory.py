@@ -74,6 +74,9 @@ def memory(
     durable: Annotated[bool, typer.Option(
         "--durable", help="ZeroMQ: take the hub's numbered stream and confirm after each commit, "
                           "so a restart loses nothing (hub needs --replay-buffer)")] = False,
+    topics: Annotated[list[str] | None, typer.Option(
+        "--topics", "-t", help="Topic filter(s) to record (default: the fleet's, PREFIX/#; "
+                               "'#' records the whole broker)")] = None,
 ) -> None:
     """Run the memory agent: record the bus, keep world/robot/task memory, answer queries."""
     if durable and bus_url.startswith("zmq"):
@@ -85,7 +88,8 @@ def memory(
             raise typer.BadParameter(str(exc), param_hint="--scene") from exc
     config = MemoryConfig(store=store, scene=scene,
                           store_options=_store_options(map_size, segment, retention),
-                          commit=CommitOptions(max_events=batch, window_s=window_ms / 1000))
+                          commit=CommitOptions(max_events=batch, window_s=window_ms / 1000),
+                          patterns=tuple(topics or ()))
     _run_agent(bus_url, prefix, config, "memory", None)
 
 

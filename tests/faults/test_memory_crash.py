@@ -32,7 +32,9 @@ KILL_AT, RESTART_AFTER = 1.0, 0.5  # s
 
 
 def start_memory(url: str, store: Path, log_dir: Path, extra: list[str]) -> subprocess.Popen[bytes]:
-    argv = testing.robobus_cmd("memory", "--bus", url, "--store", str(store), *extra)
+    # the load's topic is under the test's prefix, the agent's under robobus/: record both
+    argv = testing.robobus_cmd("memory", "--bus", url, "--store", str(store), "--topics", "#",
+                               *extra)
     out = open(log_dir / "memory.log", "ab")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
