@@ -76,7 +76,8 @@ def _print_result(result: RunResult) -> None:
 
 
 def _run(file: Path, bus: str | None, planner: str, speed: float | None, report: Path | None,
-         quiet: bool, prefix: str = "robobus") -> RunResult:
+         quiet: bool, prefix: str = "robobus", dashboard: int | None = None,
+         hold: float = 0.0) -> RunResult:
     import anyio
 
     from robobus.launch.runner import RunOptions, run_scenario
@@ -84,7 +85,8 @@ def _run(file: Path, bus: str | None, planner: str, speed: float | None, report:
 
     _terminate_as_interrupt()
     opts = RunOptions(bus_url=bus, planner=planner, speed=speed, report_dir=report,
-                      view=_view(quiet), prefix=prefix)  # type: ignore[arg-type]
+                      view=_view(quiet), prefix=prefix,  # type: ignore[arg-type]
+                      dashboard=dashboard, hold_s=hold, announce=typer.echo)
     try:
         return anyio.run(run_scenario, file, opts)
     except ScenarioError as exc:
@@ -156,11 +158,18 @@ def demo(
     speed: Speed = None,
     report: ReportDir = None,
     quiet: Quiet = False,
+    dashboard: Annotated[int | None, typer.Option(
+        "--dashboard", min=1, max=65535, show_default=False,
+        help="Also serve robobus dashboard on this loopback port while the demo runs "
+             "(needs the dashboard extra); its URL is printed")] = None,
+    hold: Annotated[float, typer.Option(
+        "--hold", min=0, help="With --dashboard: keep the fleet and the page up this many "
+                              "seconds after the verdict (Ctrl-C ends it sooner)")] = 0.0,
 ) -> None:
     """The RoboOS fruit-and-knife delivery demo, every agent its own process, with a timeline."""
     file = scenarios_dir() / DEMO
     typer.echo(f"robobus demo: {file}")
-    result = _run(file, bus, "symbolic", speed, report, quiet)
+    result = _run(file, bus, "symbolic", speed, report, quiet, dashboard=dashboard, hold=hold)
     _print_result(result)
     typer.echo(f"\ntimeline: {result.report_dir / 'timeline.png'}\n")
     typer.echo(HINTS.format(demo=file, store=result.report_dir / "store", scenarios=file.parent))

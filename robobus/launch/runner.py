@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +55,12 @@ class RunOptions:
     view: View = field(default_factory=QuietView)
     #: topic prefix for every process of the run (agents read ROBOBUS_PREFIX)
     prefix: str = field(default_factory=lambda: os.environ.get("ROBOBUS_PREFIX", "robobus"))
+    #: serve ``robobus dashboard`` on this loopback port for the run (``robobus demo``)
+    dashboard: int | None = None
+    #: seconds the fleet and dashboard stay up after the verdict (Ctrl-C ends it sooner)
+    hold_s: float = 0.0
+    #: where to print the dashboard's URL and the hold
+    announce: Callable[[str], object] = lambda _: None
 
 
 @dataclass
@@ -122,6 +130,7 @@ async def _run(path: Path, sc: Scenario, speed: float, url: str, folder: Path, o
         await fleet.ensure_bus(url, sup)
         async with Bus.connect(url, name="scenario", options=BusOptions(prefix=opts.prefix)) as bus:
             await fleet.clear_retained(bus, robots)
+            page = await _dashboard(sup, url, opts)
             script = Script(bus, sc, observer, sup, speed, opts.view, opts.planner)
             opts.view.attach(observer, f"{sc.name} on {url} at speed {speed:g}")
             try:
@@ -133,9 +142,33 @@ async def _run(path: Path, sc: Scenario, speed: float, url: str, folder: Path, o
                     tg.cancel_scope.cancel()
             finally:
                 opts.view.close()
+            if page:
+                await _hold(page, opts)
             await fleet.stop_agents(sup)
             await fleet.clear_retained(bus, robots)  # nobody left to mistake the empties
     return results
+
+
+async def _dashboard(sup: Supervisor, url: str, opts: RunOptions) -> str | None:
+    """Before the agents start (so the page shows them arrive); its URL is announced."""
+    if opts.dashboard is None:
+        return None
+    from robobus.launch.up import start_dashboard
+
+    page = await start_dashboard(sup, url, opts.prefix, opts.dashboard)
+    opts.announce(f"dashboard: {page}")
+    return page
+
+
+async def _hold(page: str, opts: RunOptions) -> None:
+    """Keep the fleet and its dashboard up ``hold_s`` more seconds; Ctrl-C ends the wait,
+    not the run, so the report is still written."""
+    if opts.hold_s <= 0:
+        return
+    opts.announce(f"dashboard stays up {opts.hold_s:g} s more at {page} (Ctrl-C ends it)")
+    with anyio.move_on_after(opts.hold_s), anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            break
 
 
 async def _record(bus: Bus, observer: Observer, ready: fleet.Readiness, *,

@@ -85,7 +85,7 @@ async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, 
                 await fleet.ensure_bus(url, sup)
             async with Bus.connect(url, name="robobus-up", options=BusOptions(prefix=prefix)) as bus:
                 await (_join if join else _start)(bus, sup, url, cfg)
-                page = await _start_dashboard(sup, url, prefix, dashboard) \
+                page = await start_dashboard(sup, url, prefix, dashboard) \
                     if dashboard is not None else None
                 fleet.restart_on_failure(sup)
                 announce(HINT.format(url=url, robots=", ".join(r.name for r in robots),
@@ -98,7 +98,7 @@ async def run_up(url: str, profiles: list[str], scene_file: Path, planner: str, 
                 await fleet.stop_agents(sup)
 
 
-async def _start_dashboard(sup: Supervisor, url: str, prefix: str, port: int) -> str:
+async def start_dashboard(sup: Supervisor, url: str, prefix: str, port: int) -> str:
     """``robobus dashboard`` on ``port`` under the supervisor (restarted like the agents, and
     its exit does not stop the fleet); its URL once it answers."""
     argv = testing.robobus_cmd("dashboard", "--bus", url, "--prefix", prefix, "--port", str(port))
