@@ -1,7 +1,8 @@
 """Skills from MCP servers: a real MCPServer (FastMCP) process over stdio and streamable HTTP.
 
 The edge agent runs in the test's event loop (harness); the skill server is a separate process
-(examples/mcp_skill_server.py). The scenario test runs hub, memory, brain and edge as processes.
+(examples/mcp_skill_server.py). The scenario tests (stdio and HTTP) run hub, memory, brain and edge
+as processes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+import yaml
 
 pytest.importorskip("mcp")
 
@@ -230,3 +232,39 @@ async def test_a_scenario_the_brain_plans_onto_mcp_tools(hub_url: str, tmp_path:
     done = [e["data"]["skill"] for e in events
             if e["type"] == "SkillFeedback" and e["data"]["status"] == "done"]
     assert {"navigate_to", "grasp", "place_on"} <= set(done), done
+
+
+async def test_a_scenario_the_brain_plans_onto_mcp_tools_over_http(hub_url: str,
+                                                                   tmp_path: Path) -> None:
+    """The same scenario with the gardener's profile pointed at the example server as an HTTP
+    process (``url:`` instead of ``command:``): hub, memory, brain and edge are processes."""
+    port = _free_port()
+    served = tmp_path / "server.log"
+    with served.open("wb") as out:
+        server = subprocess.Popen([sys.executable, str(SERVER), "--http", "--port", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT)
+    try:
+        await _wait_port(port, server)
+        prof = yaml.safe_load((ROOT / "profiles" / "mcp_gardener.yaml").read_text())
+        del prof["mcp"][0]["command"]
+        prof["mcp"][0]["url"] = f"http://127.0.0.1:{port}/mcp"
+        (tmp_path / "gardener_http.yaml").write_text(yaml.safe_dump(prof))
+        sc = yaml.safe_load((ROOT / "scenarios" / "mcp_skills.yaml").read_text())
+        sc["robots"][0]["profile"] = "gardener_http.yaml"  # beside the scenario: found first
+        (tmp_path / "mcp_skills_http.yaml").write_text(yaml.safe_dump(sc))
+        opts = RunOptions(bus_url=hub_url, speed=20.0, report_dir=tmp_path / "run",
+                          prefix=f"rb{secrets.token_hex(3)}")
+        result = await run_scenario(tmp_path / "mcp_skills_http.yaml", opts)
+        assert server.poll() is None, served.read_text()
+    finally:
+        server.kill()
+        server.wait(10)
+    failures = "; ".join(f"{r.expect}: {r.reason}" for r in result.failures())
+    assert result.passed, result.error or failures
+    events = [json.loads(line) for line in (result.report_dir / "events.jsonl").read_text().splitlines()]
+    done = [e["data"]["skill"] for e in events
+            if e["type"] == "SkillFeedback" and e["data"]["status"] == "done"]
+    assert {"navigate_to", "grasp", "place_on"} <= set(done), done
+    calls = re.findall(r'"POST /mcp HTTP/1.1" 200', served.read_text())
+    # initialize and tools/list, then one tools/call per skill run: every call went over HTTP
+    assert len(calls) >= 2 + len(done), served.read_text()
