@@ -19,6 +19,8 @@ class QoS(enum.IntEnum):
 
     BEST_EFFORT = 0
     AT_LEAST_ONCE = 1
+    #: MQTT only (passed through to the broker); ZeroMQ treats it like ``AT_LEAST_ONCE``
+    EXACTLY_ONCE = 2
 
 
 @dataclass(slots=True)
@@ -43,6 +45,10 @@ class Message:
     ts_ns: int = field(default_factory=time.time_ns)
     data: Any = None
     ack_token: AckToken | None = None
+    #: MQTT 5 user properties other than ``sender``, as (key, value) pairs in the order sent
+    user_properties: tuple[tuple[str, str], ...] = ()
+    #: MQTT 5 Payload Format Indicator as sent (0 bytes, 1 UTF-8); None: absent
+    payload_format: int | None = None
 
     @property
     def replayed(self) -> bool:

@@ -65,6 +65,8 @@ class MemoryConfig:
     #: topic filters recorded; empty: the fleet's own topics (``{prefix}/#``), so a memory
     #: agent on a shared broker records its fleet, not every other fleet's retained values
     patterns: tuple[str, ...] = ()
+    #: topic filters not recorded even when ``patterns`` match (``robobus record --exclude``)
+    exclude: tuple[str, ...] = ()
     views: bool = True
     #: also record memory queries (read-only requests to this agent) in the event log
     record_queries: bool = False
@@ -95,6 +97,22 @@ def scene_robots(path: Path) -> list[str]:
     return [str(r["name"]) for r in robots if isinstance(r, dict) and "name" in r]
 
 
+class Excluder:
+    """``topic in excluded``: does a topic match one of the exclude filters (answers cached)."""
+
+    def __init__(self, filters: tuple[str, ...]) -> None:
+        self.filters = filters
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, topic: str) -> bool:
+        hit = self._seen.get(topic)
+        if hit is None:
+            if len(self._seen) >= 65_536:
+                self._seen.clear()
+            hit = self._seen[topic] = any(matches(f, topic) for f in self.filters)
+        return hit
+
+
 class MemoryAgent:
     """State of one running agent; :func:`run` drives it."""
 
@@ -112,6 +130,7 @@ class MemoryAgent:
         self.unrecorded = (self.topics.memory_query
                            if self.views is not None and not config.record_queries else None)
         self.committer = GroupCommitter(store, self.views, config.commit)
+        self.excluded = Excluder(config.exclude) if config.exclude else None
         # Messages whose transport ack (MQTT PUBACK) waits for their commit: a kill -9 then
         # loses nothing the broker considers delivered.
         self._unacked: deque[tuple[int, Message]] = deque()
@@ -182,6 +201,7 @@ class MemoryAgent:
         observe = self.views.observe if self.views is not None else None
         requests = self.requests
         unrecorded = self.unrecorded
+        excluded = self.excluded
         effects: list[WorldEvent | Rejected] = []
         routed: list[tuple[Callable[[Request], Awaitable[None]], Request]] = []
         while True:
@@ -192,7 +212,7 @@ class MemoryAgent:
                     n += 1
                     msg = sub.get_nowait() if n < _DRAIN else None
                     continue
-                if msg.topic != unrecorded:
+                if msg.topic != unrecorded and (excluded is None or not excluded(msg.topic)):
                     put(msg.topic, msg.payload, msg.ts_ns, head_of(msg))
                 if msg.ack_token is not None:  # in order, once what came before is committed
                     self._unacked.append((self.committer.put_count, msg))
@@ -436,7 +456,8 @@ async def _record_leftovers(agent: MemoryAgent, subs: list[Subscription]) -> Non
     left = 0
     for sub in subs:
         while (msg := sub.get_nowait()) is not None:
-            if msg.topic != agent.unrecorded:
+            if msg.topic != agent.unrecorded and (
+                    agent.excluded is None or not agent.excluded(msg.topic)):
                 agent.committer.put(msg.topic, msg.payload, msg.ts_ns, head_of(msg))
             if msg.ack_token is not None:
                 agent._unacked.append((agent.committer.put_count, msg))

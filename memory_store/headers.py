@@ -4,9 +4,9 @@ data, the sender, which travels as a user property on MQTT and a header on ZeroM
 MQTT 5 content type, ``Message.content_type``, which replay publishes again).
 
 QoS on ZeroMQ: the hub does not tell a subscriber which QoS the publisher used, so ZeroMQ
-recordings say ``qos=0``. Other user properties and the payload format indicator are not
-exposed by the bus's receive path, so they cannot be recorded (a JSON content type implies
-the UTF-8 indicator, and the MQTT backend labels a republished JSON payload so again).
+recordings say ``qos=0``. The publisher's other MQTT 5 user properties
+(``Message.user_properties``) and its Payload Format Indicator are kept too (optional keys
+``u`` and ``pf``: records written before them read without them).
 
 The header is stored between the topic id and the payload, only for a message that has any:
 the topic id's top bit says that one follows. A record written before headers existed has that
@@ -38,6 +38,8 @@ class Properties(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     correlation: bytes | None = msgspec.field(default=None, name="cd")
     sender: str | None = msgspec.field(default=None, name="s")
     content_type: str | None = msgspec.field(default=None, name="ct")
+    user: tuple[tuple[str, str], ...] | None = msgspec.field(default=None, name="u")
+    payload_format: int | None = msgspec.field(default=None, name="pf")
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -52,14 +54,19 @@ def pack(retain: bool, qos: int, props: Properties | None) -> bytes:
         return bytes((flags,)) if flags else b""
     body = _encode(props)
     if len(body) > 0xFFFF:  # a correlation that large is kept out of the record, not failed
-        body = _encode(Properties(props.response_topic, None, props.sender, props.content_type))
+        body = _encode(Properties(props.response_topic, None, props.sender, props.content_type,
+                                  props.user, props.payload_format))
+        if len(body) > 0xFFFF:  # so are user properties that large
+            body = _encode(Properties(props.response_topic, None, props.sender,
+                                      props.content_type, None, props.payload_format))
     return bytes((flags | _PROPS,)) + len(body).to_bytes(2, "big") + body
 
 
 def head_of(msg: Message) -> bytes:
     """The header to record for a received message (cached unless it has request headers)."""
     ctype = msg.content_type
-    if msg.response_topic is None and msg.correlation is None:
+    if msg.response_topic is None and msg.correlation is None and not msg.user_properties \
+            and msg.payload_format is None:
         key = (msg.retain, msg.qos, msg.sender, ctype)
         head = _cache.get(key)
         if head is None:
@@ -70,7 +77,8 @@ def head_of(msg: Message) -> bytes:
             head = _cache[key] = pack(msg.retain, msg.qos, props)
         return head
     return pack(msg.retain, msg.qos,
-                Properties(msg.response_topic, msg.correlation, msg.sender, ctype))
+                Properties(msg.response_topic, msg.correlation, msg.sender, ctype,
+                           msg.user_properties or None, msg.payload_format))
 
 
 def unpack(value: bytes | memoryview, pos: int) -> tuple[bool, int, Properties | None, int]:

@@ -2,8 +2,9 @@
 
 Replay keeps a monotonic deadline schedule: event *i* is due at ``start + (ts_i - ts_0) / speed``,
 so sleeping late once never accumulates into drift. Each event is republished with its recorded
-retain flag, QoS and request headers, under the sender :data:`REPLAY_SENDER` (so agents can tell
-it from the live fleet), on its topic after the remap rules. Command topics
+retain flag, QoS, request headers, MQTT 5 user properties and payload format, under the
+sender :data:`REPLAY_SENDER` (so agents can tell it from the live fleet), on its topic after
+the remap rules. Command topics
 (:data:`schemas.contract.COMMAND_TOPICS`) are withheld unless ``include_commands``.
 """
 
@@ -185,12 +186,14 @@ async def _publish(bus: Bus, topic: str, ev: Event, rules: tuple[tuple[str, str]
     retained even when the recording could not see the flag (MQTT clears it on live delivery)."""
     retain = ev.retain or is_retained_topic(ev.topic)
     if ev.props is None:
-        await bus.publish(topic, ev.payload, retain=retain, qos=min(ev.qos, 1))
+        await bus.publish(topic, ev.payload, retain=retain, qos=min(ev.qos, 2))
         return
-    response = ev.props.response_topic
-    await bus.publish(topic, ev.payload, retain=retain, qos=min(ev.qos, 1),
+    p = ev.props
+    response = p.response_topic
+    await bus.publish(topic, ev.payload, retain=retain, qos=min(ev.qos, 2),
                       response_topic=remap(response, rules) if response else None,
-                      correlation=ev.props.correlation, content_type=ev.props.content_type)
+                      correlation=p.correlation, content_type=p.content_type,
+                      user_properties=p.user or (), payload_format=p.payload_format)
 
 
 def parse_time(text: str | None, base_ns: int, default: int) -> int:

@@ -293,12 +293,19 @@ class MqttTransport:
 
     def _on_packet(self, pub: Publish) -> None:
         sender = None
-        for key, value in pub.user:
-            if key == "sender":
-                sender = value
+        user = pub.user
+        if user is not None:  # parsed only when the publisher sent any
+            if len(user) == 1 and user[0][0] == "sender":
+                sender, user = user[0][1], None
+            else:
+                sender = next((v for k, v in user if k == "sender"), None)
         msg = Message(pub.topic, pub.payload, retain=pub.retain, qos=pub.qos,
                       response_topic=pub.response_topic, correlation=pub.correlation,
                       sender=sender, content_type=pub.content_type)
+        if user:
+            msg.user_properties = tuple(kv for kv in user if kv[0] != "sender")
+        if pub.payload_format is not None:
+            msg.payload_format = pub.payload_format
         if pub.qos:
             msg.ack_token = AckToken(partial(self._ack, pub.mid, pub.qos, self._generation))
         ids = self._routes.route(pub.sub_ids, msg, pub.mid)
@@ -424,8 +431,8 @@ class MqttTransport:
             if not self._drained.is_set():  # kernel buffer full: backpressure the publisher
                 await self._drained.wait()
             return
-        async with self._inflight:
-            info = client.publish(msg.topic, msg.payload, 1, msg.retain, props)
+        async with self._inflight:  # QoS 2 goes through: paho runs PUBREC/PUBREL/PUBCOMP
+            info = client.publish(msg.topic, msg.payload, min(msg.qos, 2), msg.retain, props)
             if info.rc not in (_OK, _NO_CONN):  # NO_CONN: paho keeps it and resends
                 self._refuse(msg.topic, info.rc)
             if not self._puback:  # on_publish costs two objects per QoS 0 message: only when needed

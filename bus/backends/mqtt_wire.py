@@ -21,7 +21,8 @@ from paho.mqtt.properties import Properties
 from robobus.bus.message import Message
 
 _SUB_ID, _RESPONSE_TOPIC, _CORRELATION, _USER, _CONTENT_TYPE = 0x0B, 0x08, 0x09, 0x26, 0x03
-_FIXED = {0x01: 1, 0x02: 4, 0x23: 2}  # payload format, message expiry, topic alias
+_FORMAT = 0x01
+_FIXED = {0x02: 4, 0x23: 2}  # message expiry, topic alias
 _MSGPACK, _JSON = "application/msgpack", "application/json"  # as schemas.codec names them
 
 
@@ -37,8 +38,10 @@ class Publish:
     sub_ids: list[int] = field(default_factory=list)
     response_topic: str | None = None
     correlation: bytes | None = None
-    user: list[tuple[str, str]] = field(default_factory=list)
+    #: user properties in the order sent; None when there are none (no list per message)
+    user: list[tuple[str, str]] | None = None
     content_type: str | None = None
+    payload_format: int | None = None
 
 
 def _vbi(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
@@ -94,10 +97,15 @@ def _property(pub: Publish, ident: int, buf: bytes | bytearray, pos: int) -> int
     elif ident == _USER:
         key, pos = _str16(buf, pos)
         text, pos = _str16(buf, pos)
+        if pub.user is None:
+            pub.user = []
         pub.user.append((key.decode(), text.decode()))
     elif ident == _CONTENT_TYPE:
         raw, pos = _str16(buf, pos)
         pub.content_type = raw.decode()
+    elif ident == _FORMAT:
+        pub.payload_format = buf[pos]
+        pos += 1
     elif ident in _FIXED:
         pos += _FIXED[ident]
     else:
@@ -145,10 +153,11 @@ def sniff(payload: bytes) -> str | None:
 
 def publish_properties(msg: Message, cache: dict[tuple[str | None, str | None], Properties]
                        ) -> Properties | None:
-    """MQTT 5 properties for ``msg``'s headers (sender as a user property, content type),
-    cached when static."""
+    """MQTT 5 properties for ``msg``'s headers (sender and ``user_properties`` as user
+    properties, content type, payload format), cached when static."""
     ctype = msg.content_type or sniff(msg.payload)
-    if msg.response_topic is None and msg.correlation is None:
+    if msg.response_topic is None and msg.correlation is None and not msg.user_properties \
+            and msg.payload_format is None:
         if not msg.sender and not ctype:
             return None
         key = (msg.sender, ctype)
@@ -162,8 +171,12 @@ def publish_properties(msg: Message, cache: dict[tuple[str | None, str | None], 
         props.ResponseTopic = msg.response_topic
     if msg.correlation is not None:
         props.CorrelationData = msg.correlation
+    if msg.payload_format is not None:  # as given (a replay restores the recorded one)
+        props.PayloadFormatIndicator = msg.payload_format
     if msg.sender:
         props.UserProperty = ("sender", msg.sender)
+    if msg.user_properties:
+        props.UserProperty = list(msg.user_properties)
     return props
 
 

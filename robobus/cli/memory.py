@@ -10,6 +10,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import typer
 
 from robobus.bus import BusError, BusOptions
+from robobus.bus.topics import validate_filter
 from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
 from robobus.memory_store.agent import MemoryConfig, load_scene, memory_presence, run
 from robobus.memory_store.commit import CommitOptions
@@ -102,10 +103,18 @@ def record(
     map_size: MapSizeOpt = "16GiB",
     segment: SegmentOpt = "1h",
     prefix: PrefixOpt = "robobus",
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", "-x", help="Topic filter not to record (repeatable)")] = None,
 ) -> None:
-    """Record a bus (all topics, or --topics filters) into a store."""
+    """Record a bus (all topics, or --topics filters, less --exclude filters) into a store."""
+    for pattern in exclude or ():
+        try:
+            validate_filter(pattern)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--exclude") from exc
     config = MemoryConfig(store=out, store_options=_store_options(map_size, segment, None),
-                          patterns=tuple(topics or ["#"]), views=False)
+                          patterns=tuple(topics or ["#"]), exclude=tuple(exclude or ()),
+                          views=False)
     _run_agent(bus_url, prefix, config, "recorder", duration)
     with MemoryStore(out, readonly=True) as store:  # one summary line, like ros2 bag record's
         stats = store.stats()

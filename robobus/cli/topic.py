@@ -20,6 +20,7 @@ import anyio
 import msgspec
 import structlog
 import typer
+from typer.core import TyperCommand
 
 from robobus.bus.api import Bus, BusOptions, run
 from robobus.bus.errors import BusError, DecodeError
@@ -283,7 +284,49 @@ def _structured(payload: bytes, to_msgpack: bool) -> bytes | dict[str, Any] | li
     return payload
 
 
-@topic_app.command("pub")
+def expand_properties(args: list[str]) -> list[str]:
+    """mosquitto_pub's ``-D [publish] user-property KEY VALUE`` (three words after one flag,
+    which click cannot take repeatedly) as ``-D user-property -D KEY -D VALUE``."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return out + args[i:]
+        if arg in ("-D", "--property"):
+            words = args[i + 1 : i + 5]
+            if words[:1] == ["publish"]:  # mosquitto_pub names the packet first
+                words = words[1:]
+                i += 1
+            for word in words[:3]:
+                out += [arg, word]
+            i += 1 + len(words[:3])
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+class _PubCommand(TyperCommand):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_properties(args))
+
+
+def user_properties(words: list[str]) -> list[tuple[str, str]]:
+    """``-D user-property K V`` words (after :func:`expand_properties`) as (key, value) pairs."""
+    if len(words) % 3:
+        raise typer.BadParameter("give -D user-property KEY VALUE", param_hint="-D")
+    pairs = []
+    for i in range(0, len(words), 3):
+        kind, key, value = words[i : i + 3]
+        if kind != "user-property":
+            raise typer.BadParameter(f"{kind!r}: only user-property is supported "
+                                     f"(-D user-property KEY VALUE)", param_hint="-D")
+        pairs.append((key, value))
+    return pairs
+
+
+@topic_app.command("pub", cls=_PubCommand)
 def pub(
     topic: Annotated[str, typer.Argument(help="Topic name")],
     data: Annotated[str | None, typer.Argument(
@@ -302,12 +345,17 @@ def pub(
     raw: Annotated[bool, typer.Option("--raw", hidden=True,
                                       help="Send DATA as written (now the default)")] = False,
     retain: Annotated[bool, typer.Option("--retain", "-r")] = False,
-    qos: Annotated[int, typer.Option("--qos", "-q", min=0, max=1,
-                                     help="0, or 1 to wait for the broker's or hub's ack")] = 0,
+    qos: Annotated[int, typer.Option("--qos", "-q", min=0, max=2,
+                                     help="0; 1 to wait for the broker's or hub's ack; 2: MQTT "
+                                          "exactly once (ZeroMQ: like 1)")] = 0,
     response_topic: Annotated[str | None, typer.Option(
         "--response-topic", "-e", help="MQTT 5 Response Topic (ZeroMQ: a reply inbox)")] = None,
     correlation: Annotated[str | None, typer.Option(
         "--correlation", help="MQTT 5 Correlation Data (UTF-8)")] = None,
+    properties: Annotated[list[str] | None, typer.Option(
+        "--property", "-D", metavar="user-property K V",
+        help="MQTT 5 property, like mosquitto_pub: -D user-property KEY VALUE (repeatable)")]
+    = None,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Publish N times")] = 1,
     rate: Annotated[float, typer.Option("--rate", min=0.001, help="Repeat rate in Hz")] = 1.0,
 ) -> None:
@@ -319,6 +367,7 @@ def pub(
     options = BusOptions(codec="msgpack" if to_msgpack else "json")
     rounds = repeat if len(payloads) == 1 else 1
     corr = correlation.encode() if correlation is not None else None
+    user = user_properties(properties or [])
 
     async def main() -> None:
         async with Bus.connect(bus_url, name="cli-pub", options=options) as bus:
@@ -328,7 +377,8 @@ def pub(
                     await anyio.sleep_until(start + i / rate)
                 for payload in payloads:
                     await bus.publish(topic, payload, retain=retain, qos=qos,
-                                      response_topic=response_topic, correlation=corr)
+                                      response_topic=response_topic, correlation=corr,
+                                      user_properties=user)
             log.info("published", topic=topic, count=rounds * len(payloads))
 
     _run(main)

@@ -232,3 +232,12 @@ async def test_a_recording_keeps_the_content_type(tmp_path: Path, prefix: str,
         with anyio.fail_after(10):
             msg = await sub.get()
     assert (msg.payload, msg.content_type, msg.replayed) == (b'{"a": 1}', "text/x-demo", True)
+
+
+def test_the_header_keeps_user_properties_and_old_headers_read() -> None:
+    props = headers.Properties(sender="s", user=(("k", "v"),), payload_format=1)
+    head = headers.pack(False, 2, props)
+    retain, qos, read, _ = headers.unpack(head + b"payload", 0)
+    assert (retain, qos, read) == (False, 2, props)
+    old = headers.pack(True, 1, headers.Properties(sender="s"))  # written before "u" and "pf"
+    assert headers.unpack(old, 0)[2] == headers.Properties(sender="s")
