@@ -43,7 +43,7 @@ def _mosquitto(tool: str, url: str, *args: str) -> list[str]:
 async def _record(out: Path, url: str, prefix: str, *extra: str) -> subprocess.Popen[str]:
     """``robobus record`` of ``prefix/#`` as a process, returned once it is subscribed."""
     argv = testing.robobus_cmd("record", str(out), "--bus", url, "--prefix", prefix,
-                               "--topics", f"{prefix}/#", "--duration", "4", *extra)
+                               "--topics", f"{prefix}/#", "--duration", "30", *extra)
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stderr is not None
     with anyio.fail_after(20):
@@ -71,6 +71,8 @@ async def test_user_properties_survive_record_and_replay(tmp_path: Path, prefix:
                         "-D", "publish", "user-property", "n", "2")
             with anyio.fail_after(10):
                 live = {(m := await sub.get()).topic.rsplit("/", 1)[-1]: m for _ in range(3)}
+            await anyio.sleep(0.5)  # the recorder got them too: it stops cleanly on SIGTERM
+            proc.terminate()
             assert await anyio.to_thread.run_sync(proc.wait, 20) == 0
         finally:
             testing.stop(proc)  # type: ignore[arg-type]
