@@ -284,9 +284,14 @@ def _structured(payload: bytes, to_msgpack: bool) -> bytes | dict[str, Any] | li
     return payload
 
 
+#: ``-D`` properties (mosquitto_pub's names) and how many words follow each
+PROPERTY_WORDS = {"user-property": 2, "payload-format-indicator": 1, "response-topic": 1,
+                  "correlation-data": 1}
+
+
 def expand_properties(args: list[str]) -> list[str]:
-    """mosquitto_pub's ``-D [publish] user-property KEY VALUE`` (three words after one flag,
-    which click cannot take repeatedly) as ``-D user-property -D KEY -D VALUE``."""
+    """mosquitto_pub's ``-D [publish] NAME VALUE...`` (several words after one flag, which
+    click cannot take repeatedly) as ``-D NAME -D VALUE...``."""
     out: list[str] = []
     i = 0
     while i < len(args):
@@ -294,13 +299,15 @@ def expand_properties(args: list[str]) -> list[str]:
         if arg == "--":
             return out + args[i:]
         if arg in ("-D", "--property"):
-            words = args[i + 1 : i + 5]
-            if words[:1] == ["publish"]:  # mosquitto_pub names the packet first
-                words = words[1:]
+            i += 1
+            if args[i : i + 1] == ["publish"]:  # mosquitto_pub names the packet first
                 i += 1
-            for word in words[:3]:
+            words = args[i : i + 1 + PROPERTY_WORDS.get(args[i] if i < len(args) else "", 2)]
+            for word in words:
                 out += [arg, word]
-            i += 1 + len(words[:3])
+            if not words:
+                out.append(arg)  # click then says the option needs a value
+            i += len(words)
             continue
         out.append(arg)
         i += 1
@@ -312,18 +319,30 @@ class _PubCommand(TyperCommand):
         return super().parse_args(ctx, expand_properties(args))
 
 
-def user_properties(words: list[str]) -> list[tuple[str, str]]:
-    """``-D user-property K V`` words (after :func:`expand_properties`) as (key, value) pairs."""
-    if len(words) % 3:
-        raise typer.BadParameter("give -D user-property KEY VALUE", param_hint="-D")
-    pairs = []
-    for i in range(0, len(words), 3):
-        kind, key, value = words[i : i + 3]
-        if kind != "user-property":
-            raise typer.BadParameter(f"{kind!r}: only user-property is supported "
-                                     f"(-D user-property KEY VALUE)", param_hint="-D")
-        pairs.append((key, value))
-    return pairs
+def pub_properties(words: list[str]) -> dict[str, Any]:
+    """``-D`` words (after :func:`expand_properties`) as ``Bus.publish`` keyword arguments."""
+    out: dict[str, Any] = {"user_properties": []}
+    i = 0
+    while i < len(words):
+        name = words[i]
+        n = PROPERTY_WORDS.get(name)
+        values = words[i + 1 : i + 1 + (n or 0)]
+        if n is None or len(values) < n:
+            raise typer.BadParameter(
+                f"{name!r}: give -D user-property KEY VALUE, payload-format-indicator 0|1, "
+                f"response-topic TOPIC or correlation-data TEXT", param_hint="-D")
+        if name == "user-property":
+            out["user_properties"].append((values[0], values[1]))
+        elif name == "payload-format-indicator":
+            if values[0] not in ("0", "1"):
+                raise typer.BadParameter("payload-format-indicator is 0 or 1", param_hint="-D")
+            out["payload_format"] = int(values[0])
+        elif name == "response-topic":
+            out["response_topic"] = values[0]
+        else:
+            out["correlation"] = values[0].encode()
+        i += 1 + n
+    return out
 
 
 @topic_app.command("pub", cls=_PubCommand)
@@ -353,8 +372,9 @@ def pub(
     correlation: Annotated[str | None, typer.Option(
         "--correlation", help="MQTT 5 Correlation Data (UTF-8)")] = None,
     properties: Annotated[list[str] | None, typer.Option(
-        "--property", "-D", metavar="user-property K V",
-        help="MQTT 5 property, like mosquitto_pub: -D user-property KEY VALUE (repeatable)")]
+        "--property", "-D", metavar="NAME VALUE...",
+        help="MQTT 5 property, as mosquitto_pub's -D: user-property KEY VALUE (repeatable), "
+             "payload-format-indicator 0|1, response-topic T, correlation-data TEXT")]
     = None,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Publish N times")] = 1,
     rate: Annotated[float, typer.Option("--rate", min=0.001, help="Repeat rate in Hz")] = 1.0,
@@ -367,7 +387,9 @@ def pub(
     options = BusOptions(codec="msgpack" if to_msgpack else "json")
     rounds = repeat if len(payloads) == 1 else 1
     corr = correlation.encode() if correlation is not None else None
-    user = user_properties(properties or [])
+    props = pub_properties(properties or [])
+    props.setdefault("response_topic", response_topic)
+    props.setdefault("correlation", corr)
 
     async def main() -> None:
         async with Bus.connect(bus_url, name="cli-pub", options=options) as bus:
@@ -376,9 +398,7 @@ def pub(
                 if i:  # drift-free schedule on the monotonic clock
                     await anyio.sleep_until(start + i / rate)
                 for payload in payloads:
-                    await bus.publish(topic, payload, retain=retain, qos=qos,
-                                      response_topic=response_topic, correlation=corr,
-                                      user_properties=user)
+                    await bus.publish(topic, payload, retain=retain, qos=qos, **props)
             log.info("published", topic=topic, count=rounds * len(payloads))
 
     _run(main)

@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 
 import anyio
 import pytest
+import typer
 
 from robobus import memory_store, testing
 from robobus.bus import Bus, BusOptions
-from robobus.cli.topic import expand_properties, user_properties
+from robobus.cli.topic import expand_properties, pub_properties
 
 pytestmark = pytest.mark.anyio
 
@@ -68,7 +69,8 @@ async def test_user_properties_survive_record_and_replay(tmp_path: Path, prefix:
             await bus.publish(f"{prefix}/custom/skip/x", b"not recorded", qos=1)
             await _acli("topic", "pub", f"{prefix}/custom/q2", '{"b": 2}', "--bus", mosquitto_url,
                         "--qos", "2", "-D", "user-property", "from", "cli",
-                        "-D", "publish", "user-property", "n", "2")
+                        "-D", "publish", "user-property", "n", "2",
+                        "-D", "payload-format-indicator", "1")
             with anyio.fail_after(10):
                 live = {(m := await sub.get()).topic.rsplit("/", 1)[-1]: m for _ in range(3)}
             await anyio.sleep(0.5)  # the recorder got them too: it stops cleanly on SIGTERM
@@ -81,6 +83,7 @@ async def test_user_properties_survive_record_and_replay(tmp_path: Path, prefix:
     assert live["a"].payload_format == 1 and live["a"].sender is None
     assert live["q2"].user_properties == (("from", "cli"), ("n", "2"))
     assert live["q2"].sender == "cli-pub" and live["q2"].qos == 1  # we subscribe at QoS 1
+    assert live["q2"].payload_format == 1
     with memory_store.open(out, readonly=True) as store:
         got = {ev.topic.rsplit("/", 1)[-1]: ev for ev in store.scan()}
     assert set(got) == {"a", "q2"}  # --exclude kept custom/skip/x out
@@ -121,10 +124,16 @@ async def test_zeromq_takes_qos2_like_qos1(hub_url: str, prefix: str) -> None:
 
 def test_dash_d_reads_like_mosquitto_pub() -> None:
     argv = ["t", "-D", "publish", "user-property", "k", "-v", "-q", "2",
-            "--property", "user-property", "a", "b", "--", "-D"]
+            "--property", "payload-format-indicator", "1", "-D", "response-topic", "r/t",
+            "--", "-D"]
     words = expand_properties(argv)
     assert words == ["t", "-D", "user-property", "-D", "k", "-D", "-v", "-q", "2",
-                     "--property", "user-property", "--property", "a", "--property", "b",
-                     "--", "-D"]
-    assert user_properties(["user-property", "k", "-v", "user-property", "a", "b"]) == \
-        [("k", "-v"), ("a", "b")]
+                     "--property", "payload-format-indicator", "--property", "1",
+                     "-D", "response-topic", "-D", "r/t", "--", "-D"]
+    assert pub_properties(["user-property", "k", "-v", "user-property", "a", "b",
+                           "payload-format-indicator", "1", "correlation-data", "c"]) == {
+        "user_properties": [("k", "-v"), ("a", "b")], "payload_format": 1, "correlation": b"c"}
+    with pytest.raises(typer.BadParameter):
+        pub_properties(["message-expiry-interval", "5"])
+    with pytest.raises(typer.BadParameter):
+        pub_properties(["user-property", "k"])
