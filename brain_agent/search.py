@@ -238,7 +238,8 @@ class Search:
                 if end is not None:
                     out.append(Option(end, partial(self._direct, bot, obj, src, target, dest)))
         if want.robot is None or not out:
-            out.extend(self._handover_options(obj, src, target, dest, holder, mobile_givers=not out))
+            out.extend(self._handover_options(obj, src, target, dest, holder, mobile_givers=not out,
+                                              involving=want.robot))
         return out
 
     def _direct_end(self, bot: Bot, obj: str, src: str | None, target: str, dest: str | None,
@@ -265,22 +266,37 @@ class Search:
         self.add(bot, "place", obj, target)
 
     def _handover_options(self, obj: str, src: str | None, target: str, dest: str | None,
-                          holder: Bot | None, *, mobile_givers: bool) -> list[Option]:
+                          holder: Bot | None, *, mobile_givers: bool,
+                          involving: str | None = None) -> list[Option]:
         """Pick by a giver, hand over to a taker who places. A giver that must travel to the
         object first never beats that robot placing it itself, so unless nothing else works
-        only robots already at the object's place are givers."""
+        only robots already at the object's place are givers. With ``involving`` (the robot
+        the instruction named), that robot is the giver or the taker of every option."""
+        def gives(b: Bot) -> bool:
+            return b.can("pick") and b.can("handover") and b.hand_free() and (
+                b.place == src or (mobile_givers and b.reaches(src)))
+
+        def takes(b: Bot, giver: Bot) -> bool:
+            return (b is not giver and b.can("place") and b.hand_free() and b.reaches(src)
+                    and b.reaches(dest))
+
+        named = self.bots.get(involving) if involving is not None else None
+        if involving is not None and named is None:
+            return []
         givers = [holder] if holder else self.nearest(
-            src, lambda b: b.can("pick") and b.can("handover") and b.hand_free()
-            and (b.place == src or (mobile_givers and b.reaches(src))),
-            lambda ix: bound.giver_mask(ix, src, mobile_givers))
+            src, gives, lambda ix: bound.giver_mask(ix, src, mobile_givers))
+        if named is not None and holder is None and named not in givers and gives(named):
+            givers.append(named)
         out: list[Option] = []
         for giver in givers:
             if not giver.can("handover"):
                 continue
-            takers = self.nearest(
-                src, lambda b: b is not giver and b.can("place") and b.hand_free()  # noqa: B023
-                and b.reaches(src) and b.reaches(dest),
-                lambda ix: bound.taker_mask(ix, src, dest, giver.name))  # noqa: B023
+            if named is not None and giver is not named:
+                takers = [named] if takes(named, giver) else []
+            else:
+                takers = self.nearest(
+                    src, lambda b: takes(b, giver),  # noqa: B023
+                    lambda ix: bound.taker_mask(ix, src, dest, giver.name))  # noqa: B023
             for taker in takers:
                 end = self._handover_end(giver, taker, obj, src, target, dest)
                 out.append(Option(end, partial(self._handover, giver, taker, obj, src, target, dest)))
@@ -390,20 +406,34 @@ class Search:
     # -- explaining failure --------------------------------------------------------------
     def why_not(self, want: Want) -> str:
         bots = self.candidates(want)
-        who = f"robot {want.robot!r}" if want.robot else "no live robot"
+        named = want.robot is not None
         if not bots:
-            return f"cannot reach {want}: {who} is available"
+            who = f"robot {want.robot!r} is offline or unavailable" if named else \
+                "no live robot is available"
+            return f"cannot reach {want}: {who}"
         if want.kind == "robot_at":
             return f"robot {want.subject!r} cannot go to {want.target!r}: it is fixed or has no move skill"
         src = self.world.place_of(want.subject)
         pickers = [b.name for b in bots if b.can("pick") and b.reaches(src)]
         if not pickers:
-            return f"cannot reach {want}: {who} able to pick can reach {src!r}"
+            if named:
+                return (f"cannot reach {want}: robot {want.robot!r} cannot pick at {src!r} (it "
+                        "cannot get there or has no pick skill), and no handover with it is possible")
+            return f"cannot reach {want}: no live robot able to pick can reach {src!r}"
         if want.kind == "held":
             return (f"cannot reach {want}: no robot can bring it to {want.target!r} "
                     "(no free hand, or no robot able to hand it over)")
         dest = want.target if want.target in self.world.places else self.world.place_of(want.target or "")
-        return (f"cannot bring {want.subject!r} from {src!r} to {want.target!r}: no live robot able to "
+        placers = [b for b in bots if b.can("place") and b.reaches(dest)]
+        who = f"robot {want.robot!r}" if named else "no live robot"
+        if placers and not any(b.hand_free() for b in placers):
+            names = ", ".join(repr(b.name) for b in placers[:5])
+            return (f"cannot bring {want.subject!r} from {src!r} to {want.target!r}: the robots that "
+                    f"can place at {dest!r} ({names}) have no free hand")
+        if named:
+            return (f"cannot bring {want.subject!r} from {src!r} to {want.target!r}: {who} cannot "
+                    f"place at {dest!r}, and no handover with it is possible")
+        return (f"cannot bring {want.subject!r} from {src!r} to {want.target!r}: {who} able to "
                 f"place can reach {dest!r}, and no handover to one is possible")
 
 

@@ -190,3 +190,18 @@ def test_a_two_handed_robot_carries_two_objects_in_one_trip() -> None:
     naive = plan_goals(GoalSet([Deliver([ObjectRef(kind="cup", all_at="table", count=0)], "sink")]),
                        ctx, naive=True)
     assert plan.makespan_s < naive.makespan_s
+
+
+def test_a_named_robot_is_never_replaced_by_others() -> None:
+    """'agilex, bring X to Y' is agilex's work: when agilex cannot do it (fixed at another
+    table), the plan is refused with a reason naming it, never handed to other robots."""
+    from bench import scenes
+    from robobus.brain_agent.planners.symbolic import SymbolicPlanner
+
+    ctx, planner = scenes.demo(), SymbolicPlanner()
+    with pytest.raises(PlanningError, match="robot 'agilex' cannot pick at 'kitchenTable'"):
+        planner.plan_sync("agilex, bring the apple to the office desk", ctx)
+    plan = planner.plan_sync("agilex, put the knife in the basket", ctx)
+    assert {s.robot for s in plan.steps} == {"agilex"}, plan.steps
+    plan = planner.plan_sync("g1, bring the apple to the office desk", ctx)
+    assert {s.robot for s in plan.steps} == {"g1"}, plan.steps
