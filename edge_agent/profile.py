@@ -101,6 +101,10 @@ class RobotProfile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
             "capacity": body.payload_kg, "start": start or self.start,
             "telemetry_hz": self.telemetry_hz, "sensors": body.sensors,
             **({"labels": list(self.labels)} if self.labels else {}),
+            # the profile's nominal skill durations: the planner's costs (issue 15, item 6)
+            **({"durations": durations} if (durations := {
+                name: float(params.duration_s) for name, params in self.skills.items()
+                if params.duration_s is not None}) else {}),
         }
 
     def resources(self) -> dict[str, int]:

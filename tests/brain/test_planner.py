@@ -205,3 +205,27 @@ def test_a_named_robot_is_never_replaced_by_others() -> None:
     assert {s.robot for s in plan.steps} == {"agilex"}, plan.steps
     plan = planner.plan_sync("g1, bring the apple to the office desk", ctx)
     assert {s.robot for s in plan.steps} == {"g1"}, plan.steps
+
+
+def test_skill_durations_from_the_profiles_decide_who_is_soonest() -> None:
+    """Registrations carry each skill's nominal duration from the robot's profile; the planner
+    costs with them: of two robots at the apple, the one whose profile says its pick takes
+    0.5 s (not 6 s) picks it, and swapping the durations swaps the choice."""
+    from bench import scenes
+    from robobus.brain_agent.planners.symbolic import SymbolicPlanner
+    from robobus.edge_agent.profile import parse_profile
+
+    def spec(name: str, pick_s: float) -> dict:
+        prof = parse_profile({"name": name, "type": "test_bot", "start": "kitchenTable",
+                              "embodiment": {"mobile": True, "arms": 1, "hands": 1, "speed": 1.0},
+                              "skills": {"pick": {"duration_s": pick_s}, "place": {},
+                                         "navigate": {}}})
+        reg = prof.registration()
+        assert reg["durations"] == {"pick": pick_s}
+        return {"name": name, "mobile": True, "hands": 1, "speed": 1.0,
+                "start": "kitchenTable", "durations": reg["durations"]}
+
+    for slow, fast in (("aa", "bb"), ("bb", "aa")):
+        ctx = scenes.build(scenes.DEMO_SCENE, [spec(slow, 6.0), spec(fast, 0.5)])
+        plan = SymbolicPlanner().plan_sync("pick up the apple", ctx)
+        assert [s.robot for s in plan.steps if s.skill == "pick"] == [fast], plan.steps
