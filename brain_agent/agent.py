@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, cast
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import structlog
 
@@ -66,6 +67,10 @@ class Brain:
         self._refreshing = False
         #: active or standby on this fleet, and the brain's presence (issue 12)
         self.leader = Leader(bus, config.name, self.planner.name)
+        #: capacity: past it new instructions are shed before any planning (issue 16)
+        self.admission = intake.Admission(config.max_pending, config.max_backlog)
+        #: instructions waiting in the intake buffer (its subscription, once open)
+        self.backlog: Callable[[], int] = lambda: 0
 
     async def subscribe_all(self, stack: AsyncExitStack) -> None:
         """Open every subscription and start one consumer task per subscription."""
@@ -87,6 +92,7 @@ class Brain:
         # brain owns the topic, so it reports what it refuses there (size, rate, decode)
         sub = await stack.enter_async_context(self.bus.subscribe(
             t.instructions, rate_limit=self.config.instruction_rate_limit, reports=True))
+        self.backlog = sub.__len__
         self.tg.start_soon(self._intake, sub, name=f"brain-sub-{t.instructions}")
         # untyped: a cleared registration (an empty value) takes the robot out of the fleet
         clears = await stack.enter_async_context(self.bus.subscribe(t.registration(), reports=False))
@@ -94,21 +100,28 @@ class Brain:
 
     async def _intake(self, sub: Any) -> None:
         async for msg in sub:
-            if await self.leader.decided() == "standby":  # the active brain takes it
-                log.debug("standby_instruction_ignored", topic=msg.topic)
-                continue
-            if msg.replayed and not self.config.accept_replayed:
-                log.debug("replayed_instruction_ignored", topic=msg.topic)
-                continue
-            inst = intake.decode(self.bus, msg)
-            if inst is None:
-                continue
-            if msg.retain:  # kept by the broker or hub: refused and cleared, never executed
-                await self.guard.call("retained instruction", msg.topic, intake.refuse_retained,
-                                      self.bus, msg, inst, payload=msg.payload)
-                continue
-            await self.guard.call("_on_instruction on instructions", msg.topic,
-                                  self._on_instruction, inst, msg, payload=msg.payload)
+            await self._take(msg)
+            # A buffered message is returned without a pause, and shedding or refusing one
+            # never waits: a flood would starve the presence heartbeats without this (issue 16).
+            await anyio.lowlevel.checkpoint()
+
+    async def _take(self, msg: Message) -> None:
+        """One instruction: ignored (standby, replayed), refused, shed or taken."""
+        if await self.leader.decided() == "standby":  # the active brain takes it
+            log.debug("standby_instruction_ignored", topic=msg.topic)
+            return
+        if msg.replayed and not self.config.accept_replayed:
+            log.debug("replayed_instruction_ignored", topic=msg.topic)
+            return
+        inst = intake.decode(self.bus, msg)
+        if inst is None:
+            return
+        if msg.retain:  # kept by the broker or hub: refused and cleared, never executed
+            await self.guard.call("retained instruction", msg.topic, intake.refuse_retained,
+                                  self.bus, msg, inst, payload=msg.payload)
+            return
+        await self.guard.call("_on_instruction on instructions", msg.topic,
+                              self._on_instruction, inst, msg, payload=msg.payload)
 
     async def _consume(self, sub: Any, handler: Any) -> None:
         what = f"{handler.__name__} on {sub.pattern}"
@@ -142,9 +155,13 @@ class Brain:
                                        task_id=task_id[:MAX_TASK_ID], reply=reply,
                                        sender=_sender(msg, inst))
             return None
+        shed = self.admission.refuse(len(self.scheduler.live), self.backlog())
         if reply is not None:  # before the task can say anything
             self.replies.expect(task_id, reply)
         task = Task(task_id, inst.text, inst.priority, origin=inst.origin)
+        if shed is not None:
+            self._shed(task, shed, msg, _sender(msg, inst))
+            return None
         self.scheduler.add(task)
         if inst.task_id is not None and self.fleet.world_ready.is_set():
             # a client's id: the durable record decides it is new (once memory has answered;
@@ -161,6 +178,15 @@ class Brain:
         self.guard.spawn(self.tg, "task start", self.topics.task(task_id),
                          self.scheduler.start_task, task, name=f"task-{task_id}")
         return None
+
+    def _shed(self, task: Task, reason: str, msg: Message | None, sender: str | None) -> None:
+        """Refuse a new task at capacity: its statuses (task topic, reply topic) say
+        ``overloaded``, and so does an error report (those are rate-limited per topic)."""
+        log.debug("instruction_shed", task=task.id)
+        self.scheduler.shed(task, reason)
+        # the requester has the task's failed status; the report is for operators
+        self.bus.report_error_soon(self.topics.instructions, reason, intake.OVERLOADED,
+                                   msg.payload if msg else b"", task_id=task.id, sender=sender)
 
     async def _start_if_new(self, task: Task, payload: bytes, reply: Reply | None,
                             sender: str | None) -> None:

@@ -42,3 +42,8 @@ class BrainConfig:
     #: where "me"/"here"/"我" deliver when an instruction carries no origin (issue 15); None:
     #: such an instruction fails with ``no_destination``
     deliver_to: str | None = None
+    #: capacity (issue 16): tasks not yet final (planning, running, queued behind robots);
+    #: past it a new instruction is shed at once, ``failed`` with an ``overloaded:`` reason
+    max_pending: int = 256
+    #: ... and instructions waiting in the intake buffer (each waits for those ahead of it)
+    max_backlog: int = 256

@@ -91,3 +91,41 @@ async def known_task(bus: Bus, topics: Topics, task_id: str, timeout: float) -> 
             log.warning("task_id_unchecked", task=task_id[:128], error=reply.error)
         return None
     return str(reply.result.get("status", "?"))[:32]
+
+
+OVERLOADED = "overloaded"
+
+
+class Admission:
+    """The brain's capacity (issue 16): past it, a new instruction is shed at once.
+
+    Two bounds, both checked before any planning: tasks not yet final (planning, running,
+    queued behind robots: every dispatch and every plan walks them) and instructions waiting in
+    the intake buffer (each one waits for all those ahead of it). A shed instruction ends
+    ``failed`` with a reason starting ``overloaded:``; accepted tasks are never touched.
+    """
+
+    def __init__(self, max_pending: int, max_backlog: int) -> None:
+        self.max_pending, self.max_backlog = max_pending, max_backlog
+        #: instructions shed since the brain started, and in the current overload
+        self.shed = 0
+        self._episode = 0
+
+    def refuse(self, pending: int, backlog: int) -> str | None:
+        """Why a new instruction is shed now (None: it is taken)."""
+        if pending >= self.max_pending:
+            why = f"{pending} tasks in flight, its capacity (max_pending {self.max_pending})"
+        elif backlog > self.max_backlog:
+            why = (f"{backlog} instructions waiting ahead of this one, over its intake bound "
+                   f"(max_backlog {self.max_backlog})")
+        else:
+            if self._episode:
+                log.info("brain_overload_ended", shed=self._episode, shed_total=self.shed)
+                self._episode = 0
+            return None
+        if not self._episode:
+            log.warning("brain_overloaded", pending=pending, backlog=backlog)
+        self._episode += 1
+        self.shed += 1
+        return (f"{OVERLOADED}: the brain is at capacity ({why}); the instruction was not "
+                "taken. Send it again later, with a new task id")

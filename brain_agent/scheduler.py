@@ -77,11 +77,25 @@ class Scheduler:
 
     def add(self, task: Task) -> None:
         """Track ``task``; the oldest finished tasks are forgotten beyond ``MAX_REMEMBERED``."""
-        self.tasks[task.id] = task
         self.live[task.id] = task
+        self._remember(task)
+
+    def shed(self, task: Task, reason: str) -> None:
+        """End a task that is not taken (admission, issue 16): no plan, no command, nothing
+        live. ``accepted`` then ``failed`` is the state machine's only way to a final status
+        (the memory agent records only tasks a brain accepted); the id stays taken."""
+        task.phase = "failed"
+        self._remember(task)
+        self.status.emit(task, "accepted")
+        self.status.emit(task, "failed", reason=reason)
+
+    def _remember(self, task: Task) -> None:
+        self.tasks[task.id] = task
         while len(self.tasks) > MAX_REMEMBERED:
-            old_id, old = next(iter(self.tasks.items()))
-            if old.active:
+            # the oldest finished task; live ones are kept (at most max_pending are skipped,
+            # so a flood of shed tasks behind one long task cannot grow this without bound)
+            old_id = next((k for k, t in self.tasks.items() if not t.active), None)
+            if old_id is None:
                 break
             del self.tasks[old_id]
 

@@ -14,6 +14,7 @@ from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
 
 _DEFAULT_LIMIT = BrainConfig().instruction_rate_limit
 _DEFAULT_RATE = _DEFAULT_LIMIT.rate if _DEFAULT_LIMIT else 0.0
+_DEFAULTS = BrainConfig()
 
 
 def brain(
@@ -40,13 +41,22 @@ def brain(
         "--deliver-to", show_default=False,
         help="Where 'me', 'here', '我' deliver when an instruction carries no origin (a place)")]
     = None,
+    max_pending: Annotated[int, typer.Option(
+        "--max-pending", min=1,
+        help="Capacity: tasks not yet final; past it new instructions fail at once with an "
+             "'overloaded' reason")] = _DEFAULTS.max_pending,
+    max_backlog: Annotated[int, typer.Option(
+        "--max-backlog", min=1,
+        help="Capacity: instructions waiting in the intake buffer; past it new ones are shed "
+             "the same way")] = _DEFAULTS.max_backlog,
     prefix: PrefixOpt = "robobus",
 ) -> None:
     """Run the brain: instructions in, validated multi-robot plans out, closed loop."""
     options = {k: v for k, v in (("model", model), ("endpoint", endpoint)) if v is not None}
     config = BrainConfig(planner=planner, planner_options=options, max_failures=max_failures,
                          timeout_scale=timeout_scale, recover=not no_recover,
-                         deliver_to=deliver_to or None)
+                         deliver_to=deliver_to or None, max_pending=max_pending,
+                         max_backlog=max_backlog)
     if instruction_rate is not None:
         config.instruction_rate_limit = (RateLimit(instruction_rate, burst=2.5 * instruction_rate)
                                          if instruction_rate else None)
@@ -59,7 +69,6 @@ def brain(
     except BusError as exc:
         typer.echo(f"robobus brain: {exc}", err=True)
         raise typer.Exit(1) from exc
-
 
 
 def register(app: typer.Typer) -> None:
