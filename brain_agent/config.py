@@ -43,7 +43,9 @@ class BrainConfig:
     #: such an instruction fails with ``no_destination``
     deliver_to: str | None = None
     #: capacity (issue 16): tasks not yet final (planning, running, queued behind robots);
-    #: past it a new instruction is shed at once, ``failed`` with an ``overloaded:`` reason
-    max_pending: int = 256
+    #: past it a new instruction is shed at once, ``failed`` with an ``overloaded:`` reason.
+    #: Measured (docs/brain.md, Overload): a saturated brain's latency is about
+    #: max_pending / its throughput, so 256 gave 6-8 s on the 2-core VM and 64 gives 1.4-3 s
+    max_pending: int = 64
     #: ... and instructions waiting in the intake buffer (each waits for those ahead of it)
-    max_backlog: int = 256
+    max_backlog: int = 64
