@@ -1,4 +1,4 @@
-"""Graceful overload of the brain (issue 16, item 3), with every agent a separate process.
+"""Graceful overload of the brain (issue 16, item 3), every agent a separate process (ZeroMQ, MQTT).
 
 One client floods ``P/instructions`` as fast as it can publish them (qos 1, no rate limit on
 the brain). Past its capacity the brain sheds new instructions at once: each shed one has
@@ -37,8 +37,15 @@ def _collect(sub: Any, into: list[Message]) -> Any:
     return pump
 
 
+@pytest.fixture(params=["zmq", pytest.param("mqtt", marks=pytest.mark.broker)])
+def url(request: pytest.FixtureRequest) -> str:
+    """The ZeroMQ hub or the private Mosquitto."""
+    return str(request.getfixturevalue("hub_url" if request.param == "zmq" else "mosquitto_url"))
+
+
 async def test_flood_is_shed_with_overloaded_and_the_brain_stays_alive(tmp_path: Path,
-                                                                       hub_url: str) -> None:
+                                                                       url: str) -> None:
+    hub_url = url
     with contextlib.ExitStack() as stack:
         fl = Fleet(tmp_path, hub_url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS, stack)
         fl.start_memory()
@@ -91,7 +98,7 @@ async def test_flood_is_shed_with_overloaded_and_the_brain_stays_alive(tmp_path:
                 finals = [s for s in fl.statuses[tid] if s.status in FINAL]
                 assert len(finals) == 1 and "overloaded" not in (finals[0].reason or ""), finals
             assert any(t in commanded for t in taken)  # taken tasks really ran
-            print(f"LIFECYCLE overload flood={FLOOD} sent_in={sent_s:.2f}s "
+            print(f"LIFECYCLE overload {url.split(':')[0]} flood={FLOOD} sent_in={sent_s:.2f}s "
                   f"({FLOOD / sent_s:.0f}/s) shed={len(shed)} taken={len(taken)} "
                   f"all_final_after={answered_s:.2f}s")
             # the requester's inbox got the same refusal, correlated
