@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robobus.brain_agent.context import PlanContext
-from robobus.brain_agent.timeline import DEFAULT_DURATION_S, Bot
+from robobus.brain_agent.timeline import Bot, skills_of
 from robobus.schemas.messages import RobotRegistration, SkillSpec
 from robobus.schemas.world import WorldRobot
 
@@ -44,20 +44,9 @@ class Roster:
     dur: dict[str, np.ndarray]  # change -> seconds per robot (1.0 where the robot lacks it)
 
 
-def _skills(reg: RobotRegistration) -> tuple[dict[str, SkillSpec], dict[str, float]]:
-    skills: dict[str, SkillSpec] = {}
-    for spec in reg.skills:
-        if spec.change is not None:
-            skills.setdefault(spec.change, spec)
-    given = reg.profile.get("durations") or {}
-    durations = {change: float(given.get(spec.name, DEFAULT_DURATION_S.get(change, 1.0)))
-                 for change, spec in skills.items()}
-    return skills, durations
-
-
 def _build_roster(fleet: dict[str, RobotRegistration]) -> Roster:
     names = sorted(fleet)
-    pairs = [_skills(fleet[n]) for n in names]
+    pairs = [skills_of(fleet[n]) for n in names]
     skills = [p[0] for p in pairs]
     durations = [p[1] for p in pairs]
     can = {c: np.fromiter((c in s for s in skills), bool, len(names)) for c in CHANGES}

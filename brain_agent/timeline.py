@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from robobus.brain_agent.context import PlanContext
-from robobus.schemas.messages import SkillSpec
+from robobus.schemas.messages import RobotRegistration, SkillSpec
 
 #: Nominal skill durations (s) when a robot's profile gives none (``profile["durations"]``).
 DEFAULT_DURATION_S: dict[str, float] = {"pick": 2.0, "place": 2.0, "handover": 2.0}
@@ -41,10 +41,9 @@ class Bot:
         return len(self.holding) < self.hands
 
 
-def make_bot(name: str, ctx: PlanContext) -> Bot:
-    """The timeline of a live robot at the start of planning."""
-    wr = ctx.world.robots[name]
-    reg = ctx.fleet[name]
+def skills_of(reg: RobotRegistration) -> tuple[dict[str, SkillSpec], dict[str, float]]:
+    """A robot's skills by world change (the first per change) and their nominal durations:
+    the profile's ``durations`` by skill name, else :data:`DEFAULT_DURATION_S`."""
     skills: dict[str, SkillSpec] = {}
     for spec in reg.skills:
         if spec.change is not None:
@@ -52,6 +51,13 @@ def make_bot(name: str, ctx: PlanContext) -> Bot:
     given = reg.profile.get("durations") or {}
     durations = {change: float(given.get(spec.name, DEFAULT_DURATION_S.get(change, 1.0)))
                  for change, spec in skills.items()}
+    return skills, durations
+
+
+def make_bot(name: str, ctx: PlanContext) -> Bot:
+    """The timeline of a live robot at the start of planning."""
+    wr = ctx.world.robots[name]
+    skills, durations = skills_of(ctx.fleet[name])
     return Bot(name, float(ctx.busy_until.get(name, 0.0)), wr.place, wr.position, list(wr.holding),
                wr.hands, wr.mobile, max(wr.speed, 1e-6), skills, durations)
 
