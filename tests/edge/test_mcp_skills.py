@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from robobus.edge_agent.mcp_skills import McpUnavailable, args_struct, change_ar
 from robobus.edge_agent.profile import McpTool, RobotProfile, parse_profile  # noqa: E402
 from robobus.launch.runner import RunOptions, run_scenario  # noqa: E402
 from robobus.schemas.messages import RobotRegistration  # noqa: E402
-from robobus.testing import robobus_cmd  # noqa: E402
+from robobus.testing import free_port, robobus_cmd  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,18 +140,12 @@ def test_robobus_edge_says_which_server_is_unusable(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(json.dumps({  # JSON is YAML
         "name": "broken_1", "type": "broken", "embodiment": {"mobile": False}, "skills": {},
-        "mcp": [{"name": "nowhere", "url": f"http://127.0.0.1:{_free_port()}/mcp"}]}))
+        "mcp": [{"name": "nowhere", "url": f"http://127.0.0.1:{free_port()}/mcp"}]}))
     proc = subprocess.run(robobus_cmd("edge", "--profile", str(path), "--bus", "memory://x", "--at", "a"),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "robobus edge: MCP server 'nowhere': ConnectError" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _http_server(port: int) -> subprocess.Popen[bytes]:
@@ -174,7 +167,7 @@ async def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 
 
 
 async def test_streamable_http_server_and_its_death(scene: dict[str, Any]) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _http_server(port)
     try:
         await _wait_port(port, proc)
@@ -238,7 +231,7 @@ async def test_a_scenario_the_brain_plans_onto_mcp_tools_over_http(hub_url: str,
                                                                    tmp_path: Path) -> None:
     """The same scenario with the gardener's profile pointed at the example server as an HTTP
     process (``url:`` instead of ``command:``): hub, memory, brain and edge are processes."""
-    port = _free_port()
+    port = free_port()
     served = tmp_path / "server.log"
     with served.open("wb") as out:
         server = subprocess.Popen([sys.executable, str(SERVER), "--http", "--port", str(port)],

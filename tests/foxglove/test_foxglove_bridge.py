@@ -8,7 +8,6 @@ channel get error statuses, and the bridge goes on serving."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -34,23 +33,6 @@ def foxglove_client() -> Path:
     return npm_folder(HERE)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _listening(port: int) -> None:
-    with anyio.fail_after(30):
-        while True:
-            try:
-                await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
-                return
-            except OSError:
-                await anyio.sleep(0.1)
-
-
 async def _collect(sub: Any, into: dict[int, RobotState]) -> None:
     async for msg in sub:
         into[msg.data.ts_ns] = msg.data
@@ -60,14 +42,14 @@ async def test_a_foxglove_client_sees_the_fleet(foxglove_client: Path, tmp_path:
                                                hub_url: str) -> None:
     async with fleet(tmp_path, hub_url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS) as (fl, bus):
         await brain_ready(bus, fl.topics)
-        port = _free_port()
+        port = testing.free_port()
         argv = testing.robobus_cmd("foxglove", "--bus", hub_url, "--prefix", fl.prefix,
                                    "--port", str(port))
         state, scene, tf = fl.topics.state("g1"), f"{fl.prefix}/foxglove/scene", f"{fl.prefix}/foxglove/tf"
         registration = fl.topics.registration("agilex")  # published once, long before
         seen: dict[int, RobotState] = {}
         with testing.spawn(argv, name="foxglove", log_dir=tmp_path / "logs") as bridge:
-            await _listening(port)
+            await anyio.to_thread.run_sync(testing.wait_port, port, 30.0)
             async with bus.subscribe(fl.topics.alive("agilex"), Alive) as alive:
                 fl.kill9("agilex")  # its last will turns it offline: grey in the scene
                 with anyio.fail_after(30):

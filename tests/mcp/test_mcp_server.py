@@ -5,7 +5,6 @@ processes on the ZeroMQ hub."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -73,23 +72,6 @@ async def _drive(client: Client, fl: Fleet) -> None:
                                                     for c in doc["channels"].values())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _http_up(port: int) -> None:
-    with anyio.fail_after(30):
-        while True:
-            try:
-                await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
-                return
-            except OSError:
-                await anyio.sleep(0.1)
-
-
 async def test_an_mcp_client_drives_the_fleet_over_stdio_and_http(tmp_path: Path, hub_url: str) -> None:
     async with fleet(tmp_path, hub_url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS) as (fl, bus):
         await brain_ready(bus, fl.topics)
@@ -97,9 +79,9 @@ async def test_an_mcp_client_drives_the_fleet_over_stdio_and_http(tmp_path: Path
         async with Client(StdioServerParameters(command=argv[0], args=argv[1:]),
                           read_timeout_seconds=30) as client:
             await _drive(client, fl)
-        port = _free_port()
+        port = testing.free_port()
         with testing.spawn([*argv, "--http", str(port)], name="mcp-http", log_dir=tmp_path / "logs"):
-            await _http_up(port)
+            await anyio.to_thread.run_sync(testing.wait_port, port, 30.0)
             async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=30) as client:
                 robots = _result(await client.call_tool("list_robots", {}))["robots"]
                 assert len(robots) == len(fl.robots)
