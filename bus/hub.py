@@ -232,7 +232,11 @@ class Hub:
                 self.router.send_multipart([ident, wire.WHO])
         elif cmd == wire.HELLO and args:
             hello = _dict.decode(args[0])
-            keepalive = float(hello.get("keepalive", 1.0))
+            keepalive = _keepalive(hello.get("keepalive", 1.0))
+            if keepalive is None:
+                log.warning("hub_bad_hello", client=ident[:32], keepalive=repr(hello.get("keepalive"))[:40])
+                self.router.send_multipart([ident, wire.DENY, wire.HELLO, _BAD_KEEPALIVE])
+                return
             self.clients[ident] = _Client(_will(hello.get("will")), timeout_s=2.5 * keepalive)
             self.stats["hellos"] += 1
             self.router.send_multipart([ident, wire.HELLO])
@@ -334,6 +338,20 @@ class Hub:
 _dict = msgspec.msgpack.Decoder(dict)
 #: what a malformed control frame from a client raises (RecursionError: hostile nesting)
 BAD_CONTROL = (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError, TypeError)
+
+
+#: the longest keepalive a client may ask for: 2.5 times it is how long the hub waits
+MAX_KEEPALIVE_S = 3600.0
+_BAD_KEEPALIVE = f"keepalive must be a finite number of seconds in (0, {MAX_KEEPALIVE_S:g}]".encode()
+
+
+def _keepalive(value: object) -> float | None:
+    """A hello's keepalive if it is a finite number of seconds in range (NaN or inf would make
+    the client immortal: its silence would never exceed 2.5 x keepalive), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    seconds = float(value)
+    return seconds if 0.0 < seconds <= MAX_KEEPALIVE_S else None  # NaN fails both comparisons
 
 
 def _will(will: object) -> dict | None:

@@ -54,3 +54,35 @@ async def test_hub_and_clients_survive_malformed_frames() -> None:
             ctl.close(0)
             pub.close(0)
             ctx.term()
+
+
+
+BAD_KEEPALIVES = [float("nan"), float("inf"), -1.0, 0, 1e9, "2", True]
+
+
+def test_hello_with_a_keepalive_out_of_range_is_denied() -> None:
+    """A NaN (or infinite) keepalive made the client immortal: 2.5 x NaN never elapses, so its
+    will never fired. The hub now denies such a hello, names the range, and registers nothing."""
+    import msgspec
+
+    with testing.hub() as url:
+        port = int(url.rsplit(":", 1)[1])
+        ctx = zmq.Context()
+        ctl = ctx.socket(zmq.DEALER)
+        ctl.connect(f"tcp://{testing.LOOPBACK}:{port + 2}")
+
+        def ask(frames: list[bytes]) -> list[bytes]:
+            ctl.send_multipart(frames)
+            assert ctl.poll(5000), f"the hub did not answer {frames[0]!r}"
+            return ctl.recv_multipart()
+
+        try:
+            for keepalive in BAD_KEEPALIVES:
+                cmd, what, reason = ask([b"HELLO", msgspec.msgpack.encode({"keepalive": keepalive})])
+                assert (cmd, what) == (b"DENY", b"HELLO"), keepalive
+                assert b"keepalive must be a finite number of seconds" in reason
+                assert ask([b"HB"]) == [b"WHO"]  # not registered: the hub asks who it is
+            assert ask([b"HELLO", msgspec.msgpack.encode({"keepalive": 0.5})]) == [b"HELLO"]
+        finally:
+            ctl.close(0)
+            ctx.term()
