@@ -142,8 +142,18 @@ def _zmq_pair(port: int, topics: list[str]):  # noqa: ANN202
     return pub, sub
 
 
-def zmq_echo(port: int) -> None:
-    pub, sub = _zmq_pair(port, ["bench/in/"])
+def zmq_echo(port: int, peer: bool = False) -> None:
+    """``peer``: no proxy, the echo binds (SUB on ``port``, PUB on ``port + 1``) and the driver
+    connects to it directly, as two Zenoh peers talk (the like-for-like floor for Zenoh)."""
+    if peer:
+        import zmq
+
+        pub, sub = _sockets(zmq.PUB, zmq.SUB)
+        sub.bind(f"tcp://127.0.0.1:{port}")
+        pub.bind(f"tcp://127.0.0.1:{port + 1}")
+        sub.setsockopt(zmq.SUBSCRIBE, b"bench/in/")
+    else:
+        pub, sub = _zmq_pair(port, ["bench/in/"])
     report({"ready": True})
     sink = Sink()
     while True:
@@ -157,7 +167,7 @@ def zmq_echo(port: int) -> None:
     sink.report()
 
 
-def zmq_driver(port: int, n: int, m: int) -> None:
+def zmq_driver(port: int, n: int, m: int, peer: bool = False) -> None:
     import zmq
 
     pub, sub = _zmq_pair(port, [PONG])
@@ -383,11 +393,89 @@ def redis_driver(port: int, n: int, m: int) -> None:
     report({"rtt": rtts, "send_s": sent_s})
 
 
+# ---------------------------------------------------------------------------------- zenoh
+def _zenoh(listen: int | None, connect: int | None):  # noqa: ANN202
+    """A Zenoh session in peer mode on loopback: no router, no multicast scouting; the echo
+    listens and the driver connects to it (the two peers talk directly)."""
+    import zenoh
+
+    conf = zenoh.Config()
+    conf.insert_json5("mode", '"peer"')
+    conf.insert_json5("scouting/multicast/enabled", "false")
+    conf.insert_json5("listen/endpoints",
+                      json.dumps([f"tcp/127.0.0.1:{listen}"] if listen else []))
+    conf.insert_json5("connect/endpoints",
+                      json.dumps([f"tcp/127.0.0.1:{connect}"] if connect else []))
+    return zenoh.open(conf)
+
+
+def _zenoh_pub(session, key: str):  # noqa: ANN001, ANN202
+    """Reliable and blocking when the queue is full (the default drops): 0 lost, like the
+    other paths, which all push back instead of dropping."""
+    import zenoh
+
+    return session.declare_publisher(key, congestion_control=zenoh.CongestionControl.BLOCK)
+
+
+def zenoh_echo(port: int) -> None:
+    session = _zenoh(port, None)
+    pong = _zenoh_pub(session, PONG)
+    sink = Sink()
+    finished = threading.Event()
+
+    def on_sample(sample) -> None:  # noqa: ANN001  (Zenoh's callback thread)
+        key = str(sample.key_expr)
+        if key == PING:
+            pong.put(sample.payload.to_bytes())
+        elif key == BLAST:
+            sink.hit()
+        else:
+            finished.set()
+
+    sub = session.declare_subscriber("bench/in/*", on_sample)
+    report({"ready": True})
+    finished.wait(120)
+    sub.undeclare()
+    sink.report()
+    session.close()
+
+
+def zenoh_driver(port: int, n: int, m: int) -> None:
+    import queue
+
+    session = _zenoh(None, port)
+    pongs: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    session.declare_subscriber(PONG, lambda sample: pongs.put(sample.payload.to_bytes()))
+    ping, blast, done = (_zenoh_pub(session, k) for k in (PING, BLAST, DONE))
+    while True:  # until the peers have met and the echo's subscription reached us
+        ping.put(payload(0))
+        try:
+            pongs.get(timeout=0.05)
+            break
+        except queue.Empty:
+            continue
+    time.sleep(0.1)
+    while not pongs.empty():
+        pongs.get()
+    rtts = _pingpong(lambda i: ping.put(payload(i)), pongs.get, n)
+    t0 = time.perf_counter()
+    for i in range(m):
+        blast.put(payload(i))
+    sent_s = time.perf_counter() - t0
+    time.sleep(0.3)
+    for _ in range(20):
+        done.put(b"")
+        time.sleep(0.01)
+    report({"rtt": rtts, "send_s": sent_s})
+    session.close()
+
+
 ROLES = {
     "robobus_echo": robobus_echo, "robobus_driver": robobus_driver, "zmq_proxy": zmq_proxy,
     "zmq_echo": zmq_echo, "zmq_driver": zmq_driver, "aiozmq_echo": aiozmq_echo,
     "aiozmq_driver": aiozmq_driver, "paho_echo": paho_echo,
     "paho_driver": paho_driver, "redis_echo": redis_echo, "redis_driver": redis_driver,
+    "zenoh_echo": zenoh_echo, "zenoh_driver": zenoh_driver,
 }
 
 if __name__ == "__main__":
