@@ -297,9 +297,9 @@ class Bus:
         """Subscribe to an MQTT-style filter; typed subscriptions set ``msg.data``.
 
         A message that fails to decode into ``type`` is reported on ``{prefix}/errors`` and
-        skipped; the subscription goes on. With ``rate_limit``, messages beyond the per-sender
-        rate are refused and reported the same way. With ``manual_ack``, the transport's
-        acknowledgement (MQTT PUBACK) waits until the consumer calls ``msg.ack()``: a broker
+        skipped; the subscription goes on. With ``rate_limit``, messages beyond the rate of their
+        key (:meth:`RateLimit.key`) are refused and reported the same way. With ``manual_ack``,
+        the transport's acknowledgement (MQTT PUBACK) waits until the consumer calls ``msg.ack()``: a broker
         with a persistent session then redelivers what a crash left unconfirmed.
 
         ``reports``: whether refusals on this subscription (too large, rate, decode) are
@@ -388,11 +388,15 @@ class Bus:
 
     def _admit(self, sub: Subscription, msg: Message) -> bool:
         buckets = self._limits.get(sub.sub_id)
-        if buckets is None or buckets.allow(msg.sender or "?"):
+        if buckets is None:
             return True
-        reason = f"sender {msg.sender or '?'!r} exceeds {buckets.limit.rate:g} msg/s on {sub.pattern!r}"
-        if sub.reports_on(msg.topic):
-            self.report_error_soon(msg.topic, reason, "rate_limited", msg.payload[:64], about=msg)
+        limit = buckets.limit
+        if buckets.allow(key := limit.key(msg)):
+            return True
+        reason = f"{limit.keyed_by} {key!r} exceeds {limit.rate:g} msg/s on {sub.pattern!r}"
+        if sub.reports_on(msg.topic):  # the report names the key: an account is the sender
+            self.report_error_soon(msg.topic, reason, "rate_limited", msg.payload[:64], about=msg,
+                                   sender=key if limit.level is not None else None)
         return False
 
     @staticmethod

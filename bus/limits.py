@@ -8,21 +8,43 @@ from dataclasses import dataclass
 
 import anyio
 
+from robobus.bus.message import Message
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """At most ``rate`` messages per second per key, with bursts up to ``burst``."""
+    """At most ``rate`` messages per second per key, with bursts up to ``burst``.
+
+    The key is the message's sender, or with ``level`` set, that level of its topic
+    (``-1``: the last). The sender is what the hub stamps, the authenticated account, on a
+    secured ZeroMQ hub, but a name the publisher writes on MQTT; a topic level that the
+    broker's ACL grants one account only (``P/instructions/{account}``) is the identity there
+    (issue 13).
+    """
 
     rate: float
     burst: float = 0.0
+    level: int | None = None
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
             raise ValueError("rate must be positive")
 
+    def key(self, msg: Message) -> str:
+        """Whose quota ``msg`` takes."""
+        if self.level is None:
+            return msg.sender or "?"
+        levels = msg.topic.split("/")
+        return levels[self.level] if -len(levels) <= self.level < len(levels) else "?"
+
+    @property
+    def keyed_by(self) -> str:
+        """What a key is, for the reason of a refusal."""
+        return "sender" if self.level is None else "account"
+
 
 class TokenBuckets:
-    """One token bucket per key (an authenticated sender, or a topic for error reports).
+    """One token bucket per key (a sender or an account, or a topic for error reports).
 
     The number of keys is bounded: the least recently refilled half is forgotten past
     ``max_keys``, so a flood of forged sender names cannot grow memory.
