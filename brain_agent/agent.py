@@ -66,7 +66,13 @@ class Brain:
         self.started_ns = time.time_ns()
         self._refreshing = False
         #: active or standby on this fleet, and the brain's presence (issue 12)
-        self.leader = Leader(bus, config.name, self.planner.name)
+        group = config.group
+        self.leader = Leader(bus, config.name, self.planner.name,
+                             group.name if group is not None else None)
+        #: a group's brain takes its group's instructions and names its tasks after it
+        self.intake_topic = (self.topics.instructions if group is None
+                             else self.topics.group_instructions(group.name))
+        self.new_task_id = new_task_id if group is None else group.new_task_id
         #: capacity: past it new instructions are shed before any planning (issue 16)
         self.admission = intake.Admission(config.max_pending, config.max_backlog)
         #: instructions waiting in the intake buffer (its subscription, once open)
@@ -91,9 +97,9 @@ class Brain:
         # untyped: the intake decodes, so it sees the retain flag and its own clearing; the
         # brain owns the topic, so it reports what it refuses there (size, rate, decode)
         sub = await stack.enter_async_context(self.bus.subscribe(
-            t.instructions, rate_limit=self.config.instruction_rate_limit, reports=True))
+            self.intake_topic, rate_limit=self.config.instruction_rate_limit, reports=True))
         self.backlog = sub.__len__
-        self.tg.start_soon(self._intake, sub, name=f"brain-sub-{t.instructions}")
+        self.tg.start_soon(self._intake, sub, name=f"brain-sub-{self.intake_topic}")
         # untyped: a cleared registration (an empty value) takes the robot out of the fleet
         clears = await stack.enter_async_context(self.bus.subscribe(t.registration(), reports=False))
         self.tg.start_soon(self.fleet.follow_clears, clears, self.guard.call, name="brain-clears")
@@ -134,6 +140,9 @@ class Brain:
                 await self.guard.call(what, msg.topic, handler, msg.data, payload=msg.payload)
 
     def _from_its_robot(self, msg: Message) -> bool:
+        group, robot = self.config.group, self.topics.robot_of(msg.topic)
+        if group is not None and robot is not None and not group.has(robot):
+            return False  # another group's robot: another brain's, never planned or commanded here
         reason = self.topics.robot_mismatch(msg.topic, getattr(msg.data, "robot", None))
         if reason is None:
             return True
@@ -142,7 +151,7 @@ class Brain:
 
     # -- handlers --------------------------------------------------------------------------
     def _on_instruction(self, inst: Instruction, msg: Message | None = None) -> Awaitable[None] | None:
-        task_id = inst.task_id or new_task_id()
+        task_id = inst.task_id or self.new_task_id()
         reply = reply_of(msg, inst) if msg is not None else None
         refused = _refuse_task_id(task_id, self.scheduler.tasks)
         if refused is None and reply is not None:
@@ -150,7 +159,7 @@ class Brain:
             refused, reply = ((why, "bad_reply_topic"), None) if why else (None, reply)
         if refused is not None:
             log.info("instruction_refused", task=task_id[:128], code=refused[1])
-            self.bus.report_error_soon(self.topics.instructions, refused[0], refused[1],
+            self.bus.report_error_soon(self.intake_topic, refused[0], refused[1],
                                        msg.payload if msg else b"", about=msg,
                                        task_id=task_id[:MAX_TASK_ID], reply=reply,
                                        sender=_sender(msg, inst))
@@ -185,7 +194,7 @@ class Brain:
         log.debug("instruction_shed", task=task.id)
         self.scheduler.shed(task, reason)
         # the requester has the task's failed status; the report is for operators
-        self.bus.report_error_soon(self.topics.instructions, reason, intake.OVERLOADED,
+        self.bus.report_error_soon(self.intake_topic, reason, intake.OVERLOADED,
                                    msg.payload if msg else b"", task_id=task.id, sender=sender)
 
     async def _start_if_new(self, task: Task, payload: bytes, reply: Reply | None,
@@ -199,7 +208,7 @@ class Brain:
         self.scheduler.live.pop(task.id, None)
         self.replies.forget(task.id)
         log.info("instruction_refused", task=task.id, code="duplicate_task")
-        self.bus.report_error_soon(self.topics.instructions, f"task id {task.id!r} is already "
+        self.bus.report_error_soon(self.intake_topic, f"task id {task.id!r} is already "
                                    f"taken: task memory has it ({status})", "duplicate_task",
                                    payload, task_id=task.id, reply=reply, sender=sender)
 
@@ -253,7 +262,7 @@ class Brain:
             log.warning("task_recovery_failed", reason=str(exc))
             return
         for rec in self._task_records(result):
-            if rec.task_id in self.scheduler.tasks:
+            if rec.task_id in self.scheduler.tasks or not self._ours(rec):
                 continue
             refused = not_resumable(rec)
             if refused is not None:  # never resume a final task or a record no brain made
@@ -268,6 +277,10 @@ class Brain:
                        if rec.steps.get(s.id) in _IN_FLIGHT and self.fleet.online.get(s.robot, True)}
             self.guard.spawn(self.tg, "task resume", self.topics.task(rec.task_id),
                              self.scheduler.resume, task, orphans, name=f"resume-{rec.task_id}")
+
+    def _ours(self, rec: TaskRecord) -> bool:
+        """A group's brain resumes only its group's tasks (another group's brain has the rest)."""
+        return self.config.group is None or self.config.group.owns(rec)
 
     def _task_records(self, result: object) -> list[TaskRecord]:
         """The valid records of a ``tasks`` reply; each one out of its schema's bounds (a

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from robobus.brain_agent.groups import RobotGroup
 from robobus.bus.limits import RateLimit
 
 
@@ -49,3 +50,6 @@ class BrainConfig:
     max_pending: int = 64
     #: ... and instructions waiting in the intake buffer (each waits for those ahead of it)
     max_backlog: int = 64
+    #: the robot group this brain leads (issue 16: several brains on one fleet); None: the
+    #: whole fleet, on ``P/instructions`` and ``P/brain/status`` (see ``brain_agent/groups.py``)
+    group: RobotGroup | None = None

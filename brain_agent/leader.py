@@ -1,5 +1,9 @@
 """The brain's presence and its active/standby role on one fleet (issue 12).
 
+All of this holds per robot group too (issue 16): the brains of group ``G`` use
+``P/groups/G/brain/status`` where this says ``P/brain/status``, so each group has one active
+brain and its own standbys, and brains of different groups never see each other as rivals.
+
 Only the active brain has a retained presence on ``P/brain/status``: a birth (``starting``,
 then ``ready``) on connect and after every reconnect, its last will the matching death
 (``offline``, same ``bd_seq``). The will belongs to a small connection of its own, opened when
@@ -66,10 +70,11 @@ def _rank(status: BrainStatus) -> tuple[int, int, str]:
 class Leader:
     """One brain's role and presence. ``mode`` is ``deciding`` until it knows whether it leads."""
 
-    def __init__(self, bus: Bus, name: str, planner: str) -> None:
+    def __init__(self, bus: Bus, name: str, planner: str, group: str | None = None) -> None:
         self.bus, self.name, self.planner = bus, name, planner
         topics = Topics(bus.options.prefix)
-        self.topic = topics.brain_status
+        # a group's brains elect their active one among themselves (issue 16)
+        self.topic = topics.brain_status if group is None else topics.group_brain_status(group)
         self.instance = secrets.token_hex(4)
         self.state: BrainState = "starting"
         self.presence = Presence(self.topic, self._make)

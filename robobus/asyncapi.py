@@ -48,6 +48,8 @@ PUBLISH_QOS: dict[tuple[str, ...], int] = {
     ("robots", "+", "skills", "+"): 1,
     ("brain", "status"): 1,
     ("brain", "+", "status"): 1,
+    ("groups", "+", "instructions"): 1,
+    ("groups", "+", "brain", "status"): 1,
     ("memory", "query"): 1,
     ("memory", "status"): 1,
     ("memory", "change"): 1,

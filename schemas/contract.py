@@ -66,6 +66,8 @@ TOPIC_TYPES: dict[tuple[str, ...], type[msgspec.Struct]] = {
     ("robots", "+", "skills", "+"): SkillCommand,
     ("brain", "status"): BrainStatus,
     ("brain", "+", "status"): BrainStatus,
+    ("groups", "+", "instructions"): Instruction,
+    ("groups", "+", "brain", "status"): BrainStatus,
     ("memory", "query"): MemoryQuery,
     ("memory", "status"): MemoryStatus,
     ("memory", "change"): WorldChange,
@@ -79,6 +81,7 @@ _LONGEST = max(len(levels) for levels in TOPIC_TYPES)
 #: skills; faults are injected into edges; world changes rewrite spatial memory.
 COMMAND_TOPICS: tuple[tuple[str, ...], ...] = (
     ("instructions",),
+    ("groups", "+", "instructions"),
     ("robots", "+", "skills", "+"),
     ("robots", "+", "faults"),
     ("memory", "change"),
@@ -92,6 +95,7 @@ RETAINED_TOPICS: tuple[tuple[str, ...], ...] = (
     ("robots", "+", "state"),
     ("brain", "status"),
     ("brain", "+", "status"),
+    ("groups", "+", "brain", "status"),
     ("world", "scene"),
 )
 

@@ -29,9 +29,10 @@ def owner(topic: str, prefix: str) -> Owner:
     if not topic.startswith(prefix + "/"):
         return "none"
     rest = topic[len(prefix) + 1:]
-    if rest == "instructions":
-        return "brain"
     parts = rest.split("/")
+    if rest == "instructions" or (len(parts) == 3 and parts[0] == "groups"
+                                  and parts[2] == "instructions"):
+        return "brain"  # a robot group's instructions are its brain's (issue 16)
     if len(parts) >= 3 and parts[0] == "robots":
         if parts[2] in ("skills", "faults"):
             return "edge"

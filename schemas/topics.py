@@ -78,6 +78,16 @@ class Topics:
         """Retained: one brain instance's own ``BrainStatus`` (standby ones too)."""
         return f"{self.prefix}/brain/{instance}/status"
 
+    # -- robot groups (issue 16: several brains on one fleet) ------------------------------
+    def group_instructions(self, group: str = "+") -> str:
+        """Instructions for the brain of one robot group (``robobus brain --group G``)."""
+        return f"{self.prefix}/groups/{group}/instructions"
+
+    def group_brain_status(self, group: str = "+") -> str:
+        """Retained: the active brain of one robot group (``BrainStatus``), like ``brain_status``
+        for the whole fleet."""
+        return f"{self.prefix}/groups/{group}/brain/status"
+
     def robot_of(self, topic: str) -> str | None:
         """The ``{robot}`` level of a robot topic, or None."""
         parts = topic.split("/")

@@ -8,6 +8,7 @@ import typer
 
 from robobus.brain_agent.agent import run
 from robobus.brain_agent.config import BrainConfig
+from robobus.brain_agent.groups import GroupError, RobotGroup
 from robobus.brain_agent.planners import PLANNERS
 from robobus.bus import BusError, BusOptions, RateLimit
 from robobus.cli.common import DEFAULT_BUS, BusOpt, PrefixOpt, run_agent
@@ -49,6 +50,14 @@ def brain(
         "--max-backlog", min=1,
         help="Capacity: instructions waiting in the intake buffer; past it new ones are shed "
              "the same way")] = _DEFAULTS.max_backlog,
+    group: Annotated[str | None, typer.Option(
+        "--group", show_default=False,
+        help="Lead one robot group only: instructions on P/groups/G/instructions, one active "
+             "brain per group (P/groups/G/brain/status); needs --robots")] = None,
+    robots: Annotated[str | None, typer.Option(
+        "--robots", show_default=False,
+        help="The group's robots: comma-separated shell patterns over robot names, e.g. "
+             "'dock_*,g1'; with --group")] = None,
     prefix: PrefixOpt = "robobus",
 ) -> None:
     """Run the brain: instructions in, validated multi-robot plans out, closed loop."""
@@ -60,6 +69,16 @@ def brain(
     if instruction_rate is not None:
         config.instruction_rate_limit = (RateLimit(instruction_rate, burst=2.5 * instruction_rate)
                                          if instruction_rate else None)
+    if (group is None) != (robots is None):
+        typer.echo("robobus brain: --group and --robots go together", err=True)
+        raise typer.Exit(2)
+    if group is not None and robots is not None:
+        try:
+            config.group = RobotGroup.parse(group, robots)
+        except GroupError as exc:
+            typer.echo(f"robobus brain: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        config.name = f"brain-{group}"
     if planner not in PLANNERS:
         typer.echo(f"robobus brain: unknown planner {planner!r}; known: {', '.join(PLANNERS)}",
                    err=True)
