@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from robobus.schemas.messages import Base, Count, Nanos, Plan, Priority
+from robobus.schemas.messages import Base, Count, Int64, Nanos, Plan, Priority
 
 QueryKind = Literal[
     "world",     # -> memory_store.world.WorldSnapshot
@@ -28,11 +28,11 @@ class MemoryQuery(Base):
     name: str | None = None
     of_kind: str | None = None
     to: str | None = None
-    k: int = 1
+    k: Int64 = 1
     pattern: str | None = None
-    t0_ns: int | None = None
-    t1_ns: int | None = None
-    limit: int = 100
+    t0_ns: Int64 | None = None
+    t1_ns: Int64 | None = None
+    limit: Int64 = 100
     cursor: str | None = None
     status: str | None = None
 

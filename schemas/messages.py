@@ -25,6 +25,9 @@ def now_ns() -> int:
 # with a 130-bit priority used to kill the brain when it published its own ``accepted``.
 #: wall-clock nanoseconds
 Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+#: any other integer: a signed 64-bit one (a JSON integer past it was accepted, then could not
+#: be encoded again)
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 #: task priority (higher preempts lower)
 Priority = Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)]
 #: counters a task carries (replans)
@@ -144,7 +147,7 @@ class SkillCommand(Base):
     #: finite and positive: a NaN timeout ended the edge agent (issue 13)
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] | None = None
     action: Literal["run", "cancel"] = "run"
-    ts_ns: int = msgspec.field(default_factory=now_ns)
+    ts_ns: Nanos = msgspec.field(default_factory=now_ns)
 
 
 FeedbackState = Literal["accepted", "started", "progress", "done", "failed", "cancelled", "rejected"]
@@ -163,7 +166,7 @@ class SkillFeedback(Base):
     reason_code: str | None = None
     reason: str | None = None
     result: dict[str, Any] = {}
-    ts_ns: int = msgspec.field(default_factory=now_ns)
+    ts_ns: Nanos = msgspec.field(default_factory=now_ns)
 
 
 class SkillSpec(Base):
@@ -243,7 +246,7 @@ class RobotState(Base):
     #: ids of the commands the robot holds (queued or running): the brain resends one it
     #: believes running that is missing here (lost on the way, or its result was)
     commands: list[str] = []
-    ts_ns: int = msgspec.field(default_factory=now_ns)
+    ts_ns: Nanos = msgspec.field(default_factory=now_ns)
 
 
 #: a birth/death sequence number: agents seed it from the wall clock in milliseconds, so it
@@ -261,7 +264,7 @@ class Alive(Base):
 
     robot: str
     online: bool
-    ts_ns: int = msgspec.field(default_factory=now_ns)
+    ts_ns: Nanos = msgspec.field(default_factory=now_ns)
     bd_seq: BdSeq = 0
 
 
@@ -286,7 +289,7 @@ class MemoryStatus(Base):
 
     memory: str
     online: bool
-    ts_ns: int = msgspec.field(default_factory=now_ns)
+    ts_ns: Nanos = msgspec.field(default_factory=now_ns)
     bd_seq: BdSeq = 0
 
 
@@ -308,7 +311,7 @@ class BrainStatus(Base):
     brain: str
     state: BrainState
     planner: str
-    ts_ns: int = msgspec.field(default_factory=now_ns)
+    ts_ns: Nanos = msgspec.field(default_factory=now_ns)
     bd_seq: BdSeq = 0
     instance: str = ""
 
@@ -330,7 +333,7 @@ class ErrorReport(Base):
     code: str
     reason: str
     excerpt: str = ""
-    ts_ns: int = msgspec.field(default_factory=now_ns)
+    ts_ns: Nanos = msgspec.field(default_factory=now_ns)
     #: who sent the refused input, when known: its ``sender`` user property (robobus clients
     #: set it) or an instruction's ``source``; MQTT does not tell subscribers the client id
     sender: str | None = None
@@ -342,9 +345,9 @@ class FaultSpec(Base):
     """Fault injection for an edge agent, on ``robobus/robots/{robot}/faults``."""
 
     skill: str
-    times: int = 1
+    times: Int64 = 1
     object: str | None = None
     probability: float = 0.0
-    seed: int = 0
+    seed: Int64 = 0
     reason: str = "injected"
 

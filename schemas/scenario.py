@@ -33,6 +33,8 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 import yaml
 
+from robobus.schemas.messages import Int64
+
 #: Task states an expectation may ask for (the terminal ones of ``schemas.messages.TaskState``).
 TaskOutcome = Literal["done", "failed", "cancelled"]
 #: Skill feedback states a fault trigger may wait for.
@@ -73,7 +75,7 @@ class ObjectSpec(_Strict):
     kind: str | None = None
     position: tuple[float, float] | None = None
     container: bool = False
-    capacity: int = 0
+    capacity: Int64 = 0
     graspable: bool = True
     labels: Labels = []
 
@@ -97,7 +99,7 @@ class InstructionSpec(_Strict):
 
     text: str
     at: float = 0.0
-    priority: int = 0
+    priority: Int64 = 0
     id: str | None = None
     origin: str | None = None
 
@@ -107,10 +109,10 @@ class FailSkill(_Strict):
 
     robot: str
     skill: str
-    times: int = 1
+    times: Int64 = 1
     object: str | None = None
     probability: float = 0.0
-    seed: int = 0
+    seed: Int64 = 0
 
 
 class Trigger(_Strict):
@@ -119,7 +121,7 @@ class Trigger(_Strict):
     robot: str
     skill: str | None = None
     status: TriggerStatus = "started"
-    count: int = 1
+    count: Int64 = 1
 
 
 #: Components a ``restart`` fault may name, besides robots.
@@ -165,7 +167,7 @@ class Expectation(_Strict):
 
     object: str | None = None
     robot: str | None = None
-    task: int | str | None = None
+    task: Int64 | str | None = None
     at: str | None = None
     in_: str | None = msgspec.field(default=None, name="in")
     holding: str | None = None

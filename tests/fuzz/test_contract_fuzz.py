@@ -22,6 +22,8 @@ Bounded for CI (about 40 s here); ``ROBOBUS_FUZZ_SCALE=20`` multiplies every bud
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import os
 import secrets
 from collections import Counter
@@ -32,6 +34,7 @@ from typing import Any
 import anyio
 import lmdb
 import msgspec
+import msgspec.inspect as mi
 import pytest
 import zmq
 from hypothesis import HealthCheck, example, given, settings
@@ -52,7 +55,17 @@ from robobus.memory_store.views import Views
 from robobus.schemas.codec import decode_as, decode_lenient, parse_instruction
 from robobus.schemas.contract import TOPIC_TYPES
 from robobus.schemas.memory import MemoryQuery, QueryReply
-from robobus.schemas.messages import ErrorReport, FaultSpec, TaskStatus
+from robobus.schemas.messages import (
+    Alive,
+    BrainStatus,
+    ErrorReport,
+    FaultSpec,
+    MemoryStatus,
+    RobotState,
+    SkillCommand,
+    SkillFeedback,
+    TaskStatus,
+)
 from robobus.schemas.world import WorldChange, WorldConflict
 from robobus.skills.errors import SkillError
 
@@ -92,8 +105,8 @@ REGRESSIONS: list[tuple[tuple[str, ...], bytes, str]] = [
 
 # -- in-process: the property ----------------------------------------------------------------
 REFUSALS = (DecodeError, QueryError, SkillError, WorldConflict)
-#: accepted values that do not encode back, on topics where no agent re-publishes what it
-#: decoded (the schemas' bounds are issue 13 item 1, another engineer's work): printed, not failed
+#: accepted values that do not encode back (an integer past 64 bits in JSON, say): none since
+#: every integer field has bounds (issue 13); the property run fails on any it finds
 SCHEMA_GAPS: set[str] = set()
 
 
@@ -180,9 +193,76 @@ def test_every_contract_topic_refuses_or_accepts_what_encodes_back(
     handle(*drawn)
 
 
-def test_schema_gaps_are_listed() -> None:
-    """After the property ran: accepted values that would not encode back (see SCHEMA_GAPS)."""
-    print("SCHEMA_GAPS", sorted(SCHEMA_GAPS))
+def test_no_schema_gaps() -> None:
+    """After the property ran: no accepted value failed to encode back (see SCHEMA_GAPS)."""
+    assert not SCHEMA_GAPS, sorted(SCHEMA_GAPS)
+
+
+#: What the fuzzer flagged before every integer field had bounds: a JSON integer past 64 bits
+#: was accepted into these fields, then could not be encoded again (issue 13).
+HUGE_INTS: list[tuple[type[msgspec.Struct], str, int]] = [
+    (Alive, "ts_ns", 2**64), (BrainStatus, "ts_ns", 10**20), (FaultSpec, "seed", 2**64),
+    (FaultSpec, "times", -(2**63) - 1), (MemoryQuery, "limit", 2**64),
+    (MemoryQuery, "t0_ns", -(2**64)), (MemoryQuery, "k", 10**40), (MemoryStatus, "ts_ns", 2**64),
+    (SkillCommand, "ts_ns", 2**64), (SkillFeedback, "ts_ns", 2**64), (RobotState, "ts_ns", 10**40),
+    (ErrorReport, "ts_ns", 2**64),
+]
+
+
+@pytest.mark.parametrize("type_,field,huge", HUGE_INTS,
+                         ids=[f"{t.__name__}.{f}" for t, f, _ in HUGE_INTS])
+def test_integers_past_64_bits_are_refused(type_: type[msgspec.Struct], field: str,
+                                           huge: int) -> None:
+    sample = contract.valid_sample(type_)
+    with pytest.raises(DecodeError, match=field):
+        decode_as(msgspec.json.encode({**sample, field: huge}), type_, "robobus/x")
+    if type_ is FaultSpec:  # the edge reads faults leniently (numbers as strings too)
+        with pytest.raises(DecodeError):
+            decode_lenient(msgspec.json.encode({**sample, field: str(huge)}), type_, "robobus/x")
+    # within the bounds it is taken, and encodes the fields as they were sent (msgpack, JSON)
+    sent = {**sample, field: 7}
+    for encoding in ("msgpack", "json"):
+        value = decode_as(contract.encode(sent, encoding), type_, "robobus/x")
+        assert msgspec.msgpack.decode(msgspec.msgpack.encode(value), type=type_) == value
+        assert {k: v for k, v in msgspec.to_builtins(value).items() if k in sent} == sent
+
+
+def test_every_integer_field_is_bounded_to_64_bits() -> None:
+    """Every ``int`` in every Struct of ``schemas/`` has bounds within int64/uint64, so nothing
+    the schemas accept fails to encode again (new fields included)."""
+    loose = []
+    for struct in _schema_structs():
+        for field in mi.type_info(struct).fields:
+            loose += [f"{struct.__name__}.{field.name}{where}"
+                      for where in _unbounded(field.type, "")]
+    assert not loose, loose
+
+
+def _schema_structs() -> list[type[msgspec.Struct]]:
+    out: list[type[msgspec.Struct]] = []
+    for name in ("codec", "contract", "memory", "messages", "scenario", "tasks", "world"):
+        module = importlib.import_module(f"robobus.schemas.{name}")
+        out += [obj for obj in vars(module).values()
+                if inspect.isclass(obj) and issubclass(obj, msgspec.Struct)
+                and obj.__module__ == module.__name__]
+    return out
+
+
+def _unbounded(t: mi.Type, where: str) -> list[str]:
+    if isinstance(t, mi.IntType):
+        lo = t.ge if t.ge is not None else (t.gt + 1 if t.gt is not None else None)
+        hi = t.le if t.le is not None else (t.lt - 1 if t.lt is not None else None)
+        return [] if lo is not None and hi is not None and -(2**63) <= lo and hi < 2**64 \
+            else [where or "(int)"]
+    if isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        return _unbounded(t.item_type, f"{where}[]")
+    if isinstance(t, mi.TupleType):
+        return [w for i, x in enumerate(t.item_types) for w in _unbounded(x, f"{where}[{i}]")]
+    if isinstance(t, mi.DictType):
+        return _unbounded(t.key_type, f"{where}{{key}}") + _unbounded(t.value_type, f"{where}{{}}")
+    if isinstance(t, mi.UnionType):
+        return [w for x in t.types for w in _unbounded(x, where)]
+    return []  # nested Structs are checked as structs of their own
 
 
 @pytest.mark.parametrize("pattern,payload,what", REGRESSIONS, ids=[r[2] for r in REGRESSIONS])
