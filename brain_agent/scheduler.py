@@ -4,6 +4,8 @@ All state lives on the event loop; handlers change it before they await, so inte
 feedback never sees a half-made transition. A robot runs one brain step at a time (the
 per-robot queue); several tasks run at once on disjoint robots; a higher-priority task takes
 the robots its plan needs from lower-priority ones, which are replanned once robots are free.
+Tasks that share a robot take turns on it in install order, and a queued task is planned on the
+world as the tasks ahead of it leave it (:mod:`robobus.brain_agent.sharing`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from robobus.brain_agent.goals import CancelTask, GoalSet
 from robobus.brain_agent.guard import Guard
 from robobus.brain_agent.planners import Planner
 from robobus.brain_agent.resolve import bind_goals
-from robobus.brain_agent.search import plan_goals
+from robobus.brain_agent.search import Sharing, plan_goals
+from robobus.brain_agent.sharing import Lines, claimed, involved, plan_objects, project
 from robobus.brain_agent.tasks import StatusPublisher, StepRun, Task
 from robobus.bus import Bus, BusError
 from robobus.schemas.messages import Plan, RobotState, SkillCommand, SkillFeedback
@@ -67,6 +70,14 @@ class Scheduler:
         self.robot_run: dict[str, StepRun] = {}
         #: command id -> (robot, why the brain ended its step), oldest first (bounded)
         self.abandoned: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        #: per robot, the tasks with work on it in install order (they take turns)
+        self.lines = Lines()
+        #: objects a preempted, cancelled or failed task left in hand: others may put them down
+        self.released: set[str] = set()
+        #: object -> the task that finished with it in a robot's hand (kept there)
+        self.kept_by: dict[str, str] = {}
+        #: task id -> kept objects its next plan puts down (said on its ``planned`` status)
+        self.put_down: dict[str, list[tuple[str, str]]] = {}
         fleet.on_offline.append(self.on_offline)
 
     def _spawn(self, what: str, task: Task, fn: Any, *args: Any, name: str | None = None
@@ -105,17 +116,23 @@ class Scheduler:
         (``strict``) or only delayed by their remaining work (not strict)."""
         exclude = set(task.excluded)
         busy: dict[str, float] = {}
+        ahead: list[Task] = []
+        regs = self.fleet.registrations
         for other in self.live.values():
             if other is task or other.phase not in ("running", "replanning"):
                 continue
-            for robot in other.reserved():
-                if other.priority < task.priority:
-                    continue
-                if strict:
-                    exclude.add(robot)
-                else:
+            if other.priority < task.priority:
+                continue
+            robots = claimed(other, regs)
+            if strict:
+                exclude |= robots
+            elif robots:
+                ahead.append(other)
+                for robot in robots:
                     busy[robot] = busy.get(robot, 0.0) + other.remaining_s(robot)
-        return PlanContext(world=self.fleet.world, fleet=self.fleet.fleet(), task_id=task.id,
+        # queued behind others: plan on the world their open steps leave (place, hands, objects)
+        world = project(self.fleet.world, ahead, regs) if ahead else self.fleet.world
+        return PlanContext(world=world, fleet=self.fleet.fleet(), task_id=task.id,
                            busy_until=busy, exclude=frozenset(exclude), priority=task.priority,
                            text=task.text, origin=task.origin or self.config.deliver_to)
 
@@ -158,21 +175,57 @@ class Scheduler:
             raise PlanningError(f"planner {self.planner.name!r} failed: {exc!r}", "planner_error") \
                 from exc
 
+    def sharing(self, task: Task, *, allow_kept: bool = False) -> Sharing:
+        """Which held objects ``task``'s plan may put down: those released by preempted,
+        cancelled or failed tasks, and those of lower-priority tasks it would preempt."""
+        released = set(self.released)
+        for other in self.live.values():
+            if other is not task and other.priority < task.priority:
+                released |= plan_objects(other)
+        return Sharing(frozenset(released), allow_kept)
+
     def make_plan(self, task: Task, goals: GoalSet) -> Plan:
-        """Plan from the current world: first on free robots, then queueing behind others."""
-        goal_text = _goal_json.encode(goals).decode()
+        """Plan from the current world: first on free robots, then queueing behind others;
+        putting down an object a finished task left in a robot's hand only if nothing else
+        works (the ``planned`` status then says so)."""
+        self.put_down.pop(task.id, None)
         try:
-            return plan_goals(goals, self.context(task, strict=True), planner=self.planner.name,
-                              goal_text=goal_text)
+            return self._plan_keeping(task, goals, self.sharing(task))
+        except PlanningError as exc:
+            last = self.sharing(task, allow_kept=True)
+            try:
+                plan = self._plan_keeping(task, goals, last)
+            except PlanningError:
+                raise exc from None
+            if last.put_down:
+                self.put_down[task.id] = last.put_down
+            return plan
+
+    def _plan_keeping(self, task: Task, goals: GoalSet, sharing: Sharing) -> Plan:
+        goal_text = _goal_json.encode(goals).decode()
+        name = self.planner.name
+        try:
+            return plan_goals(goals, self.context(task, strict=True), planner=name,
+                              goal_text=goal_text, sharing=sharing)
         except PlanningError:
             ctx = self.context(task, strict=False)
             try:
-                return plan_goals(goals, ctx, planner=self.planner.name, goal_text=goal_text)
+                return plan_goals(goals, ctx, planner=name, goal_text=goal_text, sharing=sharing)
             except PlanningError:
                 if not task.excluded:
                     raise
                 ctx.exclude = frozenset()  # no other robot can do it: let the failed one retry
-                return plan_goals(goals, ctx, planner=self.planner.name, goal_text=goal_text)
+                return plan_goals(goals, ctx, planner=name, goal_text=goal_text, sharing=sharing)
+
+    def _put_down_note(self, task: Task) -> str | None:
+        pairs = self.put_down.pop(task.id, None)
+        if not pairs:
+            return None
+        said = "; ".join(
+            f"robot {robot!r} puts down {obj!r}, which "
+            + (f"task {self.kept_by[obj]!r}" if obj in self.kept_by else "an earlier task")
+            + " left in its hand" for robot, obj in pairs)
+        return f"{said}: no plan that keeps it exists (no other robot can do this)"
 
     async def start_task(self, task: Task) -> None:
         """Plan a new task and start it (or fail it with the reason)."""
@@ -204,7 +257,14 @@ class Scheduler:
     async def install(self, task: Task, plan: Plan) -> None:
         task.install(plan)
         task.phase = "running"
-        self.status.emit(task, "planned", plan=plan)
+        self.lines.join(task, self.fleet.registrations)
+        self.released -= plan_objects(task)
+        note = self._put_down_note(task)
+        if note is not None:
+            log.info("kept_object_put_down", task=task.id, reason=note)
+            self.status.emit(task, "planned", plan=plan, reason=note)
+        else:
+            self.status.emit(task, "planned", plan=plan)
         for victim in self._victims(task):
             await self.preempt(victim, task)
         if not plan.steps:
@@ -213,9 +273,9 @@ class Scheduler:
         await self.pump()
 
     def _victims(self, task: Task) -> list[Task]:
-        needed = {s.robot for s in task.plan.steps} if task.plan else set()
+        needed = claimed(task, self.fleet.registrations)
         return [t for t in self.live.values() if t is not task and t.phase in ("running", "replanning")
-                and t.priority < task.priority and t.reserved() & needed]
+                and t.priority < task.priority and claimed(t, self.fleet.registrations) & needed]
 
     # -- dispatch ------------------------------------------------------------------------
     async def pump(self) -> None:
@@ -224,15 +284,22 @@ class Scheduler:
             if task.phase != "running":
                 continue
             for run in task.ready():
-                if run.robot not in self.robot_run and task.phase == "running":
+                if task.phase == "running" and self._may_run(run):
                     await self.dispatch(run)
+
+    def _may_run(self, run: StepRun) -> bool:
+        """Every robot the step involves is idle and not held by a task ahead in its line."""
+        robots = involved(run.step, self.fleet.registrations)
+        return (not any(r in self.robot_run for r in robots)
+                and self.lines.first(run, robots, self.fleet.registrations))
 
     async def dispatch(self, run: StepRun) -> None:
         task, step = run.task, run.step
         run.command_id = f"{task.id}.{step.id}.{task.replans}"
         run.state = "running"
         self.commands[run.command_id] = run
-        self.robot_run[run.robot] = run
+        for robot in involved(step, self.fleet.registrations):  # a handover holds its receiver
+            self.robot_run[robot] = run
         spec = next((s for s in self.fleet.registrations[run.robot].skills if s.name == step.skill), None)
         timeout = (spec.timeout_s if spec else 60.0) * self.config.timeout_scale
         cmd = SkillCommand(run.command_id, step.skill, dict(step.args), task_id=task.id,
@@ -258,7 +325,7 @@ class Scheduler:
         a repeat with where the command stands and never runs it twice.
         """
         run = self.robot_run.get(state.robot)
-        if run is None or run.state != "running" or run.command is None:
+        if run is None or run.state != "running" or run.command is None or run.robot != state.robot:
             return
         if run.command_id in state.commands or (state.busy and not state.commands):
             return  # held; or an edge too old to list its commands
@@ -340,8 +407,8 @@ class Scheduler:
         if run.watchdog is not None:
             run.watchdog.cancel()
         self.commands.pop(run.command_id, None)
-        if self.robot_run.get(run.robot) is run:
-            del self.robot_run[run.robot]
+        for robot in [r for r, held in self.robot_run.items() if held is run]:
+            del self.robot_run[robot]
         task = run.task
         fields = {"step_id": run.step.id, "robot": run.robot, "skill": run.step.skill,
                   "command_id": run.command_id}
@@ -424,13 +491,14 @@ class Scheduler:
             self._abandon(run, f"robot {robot} went offline")
             await self.step_ended(run, "failed", f"robot {robot} went offline")
         for task in list(self.live.values()):
-            if task.phase == "running" and robot in task.reserved():
+            if task.phase == "running" and robot in claimed(task, self.fleet.registrations):
                 task.last_failure = f"robot {robot} went offline"
                 task.failures += 1
                 self._to_replanning(task)
                 await self._settle(task)
 
     async def preempt(self, victim: Task, by: Task) -> None:
+        self.released |= plan_objects(victim)
         victim.phase = "preempted"
         victim.drop_pending()
         self.status.emit(victim, "preempted", reason=f"preempted by task {by.id} "
@@ -446,7 +514,8 @@ class Scheduler:
             try:
                 plan = plan_goals(task.goals, self.context(task, strict=True),
                                   planner=self.planner.name,
-                                  goal_text=_goal_json.encode(task.goals).decode())
+                                  goal_text=_goal_json.encode(task.goals).decode(),
+                                  sharing=self.sharing(task))
             except PlanningError:
                 if not any(t.phase == "running" for t in self.live.values()):
                     task.last_failure = task.last_failure or "preempted"
@@ -463,6 +532,8 @@ class Scheduler:
             self.finish(by, "failed", f"cannot cancel task {target_id!r}: {state}")
             return
         running = target.running()
+        self.released |= plan_objects(target)
+        self.lines.leave(target)
         target.phase = "cancelled"
         target.drop_pending()
         self.status.emit(target, "cancelled", reason=f"cancelled by task {by.id}")
@@ -472,11 +543,24 @@ class Scheduler:
 
     def finish(self, task: Task, phase: str, reason: str) -> None:
         """End a task with ``done``/``failed``/``cancelled`` and a readable reason."""
+        self._left_in_hand(task, phase)
         task.phase = phase  # type: ignore[assignment]
         task.drop_pending()
+        self.lines.leave(task)
         self.live.pop(task.id, None)
         self.status.emit(task, phase, reason=reason)
         self._spawn("dispatch after a task", task, self._after_finish, name=f"after-{task.id}")
+
+    def _left_in_hand(self, task: Task, phase: str) -> None:
+        """What ``task`` leaves in robots' hands: kept if it is done (it was the point: "pick up
+        the sock"), released for other tasks if it failed or was cancelled."""
+        objects = plan_objects(task)
+        if phase == "done":
+            self.released -= objects
+            for obj in objects:
+                self.kept_by[obj] = task.id
+        else:
+            self.released |= objects
 
     async def _after_finish(self) -> None:
         await self.resume_preempted()

@@ -40,6 +40,29 @@ _HANDOVER_CANDIDATES = 3
 
 
 @dataclass(slots=True)
+class Sharing:
+    """What the scheduler knows about objects in robots' hands (issue 15, item 5).
+
+    ``released``: held objects a plan may put down to free a hand (left in hand by a preempted,
+    cancelled or failed task, or by a lower-priority task this one would preempt); ``None``
+    (a plan made outside a brain) lets it put down any object no goal asks for. Any other held
+    object is *kept*: a task left it in that hand on purpose ("bender, pick up the red sock").
+    ``allow_kept`` is the last resort, when no plan keeps them; ``put_down`` then lists the
+    ``(robot, object)`` pairs of kept objects the plan puts down, for the task's status.
+    """
+
+    released: frozenset[str] | None = None
+    allow_kept: bool = False
+    put_down: list[tuple[str, str]] = field(default_factory=list)
+
+    def may_put_down(self, obj: str, *, kept: bool) -> bool:
+        """``kept=False`` asks for a released object only; ``True`` also for a kept one."""
+        if self.released is None or obj in self.released:
+            return True
+        return kept and self.allow_kept
+
+
+@dataclass(slots=True)
 class Option:
     """A costed way to reach one want; ``run`` commits it."""
 
@@ -50,10 +73,13 @@ class Option:
 class Search:
     """Greedy, cost-driven construction of a plan on simulated robot timelines."""
 
-    def __init__(self, ctx: PlanContext, *, naive: bool = False, prune: bool = True) -> None:
+    def __init__(self, ctx: PlanContext, *, naive: bool = False, prune: bool = True,
+                 sharing: Sharing | None = None) -> None:
         """``prune=False`` costs every robot for every want (the reference the pruned search is
-        tested against); ``naive`` implies it."""
+        tested against); ``naive`` implies it. ``sharing``: which held objects may be put down."""
         self.ctx = ctx
+        self.sharing = sharing or Sharing()
+        self.freed: list[tuple[str, str]] = []  # kept objects this plan puts down
         self.naive = naive
         self.prune = prune and not naive
         self.world: World = sim_copy(ctx.world)
@@ -118,10 +144,14 @@ class Search:
                 self.last_touch[name] = sid
 
     def spare(self, bot: Bot) -> str | None:
-        """A held object no want needs, which the robot may put down to free a hand."""
+        """A held object no want needs, which the robot may put down to free a hand: a released
+        one first, a kept one only as the last resort (:class:`Sharing`)."""
         if not bot.can("place") or bot.place is None:
             return None
-        return next((o for o in bot.holding if o not in self.wanted), None)
+        free = [o for o in bot.holding if o not in self.wanted]
+        may = self.sharing.may_put_down
+        return next((o for o in free if may(o, kept=False)),
+                    next((o for o in free if may(o, kept=True)), None))
 
     def free_cost(self, bot: Bot) -> float | None:
         """Time to get a free hand: 0, one put-down, or None (impossible)."""
@@ -132,7 +162,10 @@ class Search:
     def free_hand(self, bot: Bot) -> None:
         """Put down a held object nobody asked for (left over from a preempted task)."""
         if not bot.hand_free():
-            self.add(bot, "place", self.spare(bot), bot.place)
+            obj = self.spare(bot)
+            if obj is not None and not self.sharing.may_put_down(obj, kept=False):
+                self.freed.append((bot.name, obj))
+            self.add(bot, "place", obj, bot.place)
 
     def go(self, bot: Bot, place: str | None) -> None:
         if place is not None and place != bot.place:
@@ -170,6 +203,7 @@ class Search:
         """An independent copy of the search state, to try an alternative on."""
         other = Search.__new__(Search)
         other.ctx, other.naive, other.wanted = self.ctx, self.naive, self.wanted
+        other.sharing, other.freed = self.sharing, list(self.freed)
         other.prune, other.index, other.touched = self.prune, self.index, set(self.touched)
         other.world = sim_copy(self.world)
         other.bots = BotTable(self.index, {n: dataclasses.replace(b, holding=list(b.holding))
@@ -438,23 +472,29 @@ class Search:
 
 
 def plan_goals(goals: GoalSet, ctx: PlanContext, *, planner: str = "symbolic", goal_text: str = "",
-               naive: bool = False, check: bool = True, prune: bool = True) -> Plan:
+               naive: bool = False, check: bool = True, prune: bool = True,
+               sharing: Sharing | None = None) -> Plan:
     """Turn ``goals`` into a validated :class:`Plan` for ``ctx`` (raises BrainError subclasses).
 
     ``naive=True`` assigns each want to the first capable robot by name (a quality baseline);
     ``prune=False`` costs every robot for every want (the same plan, slower: a cost baseline).
+    ``sharing`` says which held objects may be put down; its ``put_down`` gets the kept ones
+    the plan puts down (only with ``allow_kept``).
     """
     from robobus.brain_agent.validate import validate
 
     wants = resolve_goals(goals, ctx)
-    search = Search(ctx, naive=naive, prune=prune)
+    search = Search(ctx, naive=naive, prune=prune, sharing=sharing)
     steps = search.run(wants)
     makespan = max(search.end.values(), default=0.0)
     plan = Plan(ctx.task_id, steps, planner=planner, goal=goal_text or ctx.text,
                 makespan_s=round(makespan, 3))
     if check and (violations := validate(plan, ctx)):
         raise PlanInvalid(violations)
+    if sharing is not None:
+        sharing.put_down = list(search.freed)
     return plan
 
 
-__all__ = ["DEFAULT_DURATION_S", "Bot", "Search", "plan_goals", "resolve_goals", "skill_args"]
+__all__ = ["DEFAULT_DURATION_S", "Bot", "Search", "Sharing", "plan_goals", "resolve_goals",
+           "skill_args"]

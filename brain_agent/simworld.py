@@ -42,6 +42,13 @@ class CopyOnRead(MutableMapping[str, V], Generic[V]):
         value = self._own[key] = self._copy(self._base[key])
         return value
 
+    def peek(self, key: str) -> V | None:
+        """The entry for reading only (no copy is made): the caller must not change it."""
+        own = self._own.get(key)
+        if own is not None or key in self._gone:
+            return own
+        return self._base.get(key)
+
     def __setitem__(self, key: str, value: V) -> None:
         self._own[key] = value
         self._gone.discard(key)

@@ -1,0 +1,117 @@
+"""Tasks that share robots (issue 15, item 5): who may use a robot next, where it will be, and
+which objects in its hands may be put down.
+
+* **Lines**: each robot serves the tasks that planned work on it one after the other, in the
+  order their plans were installed. A task's step is dispatched only when no task ahead of it
+  in every involved robot's line still has a step pending there. The robots a step involves
+  are its own and every robot one of its arguments names: the receiver of a handover is held
+  by the task until the handover ends (it is not the step's robot, so before this it could be
+  sent to another task's step in the middle of it). Lines follow one global order (install
+  time), so the first task never waits for a later one: no two tasks can wait for each other.
+* **Projection**: a task queued behind others is planned on the world as their remaining steps
+  leave it (:func:`project`), so a robot is costed from where its earlier steps end, holding
+  what they leave in its hands, from when they end (``busy_until``).
+* **Released objects**: what a preempted, cancelled or failed task left in a robot's hand may
+  be put down by another task; what a finished task left there on purpose is kept
+  (:class:`~robobus.brain_agent.search.Sharing`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from robobus.brain_agent.simworld import sim_copy
+from robobus.brain_agent.tasks import StepRun, Task
+from robobus.brain_agent.validate import change_for
+from robobus.schemas.messages import PlanStep, RobotRegistration, SkillSpec
+from robobus.schemas.world import World, WorldConflict
+
+_OPEN = ("pending", "running")
+
+
+def _spec(step: PlanStep, fleet: Mapping[str, RobotRegistration]) -> SkillSpec | None:
+    reg = fleet.get(step.robot)
+    return next((s for s in reg.skills if s.name == step.skill), None) if reg else None
+
+
+def involved(step: PlanStep, fleet: Mapping[str, RobotRegistration]) -> set[str]:
+    """The step's robot and every robot its arguments name (a handover's receiver)."""
+    out = {step.robot}
+    spec = _spec(step, fleet)
+    if spec is not None:
+        out.update(v for a, k in spec.param_kinds.items()
+                   if k == "robot" and isinstance(v := step.args.get(a), str))
+    return out
+
+
+def claimed(task: Task, fleet: Mapping[str, RobotRegistration]) -> set[str]:
+    """Robots ``task`` still needs: involved in one of its pending or running steps."""
+    out: set[str] = set()
+    for run in task.runs.values():
+        if run.state in _OPEN:
+            out |= involved(run.step, fleet)
+    return out
+
+
+def plan_objects(task: Task) -> set[str]:
+    """Objects the steps of ``task``'s plan name (what it may leave in a robot's hand)."""
+    out: set[str] = set()
+    for run in task.runs.values():
+        out.update(v for k, v in run.step.args.items() if k == "object" and isinstance(v, str))
+    return out
+
+
+class Lines:
+    """Per robot, the tasks with work on it, in install order."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, list[Task]] = {}
+        self._robots: dict[str, set[str]] = {}  # task id -> robots whose lines hold it
+
+    def join(self, task: Task, fleet: Mapping[str, RobotRegistration]) -> None:
+        """``task`` installed a plan: it goes to the back of each line its plan involves."""
+        self.leave(task)
+        robots = claimed(task, fleet)
+        for robot in robots:
+            self._lines.setdefault(robot, []).append(task)
+        self._robots[task.id] = robots
+
+    def leave(self, task: Task) -> None:
+        for robot in self._robots.pop(task.id, ()):
+            line = self._lines.get(robot, [])
+            if task in line:
+                line.remove(task)
+            if not line:
+                self._lines.pop(robot, None)
+
+    def first(self, run: StepRun, robots: Iterable[str],
+              fleet: Mapping[str, RobotRegistration]) -> bool:
+        """True if no task ahead of ``run``'s in these robots' lines has a step pending there."""
+        for robot in robots:
+            for other in self._lines.get(robot, ()):
+                if other is run.task:
+                    break
+                if any(r.state == "pending" and robot in involved(r.step, fleet)
+                       for r in other.runs.values()):
+                    return False
+        return True
+
+
+def project(world: World, tasks: Iterable[Task], fleet: Mapping[str, RobotRegistration]
+            ) -> World:
+    """``world`` as the open steps of ``tasks`` (in order, each in plan order) leave it. A step
+    that does not apply (the world moved on) is skipped; the live world is not changed."""
+    out = sim_copy(world)
+    for task in tasks:
+        for run in task.runs.values():
+            if run.state not in _OPEN:
+                continue
+            spec = _spec(run.step, fleet)
+            change = change_for(run.step, spec) if spec is not None else None
+            if change is None:
+                continue
+            try:
+                out.apply(change)
+            except WorldConflict:
+                continue
+    return out
