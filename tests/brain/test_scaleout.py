@@ -57,13 +57,14 @@ async def _send(fl: Fleet, bus: Bus, group: str, text: str) -> str:
     return tid
 
 
-async def _ready(sub: Subscription, want: set[str]) -> dict[str, BrainStatus]:
-    """group -> its active brain's ``ready`` birth, once every group in ``want`` has one."""
+async def _ready(sub: Subscription, want: set[str], gone: str = "") -> dict[str, BrainStatus]:
+    """group -> its active brain's ``ready`` birth, once every group in ``want`` has one (of
+    another instance than ``gone``)."""
     seen: dict[str, BrainStatus] = {}
     with anyio.fail_after(30):
         while not want <= set(seen):
             msg = await sub.get()
-            if msg.data.state == "ready":
+            if msg.data.state == "ready" and msg.data.instance != gone:
                 seen[msg.topic.split("/")[-3]] = msg.data
     return seen
 
@@ -103,7 +104,7 @@ async def test_two_groups_two_brains_never_share_a_robot(tmp_path: Path, hub_url
             b2 = await _send(fl, bus, "bees", "bring the banana to the office desk")
             await _done(fl, b2)
             bees_on = time.monotonic() - killed
-            ants = (await _ready(status, {"ants"}))["ants"]
+            ants = (await _ready(status, {"ants"}, first["ants"].instance))["ants"]
             a2 = await _send(fl, bus, "ants", "bring the cup to the custom table")
             await _done(fl, a2)
             tg.cancel_scope.cancel()
