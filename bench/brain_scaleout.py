@@ -227,7 +227,7 @@ def run_brains(url: str, n: int, n_robots: int, window: int, seconds: float,
         anyio.run(_setup, url, prefix, groups, n_robots)
         watched = {k: psutil.Process(p.pid) for k, p in procs.items()}
         if infra is not None:
-            watched["hub"] = infra
+            watched["hub" if url.startswith("zmq") else "broker"] = infra
         before, sampler = _cpu(watched), CpuSampler(watched)
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx) as pool:
