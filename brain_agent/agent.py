@@ -94,12 +94,12 @@ class Brain:
             sub = await stack.enter_async_context(self.bus.subscribe(pattern, type_, reports=owns,
                                                                      **opts))
             self.tg.start_soon(self._consume, sub, handler, name=f"brain-sub-{pattern}")
-        # untyped: the intake decodes, so it sees the retain flag and its own clearing; the
-        # brain owns the topic, so it reports what it refuses there (size, rate, decode)
-        sub = await stack.enter_async_context(self.bus.subscribe(
-            self.intake_topic, rate_limit=self.config.instruction_rate_limit, reports=True))
-        self.backlog = sub.__len__
-        self.tg.start_soon(self._intake, sub, name=f"brain-sub-{self.intake_topic}")
+        # the shared topic and each account's own (rate-limited per account: issue 13)
+        intakes = await intake.subscribe(self.bus, self.intake_topic,
+                                         self.config.instruction_rate_limit, stack)
+        self.backlog = lambda: sum(len(s) for s in intakes)
+        for sub in intakes:
+            self.tg.start_soon(self._intake, sub, name=f"brain-sub-{sub.pattern}")
         # untyped: a cleared registration (an empty value) takes the robot out of the fleet
         clears = await stack.enter_async_context(self.bus.subscribe(t.registration(), reports=False))
         self.tg.start_soon(self.fleet.follow_clears, clears, self.guard.call, name="brain-clears")

@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from contextlib import AsyncExitStack
+
 import structlog
 
 from robobus.brain_agent.replies import Reply, reply_of
-from robobus.bus import Bus, BusError, Message
+from robobus.bus import Bus, BusError, Message, RateLimit, Subscription
 from robobus.bus.reply import refuse_reply_topic
 from robobus.schemas.codec import decode_as, decode_object
 from robobus.schemas.errors import DecodeError
@@ -23,6 +26,22 @@ from robobus.schemas.topics import Topics
 
 log = structlog.get_logger("brain.intake")
 RETAINED = "retained_instruction"
+
+
+async def subscribe(bus: Bus, topic: str, limit: RateLimit | None,
+                    stack: AsyncExitStack) -> list[Subscription]:
+    """The brain's instruction subscriptions: ``topic`` (``P/instructions``) and every
+    account's own below it (``P/instructions/{account}``).
+
+    Untyped (:func:`decode` decodes, so the intake sees the retain flag and its own clearing);
+    the brain owns both topics and reports what it refuses there (size, rate, decode). The
+    rate limit is per sender on ``topic`` (on a secured hub the account the hub stamps; on
+    MQTT a name the client writes: an unsecured bus has no identity) and per account below it,
+    the level the broker's ACL or the hub's policy binds to the authenticated user (issue 13).
+    """
+    per_account = dataclasses.replace(limit, level=-1) if limit is not None else None
+    return [await stack.enter_async_context(bus.subscribe(pattern, rate_limit=rl, reports=True))
+            for pattern, rl in ((topic, limit), (f"{topic}/+", per_account))]
 
 
 def decode(bus: Bus, msg: Message) -> Instruction | None:

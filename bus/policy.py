@@ -14,12 +14,15 @@ then delivers nothing of the other robots.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
 from robobus.bus.topics import matches
+from robobus.schemas.topics import Topics
 
 CLIENT = "{client}"
 
@@ -80,6 +83,26 @@ def covers(pattern: str, prefix: str) -> bool:
         if level != "+" and level != full[i]:
             return False
     return False
+
+
+def account_of(url: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The account a client of ``url`` authenticates as (its MQTT username, or the name of its
+    ZeroMQ CURVE key), or None on an unsecured bus: there, no identity exists."""
+    env = os.environ if env is None else env
+    scheme = urlsplit(url).scheme
+    if scheme.startswith("mqtt"):
+        return env.get("ROBOBUS_MQTT_USERNAME") or None
+    if scheme.startswith("zmq") and env.get("ROBOBUS_ZMQ_KEYS"):
+        return env.get("ROBOBUS_ZMQ_CLIENT", "client")
+    return None
+
+
+def instructions_topic(url: str, prefix: str, env: Mapping[str, str] | None = None) -> str:
+    """Where a client of ``url`` sends instructions: its account's own topic on a secured bus
+    (``P/instructions/{account}``, the only one the policy lets it publish on, so the brain's
+    rate limit counts the account, not a name the client writes), the shared
+    ``P/instructions`` on an unsecured one."""
+    return Topics(prefix).instructions_from(account_of(url, env))
 
 
 def load(path: str | Path) -> Policy:

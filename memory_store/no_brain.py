@@ -19,7 +19,7 @@ from robobus.bus import Bus
 from robobus.bus.errors import BusError, DecodeError
 from robobus.bus.message import Message
 from robobus.bus.reply import refuse_reply_topic
-from robobus.bus.subscription import Overflow
+from robobus.bus.subscription import Overflow, Subscription
 from robobus.schemas.codec import decode_as
 from robobus.schemas.messages import BrainStatus, Instruction, TaskStatus
 from robobus.schemas.topics import Topics
@@ -50,18 +50,27 @@ async def answer_without_brain(bus: Bus, topics: Topics, *,
     watch = BrainWatch()
     # instructions are the brain's: never reported here, and under a flood the oldest go
     # unanswered rather than holding up the memory agent's recording
+    # (the shared topic and each account's own, where a secured bus's clients instruct)
     async with bus.subscribe(topics.brain_status, BrainStatus, reports=False,
                              overflow=Overflow.LATEST) as statuses, \
             bus.subscribe(topics.instructions, reports=False, maxsize=256,
                           overflow=Overflow.DROP_OLDEST) as instructions, \
+            bus.subscribe(topics.instructions_from("+"), reports=False, maxsize=256,
+                          overflow=Overflow.DROP_OLDEST) as own, \
             anyio.create_task_group() as tg:
         tg.start_soon(_follow, statuses, watch, name="memory-brain-watch")
         task_status.started()
         await anyio.sleep(SETTLE_S)
         watch.settled = True
-        async for msg in instructions:
-            if watch.absent() and not msg.retain:
-                await _answer(bus, topics, msg, watch)
+        tg.start_soon(_answer_all, bus, topics, own, watch, name="memory-no-brain-accounts")
+        await _answer_all(bus, topics, instructions, watch)
+
+
+async def _answer_all(bus: Bus, topics: Topics, instructions: Subscription,
+                      watch: BrainWatch) -> None:
+    async for msg in instructions:
+        if watch.absent() and not msg.retain:
+            await _answer(bus, topics, msg, watch)
 
 
 async def _follow(statuses: object, watch: BrainWatch) -> None:

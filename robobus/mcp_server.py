@@ -31,6 +31,7 @@ from pydantic import Field
 
 from robobus.asyncapi import document
 from robobus.bus import Bus, BusError, DecodeError
+from robobus.bus.policy import instructions_topic
 from robobus.schemas.codec import decode_as
 from robobus.schemas.memory import MemoryQuery, QueryReply
 from robobus.schemas.messages import ErrorReport, Instruction, TaskStatus
@@ -77,7 +78,8 @@ class FleetGateway:
 
     async def _first_reply(self, instruction: Instruction) -> TaskStatus:
         try:
-            msg = await self.bus.request(self.topics.instructions, instruction,
+            topic = instructions_topic(self.bus.url, self.topics.prefix)  # a secured bus: its own
+            msg = await self.bus.request(topic, instruction,
                                          timeout=self.options.accept_timeout_s, qos=1)
         except BusError as exc:
             raise ToolError(f"no brain answered within {self.options.accept_timeout_s:g} s ({exc}); "

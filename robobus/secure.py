@@ -51,18 +51,24 @@ def default_policy(cfg: SecureConfig) -> Policy:
     Robots read their own topics (commands, faults, their own alive for the start-up name
     claim), the world and their request/reply inbox; they may change the world and ask
     memory, never command another robot or publish an instruction.
+
+    An operator instructs on its own topic ``P/instructions/{operator}`` only, never on the
+    shared ``P/instructions``: the brain limits instructions per account by that level, which
+    the broker or hub enforces, where the MQTT sender property is what the client writes
+    (issue 13). A per-account line, not a ``%u`` pattern: robots must not instruct at all.
     """
     p = cfg.prefix
     accounts = {  # the brain clears a retained instruction (empty value): its instructions grant
         "brain": Grants(
             publish=[f"{p}/robots/+/skills/#", f"{p}/tasks/#", f"{p}/errors", f"{p}/memory/query",
-                     f"{p}/brain/#", f"{p}/instructions", f"{p}/_inbox/#"],
+                     f"{p}/brain/#", f"{p}/instructions", f"{p}/instructions/+",
+                     f"{p}/_inbox/#"],
             subscribe=[f"{p}/#"]),
         # the recorder subscribes to "#": on ZeroMQ the prefix "" must be its to take
         "memory": Grants(publish=[f"{p}/#"], subscribe=["#"]),
     }
     for op in cfg.operators:
-        accounts[op] = Grants(publish=[f"{p}/instructions", f"{p}/robots/+/faults",
+        accounts[op] = Grants(publish=[f"{p}/instructions/{op}", f"{p}/robots/+/faults",
                                        f"{p}/memory/query", f"{p}/errors"],
                               subscribe=[f"{p}/#"])
     for robot in cfg.robots:

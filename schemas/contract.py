@@ -56,6 +56,7 @@ FIELD_SHAPES: tuple[type[msgspec.Struct], ...] = (RegistrationProfile, ObjectDat
 #: :class:`WorldReply`. The retained ``world/scene`` is a free-form scene mapping.
 TOPIC_TYPES: dict[tuple[str, ...], type[msgspec.Struct]] = {
     ("instructions",): Instruction,
+    ("instructions", "+"): Instruction,  # an account's own, on a secured bus (issue 13)
     ("errors",): ErrorReport,
     ("tasks", "+"): TaskStatus,
     ("robots", "+", "registration"): RobotRegistration,
@@ -81,6 +82,7 @@ _LONGEST = max(len(levels) for levels in TOPIC_TYPES)
 #: skills; faults are injected into edges; world changes rewrite spatial memory.
 COMMAND_TOPICS: tuple[tuple[str, ...], ...] = (
     ("instructions",),
+    ("instructions", "+"),
     ("groups", "+", "instructions"),
     ("robots", "+", "skills", "+"),
     ("robots", "+", "faults"),

@@ -4,8 +4,8 @@ An input can reach several agents: an instruction reaches the brain, the memory 
 records everything) and any ``robobus topic echo``. Each refusal (too large, rate, decode,
 schema) is reported on ``P/errors`` by the one agent that owns the topic:
 
-* ``instructions`` and what robots report (``robots/{robot}/registration``, ``alive``,
-  ``feedback``): the brain, which acts on them;
+* ``instructions``, ``instructions/{account}`` and what robots report
+  (``robots/{robot}/registration``, ``alive``, ``feedback``): the brain, which acts on them;
 * ``robots/{robot}/skills/{skill}`` and ``robots/{robot}/faults``: that robot's edge agent;
 * everything else (robot state, task statuses, world events and changes, memory requests,
   presences of the brain and memory): the memory agent, which records and checks each message.
@@ -30,8 +30,9 @@ def owner(topic: str, prefix: str) -> Owner:
         return "none"
     rest = topic[len(prefix) + 1:]
     parts = rest.split("/")
-    if rest == "instructions" or (len(parts) == 3 and parts[0] == "groups"
-                                  and parts[2] == "instructions"):
+    if parts[0] == "instructions" and len(parts) <= 2:
+        return "brain"  # the shared topic and each account's own (issue 13)
+    if len(parts) == 3 and parts[0] == "groups" and parts[2] == "instructions":
         return "brain"  # a robot group's instructions are its brain's (issue 16)
     if len(parts) >= 3 and parts[0] == "robots":
         if parts[2] in ("skills", "faults"):

@@ -15,7 +15,19 @@ class Topics:
 
     @property
     def instructions(self) -> str:
+        """The shared instructions topic: on an unsecured bus, every client's."""
         return f"{self.prefix}/instructions"
+
+    def instructions_from(self, account: str | None = "+") -> str:
+        """An account's own instructions topic (``+``: every account's), where a client of a
+        secured bus instructs: the broker's ACL or the hub's policy lets each account publish
+        on its own only, so the level is an identity the brain can rate-limit by (issue 13).
+        ``None`` (an unsecured bus: no identity) is the shared topic."""
+        if account is None:
+            return self.instructions
+        if not account or "/" in account or (account != "+" and ("+" in account or "#" in account)):
+            raise ValueError(f"account {account!r} cannot be a topic level")
+        return f"{self.prefix}/instructions/{account}"
 
     @property
     def errors(self) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from robobus.bus.policy import load
+from robobus.bus.policy import account_of, load
 from robobus.bus.security import find_policy
 
 
@@ -26,16 +26,6 @@ class Permission:
     may_instruct: bool
     account: str | None
     reason: str
-
-
-def account_of(url: str, env: Mapping[str, str]) -> str | None:
-    """The account this process connects as, or None on an unsecured bus."""
-    scheme = urlsplit(url).scheme
-    if scheme.startswith("mqtt"):
-        return env.get("ROBOBUS_MQTT_USERNAME") or None
-    if scheme.startswith("zmq") and env.get("ROBOBUS_ZMQ_KEYS"):
-        return env.get("ROBOBUS_ZMQ_CLIENT", "client")
-    return None
 
 
 def policy_path(url: str, explicit: str | None, env: Mapping[str, str]) -> Path | None:

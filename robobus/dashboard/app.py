@@ -19,6 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from robobus.bus.api import Bus, BusOptions
+from robobus.bus.policy import account_of
 from robobus.dashboard.access import instruct_permission
 from robobus.dashboard.gateway import CLIENT_BUFFER, FRAME_LIMIT, Gateway
 from robobus.schemas.topics import Topics
@@ -113,7 +114,8 @@ async def serve(settings: DashboardSettings, *,
                 task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
     """Run the dashboard until SIGTERM or SIGINT; ``started(url)`` once it answers."""
     topics = Topics(settings.prefix)
-    permission = instruct_permission(settings.bus, topics.instructions,
+    own = topics.instructions_from(account_of(settings.bus))  # a secured bus: its account's
+    permission = instruct_permission(settings.bus, own,
                                      read_only=settings.read_only, policy=settings.policy)
     options = BusOptions(prefix=settings.prefix, report_errors=False)
     async with Bus.connect(settings.bus, name="dashboard", options=options) as bus, \

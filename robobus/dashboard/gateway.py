@@ -223,7 +223,8 @@ class Gateway:
         except (msgspec.ValidationError, ValueError) as exc:
             return error_frame("invalid", str(exc), ref)
         try:
-            await self.bus.publish(self.topics.instructions, instruction, qos=1)
+            await self.bus.publish(self.topics.instructions_from(self.permission.account),
+                                   instruction, qos=1)
         except BusError as exc:
             return error_frame("bus", f"not published: {exc}", ref)
         log.info("instruction sent", task=task_id, priority=req.priority)

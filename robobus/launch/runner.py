@@ -25,6 +25,7 @@ import structlog
 
 from robobus.bus.api import Bus, BusOptions
 from robobus.bus.errors import BusError
+from robobus.bus.policy import instructions_topic
 from robobus.launch import fleet
 from robobus.launch.errors import LaunchError
 from robobus.launch.expect import evaluate
@@ -234,7 +235,8 @@ class Script:
                                  priority=spec.priority, ts_ns=inst.ts_ns))
         self.pending -= 1
         for attempt in range(3):
-            await self.bus.publish(self.bus.topic("instructions"), inst, qos=1)
+            await self.bus.publish(instructions_topic(self.bus.url, self.bus.options.prefix),
+                                   inst, qos=1)  # a secured bus: its account's own topic
             with anyio.move_on_after(RESEND_AFTER_S):
                 while self.observer.tasks[tid].status == "sent":
                     await self.observer.wait_change(RESEND_AFTER_S)

@@ -24,6 +24,7 @@ from bench import scenes
 from robobus import testing
 from robobus.brain_agent.fleet import query_memory
 from robobus.bus import Bus, BusOptions
+from robobus.bus.policy import instructions_topic
 from robobus.schemas.memory import MemoryQuery
 from robobus.schemas.messages import (
     BrainStatus,
@@ -120,7 +121,8 @@ class Fleet:
         tid = secrets.token_hex(3)
         with anyio.fail_after(30):
             while tid not in self.statuses:
-                await bus.publish(self.topics.instructions, Instruction(text, priority, tid), qos=1)
+                await bus.publish(instructions_topic(bus.url, self.prefix),  # secured: its own
+                                  Instruction(text, priority, tid), qos=1)
                 with anyio.move_on_after(0.5):
                     await self.until(lambda: tid in self.statuses)
         return tid

@@ -55,7 +55,7 @@ async def test_the_policy_decides_who_may_instruct(tmp_path: Path, secure_dir: P
     monkeypatch.setenv("ROBOBUS_ZMQ_KEYS", str(secure_dir / "zmq"))
     monkeypatch.setenv("ROBOBUS_ZMQ_CLIENT", "brain")  # the brain's account reads instructions
     async with Bus.connect(secure_hub, name="watcher") as bus, \
-            bus.subscribe(topics.instructions, Instruction) as sent:
+            bus.subscribe(topics.instructions_from("+"), Instruction) as sent:  # accounts' own
         for account, allowed in (("viewer", False), ("operator", True)):
             with dashboard(tmp_path, secure_hub, "robobus", env=_env(secure_dir, account),
                            name=f"dashboard-{account}") as url:

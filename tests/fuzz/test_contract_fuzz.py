@@ -282,6 +282,11 @@ def test_every_subscribed_topic_has_valid_mutable_samples() -> None:
 
 
 # -- live: a fleet of processes -----------------------------------------------------------------
+#: Topics whose owner the live fleet does not run, so nobody would report what is refused
+#: there: a robot group's instructions belong to that group's brain (tests/brain/test_scaleout.py)
+UNSERVED = {("groups", "+", "instructions")}
+
+
 def build_live_corpus(fleet: Any, per_topic: int, seed: int) -> list[Any]:
     """Mutations for every contract topic plus the regressions, judged by the corpus oracle;
     topics no agent acts on are ``accept`` (recorded) unless well-formed (forgery: not sent)."""
@@ -289,6 +294,8 @@ def build_live_corpus(fleet: Any, per_topic: int, seed: int) -> list[Any]:
     out: list[Any] = []
     robots = sorted(fleet.robots)
     for i, (pattern, type_) in enumerate(sorted(TOPIC_TYPES.items())):
+        if pattern in UNSERVED:
+            continue
         draws = corpus_mod.draw_examples(st.sampled_from(robots).flatmap(
             lambda r, p=pattern, t=type_: st.tuples(contract.mutated(t, _base(p, r, fleet)),
                                                     st.just(r))), per_topic, seed + i)
@@ -375,7 +382,7 @@ async def _live(url: str, tmp_path: Path) -> None:
     assert not run.hooks.crashed, run.hooks.crashed
     assert {"memory", "brain"} <= set(run.hooks.alive_at_end), run.hooks.alive_at_end
     sent = {driver.topic_kind(fleet.topics, i.topic) for i in run.sent}
-    assert len(sent) >= len(TOPIC_TYPES) - 1, sent  # every topic reached (the scenario may end)
+    assert len(sent) >= len(TOPIC_TYPES) - len(UNSERVED) - 1, sent  # (the scenario may end)
     must = Counter(i.topic for i in run.sent if i.verdict == "reject")
     got = run.reports_by_topic()
     short = {t: (n, got[t]) for t, n in must.items() if got[t] < n}

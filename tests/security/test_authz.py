@@ -62,7 +62,12 @@ def test_one_policy_makes_the_acl(secure_dir: Path) -> None:
     assert policy.may_publish("r1", f"{P}/robots/r1/state")
     assert not policy.may_publish("r1", f"{P}/robots/r2/alive")
     assert not policy.may_publish("r1", f"{P}/instructions")
-    assert policy.may_publish("operator", f"{P}/instructions")
+    assert not policy.may_publish("r1", f"{P}/instructions/r1")
+    # an operator instructs on its own topic only: the level is its identity (issue 13)
+    assert policy.may_publish("operator", f"{P}/instructions/operator")
+    assert not policy.may_publish("operator", f"{P}/instructions")
+    assert not policy.may_publish("operator", f"{P}/instructions/brain")
+    assert "topic write robobus/instructions/operator" in policies.mosquitto_acl(policy)
     assert covers(f"{P}/robots/r1/#", f"{P}/robots/r1/skills/")
     assert not covers(f"{P}/robots/r1/#", f"{P}/robots/")
     assert not covers(f"{P}/robots/r1/#", f"{P}/robots/r1")  # would also pass robots/r10

@@ -13,6 +13,7 @@ import pytest
 from robobus import testing
 from robobus.bus import Bus, BusError, ConnectError
 from robobus.bus.backends.mqtt_options import parse
+from robobus.bus.policy import instructions_topic
 from robobus.secure import SecureConfig, secure_init
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
@@ -137,24 +138,34 @@ async def test_robot_cannot_read_another_robots_commands(broker: str, secure_dir
 
 async def test_only_operators_publish_instructions(broker: str, secure_dir: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each operator on its own topic only (issue 13): the level is its identity."""
     as_account(monkeypatch, secure_dir, "memory")
     async with Bus.connect(broker, name="memory") as watcher, \
-            watcher.subscribe("robobus/instructions") as sub:
+            watcher.subscribe("robobus/instructions") as shared, \
+            watcher.subscribe("robobus/instructions/+") as sub:
         as_account(monkeypatch, secure_dir, "r1")
         async with Bus.connect(broker, name="r1") as r1:
-            with pytest.raises(BusError):
-                await r1.publish("robobus/instructions", b"robot says go", qos=1)
+            for topic in ("robobus/instructions", "robobus/instructions/r1"):
+                with pytest.raises(BusError):
+                    await r1.publish(topic, b"robot says go", qos=1)
         as_account(monkeypatch, secure_dir, "operator")
         async with Bus.connect(broker, name="operator") as op:
-            await op.publish("robobus/instructions", b"bring the apple", qos=1)
+            for topic in ("robobus/instructions", "robobus/instructions/brain"):
+                with pytest.raises(BusError):
+                    await op.publish(topic, b"as another", qos=1)
+            assert instructions_topic(broker, "robobus") == "robobus/instructions/operator"
+            await op.publish("robobus/instructions/operator", b"bring the apple", qos=1)
         with anyio.fail_after(5):
-            assert (await sub.get()).payload == b"bring the apple"
+            msg = await sub.get()
+        assert (msg.topic, msg.payload) == ("robobus/instructions/operator", b"bring the apple")
+        assert sub.get_nowait() is None and shared.get_nowait() is None
 
 
 def test_cli_never_logs_the_password(broker: str, secure_dir: Path) -> None:
     env = {**os.environ, **account_env(secure_dir, "operator"), "ROBOBUS_URL": broker,
            "ROBOBUS_LOG": "debug"}
-    proc = subprocess.run(testing.robobus_cmd("topic", "pub", "robobus/instructions", "hello"),
+    proc = subprocess.run(testing.robobus_cmd("topic", "pub", "robobus/instructions/operator",
+                                              "hello", "--qos", "1"),
                           env=env, capture_output=True, text=True, timeout=30)
     password = (secure_dir / "accounts" / "operator.password").read_text().strip()
     assert proc.returncode == 0, proc.stderr
