@@ -76,8 +76,9 @@ class Scheduler:
         self.released: set[str] = set()
         #: object -> the task that finished with it in a robot's hand (kept there)
         self.kept_by: dict[str, str] = {}
-        #: task id -> kept objects its next plan puts down (said on its ``planned`` status)
-        self.put_down: dict[str, list[tuple[str, str]]] = {}
+        #: task id -> kept objects its next plan puts down, and why no plan keeps them (said on
+        #: its ``planned`` status)
+        self.put_down: dict[str, tuple[list[tuple[str, str]], str]] = {}
         fleet.on_offline.append(self.on_offline)
 
     def _spawn(self, what: str, task: Task, fn: Any, *args: Any, name: str | None = None
@@ -198,7 +199,7 @@ class Scheduler:
             except PlanningError:
                 raise exc from None
             if last.put_down:
-                self.put_down[task.id] = last.put_down
+                self.put_down[task.id] = (last.put_down, exc.reason)
             return plan
 
     def _plan_keeping(self, task: Task, goals: GoalSet, sharing: Sharing) -> Plan:
@@ -218,14 +219,15 @@ class Scheduler:
                 return plan_goals(goals, ctx, planner=name, goal_text=goal_text, sharing=sharing)
 
     def _put_down_note(self, task: Task) -> str | None:
-        pairs = self.put_down.pop(task.id, None)
-        if not pairs:
+        noted = self.put_down.pop(task.id, None)
+        if noted is None:
             return None
+        pairs, why = noted
         said = "; ".join(
             f"robot {robot!r} puts down {obj!r}, which "
             + (f"task {self.kept_by[obj]!r}" if obj in self.kept_by else "an earlier task")
             + " left in its hand" for robot, obj in pairs)
-        return f"{said}: no plan that keeps it exists (no other robot can do this)"
+        return f"{said}: no plan that keeps it exists ({why})"
 
     async def start_task(self, task: Task) -> None:
         """Plan a new task and start it (or fail it with the reason)."""
