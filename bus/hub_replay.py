@@ -7,12 +7,20 @@ of its SUB socket, at most :data:`~bus.zmq_wire.DURABLE_WINDOW` messages ahead o
 acknowledged (``DACK h``, sent after its own commit). When it dies and comes back, the hub
 resends everything after its last acknowledgement: the loss window is closed as long as the
 restart fits in the buffer. A gap (restart longer than the buffer) is logged and counted.
+
+The stream travels in batches (issue 16): ``DATA h "" packed`` carries up to :data:`BATCH`
+consecutive messages ``h, h+1, ...`` in one frame, each as a 6-byte length pair (topic, body)
+followed by the topic and the body. The empty topic frame tells a batch from a single message
+(``DATA h topic body``, which no topic can be confused with: a topic is never empty). One
+ZeroMQ message per batch instead of four frames per message: per message the hub and the
+recorder each spent microseconds in ZeroMQ calls, which capped a durable recorder at ~37k/s.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
 
@@ -23,6 +31,10 @@ from robobus.bus import zmq_wire as wire
 
 log = structlog.get_logger("bus.hub")
 _H = struct.Struct(">Q")
+#: (topic length, body length) before each message of a batch
+LENGTHS = struct.Struct(">HI")
+#: messages per DATA batch: ~70 KB of 256-byte events, a fraction of the window
+BATCH = 256
 
 
 @dataclass(slots=True)
@@ -86,6 +98,23 @@ class ReplayBuffer:
             if start > stop:
                 continue
             # islice walks the deque once; indexing its middle would cost O(n) per message
-            for h, topic, body in islice(self.items, start - oldest, stop - oldest + 1):
-                router.send_multipart([state.ident, wire.DATA, _H.pack(h), topic, body])
+            send_batches(router, state.ident,
+                         islice(self.items, start - oldest, stop - oldest + 1))
             state.sent = stop
+
+
+def send_batches(router: zmq.Socket, ident: bytes, items: Iterable[tuple[int, bytes, bytes]]
+                 ) -> None:
+    """Send consecutive ``(h, topic, body)`` items as ``DATA h "" packed`` batches."""
+    pack = LENGTHS.pack
+    parts: list[bytes] = []
+    first = 0
+    for h, topic, body in items:
+        if not parts:
+            first = h
+        parts += (pack(len(topic), len(body)), topic, body)
+        if len(parts) >= 3 * BATCH:
+            router.send_multipart([ident, wire.DATA, _H.pack(first), b"", b"".join(parts)])
+            parts = []
+    if parts:
+        router.send_multipart([ident, wire.DATA, _H.pack(first), b"", b"".join(parts)])

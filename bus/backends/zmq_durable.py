@@ -6,10 +6,15 @@ to it as ``DATA h topic body`` on the control socket, numbered. The client confi
 ``DACK h`` once the message is processed (for the memory agent: committed), so a restart loses
 nothing: the hub resends whatever came after the last confirmation. A hub without a replay
 buffer answers ``NODURABLE`` and the client falls back to subscribing normally.
+
+The hub sends the stream in batches, ``DATA h "" packed`` (see :mod:`bus.hub_replay`): one
+ZeroMQ message for up to 256 numbered messages, dispatched in order and confirmed together
+(the batch's last number) once each of them is processed.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +24,7 @@ import msgspec
 import structlog
 
 from robobus.bus import zmq_wire as wire
+from robobus.bus.hub_replay import LENGTHS
 from robobus.bus.message import AckToken, Message
 
 if TYPE_CHECKING:
@@ -73,10 +79,66 @@ class Durable:
         await t.sync()
 
     def on_data(self, frames: list[bytes]):  # noqa: ANN201
-        """One message of the stream (``DATA h topic body``): confirmed once processed."""
+        """A message of the stream (``DATA h topic body``) or a batch (``DATA h "" packed``),
+        confirmed once processed. Returns an awaitable when a full buffer makes delivery wait
+        (the rest of a batch is delivered after it, in order)."""
         h = int.from_bytes(frames[1], "big")
+        if frames[2]:
+            return self._one(h, frames[2], frames[3])
+        # One token for the whole batch, instead of a token and a callback per message: it
+        # confirms the batch's last h once every delivery of it to a manual-ack subscription
+        # is acked. It starts held (remaining 1) so that early acks cannot complete it before
+        # the last message is dispatched; _release lets go of the hold.
+        token = AckToken(None, 1, True)
+        packed = frames[3]
+        pos, end = 0, len(packed)
+        while pos < end:
+            h, pos, pending = self._step(token, h, packed, pos)
+            if pending is not None:
+                return self._finish(token, pending, h, packed, pos)
+        self._release(token, h - 1)
+        return None
+
+    def _step(self, token: AckToken, h: int, packed: bytes, pos: int
+              ) -> tuple[int, int, Awaitable[None] | None]:
+        """Dispatch the message at ``pos`` of a batch: (next h, next pos, pending)."""
         try:
-            msg, _ = wire.decode_body(frames[2], frames[3])
+            tlen, blen = LENGTHS.unpack_from(packed, pos)
+        except struct.error:
+            log.warning("bad_durable_batch", h=h, at=pos, size=len(packed))
+            return h, len(packed), None
+        pos += LENGTHS.size
+        topic = packed[pos : pos + tlen]
+        pos += tlen
+        try:
+            msg, _ = wire.decode_body(topic, packed[pos : pos + blen])
+        except (ValueError, msgspec.DecodeError, RecursionError) as exc:
+            log.warning("bad_durable_frame", error=str(exc))
+            return h + 1, pos + blen, None  # confirmed with its batch
+        msg.ack_token = token
+        held = token.remaining
+        token.remaining = 0  # Bus.dispatch sets it to this message's manual-ack deliveries
+        pending = self.transport.dispatch(msg, None)
+        token.remaining += held
+        return h + 1, pos + blen, pending
+
+    async def _finish(self, token: AckToken, pending: Awaitable[None], h: int, packed: bytes,
+                      pos: int) -> None:
+        await pending
+        while pos < len(packed):
+            h, pos, more = self._step(token, h, packed, pos)
+            if more is not None:
+                await more
+        self._release(token, h - 1)
+
+    def _release(self, token: AckToken, last_h: int) -> None:
+        """Every message of a batch is dispatched: the token may now confirm ``last_h``."""
+        token.send = partial(self._ack, last_h)
+        token.done()
+
+    def _one(self, h: int, topic: bytes, body: bytes) -> Awaitable[None] | None:
+        try:
+            msg, _ = wire.decode_body(topic, body)
         except (ValueError, msgspec.DecodeError, RecursionError) as exc:
             log.warning("bad_durable_frame", error=str(exc))
             self._ack(h)
