@@ -75,6 +75,17 @@ class GroupCommitter:
         elif len(pending) >= self.opts.max_events:
             self._full.set()
 
+    def extend(self, records: list[Record]) -> None:
+        """Queue a burst of events at once (what :meth:`put` does for one, per call)."""
+        pending = self._pending
+        was = len(pending)
+        pending += records
+        self.put_count += len(records)
+        if not was and pending:
+            self._wake.set()
+        if len(pending) >= self.opts.max_events:
+            self._full.set()
+
     @property
     def holding(self) -> bool:
         """Whether a batch the store refused is held for a retry (it is not durable yet)."""
