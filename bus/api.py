@@ -258,6 +258,43 @@ class Bus:
         labelled with its content type; bytes go as they are, labelled ``content_type`` if
         given (a replay restores the recorded one).
         """
+        await self._transport.publish(self._message(
+            topic, payload, retain, qos, response_topic, correlation, content_type,
+            user_properties, payload_format))
+
+    async def post(
+        self,
+        topic: str,
+        payload: Payload,
+        *,
+        retain: bool = False,
+        qos: int = 1,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        content_type: str | None = None,
+        user_properties: Sequence[tuple[str, str]] = (),
+        payload_format: int | None = None,
+    ) -> Awaitable[None]:
+        """Publish like :meth:`publish` without waiting for the acknowledgement: returns once
+        the message is sent, with an awaitable that completes when the hub or broker
+        acknowledges it and raises what :meth:`publish` would (``PublishError``,
+        ``DisconnectedError``). Await every one.
+
+        Acknowledged messages leave in call order, posts and ``qos >= 1`` publishes of this
+        client alike, so a window of them can be in flight at once and stay in order on the
+        wire (the brain's task statuses, issue 16). Unlike ``publish``, ``qos`` defaults to
+        1; with 0 the awaitable is already done (on ZeroMQ, qos 0 takes the data path, which
+        has no order with the acknowledged one). It waits only while the transport's own
+        window of unacknowledged messages is full.
+        """
+        return await self._transport.post(self._message(
+            topic, payload, retain, qos, response_topic, correlation, content_type,
+            user_properties, payload_format))
+
+    def _message(self, topic: str, payload: Payload, retain: bool, qos: int,
+                 response_topic: str | None, correlation: bytes | None,
+                 content_type: str | None, user_properties: Sequence[tuple[str, str]],
+                 payload_format: int | None) -> Message:
         if isinstance(payload, bytes):
             data, ctype = payload, content_type
         elif isinstance(payload, bytearray | memoryview | str):
@@ -279,7 +316,7 @@ class Bus:
                                         if k != "sender")
         if payload_format is not None:
             msg.payload_format = payload_format
-        await self._transport.publish(msg)
+        return msg
 
     # -- subscribe ----------------------------------------------------------------------
     @asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,6 +34,14 @@ class TransportConfig:
     task_group: Any = None
 
 
+def acked() -> asyncio.Future[None]:
+    """An acknowledgement already received: what ``post`` returns when there is none to wait
+    for (qos 0, the in-process broker)."""
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
 def will_of(config: TransportConfig) -> Will | None:
     """The last will for a new connection. A callable will is asked again for every
     connection, so a presence can number its births and deaths (see :mod:`bus.presence`)."""
@@ -58,6 +67,10 @@ class Transport(Protocol):
 
     async def publish(self, msg: Message) -> None:
         """Send ``msg``; for qos >= 1, return only once the hub or broker acknowledged it."""
+
+    async def post(self, msg: Message) -> Awaitable[None]:
+        """Send ``msg`` in call order with :meth:`publish` and return without waiting for its
+        acknowledgement: the awaitable completes (or raises) as ``publish`` would have."""
 
     async def subscribe(self, pattern: str, sub_id: int) -> None:
         """Start receiving ``pattern``; returns once the subscription is live.

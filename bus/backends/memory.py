@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
+from collections.abc import Awaitable
 from urllib.parse import urlsplit
 
 from robobus.bus.errors import DisconnectedError
 from robobus.bus.message import Message, Will
 from robobus.bus.topics import matches
-from robobus.bus.transport import TransportConfig, will_of
+from robobus.bus.transport import TransportConfig, acked, will_of
 
 
 class MemoryBroker:
@@ -85,6 +86,11 @@ class MemoryTransport:
 
     async def publish(self, msg: Message) -> None:
         await self._live().route(msg)
+
+    async def post(self, msg: Message) -> Awaitable[None]:
+        """Routed at once: there is no acknowledgement to wait for."""
+        await self.publish(msg)
+        return acked()
 
     async def subscribe(self, pattern: str, sub_id: int) -> None:
         broker = self._live()

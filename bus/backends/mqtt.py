@@ -35,7 +35,7 @@ from robobus.bus.backends.mqtt_routes import Routes
 from robobus.bus.backends.mqtt_wire import FastClient, Publish, publish_properties, will_properties
 from robobus.bus.errors import BusError, ConnectError, DisconnectedError, PublishError
 from robobus.bus.message import AckToken, Message
-from robobus.bus.transport import Dispatch, TransportConfig, will_of
+from robobus.bus.transport import Dispatch, TransportConfig, acked, will_of
 from robobus.schemas.contract import is_command
 
 log = structlog.get_logger("bus.mqtt")
@@ -441,6 +441,36 @@ class MqttTransport:
             reason = await self._await_ack(fut, self._puback, info.mid, msg.topic)
         if reason.is_failure:
             raise PublishError(msg.topic, f"broker refused: {reason}")
+
+    async def post(self, msg: Message) -> Awaitable[None]:
+        if msg.qos <= 0:
+            await self.publish(msg)
+            return acked()
+        client = await self._ready()
+        props = publish_properties(msg, self._props_cache)
+        await self._inflight.acquire()  # released once acknowledged, as publish holds it
+        try:
+            info = client.publish(msg.topic, msg.payload, min(msg.qos, 2), msg.retain, props)
+            if info.rc not in (_OK, _NO_CONN):
+                self._refuse(msg.topic, info.rc)
+        except BaseException:
+            self._inflight.release()
+            raise
+        if not self._puback:
+            client.on_publish = self._on_publish
+        fut = self._puback[info.mid] = self._loop.create_future()
+        # A task, not a bare coroutine: the window and the ack table are released even if
+        # the caller never gets to await it (its bus closing, say).
+        return self._loop.create_task(self._settle(fut, info.mid, msg.topic),
+                                      name="mqtt-post-ack")
+
+    async def _settle(self, fut: asyncio.Future[Any], mid: int, topic: str) -> None:
+        try:
+            reason = await self._await_ack(fut, self._puback, mid, topic)
+        finally:
+            self._inflight.release()
+        if reason.is_failure:
+            raise PublishError(topic, f"broker refused: {reason}")
 
     def _refuse(self, topic: str, rc: int) -> None:
         if rc == _NO_CONN:

@@ -22,6 +22,8 @@ import os
 import socket
 import struct
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +39,7 @@ from robobus.bus.errors import ConnectError, DisconnectedError, PublishError
 from robobus.bus.message import Message
 from robobus.bus.security import zmq_client_keys
 from robobus.bus.topics import literal_prefix, matches
-from robobus.bus.transport import Dispatch, TransportConfig, will_of
+from robobus.bus.transport import Dispatch, TransportConfig, acked, will_of
 
 if TYPE_CHECKING:  # imported only for ?embed=1 URLs (see _maybe_embed)
     from robobus.bus.hub import Hub
@@ -47,9 +49,6 @@ _SEQ = struct.Struct(">Q")
 ACK_RESEND_S = 1.0
 ACK_TIMEOUT_S = 10.0
 MAX_IN_FLIGHT = 10_000
-# Plain ints: combining zmq's enum flags costs more than the send itself.
-_SNDMORE = int(zmq.SNDMORE)
-_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class ZmqTransport:
@@ -76,7 +75,7 @@ class ZmqTransport:
         self._hub: Hub | None = None
         self._closed = False
         self._rejoining = False  # a rejoin (hello again) is under way
-        self._drains: list = []  # one per read socket; see _kick
+        self._drains: dict[zmq.Socket, Callable[[], None]] = {}  # per read socket; see _kick
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, config: TransportConfig) -> None:
@@ -184,15 +183,17 @@ class ZmqTransport:
 
     def _watch(self, sock: zmq.Socket, handle: Handler) -> None:
         """Read ``sock`` on the loop (see :mod:`zmq_reader`)."""
-        self._drains.append(watch(self.loop, sock, handle, self.config.task_group,
-                                  lambda: self._closed))
+        self._drains[sock] = watch(self.loop, sock, handle, self.config.task_group,
+                                   lambda: self._closed)
 
-    def _kick(self) -> None:
-        """Drain again after a send or setsockopt: ZeroMQ's FD is edge-triggered and those
-        calls may consume the edge while messages wait, which stalls the socket for good
-        (seen as "hub did not acknowledge" with the acks queued unread)."""
-        for drain in self._drains:
-            self.loop.call_soon(drain)
+    def _kick(self, sock: zmq.Socket) -> None:
+        """Drain ``sock`` again after a send or setsockopt on it, if it has a message waiting:
+        ZeroMQ's FD is edge-triggered and those calls may consume the edge while messages
+        wait, which stalls the socket for good (seen as "hub did not acknowledge" with the
+        acks queued unread). Only the socket touched can lose its edge; asking its EVENTS
+        first spares a drain (and a ``zmq.Again``) after nearly every send."""
+        if not self._closed and wire.readable(sock):
+            self.loop.call_soon(self._drains[sock])
 
     def _on_data(self, frames: list[bytes]):  # noqa: ANN202
         if len(frames) != 2:
@@ -320,42 +321,61 @@ class ZmqTransport:
         return wire.encode_header(msg, self._path_ids[path], seq)
 
     async def publish(self, msg: Message) -> None:
+        if msg.qos == 0 and not msg.retain:
+            self._send_plain(msg)
+            return
+        await self._publish_acked(msg)
+
+    async def post(self, msg: Message) -> Awaitable[None]:
+        if msg.qos == 0 and not msg.retain:
+            self._send_plain(msg)
+            return acked()
+        return await self._send_acked(msg)
+
+    def _send_plain(self, msg: Message) -> None:
         if self._closed:
             raise DisconnectedError(f"{self.config.url} is closed")
-        if msg.qos == 0 and not msg.retain:
-            self.pub.send(msg.topic.encode(), _SNDMORE)
-            self.pub.send(wire.pack_body(self._header(msg, 0), msg.payload))
-            return
+        self.pub.send(msg.topic.encode(), wire.SNDMORE)
+        self.pub.send(wire.pack_body(self._header(msg, 0), msg.payload))
+
+    async def _publish_acked(self, msg: Message) -> None:
+        """Acknowledged publish through the hub's control socket, resent until acked."""
+        await (await self._send_acked(msg))
+
+    async def _send_acked(self, msg: Message) -> asyncio.Future[None]:
+        """Send ``msg`` on the control socket; the future completes at the hub's ack.
+
+        Resends ride a loop timer per message rather than a timeout scope around the await:
+        on the path of every command and status, a scope costs more than the send itself.
+        The bookkeeping ends in the future's callback, so a caller that is cancelled while
+        awaiting it (which cancels the future) leaves nothing behind.
+        """
+        if self._closed:
+            raise DisconnectedError(f"{self.config.url} is closed")
+        while len(self._acks) >= MAX_IN_FLIGHT:
+            self._room.clear()
+            await self._room.wait()
         if msg.retain:
             if msg.payload:
                 self._own_retained[msg.topic] = msg
             else:
                 self._own_retained.pop(msg.topic, None)
-        await self._publish_acked(msg)
-
-    async def _publish_acked(self, msg: Message) -> None:
-        """Acknowledged publish through the hub's control socket, resent until acked.
-
-        Resends ride a loop timer per message rather than a timeout scope around the await:
-        on the path of every command and status, a scope costs more than the send itself.
-        """
-        while len(self._acks) >= MAX_IN_FLIGHT:
-            self._room.clear()
-            await self._room.wait()
         ack_id = _SEQ.pack(next(self._ack_ids))
         frames = [wire.PUB, ack_id, msg.topic.encode(), self._header(msg, 1), msg.payload]
         fut = self._acks[ack_id] = self.loop.create_future()
+        fut.add_done_callback(partial(self._settled, ack_id))
         self.send_control(frames)
-        timer = self._resends[ack_id] = self.loop.call_later(
+        self._resends[ack_id] = self.loop.call_later(
             ACK_RESEND_S, self._resend, ack_id, frames, self.loop.time() + ACK_TIMEOUT_S)
-        try:
-            await fut
-        finally:
-            self._acks.pop(ack_id, None)
-            timer = self._resends.pop(ack_id, timer)
+        return fut
+
+    def _settled(self, ack_id: bytes, _fut: asyncio.Future[None]) -> None:
+        self._acks.pop(ack_id, None)
+        timer = self._resends.pop(ack_id, None)
+        if timer is not None:
             timer.cancel()
-            if len(self._acks) < MAX_IN_FLIGHT:
-                self._room.set()
+        if len(self._acks) < MAX_IN_FLIGHT:
+            self._room.set()
 
     def send_control(self, frames: list[bytes]) -> None:
         """Send on the control socket without ever blocking the loop, then drain again (see
@@ -364,10 +384,10 @@ class ZmqTransport:
         frames are dropped instead, and the caller's own retry or deadline takes over (acked
         publishes are resent, a hello times out into ConnectError)."""
         try:
-            self.ctl.send_multipart(frames, _NOBLOCK)
+            wire.send_frames(self.ctl, frames, wire.NOBLOCK)
         except zmq.Again:
             log.debug("control_send_dropped", command=frames[0][:16])
-        self._kick()
+        self._kick(self.ctl)
 
     def _resend(self, ack_id: bytes, frames: list[bytes], deadline: float) -> None:
         fut = self._acks.get(ack_id)
@@ -407,7 +427,7 @@ class ZmqTransport:
             self._fences.pop(fence, None)
             if not self._closed:
                 self.sub.setsockopt(zmq.UNSUBSCRIBE, fence.encode())
-                self._kick()
+                self._kick(self.sub)
 
     async def _await_fence(self, pattern: str, sub_id: int, fence: str) -> None:
         """Ask for the snapshot behind a fence; asked again if a full queue dropped it."""
@@ -451,7 +471,7 @@ class ZmqTransport:
         topic = f"{self._probe_prefix}{next(self._probe_ids)}"
         event = self._probes[topic] = asyncio.Event()
         self.sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self._kick()
+        self._kick(self.sub)
         wait = 0.002
         try:
             with anyio.fail_after(5):

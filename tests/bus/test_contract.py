@@ -12,6 +12,7 @@ import pytest
 from robobus.bus import (
     Bus,
     BusOptions,
+    DisconnectedError,
     Message,
     Overflow,
     PayloadTooLarge,
@@ -197,6 +198,26 @@ async def test_qos1_publish_is_acknowledged(bus_url: str, prefix: str) -> None:
             await a.publish(f"{prefix}/cmd", str(i), qos=1)
         got = await take(sub, 50)
     assert [m.payload for m in got] == [str(i).encode() for i in range(50)]
+
+
+async def test_posts_are_pipelined_in_order_with_publishes(bus_url: str, prefix: str) -> None:
+    """``post`` sends at once and acknowledges later: a window of acknowledged messages in
+    flight keeps call order on the wire, among posts and acknowledged publishes (issue 16)."""
+    topic = f"{prefix}/status"
+    async with pair(bus_url, prefix) as (a, b), b.subscribe(topic) as sub:
+        acks = [await a.post(topic, str(i)) for i in range(100)]
+        await a.publish(topic, b"published", qos=1)  # after every post above
+        acks.append(await a.post(topic, b"last"))
+        with anyio.fail_after(WAIT):
+            for ack in acks:
+                await ack
+        got = await take(sub, 102)
+        await (await a.post(topic, b"best effort", qos=0))  # nothing to wait for
+        assert (await take(sub))[0].payload == b"best effort"
+    assert [m.payload for m in got] == [str(i).encode() for i in range(100)] + [
+        b"published", b"last"]
+    with pytest.raises(DisconnectedError):
+        await a.post(topic, b"after close")
 
 
 async def test_overflow_latest_keeps_newest_per_topic(bus_url: str, prefix: str) -> None:
