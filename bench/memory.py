@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python -m bench.memory --duration 60       # the full sustained-ingest run
     .venv/bin/python -m bench.memory --scale --scale-events 100000000 --scale-dir /big/disk
     .venv/bin/python -m bench.memory --tasks 6000        # only: agent RSS per task (issue 13)
+    .venv/bin/python -m bench.memory --ingest --baseline REV  # only: sustained ZeroMQ ingest
 
 Prints a table, writes ``bench/results/memory.json`` and PNG plots next to it.
 """
@@ -28,8 +29,8 @@ from typing import Any
 import anyio
 import msgspec
 
+from bench import memory_ingest, memory_tasks
 from bench import memory_load as load
-from bench import memory_tasks
 from bench.machine import quiet_disk
 from bench.memory_scale import PAYLOAD, T0, pct, scale_run
 from robobus import memory_store, testing
@@ -393,9 +394,21 @@ def main() -> None:
                     help="MQTT load generator for the agent ingest runs")
     ap.add_argument("--tasks", type=int, default=0,
                     help="only measure the agent's RSS per task over this many tasks")
+    ap.add_argument("--ingest", action="store_true",
+                    help="only: sustained agent ingest over ZeroMQ at --rates (issue 16)")
+    ap.add_argument("--rates", type=float, nargs="+", default=[80_000, 120_000, 150_000])
+    ap.add_argument("--paths", nargs="+", choices=["plain", "durable"],
+                    default=["plain", "durable"])
+    ap.add_argument("--publishers", type=int, default=1, help="raw load processes (--ingest)")
+    ap.add_argument("--baseline", default=None,
+                    help="--ingest: also run commit REV's hub and agent, interleaved")
+    ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     if args.tasks:
         _tasks_only(args.tasks)
+        return
+    if args.ingest:
+        _ingest_only(args)
         return
     root = Path(tempfile.mkdtemp(prefix="robobus-bench-"))
     results: dict[str, Any] = {"host": {"cpus": os.cpu_count(), "load": os.getloadavg()}}
@@ -433,6 +446,19 @@ def main() -> None:
         d.pop("path", None)  # temporary directories, deleted by now
     args.out.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _ingest_only(args: argparse.Namespace) -> None:
+    result = memory_ingest.ingest_bench(args.rates, args.duration, args.paths, args.publishers,
+                                        args.baseline, args.repeats)
+    result["host"] = {"cpus": os.cpu_count(), "load": os.getloadavg()}
+    print(memory_ingest.table(result))
+    out = args.out.parent / "memory_ingest.json" if args.out == RESULTS / "memory.json" \
+        else args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result["plot"] = memory_ingest.plot(result, out.parent)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out} and {out.parent / result['plot']}", file=sys.stderr)
 
 
 def _tasks_only(tasks: int) -> None:
