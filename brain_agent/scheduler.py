@@ -27,7 +27,14 @@ from robobus.brain_agent.guard import Guard
 from robobus.brain_agent.planners import Planner
 from robobus.brain_agent.resolve import bind_goals
 from robobus.brain_agent.search import Sharing, plan_goals
-from robobus.brain_agent.sharing import Lines, claimed, involved, plan_objects, project
+from robobus.brain_agent.sharing import (
+    Lines,
+    claimed,
+    involved,
+    plan_objects,
+    project,
+    remaining_s,
+)
 from robobus.brain_agent.tasks import StatusPublisher, StepRun, Task
 from robobus.bus import Bus, BusError
 from robobus.schemas.messages import Plan, RobotState, SkillCommand, SkillFeedback
@@ -130,8 +137,9 @@ class Scheduler:
             elif robots:
                 ahead.append(other)
                 for robot in robots:
-                    busy[robot] = busy.get(robot, 0.0) + other.remaining_s(robot)
+                    busy[robot] = busy.get(robot, 0.0) + remaining_s(other, robot, regs)
         # queued behind others: plan on the world their open steps leave (place, hands, objects)
+        ahead.sort(key=self.lines.rank)
         world = project(self.fleet.world, ahead, regs) if ahead else self.fleet.world
         return PlanContext(world=world, fleet=self.fleet.fleet(), task_id=task.id,
                            busy_until=busy, exclude=frozenset(exclude), priority=task.priority,

@@ -18,6 +18,7 @@ which objects in its hands may be put down.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 
 from robobus.brain_agent.simworld import sim_copy
@@ -53,6 +54,13 @@ def claimed(task: Task, fleet: Mapping[str, RobotRegistration]) -> set[str]:
     return out
 
 
+def remaining_s(task: Task, robot: str, fleet: Mapping[str, RobotRegistration]) -> float:
+    """Estimated seconds of ``task``'s open steps that involve ``robot`` (a handover's receiver
+    waits through it too)."""
+    return sum(r.step.est_s for r in task.runs.values()
+               if r.state in _OPEN and robot in involved(r.step, fleet))
+
+
 def plan_objects(task: Task) -> set[str]:
     """Objects the steps of ``task``'s plan name (what it may leave in a robot's hand)."""
     out: set[str] = set()
@@ -67,6 +75,8 @@ class Lines:
     def __init__(self) -> None:
         self._lines: dict[str, list[Task]] = {}
         self._robots: dict[str, set[str]] = {}  # task id -> robots whose lines hold it
+        self._joined: dict[str, int] = {}  # task id -> when it joined (install order)
+        self._count = itertools.count()
 
     def join(self, task: Task, fleet: Mapping[str, RobotRegistration]) -> None:
         """``task`` installed a plan: it goes to the back of each line its plan involves."""
@@ -75,8 +85,14 @@ class Lines:
         for robot in robots:
             self._lines.setdefault(robot, []).append(task)
         self._robots[task.id] = robots
+        self._joined[task.id] = next(self._count)
+
+    def rank(self, task: Task) -> int:
+        """Install order of ``task`` among those in a line (-1 if in none)."""
+        return self._joined.get(task.id, -1)
 
     def leave(self, task: Task) -> None:
+        self._joined.pop(task.id, None)
         for robot in self._robots.pop(task.id, ()):
             line = self._lines.get(robot, [])
             if task in line:
