@@ -9,6 +9,11 @@
 //
 // Prints one JSON summary line; exit status 0 when the task ended `done` and every message
 // matched its schema, 1 otherwise.
+//
+// On a bus secured by `robobus secure init` (mqtts, an account per client), it connects with
+// ROBOBUS_MQTT_USERNAME and ROBOBUS_MQTT_PASSWORD_FILE (or --username, --password-file) and
+// --ca DIR/ca.crt, sends on its account's own topic P/instructions/ACCOUNT (the only one the
+// ACL lets it instruct on) and asks for replies on its reply inbox P/_inbox/CLIENT_ID/.
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -28,6 +33,9 @@ const { values: opts } = parseArgs({
     codec: { type: "string", default: "msgpack" }, // how this client writes: msgpack or json
     asyncapi: { type: "string", default: new URL("../../docs/asyncapi.json", import.meta.url).pathname },
     timeout: { type: "string", default: "60" },
+    username: { type: "string", default: process.env.ROBOBUS_MQTT_USERNAME ?? "" },
+    "password-file": { type: "string", default: process.env.ROBOBUS_MQTT_PASSWORD_FILE ?? "" },
+    ca: { type: "string", default: "" }, // the CA certificate of an mqtts:// broker
   },
 });
 
@@ -82,7 +90,11 @@ async function main() {
   const replies = repliesOf(doc, opts.prefix);
   const clientId = `node-${randomBytes(4).toString("hex")}`;
   const taskId = `node-${randomBytes(3).toString("hex")}`;
-  const replyTopic = `replies/${clientId}`; // outside the prefix: one copy, not two
+  // an account reads its own reply inbox only; otherwise a topic outside the prefix (one copy)
+  const replyTopic = opts.username ? `${opts.prefix}/_inbox/${clientId}/reply` : `replies/${clientId}`;
+  // an account instructs on its own topic (issue 13: the brain's rate limit counts the account)
+  const instructions = opts.username
+    ? `${opts.prefix}/instructions/${opts.username}` : `${opts.prefix}/instructions`;
   const pending = new Map(); // response topic of a request seen -> the messages of its replies
   pending.set(replyTopic, replies.get(`${opts.prefix}/instructions`));
   const correlation = randomBytes(8);
@@ -92,7 +104,13 @@ async function main() {
     unmatched_replies: 0,
   };
 
-  const client = await mqtt.connectAsync(opts.url, { protocolVersion: 5, clientId, clean: true });
+  const auth = opts.username ? {
+    username: opts.username,
+    password: readFileSync(opts["password-file"], "utf8").trim(),
+  } : {};
+  const tls = opts.ca ? { ca: readFileSync(opts.ca) } : {};
+  const url = opts.url.split("?")[0]; // robobus URLs carry ?ca=...; mqtt.js takes it as an option
+  const client = await mqtt.connectAsync(url, { protocolVersion: 5, clientId, clean: true, ...auth, ...tls });
   let finish;
   const ended = new Promise((resolve) => { finish = resolve; });
   client.on("message", (topic, payload, packet) => {
@@ -138,9 +156,10 @@ async function main() {
       }
     }
   });
-  await client.subscribeAsync({ [`${opts.prefix}/#`]: { qos: 1 }, [replyTopic]: { qos: 1 } });
+  const own = replyTopic.startsWith(`${opts.prefix}/`) ? {} : { [replyTopic]: { qos: 1 } };
+  await client.subscribeAsync({ [`${opts.prefix}/#`]: { qos: 1 }, ...own }); // one copy of each
   const instruction = { text: opts.text, task_id: taskId, source: clientId };
-  await client.publishAsync(`${opts.prefix}/instructions`, encodePayload(instruction), {
+  await client.publishAsync(instructions, encodePayload(instruction), {
     qos: 1,
     properties: {
       responseTopic: replyTopic, correlationData: correlation,
