@@ -105,6 +105,16 @@ def instructions_topic(url: str, prefix: str, env: Mapping[str, str] | None = No
     return Topics(prefix).instructions_from(account_of(url, env))
 
 
+def own_instructions(topic: str, url: str, env: Mapping[str, str] | None = None) -> str:
+    """``topic`` as a client of ``url`` may publish it: a shared instructions topic (one
+    ending in ``/instructions``) becomes its account's own on a secured bus, where the policy
+    lets an account instruct nowhere else; any other topic is returned as it is."""
+    account = account_of(url, env)
+    if account is None or topic.rsplit("/", 1)[-1] != "instructions":
+        return topic
+    return f"{topic}/{account}"
+
+
 def load(path: str | Path) -> Policy:
     """Read a ``policy.json``; raises ValueError naming what is wrong."""
     try:

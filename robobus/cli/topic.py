@@ -25,6 +25,7 @@ from typer.core import TyperCommand
 from robobus.bus.api import Bus, BusOptions, run
 from robobus.bus.errors import BusError, DecodeError
 from robobus.bus.message import Message
+from robobus.bus.policy import own_instructions
 from robobus.cli.common import DEFAULT_BUS, BusOpt
 from robobus.cli.payloads import Format, decode_payload, encoding, render, sent_ns
 from robobus.schemas.contract import is_retained_topic, message_type
@@ -381,7 +382,8 @@ def pub(
 ) -> None:
     """Publish on TOPIC what is given, optionally repeatedly; from DATA, a file, stdin, or stdin
     line by line. A JSON object or array goes as JSON labelled application/json (MQTT 5
-    Content Type; --msgpack: as msgpack, labelled so); other payloads go as the bytes given."""
+    Content Type; --msgpack: as msgpack, labelled so); other payloads go as the bytes given.
+    On a secured bus, P/instructions goes to the account's own P/instructions/ACCOUNT."""
     payloads = [p if raw else _structured(p, to_msgpack)
                 for p in _payloads(data, file, stdin, lines)]
     options = BusOptions(codec="msgpack" if to_msgpack else "json")
@@ -390,6 +392,9 @@ def pub(
     props = pub_properties(properties or [])
     props.setdefault("response_topic", response_topic)
     props.setdefault("correlation", corr)
+
+    # on a secured bus an account instructs on its own topic only (issue 13)
+    topic = own_instructions(topic, bus_url)
 
     async def main() -> None:
         async with Bus.connect(bus_url, name="cli-pub", options=options) as bus:

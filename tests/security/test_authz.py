@@ -68,6 +68,11 @@ def test_one_policy_makes_the_acl(secure_dir: Path) -> None:
     assert not policy.may_publish("operator", f"{P}/instructions")
     assert not policy.may_publish("operator", f"{P}/instructions/brain")
     assert "topic write robobus/instructions/operator" in policies.mosquitto_acl(policy)
+    op, keys = {"ROBOBUS_MQTT_USERNAME": "operator"}, {"ROBOBUS_ZMQ_KEYS": "d", "ROBOBUS_ZMQ_CLIENT": "r1"}
+    assert policies.own_instructions(f"{P}/instructions", "mqtts://h", op) == f"{P}/instructions/operator"
+    assert policies.own_instructions(f"{P}/instructions", "zmq://h", keys) == f"{P}/instructions/r1"
+    assert policies.own_instructions(f"{P}/instructions", "mqtt://h", {}) == f"{P}/instructions"
+    assert policies.own_instructions(f"{P}/errors", "mqtts://h", op) == f"{P}/errors"
     assert covers(f"{P}/robots/r1/#", f"{P}/robots/r1/skills/")
     assert not covers(f"{P}/robots/r1/#", f"{P}/robots/")
     assert not covers(f"{P}/robots/r1/#", f"{P}/robots/r1")  # would also pass robots/r10
