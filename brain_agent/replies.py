@@ -13,6 +13,8 @@ a robot's command topic or another task's topic.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import structlog
 
 from robobus.bus import Bus, BusError, Message
@@ -55,15 +57,25 @@ class Replies:
     def forget(self, task_id: str) -> None:
         self._by_task.pop(task_id, None)
 
-    async def send(self, status: TaskStatus) -> None:
-        """Publish ``status`` on its task's reply topic, if the task has one."""
+    async def send(self, status: TaskStatus) -> Awaitable[None] | None:
+        """Post ``status`` on its task's reply topic, if the task has one; returns what to
+        await for its acknowledgement (a failure there is logged, never raised)."""
         reply = self._by_task.get(status.task_id)
         if reply is None or status.status in QUIET:
-            return
+            return None
         if is_final(status.status):
             del self._by_task[status.task_id]
         topic, corr = reply
         try:
-            await self.bus.publish(topic, status, qos=1, correlation=corr)
+            ack = await self.bus.post(topic, status, qos=1, correlation=corr)
         except BusError as exc:  # the requester's topic must never stop the status stream
             log.warning("reply_failed", task=status.task_id, topic=topic[:128], error=repr(exc))
+            return None
+        return _checked(ack, status.task_id, topic)
+
+
+async def _checked(ack: Awaitable[None], task_id: str, topic: str) -> None:
+    try:
+        await ack
+    except BusError as exc:
+        log.warning("reply_failed", task=task_id, topic=topic[:128], error=repr(exc))

@@ -123,23 +123,35 @@ def not_resumable(rec: TaskRecord) -> tuple[str, str] | None:
     return None
 
 
+#: acknowledged statuses in flight at once (posted, ack not yet seen). One at a time, a
+#: status cost a hub round trip each and lagged 109 ms at 250 instructions/s (issue 16).
+STATUS_WINDOW = 64
+#: what a forward returns: the reply's acknowledgement to await, or None
+Forward = Callable[[TaskStatus], Awaitable[Awaitable[None] | None]]
+#: a posted status, its acknowledgement and its reply's
+_Posted = tuple[TaskStatus, Awaitable[None], Awaitable[None] | None]
+
+
 class StatusPublisher:
     """Publishes task statuses in order (qos 1) from one background task.
 
     Enqueueing never waits for the hub's acknowledgement, so skill commands are not delayed
-    behind status traffic; statuses of one task still reach the wire in order.
+    behind status traffic. Statuses leave in the order emitted (``Bus.post`` keeps call
+    order), with up to :data:`STATUS_WINDOW` awaiting their acknowledgement at once; a
+    second task awaits them in order and reports a failed one as ``status_publish_failed``.
     """
 
-    def __init__(self, bus: Bus, topics: Topics) -> None:
+    def __init__(self, bus: Bus, topics: Topics, window: int = STATUS_WINDOW) -> None:
         self.bus = bus
         self.topics = topics
+        self.window = window
         send, recv = anyio.create_memory_object_stream[TaskStatus](100_000)
         self._send: MemoryObjectSendStream[TaskStatus] = send
         self._recv: MemoryObjectReceiveStream[TaskStatus] = recv
         #: statuses that could not be published for a reason other than the bus (reported)
         self.failures = 0
-        #: also called with each status once published (the requester's reply, issue 14)
-        self.forward: Callable[[TaskStatus], Awaitable[None]] | None = None
+        #: called with each status once posted: posts the requester's reply (issue 14)
+        self.forward: Forward | None = None
 
     def emit(self, task: Task, status: str, **fields: Any) -> None:
         """Queue ``status`` for ``task`` if the task state machine lets it follow the last one:
@@ -158,27 +170,55 @@ class StatusPublisher:
             log.debug("status_dropped_at_shutdown", task=task.id, status=status)
 
     async def run(self) -> None:
-        async with self._recv:
-            async for msg in self._recv:
-                # logged here, off the instruction-to-command path
-                (log.debug if msg.status == "progress" else log.info)(
-                    "task_status", task=msg.task_id, status=msg.status, step=msg.step_id,
-                    reason=msg.reason)
+        posted, settle = anyio.create_memory_object_stream[_Posted](max(self.window - 1, 0))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._settle, settle, name="brain-status-acks")
+            async with posted, self._recv:
+                async for msg in self._recv:
+                    # logged here, off the instruction-to-command path
+                    (log.debug if msg.status == "progress" else log.info)(
+                        "task_status", task=msg.task_id, status=msg.status, step=msg.step_id,
+                        reason=msg.reason)
+                    sent = await self._post(msg)
+                    if sent is not None:
+                        await posted.send(sent)  # waits while the window is full
+
+    async def _post(self, msg: TaskStatus) -> _Posted | None:
+        try:
+            ack = await self.bus.post(self.topics.task(msg.task_id), msg, qos=1)
+        except Exception as exc:  # noqa: BLE001 - reported and counted, see _failed
+            self._failed(msg, exc)
+            return None
+        reply = None
+        if self.forward is not None:
+            try:
+                reply = await self.forward(msg)
+            except Exception as exc:  # noqa: BLE001 - reported and counted, see _failed
+                self._failed(msg, exc)
+        return msg, ack, reply
+
+    async def _settle(self, posted: MemoryObjectReceiveStream[_Posted]) -> None:
+        """Await each posted status's acknowledgement (and its reply's), in order."""
+        async with posted:
+            async for msg, ack, reply in posted:
                 try:
-                    await self.bus.publish(self.topics.task(msg.task_id), msg, qos=1)
-                    if self.forward is not None:
-                        await self.forward(msg)
+                    await ack
                 except BusError as exc:
                     log.error("status_publish_failed", task=msg.task_id, error=repr(exc))
-                except Exception as exc:  # noqa: BLE001 - reported and counted, see below
-                    # A status that cannot be encoded (a value no schema bounded) must not end
-                    # the stream: every later task would go silent (issue 13).
-                    self.failures += 1
-                    log.exception("status_not_published", task=msg.task_id,
-                                  failures=self.failures)
-                    self.bus.report_error_soon(self.topics.task(msg.task_id),
-                                               f"status {msg.status!r} not published: {exc!r}",
-                                               "internal_error", b"")
+                if reply is not None:
+                    await reply
+
+    def _failed(self, msg: TaskStatus, exc: Exception) -> None:
+        if isinstance(exc, BusError):
+            log.error("status_publish_failed", task=msg.task_id, error=repr(exc))
+            return
+        # A status that cannot be encoded (a value no schema bounded) must not end the
+        # stream: every later task would go silent (issue 13).
+        self.failures += 1
+        log.exception("status_not_published", task=msg.task_id, failures=self.failures)
+        self.bus.report_error_soon(self.topics.task(msg.task_id),
+                                   f"status {msg.status!r} not published: {exc!r}",
+                                   "internal_error", b"")
 
     def close(self) -> None:
         """No more statuses: :meth:`run` returns once the queue is flushed."""
