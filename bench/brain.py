@@ -7,8 +7,9 @@
   instant ``done`` feedback, so the world stays the same) and times each instruction from just
   before its publish to the arrival of the first skill command of its task. Each is split at
   the brain's intake (its ``accepted`` status is stamped there) and at the command's creation.
-  Over ZeroMQ each instruction alternates with a raw pyzmq round over the same hub and hops
-  (``bench/brain_floor.py``): the machine's floor, measured side by side.
+  Each instruction alternates with a raw round over the same hops (``bench/brain_floor.py``):
+  pyzmq through the same hub, or paho through the same Mosquitto: the machine's floor,
+  measured side by side, and robobus's ratio to it.
 * **Planning cost**: parse + search + validation with the symbolic planner on generated
   scenes of 3 to 10,000 robots and 10/100/1000 objects (in-process), and at 1,000 objects the
   same plan with every robot costed for every want (``prune=False``, the search before issue
@@ -16,6 +17,10 @@
   ``brain_planning_cost.json`` and its plot, leaving ``brain.json`` alone.
 * **Plan quality**: plan makespan against a naive "first capable robot" assignment, for every
   instruction of the shipped scenarios.
+
+* **Throughput** (``--throughput``, alone): instructions per second one brain sustains, with
+  the latency curve (``bench/brain_throughput.py``); writes ``brain_throughput.json`` and
+  ``brain_throughput.png``, leaving ``brain.json`` alone.
 
 Writes ``brain.json``, ``brain_latency.png``, ``brain_planning_cost.png`` and
 ``brain_makespan.png``.
@@ -41,9 +46,9 @@ import msgspec
 import structlog
 import yaml
 
-from bench import scenes
+from bench import brain_throughput, scenes
 from bench.brain_floor import MODES as FLOOR_MODES
-from bench.brain_floor import Floor
+from bench.brain_floor import floor_for
 from robobus import testing
 from robobus.brain_agent.errors import BrainError
 from robobus.brain_agent.planners import plan_goals
@@ -143,8 +148,8 @@ async def _latency_run(url: str, n: int, warmup: int, with_floor: bool) -> dict[
                 "--instruction-rate", "0"), name="brain", env=env, log_dir=LOG_DIR))
             floor = None
             if with_floor:
-                floor = Floor(url, prefix, msgspec.msgpack.encode(Instruction(LATENCY_TEXT)),
-                              msgspec.msgpack.encode(_floor_command()))
+                floor = floor_for(url, prefix, msgspec.msgpack.encode(Instruction(LATENCY_TEXT)),
+                                  msgspec.msgpack.encode(_floor_command()))
                 stack.callback(floor.close)
                 floor.warm()
             await tg.start(fleet.serve)
@@ -206,6 +211,9 @@ def _latency_figures(samples: list[float], stamps: list[tuple[int, int, int, int
             out[f"floor_{mode}"] = {"n": len(trips), "p50_ms": pct(trips, 0.5),
                                     "p90_ms": pct(trips, 0.9), "p99_ms": pct(trips, 0.99),
                                     "samples_ms": trips}
+    if floor_ms["acked"]:  # the issue's measure: robobus over the floor of the same hops
+        out["vs_floor"] = {q: out[f"on_wire_{q}_ms"] / out["floor_acked"][f"{q}_ms"]
+                           for q in ("p50", "p99")}
     return out
 
 
@@ -215,7 +223,7 @@ def latency(n: int, skip_mqtt: bool) -> dict[str, Any]:
         out["zmq"] = anyio.run(_latency_run, url, n, 20, True)
     if not skip_mqtt:
         with testing.mosquitto() as url:
-            out["mqtt"] = anyio.run(_latency_run, url, n, 20, False)
+            out["mqtt"] = anyio.run(_latency_run, url, n, 20, True)
     return out
 
 
@@ -292,7 +300,7 @@ def print_latency(rows: dict[str, dict[str, Any]]) -> None:
 
     table = Table(title="instruction -> first skill command read off the robot's socket (ms)")
     for col in ("bus", "n", "p50", "p99", "to intake p50", "in brain p50", "to robot p50",
-                "raw floor p50 / p99: acked", "plain"):
+                "raw floor p50 / p99: acked", "plain", "robobus / acked floor p50 / p99"):
         table.add_column(col, justify="right")
     for name, row in rows.items():
         st = row["stages_p50_ms"]
@@ -300,7 +308,9 @@ def print_latency(rows: dict[str, dict[str, Any]]) -> None:
         table.add_row(name, str(row["n"]), f"{row['on_wire_p50_ms']:.2f}",
                       f"{row['on_wire_p99_ms']:.2f}", f"{st['to_intake']:.2f}",
                       f"{st['in_brain']:.2f}", f"{st['to_robot']:.2f}",
-                      *(f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f}" if f else "-" for f in floors))
+                      *(f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f}" if f else "-" for f in floors),
+                      (f"{row['vs_floor']['p50']:.2f}x / {row['vs_floor']['p99']:.2f}x"
+                       if "vs_floor" in row else "-"))
     Console().print(table)
 
 
@@ -314,7 +324,8 @@ def latency_plot(out: Path, rows: dict[str, dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, row in rows.items():
         lines = [(f"robobus over {name}", row.pop("samples_ms"), "-")]
-        lines += [(f"raw pyzmq, same {name} hub, {mode} reply",
+        raw = "paho, same Mosquitto" if name == "mqtt" else "pyzmq, same hub"
+        lines += [(f"raw {raw}, {mode} reply",
                    row.get(f"floor_{mode}", {}).pop("samples_ms", None), style)
                   for mode, style in zip(FLOOR_MODES, ("--", ":"), strict=True)]
         for label, samples, style in lines:
@@ -378,6 +389,28 @@ def plots(out: Path, cost: list[dict[str, Any]], quality: list[dict[str, Any]]) 
     plt.close(fig)
 
 
+def _throughput(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    rates = tuple(int(r) for r in args.rates.split(","))
+    extra = args.brain_args.split()
+    runs = {}
+    with testing.hub() as url:
+        print("ZeroMQ hub:")
+        runs["zmq"] = brain_throughput.throughput(url, args.robots, rates, args.step_s, extra,
+                                                  LOG_DIR)
+    if not args.skip_mqtt:
+        with testing.mosquitto() as url:
+            print("Mosquitto:")
+            runs["mqtt"] = brain_throughput.throughput(url, args.robots, rates, args.step_s,
+                                                       extra, LOG_DIR)
+    for bus, run in runs.items():
+        print(f"{bus}: max sustained {run['max_sustained_per_s']} instructions/s")
+    result |= {"throughput": runs, "loadavg_at_end": list(os.getloadavg()),
+               "max_sustained_per_s": {bus: run["max_sustained_per_s"] for bus, run in runs.items()}}
+    (args.out / "brain_throughput.json").write_text(json.dumps(result, indent=2))
+    brain_throughput.plot(args.out, runs)
+    print(f"wrote {args.out / 'brain_throughput.json'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency-n", type=int, default=300)
@@ -389,6 +422,13 @@ def main() -> None:
     ap.add_argument("--latency-only", action="store_true", help="print latency, write nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--gap-ms", type=float, default=20.0, help="idle time between instructions")
+    ap.add_argument("--throughput", action="store_true",
+                    help="only the throughput curve: brain_throughput.json and its plot")
+    ap.add_argument("--robots", type=int, default=10, help="--throughput: copies of each demo robot")
+    ap.add_argument("--rates", default=",".join(map(str, brain_throughput.RATES)),
+                    help="--throughput: offered instructions/s, rising, comma-separated")
+    ap.add_argument("--step-s", type=float, default=3.0, help="--throughput: seconds per rate")
+    ap.add_argument("--brain-args", default="", help="--throughput: extra `robobus brain` flags")
     args = ap.parse_args()
     global GAP_S
     GAP_S = args.gap_ms / 1000
@@ -397,6 +437,9 @@ def main() -> None:
     result: dict[str, Any] = {"bench": "brain", "ts": time.time(), "gap_ms": args.gap_ms,
                               "loadavg_at_start": list(os.getloadavg()),
                               "cpus": os.cpu_count()}
+    if args.throughput:
+        _throughput(args, result)
+        return
     if args.planning_only:
         result["planning_cost"] = planning_cost(args.plan_repeats)
         result["loadavg_at_end"] = list(os.getloadavg())
