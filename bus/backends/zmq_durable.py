@@ -110,17 +110,23 @@ class Durable:
         pos += LENGTHS.size
         topic = packed[pos : pos + tlen]
         pos += tlen
+        end = pos + blen
+        # the body's parts read in place (wire.decode_body would copy the body out first)
+        head_end = pos + 2 + int.from_bytes(packed[pos : pos + 2], "big")
         try:
-            msg, _ = wire.decode_body(topic, packed[pos : pos + blen])
+            if head_end > end:
+                raise ValueError("data frame shorter than its header")
+            msg, _ = wire.decode_frames([topic, memoryview(packed)[pos + 2 : head_end],
+                                         packed[head_end:end]])
         except (ValueError, msgspec.DecodeError, RecursionError) as exc:
             log.warning("bad_durable_frame", error=str(exc))
-            return h + 1, pos + blen, None  # confirmed with its batch
+            return h + 1, end, None  # confirmed with its batch
         msg.ack_token = token
         held = token.remaining
         token.remaining = 0  # Bus.dispatch sets it to this message's manual-ack deliveries
         pending = self.transport.dispatch(msg, None)
         token.remaining += held
-        return h + 1, pos + blen, pending
+        return h + 1, end, pending
 
     async def _finish(self, token: AckToken, pending: Awaitable[None], h: int, packed: bytes,
                       pos: int) -> None:
