@@ -119,9 +119,11 @@ class Scheduler:
             del self.tasks[old_id]
 
     # -- planning ------------------------------------------------------------------------
-    def context(self, task: Task, *, strict: bool) -> PlanContext:
+    def context(self, task: Task, *, strict: bool, project_ahead: bool = True) -> PlanContext:
         """Plan context for ``task``: robots of equal/higher-priority tasks are excluded
-        (``strict``) or only delayed by their remaining work (not strict)."""
+        (``strict``) or only delayed by their remaining work (not strict), on the world those
+        tasks' open steps leave (``project_ahead``; reading an instruction binds its words on
+        the world as it is)."""
         exclude = set(task.excluded)
         busy: dict[str, float] = {}
         ahead: list[Task] = []
@@ -140,7 +142,8 @@ class Scheduler:
                     busy[robot] = busy.get(robot, 0.0) + remaining_s(other, robot, regs)
         # queued behind others: plan on the world their open steps leave (place, hands, objects)
         ahead.sort(key=self.lines.rank)
-        world = project(self.fleet.world, ahead, regs) if ahead else self.fleet.world
+        world = project(self.fleet.world, ahead, regs) if ahead and project_ahead \
+            else self.fleet.world
         return PlanContext(world=world, fleet=self.fleet.fleet(), task_id=task.id,
                            busy_until=busy, exclude=frozenset(exclude), priority=task.priority,
                            text=task.text, origin=task.origin or self.config.deliver_to)
@@ -244,7 +247,8 @@ class Scheduler:
         try:
             await self._wait_world()
             if task.goals is None:
-                goals = await self.goals_for(task, self.context(task, strict=False))
+                goals = await self.goals_for(task, self.context(task, strict=False,
+                                                                project_ahead=False))
                 cancel = next((g for g in goals.goals if isinstance(g, CancelTask)), None)
                 if cancel is not None:
                     await self.cancel_task(cancel.task_id, task)
@@ -485,7 +489,8 @@ class Scheduler:
         if task.phase != "replanning":
             return
         try:
-            goals = task.goals or await self.goals_for(task, self.context(task, strict=False))
+            goals = task.goals or await self.goals_for(
+                task, self.context(task, strict=False, project_ahead=False))
             task.goals = goals
             plan = self.make_plan(task, goals)
         except BrainError as exc:
