@@ -83,6 +83,15 @@ async def test_reply_inbox_without_a_brain_then_with_one(tmp_path: Path, hub_url
             assert [s.task_id for s in seen] == ["nb2"] * len(seen), seen
             assert seen[0].status == "accepted" and seen[-1].status == "done", seen
             assert not any((s.reason or "").startswith("no_brain") for s in seen), seen
+            # a robot group with no brain of its own (issue 16): answered for that group,
+            # although the ungrouped brain is ready
+            await bus.publish(fl.topics.group_instructions("ants"), Instruction(
+                "bring the apple to the office desk", task_id="nb3", reply_to=inbox), qos=1)
+            with anyio.fail_after(10):
+                third = await anext(aiter(replies))
+            assert third.data.task_id == "nb3" and third.data.status == "failed", third.data
+            reason = third.data.reason or ""
+            assert reason.startswith("no_brain:") and "groups/ants/brain/status" in reason, reason
 
 
 async def _memory_ready(bus: Bus, fl: Fleet) -> None:
