@@ -31,9 +31,9 @@ from robobus.brain_agent.sharing import (
     Lines,
     claimed,
     involved,
+    open_work,
     plan_objects,
     project,
-    remaining_s,
 )
 from robobus.brain_agent.tasks import StatusPublisher, StepRun, Task
 from robobus.bus import Bus, BusError
@@ -133,13 +133,13 @@ class Scheduler:
                 continue
             if other.priority < task.priority:
                 continue
-            robots = claimed(other, regs)
+            work = open_work(other, regs)
             if strict:
-                exclude |= robots
-            elif robots:
+                exclude.update(work)
+            elif work:
                 ahead.append(other)
-                for robot in robots:
-                    busy[robot] = busy.get(robot, 0.0) + remaining_s(other, robot, regs)
+                for robot, seconds in work.items():
+                    busy[robot] = busy.get(robot, 0.0) + seconds
         # queued behind others: plan on the world their open steps leave (place, hands, objects)
         ahead.sort(key=self.lines.rank)
         world = project(self.fleet.world, ahead, regs) if ahead and project_ahead \

@@ -54,11 +54,15 @@ def claimed(task: Task, fleet: Mapping[str, RobotRegistration]) -> set[str]:
     return out
 
 
-def remaining_s(task: Task, robot: str, fleet: Mapping[str, RobotRegistration]) -> float:
-    """Estimated seconds of ``task``'s open steps that involve ``robot`` (a handover's receiver
-    waits through it too)."""
-    return sum(r.step.est_s for r in task.runs.values()
-               if r.state in _OPEN and robot in involved(r.step, fleet))
+def open_work(task: Task, fleet: Mapping[str, RobotRegistration]) -> dict[str, float]:
+    """Robot -> estimated seconds of ``task``'s open steps that involve it (a handover's
+    receiver waits through it too); the keys are :func:`claimed`."""
+    out: dict[str, float] = {}
+    for run in task.runs.values():
+        if run.state in _OPEN:
+            for robot in involved(run.step, fleet):
+                out[robot] = out.get(robot, 0.0) + run.step.est_s
+    return out
 
 
 def plan_objects(task: Task) -> set[str]:
