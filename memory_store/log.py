@@ -151,17 +151,19 @@ class EventLog:
         seg = self._head
         tids: dict[str, bytes] = seg.tid_bytes if seg is not None else {}
         items: list[tuple[bytes, bytes]] = []
+        add = items.append
         groups: dict[bytes, list[bytes]] = {}
         new: list[str] = []
+        headed: dict[bytes, bytes] = {}  # tid -> the tid with its top bit set, per batch
         for ev in events:
             topic, payload, ts = ev[0], ev[1], ev[2]
-            head: bytes = ev[3] if len(ev) == 4 else b""
             if ts < last_ts:
                 ts = last_ts
             if ts >= seg_end:
                 self._commit(seg, items, groups, new, seq, last_ts, stored)
                 stored += len(items)
                 items, groups, new = [], {}, []
+                add = items.append
                 seg = self._roll(ts)
                 seg_end, tids = self._head_end, seg.tid_bytes
             seq += 1
@@ -171,11 +173,14 @@ class EventLog:
             if tid is None:
                 tid = seg.new_topic(topic)  # type: ignore[union-attr]
                 new.append(topic)
-            if head:  # the top bit of the stored id says a header follows
-                items.append((key, (int.from_bytes(tid, "big") | HEADED).to_bytes(TID_LEN, "big")
-                              + head + payload))
+            if len(ev) == 4 and ev[3]:  # the top bit of the stored id says a header follows
+                htid = headed.get(tid)
+                if htid is None:
+                    htid = headed[tid] = (int.from_bytes(tid, "big") | HEADED).to_bytes(
+                        TID_LEN, "big")
+                add((key, htid + ev[3] + payload))
             else:
-                items.append((key, tid + payload))
+                add((key, tid + payload))
             group = groups.get(tid)
             if group is None:
                 groups[tid] = [key]
