@@ -401,7 +401,8 @@ def main() -> None:
                     default=["plain", "durable"])
     ap.add_argument("--publishers", type=int, default=1, help="raw load processes (--ingest)")
     ap.add_argument("--baseline", default=None,
-                    help="--ingest: also run commit REV's hub and agent, interleaved")
+                    help="--ingest: also run commit REV's hub and agent (or those of a source "
+                         "tree in directory REV), interleaved")
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     if args.tasks:

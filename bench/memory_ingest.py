@@ -99,6 +99,19 @@ def _stored(store: Path) -> int:
         return sum(n for t, n in ro.stats()["topics"].items() if t.startswith(PREFIX))
 
 
+def commits(store: Path) -> int:
+    """About how many group commits wrote the load: the topic index has one entry per topic
+    per commit (memory_store/segment.py), and every commit of the load holds all its topics."""
+    entries = 0
+    with memory_store.open(store, readonly=True) as ro:
+        for start in ro.log.starts():
+            seg = ro.log.segment(start)
+            if seg.ready():
+                with seg.env.begin() as txn:
+                    entries += txn.stat(seg.index)["entries"]
+    return max(1, entries // TOPICS)
+
+
 def _drain(store: Path, sent: int, idle_s: float = 5.0) -> tuple[int, float]:
     """Poll the log until every sent event is stored or nothing arrives for ``idle_s``."""
     last, last_change = -1, time.monotonic()
@@ -121,17 +134,21 @@ def cpu_s(pid: int) -> float:
 @contextlib.contextmanager
 def code_tree(rev: str | None) -> Iterator[dict[str, str] | None]:
     """``None`` for the working tree; for a commit, an environment whose PYTHONPATH imports
-    ``robobus`` from a ``git archive`` of it (laid out as installed, as tests/typecheck.sh)."""
+    ``robobus`` from a ``git archive`` of it (laid out as installed, as tests/typecheck.sh).
+    ``rev`` may also be a directory holding such a source tree (a host without git)."""
     if rev is None:
         yield None
         return
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="robobus-base-") as tmp:
         src = Path(tmp) / "src"
-        src.mkdir()
-        archive = subprocess.run(["git", "-C", str(root), "archive", rev], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+        if Path(rev).is_dir():
+            src = Path(rev).resolve()
+        else:
+            src.mkdir()
+            archive = subprocess.run(["git", "-C", str(root), "archive", rev], check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
         pkg = Path(tmp) / "pkg" / "robobus"
         pkg.mkdir(parents=True)
         for entry in (src / "robobus").iterdir():
@@ -168,13 +185,15 @@ def ingest_run(env: dict[str, str] | None, durable: bool, rate: float, duration:
             sent, started = raw_publish(url, duration, rate, publishers)
             stored, drained_at = _drain(store, sent)
             cpu1, hub1 = cpu_s(agent.pid), cpu_s(hub_pid)
+    n_commits = commits(store)
     shutil.rmtree(store, ignore_errors=True)  # dirty pages dropped, not written back later
     took = max(drained_at - started, 1e-9)
     return {"path": "durable" if durable else "plain", "offered_per_s": rate,
             "duration_s": duration, "sent": sent, "stored": stored, "lost": sent - stored,
             "ingest_per_s": stored / took, "drain_s": max(0.0, took - duration),
             "agent_cpu_us_per_event": (cpu1 - cpu0) / max(stored, 1) * 1e6,
-            "hub_cpu_us_per_event": (hub1 - hub0) / max(stored, 1) * 1e6}
+            "hub_cpu_us_per_event": (hub1 - hub0) / max(stored, 1) * 1e6,
+            "events_per_commit": stored / n_commits}
 
 
 def ingest_bench(rates: list[float], duration: float, paths: list[str], publishers: int,
@@ -185,10 +204,11 @@ def ingest_bench(rates: list[float], duration: float, paths: list[str], publishe
     try:
         with code_tree(baseline) as base_env:
             trees = [("new", None)] + ([("baseline", base_env)] if baseline else [])
-            for _ in range(repeats):
+            for repeat in range(repeats):
                 for rate in rates:
                     for path in paths:
-                        for label, env in trees:
+                        # alternate which code goes first: no order effect on the ratios
+                        for label, env in trees[::-1] if repeat % 2 else trees:
                             print(f"[ingest] {label} {path} {rate:,.0f}/s ...", file=sys.stderr,
                                   flush=True)
                             run = ingest_run(env, path == "durable", rate, duration, publishers,
@@ -206,7 +226,8 @@ def _line(run: dict[str, Any]) -> str:
     return (f"{run['code']:<8} {run['path']:<7} offered {run['offered_per_s']:>9,.0f}/s  "
             f"stored {run['ingest_per_s']:>9,.0f}/s  lost {run['lost']:>8,}  "
             f"agent {run['agent_cpu_us_per_event']:5.1f} µs/ev  "
-            f"hub {run['hub_cpu_us_per_event']:5.1f} µs/ev")
+            f"hub {run['hub_cpu_us_per_event']:5.1f} µs/ev  "
+            f"{run['events_per_commit']:6,.0f} ev/commit")
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
