@@ -62,13 +62,15 @@ def default_policy(cfg: SecureConfig) -> Policy:
         "brain": Grants(
             publish=[f"{p}/robots/+/skills/#", f"{p}/tasks/#", f"{p}/errors", f"{p}/memory/query",
                      f"{p}/brain/#", f"{p}/instructions", f"{p}/instructions/+",
-                     f"{p}/_inbox/#"],
+                     f"{p}/groups/+/brain/#", f"{p}/groups/+/instructions",
+                     f"{p}/groups/+/instructions/+", f"{p}/_inbox/#"],
             subscribe=[f"{p}/#"]),
         # the recorder subscribes to "#": on ZeroMQ the prefix "" must be its to take
         "memory": Grants(publish=[f"{p}/#"], subscribe=["#"]),
     }
     for op in cfg.operators:
-        accounts[op] = Grants(publish=[f"{p}/instructions/{op}", f"{p}/robots/+/faults",
+        accounts[op] = Grants(publish=[f"{p}/instructions/{op}",
+                                       f"{p}/groups/+/instructions/{op}", f"{p}/robots/+/faults",
                                        f"{p}/memory/query", f"{p}/errors"],
                               subscribe=[f"{p}/#"])
     for robot in cfg.robots:

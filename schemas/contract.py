@@ -68,6 +68,7 @@ TOPIC_TYPES: dict[tuple[str, ...], type[msgspec.Struct]] = {
     ("brain", "status"): BrainStatus,
     ("brain", "+", "status"): BrainStatus,
     ("groups", "+", "instructions"): Instruction,
+    ("groups", "+", "instructions", "+"): Instruction,  # an account's own, for a group's brain
     ("groups", "+", "brain", "status"): BrainStatus,
     ("memory", "query"): MemoryQuery,
     ("memory", "status"): MemoryStatus,
@@ -84,6 +85,7 @@ COMMAND_TOPICS: tuple[tuple[str, ...], ...] = (
     ("instructions",),
     ("instructions", "+"),
     ("groups", "+", "instructions"),
+    ("groups", "+", "instructions", "+"),
     ("robots", "+", "skills", "+"),
     ("robots", "+", "faults"),
     ("memory", "change"),

@@ -32,7 +32,7 @@ def owner(topic: str, prefix: str) -> Owner:
     parts = rest.split("/")
     if parts[0] == "instructions" and len(parts) <= 2:
         return "brain"  # the shared topic and each account's own (issue 13)
-    if len(parts) == 3 and parts[0] == "groups" and parts[2] == "instructions":
+    if len(parts) in (3, 4) and parts[0] == "groups" and parts[2] == "instructions":
         return "brain"  # a robot group's instructions are its brain's (issue 16)
     if len(parts) >= 3 and parts[0] == "robots":
         if parts[2] in ("skills", "faults"):
