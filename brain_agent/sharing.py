@@ -106,14 +106,18 @@ class Lines:
 
     def first(self, run: StepRun, robots: Iterable[str],
               fleet: Mapping[str, RobotRegistration]) -> bool:
-        """True if no task ahead of ``run``'s in these robots' lines has a step pending there."""
+        """True if no task ahead of ``run``'s in these robots' lines has a step pending there.
+        A task ahead with none left there never gets one (a new plan joins again at the
+        back), so it leaves that line here."""
         for robot in robots:
-            for other in self._lines.get(robot, ()):
-                if other is run.task:
-                    break
+            line = self._lines.get(robot, [])
+            while line and line[0] is not run.task:
+                other = line[0]
                 if any(r.state == "pending" and robot in involved(r.step, fleet)
                        for r in other.runs.values()):
                     return False
+                line.pop(0)
+                self._robots.get(other.id, set()).discard(robot)
         return True
 
 
