@@ -68,6 +68,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LOG_LEVEL = "warning"
 #: idle time between instructions: response latency, not throughput under a backlog
 GAP_S = 0.02
+#: instructions without a task id (the brain picks it; no task-memory check), --brain-task-ids
+BRAIN_IDS = False
 LOG_DIR = Path(tempfile.gettempdir()) / "robobus-bench-brain"
 LATENCY_TEXT = "Bring the fruit nearest the cup and a fruit knife to the office desk"
 
@@ -88,6 +90,18 @@ class FakeFleet:
         self.wire: dict[str, tuple[int, int]] = {}
         self.done: dict[str, anyio.Event] = {}
         self.accepted: dict[str, int] = {}  # task -> its "accepted" status created, wall-clock ns
+        self.order: list[str] = []  # task ids in the order their first command came
+
+    async def finished(self, task_id: str | None, seen: int) -> str:
+        """Until ``task_id`` ends; None: the first task whose command came after the first
+        ``seen`` (one instruction in flight, its id chosen by the brain)."""
+        while task_id is None:
+            if len(self.order) > seen:
+                task_id = self.order[seen]
+            else:
+                await anyio.sleep(0.0005)
+        await self.done.setdefault(task_id, anyio.Event()).wait()
+        return task_id
 
     async def register(self) -> None:
         for spec in scenes.DEMO_ROBOTS:
@@ -108,6 +122,7 @@ class FakeFleet:
                 if cmd.task_id not in self.first:
                     self.first[cmd.task_id or ""] = now
                     self.wire[cmd.task_id or ""] = (cmd.ts_ns, msg.ts_ns)
+                    self.order.append(cmd.task_id or "")
                 robot = self.topics.robot_of(msg.topic) or ""
                 fb = SkillFeedback(cmd.command_id, robot, cmd.skill, "done", task_id=cmd.task_id,
                                    step_id=cmd.step_id)
@@ -118,8 +133,8 @@ class FakeFleet:
             st: TaskStatus = msg.data
             if st.status == "accepted":
                 self.accepted[st.task_id] = st.ts_ns
-            if st.status in ("done", "failed") and st.task_id in self.done:
-                self.done[st.task_id].set()
+            if st.status in ("done", "failed"):
+                self.done.setdefault(st.task_id, anyio.Event()).set()
 
 
 async def _latency_run(url: str, n: int, warmup: int, with_floor: bool) -> dict[str, Any]:
@@ -154,20 +169,22 @@ async def _latency_run(url: str, n: int, warmup: int, with_floor: bool) -> dict[
                 floor.warm()
             await tg.start(fleet.serve)
             for i in range(n + warmup):
-                tid = f"L{i}"
-                fleet.done[tid] = anyio.Event()
+                # a client's own id is checked against task memory first (a query round trip
+                # to the memory agent before planning); the brain's own needs no check
+                tid: str | None = None if BRAIN_IDS else f"L{i}"
                 inst = Instruction(LATENCY_TEXT, task_id=tid)
+                got: str | None = None
                 with anyio.move_on_after(30 if i == 0 else 5):
-                    while True:  # the first ones wait for the brain and memory to come up
+                    while got is None:  # the first ones wait for the brain and memory to come up
+                        seen = len(fleet.order)
                         t0, w0 = time.perf_counter_ns(), time.time_ns()
                         await bus.publish(topics.instructions, inst)
                         with anyio.move_on_after(1.0 if i == 0 else 5):
-                            await fleet.done[tid].wait()
-                        if fleet.done[tid].is_set():
-                            break
-                if tid not in fleet.first:
+                            got = await fleet.finished(tid, seen)
+                if got is None or got not in fleet.first:
                     failed += 1
                     continue
+                tid = got
                 await anyio.sleep(GAP_S)  # let the previous task's status traffic settle
                 for mode in FLOOR_MODES if floor is not None else ():
                     # alternating rounds, so all see the same machine; each blocks the loop for
@@ -429,12 +446,16 @@ def main() -> None:
                     help="--throughput: offered instructions/s, rising, comma-separated")
     ap.add_argument("--step-s", type=float, default=3.0, help="--throughput: seconds per rate")
     ap.add_argument("--brain-args", default="", help="--throughput: extra `robobus brain` flags")
+    ap.add_argument("--brain-task-ids", action="store_true",
+                    help="latency: instructions without a task id (no task-memory check)")
     args = ap.parse_args()
-    global GAP_S
+    global GAP_S, BRAIN_IDS
     GAP_S = args.gap_ms / 1000
+    BRAIN_IDS = args.brain_task_ids
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"bench": "brain", "ts": time.time(), "gap_ms": args.gap_ms,
+                              "brain_task_ids": BRAIN_IDS,
                               "loadavg_at_start": list(os.getloadavg()),
                               "cpus": os.cpu_count()}
     if args.throughput:

@@ -10,7 +10,9 @@ the command read off the robots' socket), ``accepted`` lag p50/p99 (published ->
 read here), shed (``failed`` with ``overloaded``), failed, unfinished, and how long after the
 last instruction the last task ended. A rate is *sustained* when nothing is shed or left
 unfinished and the last task ends within a second of the last instruction; the run stops
-after two rates in a row that are not. Bounded: at most ``len(rates) * (step + 10 s)``.
+after two rates in a row that are not. The brain's, memory agent's and robots' CPU per
+instruction are reported too: on a shared machine latency stretches with load, CPU much less.
+Bounded: at most ``len(rates) * (step + 10 s)``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import yaml
 
 from bench import scenes
@@ -90,6 +93,26 @@ async def _robots(url: str, prefix: str, copies: int, conn: Connection) -> None:
         tg.cancel_scope.cancel()
 
 
+class Cpu:
+    """CPU seconds of the agents' processes: load on a shared machine stretches latency, but
+    the CPU an instruction costs the brain stays its own (1 / that is its ceiling)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.start: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {name: sum(p.cpu_times()[:2]) for name, p in self.procs.items()}
+
+    def mark(self) -> None:
+        self.start = self._now()
+
+    def per(self, n: int) -> dict[str, float]:
+        now = self._now()
+        return {f"{name}_cpu_ms_per_instruction": (now[name] - self.start[name]) * 1e3 / max(n, 1)
+                for name in now}
+
+
 def pct(values: list[float], q: float) -> float | None:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))] if s else None
@@ -100,6 +123,7 @@ class Observer:
 
     def __init__(self) -> None:
         self.accepted: dict[str, int] = {}
+        self.created: dict[str, int] = {}  # task -> its accepted status created in the brain
         self.final: dict[str, tuple[str, str, int]] = {}  # task -> (status, reason, read ns)
 
     async def watch(self, bus: Bus, topics: Topics, *, task_status: Any) -> None:
@@ -109,6 +133,7 @@ class Observer:
                 st: TaskStatus = msg.data
                 if st.status == "accepted":
                     self.accepted.setdefault(st.task_id, msg.ts_ns)
+                    self.created.setdefault(st.task_id, st.ts_ns)
                 elif st.status in ("done", "failed", "cancelled"):
                     self.final[st.task_id] = (st.status, st.reason or "", msg.ts_ns)
 
@@ -134,11 +159,13 @@ def _step(rate: int, step_s: float, sent: dict[str, int], first: dict[str, int],
     failed = sum(1 for s, _, _ in finals if s != "done") - shed
     unfinished = len(sent) - len(finals)
     tail_s = (max(ns for _, _, ns in finals) - max(sent.values())) / 1e9 if finals else None
-    first_ms, lag_ms = ms(first), ms(obs.accepted)
+    first_ms, lag_ms, intake_ms = ms(first), ms(obs.accepted), ms(obs.created)
     row = {"offered_per_s": rate, "sent": len(sent), "step_s": step_s, "done": len(finals)
            - shed - failed, "shed": shed, "failed": failed, "unfinished": unfinished,
            "first_command_p50_ms": pct(first_ms, 0.5), "first_command_p99_ms": pct(first_ms, 0.99),
            "accepted_lag_p50_ms": pct(lag_ms, 0.5), "accepted_lag_p99_ms": pct(lag_ms, 0.99),
+           # published -> the brain's intake (its accepted status created): time in its backlog
+           "intake_p50_ms": pct(intake_ms, 0.5), "intake_p99_ms": pct(intake_ms, 0.99),
            "last_task_after_last_instruction_s": tail_s}
     row["sustained"] = (shed == 0 and unfinished == 0 and tail_s is not None and tail_s <= 1.0)
     return row
@@ -162,12 +189,13 @@ async def _run(url: str, copies: int, rates: tuple[int, ...], step_s: float,
         if not mine.poll(30):
             raise RuntimeError("the robots process did not start")
         mine.recv()
-        stack.enter_context(testing.spawn(testing.robobus_cmd(
+        memory = stack.enter_context(testing.spawn(testing.robobus_cmd(
             "memory", "--store", f"{tmp}/store", "--scene", str(scene_file), "--bus", url,
             "--prefix", prefix), name="memory", env=env, log_dir=log_dir))
-        stack.enter_context(testing.spawn(testing.robobus_cmd(
+        brain = stack.enter_context(testing.spawn(testing.robobus_cmd(
             "brain", "--bus", url, "--prefix", prefix, "--no-recover", "--instruction-rate", "0",
             *brain_args), name="brain", env=env, log_dir=log_dir))
+        cpu = Cpu({"brain": brain.pid, "memory": memory.pid, "robots": robots.pid})
         obs = Observer()
         async with Bus.connect(url, name="bench", options=BusOptions(prefix=prefix)) as bus, \
                 anyio.create_task_group() as tg:
@@ -177,13 +205,14 @@ async def _run(url: str, copies: int, rates: tuple[int, ...], step_s: float,
             await anyio.to_thread.run_sync(mine.recv)
             misses = 0
             for rate in rates:
+                cpu.mark()
                 sent = await _offer(bus, topics, rate, step_s, f"r{rate}")
                 with anyio.move_on_after(DRAIN_S):
                     while not all(t in obs.final for t in sent):
                         await anyio.sleep(0.05)
                 mine.send("report")
                 first = await anyio.to_thread.run_sync(mine.recv)
-                rows.append(row := _step(rate, step_s, sent, first, obs))
+                rows.append(row := _step(rate, step_s, sent, first, obs) | cpu.per(len(sent)))
                 _print(row)
                 misses = 0 if row["sustained"] else misses + 1
                 if misses >= 2:
@@ -211,9 +240,11 @@ def _print(row: dict[str, Any]) -> None:
     f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     print(f"  {row['offered_per_s']:5d}/s sent {row['sent']:5d}  first cmd p50/p99 "
           f"{f(row['first_command_p50_ms'])}/{f(row['first_command_p99_ms'])} ms  accepted lag "
-          f"p50/p99 {f(row['accepted_lag_p50_ms'])}/{f(row['accepted_lag_p99_ms'])} ms  "
+          f"p50/p99 {f(row['accepted_lag_p50_ms'])}/{f(row['accepted_lag_p99_ms'])} ms  intake p50 "
+          f"{f(row['intake_p50_ms'])} ms  "
           f"shed {row['shed']} failed {row['failed']} unfinished {row['unfinished']}  "
-          f"tail {f(row['last_task_after_last_instruction_s'])} s  "
+          f"tail {f(row['last_task_after_last_instruction_s'])} s  brain CPU "
+          f"{row['brain_cpu_ms_per_instruction']:.2f} ms/instruction  "
           f"{'sustained' if row['sustained'] else 'NOT sustained'}", flush=True)
 
 
