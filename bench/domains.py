@@ -1,7 +1,10 @@
 """The six domain scenarios (issue 15) over both transports: every combination, timed.
 
     python -m bench.domains [--transports zmq,mqtt] [--speed 20] [--repeat 1] [--jobs 1]
-                            [--only garden_harvest,...] [--out bench/results]
+                            [--only garden_harvest,...] [--all] [--out bench/results]
+
+``--all`` runs every shipped scenario (warehouse_50 and mcp_skills included) on both transports:
+the suite runs each on one transport only.
 
 Each run is ``robobus scenario run`` as a library call (:func:`run_scenario`): hub or Mosquitto,
 memory, brain (symbolic planner) and one edge per robot as separate processes. One
@@ -59,7 +62,7 @@ def row(name: str, transport: str, result: RunResult, wall_s: float) -> dict[str
     """What a run measured, for the table and the JSON file."""
     s = result.summary
     failures = [f"{r.expect}: {r.reason}" for r in result.failures()]
-    return {"scenario": name, "domain": DOMAINS[name], "transport": transport,
+    return {"scenario": name, "domain": DOMAINS.get(name, "shipped"), "transport": transport,
             "passed": result.passed, "wall_s": round(wall_s, 2),
             "makespan_s": s.get("makespan_s"), "replans": s.get("replans"),
             "preemptions": s.get("preemptions"), "skills": s.get("skills"),
@@ -104,7 +107,10 @@ async def run_transport(transport: str, names: list[str], args: argparse.Namespa
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
-    names = args.only.split(",") if args.only else list(DOMAINS)
+    if args.all:  # every shipped scenario (the suite runs most on one transport only)
+        names = sorted(p.stem for p in SCENARIOS.glob("*.yaml"))
+    else:
+        names = args.only.split(",") if args.only else list(DOMAINS)
     work = Path(tempfile.mkdtemp(prefix="robobus-bench-domains-"))
     rows: list[dict[str, Any]] = []
     for transport in args.transports.split(","):
@@ -119,6 +125,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--only", default="", help="comma-separated scenario stems")
+    parser.add_argument("--all", action="store_true",
+                        help="every scenario in scenarios/, not only the six domains")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     start = time.monotonic()
