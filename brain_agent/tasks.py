@@ -214,15 +214,27 @@ class StatusPublisher:
         return msg, ack, reply
 
     async def _settle(self, posted: MemoryObjectReceiveStream[_Posted]) -> None:
-        """Await each posted status's acknowledgement (and its reply's), in order."""
+        """Await each posted status's acknowledgement (and its reply's), in order. What is
+        queued is taken without a loop turn each (an acknowledged future returns at once):
+        one turn per ack throttled the window to the loop's pace on a busy brain."""
         async with posted:
-            async for msg, ack, reply in posted:
-                try:
-                    await ack
-                except BusError as exc:
-                    log.error("status_publish_failed", task=msg.task_id, error=repr(exc))
-                if reply is not None:
-                    await reply
+            async for item in posted:
+                await self._settled(*item)
+                while True:
+                    try:
+                        item = posted.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    await self._settled(*item)
+
+    async def _settled(self, msg: TaskStatus, ack: Awaitable[None],
+                       reply: Awaitable[None] | None) -> None:
+        try:
+            await ack
+        except BusError as exc:
+            log.error("status_publish_failed", task=msg.task_id, error=repr(exc))
+        if reply is not None:
+            await reply
 
     def _failed(self, msg: TaskStatus, exc: Exception) -> None:
         if isinstance(exc, BusError):
