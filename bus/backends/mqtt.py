@@ -467,6 +467,13 @@ class MqttTransport:
     async def _settle(self, fut: asyncio.Future[Any], mid: int, topic: str) -> None:
         try:
             reason = await self._await_ack(fut, self._puback, mid, topic)
+        except DisconnectedError:
+            # an ack its owner no longer awaits (the bus is closing) is no error worth a
+            # "never retrieved" traceback; one who awaits it still gets the exception
+            task = asyncio.current_task()
+            if task is not None:
+                task.add_done_callback(_retrieved)
+            raise
         finally:
             self._inflight.release()
         if reason.is_failure:
@@ -543,3 +550,8 @@ class MqttTransport:
                 if not fut.done():
                     fut.set_exception(DisconnectedError(f"{self._opts.address} closed"))
             table.clear()
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -158,6 +158,9 @@ class ZmqTransport:
         for fut in waiting:
             if not fut.done():
                 fut.set_exception(DisconnectedError("transport closed"))
+                # a post's ack its owner no longer awaits (it is closing) is no error worth
+                # a "never retrieved" traceback; one who awaits it still gets the exception
+                fut.exception()
         if self._hub is not None:
             self._hub.stop()
 
