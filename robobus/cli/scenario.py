@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import anyio
+import anyio.abc
 import typer
 
 if TYPE_CHECKING:
@@ -56,6 +59,38 @@ def _terminate_as_interrupt() -> None:
     signal.signal(signal.SIGHUP, signal.default_int_handler)
 
 
+async def _until_signal(run: Callable[..., Awaitable[RunResult]], *args: object) -> RunResult:
+    """``run(*args)``, cancelled by the first SIGINT, SIGTERM or SIGHUP (a closed terminal),
+    which then raises KeyboardInterrupt: the cancellation unwinds the supervisor, which stops
+    every process group. (A KeyboardInterrupt raised by the signal handler itself could land
+    anywhere in the event loop, and was sometimes lost: the run went on to its end.)"""
+    signals_seen: list[int] = []
+    result: list[RunResult] = []
+
+    async def watch(scope: anyio.CancelScope, *,
+                    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
+            task_status.started()
+            async for sig in sigs:
+                signals_seen.append(sig)
+                scope.cancel()
+                return
+
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(watch, tg.cancel_scope)
+        try:
+            result.append(await run(*args))
+        except Exception as exc:  # noqa: BLE001 - raised as it is below, not in a group
+            failure.append(exc)
+        tg.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    if signals_seen or not result:
+        raise KeyboardInterrupt
+    return result[0]
+
+
 def _view(quiet: bool) -> object:
     from robobus.launch.progress import QuietView, default_view
 
@@ -83,12 +118,11 @@ def _run(file: Path, bus: str | None, planner: str, speed: float | None, report:
     from robobus.launch.runner import RunOptions, run_scenario
     from robobus.schemas.scenario import ScenarioError
 
-    _terminate_as_interrupt()
     opts = RunOptions(bus_url=bus, planner=planner, speed=speed, report_dir=report,
                       view=_view(quiet), prefix=prefix,  # type: ignore[arg-type]
                       dashboard=dashboard, hold_s=hold, announce=typer.echo)
     try:
-        return anyio.run(run_scenario, file, opts)
+        return anyio.run(_until_signal, run_scenario, file, opts)
     except ScenarioError as exc:
         typer.echo(f"invalid scenario: {exc}", err=True)
         raise typer.Exit(2) from exc
