@@ -205,10 +205,12 @@ async def start_agents(sup: Supervisor, bus: Bus, url: str, cfg: FleetConfig) ->
         managed = await sup.start(name, argv, tier=TIER_EDGE if edge else TIER_CORE)
         if edge:  # a restart follows our own edge's death, which the bus may not know yet
             managed.restart_argv = [*argv, "--replace"]
-    deadline = time.monotonic() + ready_timeout(0)
+    # the edges start at the same time and share the CPU with it: its budget grows with them
+    budget = ready_timeout(len(cmds) - 1)
+    deadline = time.monotonic() + budget
     while not await memory_knows(bus, [], timeout=0.25):  # its first queries predate it
         if time.monotonic() > deadline:
-            raise NotReady(ready_timeout(0), ["memory agent answering queries"])
+            raise NotReady(budget, ["memory agent answering queries"])
         await anyio.sleep(0.05)  # a request that failed fast (not a timeout) must not spin
     await sup.start("brain", brain, tier=TIER_CORE)
 
