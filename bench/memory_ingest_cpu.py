@@ -96,7 +96,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.one:
         mode, gc = args.one
-        result = bus_run(measure, args.events, mode == "batch", 50_000 if gc == "gc" else None)
+        result = bus_run(measure, args.events, mode == "batch", 10_000 if gc == "gc" else None)
         print(json.dumps(result))
         return
     rows = []

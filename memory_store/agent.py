@@ -78,7 +78,7 @@ class MemoryConfig:
     max_finished_tasks: int = MAX_FINISHED_IN_RAM
     #: the process's first-generation GC threshold while the agent runs (None: left alone);
     #: see :func:`tune_gc`
-    gc_threshold: int | None = 50_000
+    gc_threshold: int | None = 10_000
 
 
 def load_scene(path: Path) -> dict[str, Any]:
@@ -388,9 +388,12 @@ def memory_presence(prefix: str = "robobus", name: str = "memory") -> Presence:
 def tune_gc(threshold: int) -> None:
     """Collect less often: ingest allocates a Message and a record per event and its buffers
     hold up to 100k of them, so with CPython's default thresholds (700, 10, 10) the collector
-    rescanned those buffers over and over: a quarter of the agent's CPU per event at 60k/s
-    (issue 16). Nothing on that path makes reference cycles. What exists after start-up
-    (modules, restored views) is frozen out of collection altogether."""
+    rescanned those buffers over and over: a third of the agent's CPU per event when it is
+    behind (issue 16, ``bench/memory_ingest_cpu.py``). Nothing on that path makes reference
+    cycles. What exists after start-up (modules, restored views) is frozen out of collection
+    altogether. The threshold bounds the pause: on the 2-core VM a young collection of 10,000
+    objects takes about 1 ms (50,000: about 10 ms, for no more throughput), and the rarer
+    pass over the middle generation about 11 ms."""
     gc.freeze()
     gc.set_threshold(threshold, 20, 100)
 
