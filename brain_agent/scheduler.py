@@ -320,6 +320,7 @@ class Scheduler:
                            step_id=step.id, timeout_s=timeout)
         run.command, run.sent_at = cmd, anyio.current_time()
         try:
+            await self.status.sent()  # the task's record reaches the wire before its command
             await self.bus.publish(self.topics.skill(run.robot, step.skill), cmd, qos=1)
         except BusError as exc:
             await self.step_ended(run, "failed", f"could not send the command: {exc}")

@@ -132,6 +132,10 @@ Forward = Callable[[TaskStatus], Awaitable[Awaitable[None] | None]]
 _Posted = tuple[TaskStatus, Awaitable[None], Awaitable[None] | None]
 
 
+#: the longest a command waits for its task's statuses to be handed to the transport
+SENT_WAIT_S = 2.0
+
+
 class StatusPublisher:
     """Publishes task statuses in order (qos 1) from one background task.
 
@@ -152,6 +156,10 @@ class StatusPublisher:
         self.failures = 0
         #: called with each status once posted: posts the requester's reply (issue 14)
         self.forward: Forward | None = None
+        # statuses queued and handed to the transport so far (see :meth:`sent`)
+        self._queued = self._handed = 0
+        self._progress = anyio.Event()
+        self._running = False
 
     def emit(self, task: Task, status: str, **fields: Any) -> None:
         """Queue ``status`` for ``task`` if the task state machine lets it follow the last one:
@@ -168,8 +176,27 @@ class StatusPublisher:
             self._send.send_nowait(msg)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             log.debug("status_dropped_at_shutdown", task=task.id, status=status)
+            return
+        self._queued += 1
+
+    async def sent(self) -> None:
+        """Return once every status queued so far has been handed to the transport.
+
+        A skill command sent next then reaches the hub or broker after its task's ``accepted``
+        and ``planned`` (one connection keeps order): a brain killed just after dispatch
+        otherwise left a command running for a task no record knew, which a restarted brain
+        could not resume (found by the warehouse scenario, issue 15). Costs a loop turn only
+        while statuses are waiting.
+        """
+        target = self._queued
+        if not self._running or self._handed >= target:
+            return
+        with anyio.move_on_after(SENT_WAIT_S):  # bounded: a stream closing at shutdown
+            while self._handed < target:
+                await self._progress.wait()
 
     async def run(self) -> None:
+        self._running = True
         posted, settle = anyio.create_memory_object_stream[_Posted](max(self.window - 1, 0))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._settle, settle, name="brain-status-acks")
@@ -192,6 +219,9 @@ class StatusPublisher:
             "task_status", task=msg.task_id, status=msg.status, step=msg.step_id,
             reason=msg.reason)
         sent = await self._post(msg)
+        self._handed += 1
+        progress, self._progress = self._progress, anyio.Event()
+        progress.set()
         if sent is None:
             return
         try:
