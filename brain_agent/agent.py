@@ -17,6 +17,7 @@ from robobus.brain_agent import intake
 from robobus.brain_agent.config import BrainConfig
 from robobus.brain_agent.fleet import FleetView, MemoryUnavailable, query_memory
 from robobus.brain_agent.guard import Guard
+from robobus.brain_agent.known_tasks import KnownTasks
 from robobus.brain_agent.leader import Leader
 from robobus.brain_agent.planners import load_planner
 from robobus.brain_agent.replies import Replies, Reply, reply_of
@@ -75,6 +76,8 @@ class Brain:
         self.new_task_id = new_task_id if group is None else group.new_task_id
         #: capacity: past it new instructions are shed before any planning (issue 16)
         self.admission = intake.Admission(config.max_pending, config.max_backlog)
+        #: every task id memory may know: a client's id it surely lacks needs no query
+        self.known = KnownTasks()
         #: instructions waiting in the intake buffer (its subscription, once open)
         self.backlog: Callable[[], int] = lambda: 0
 
@@ -100,6 +103,9 @@ class Brain:
         self.backlog = lambda: sum(len(s) for s in intakes)
         for sub in intakes:
             self.tg.start_soon(self._intake, sub, name=f"brain-sub-{sub.pattern}")
+        # task ids memory records, kept in the filter (untyped: the topic names the task)
+        statuses = await stack.enter_async_context(self.bus.subscribe(t.task(), reports=False))
+        self.tg.start_soon(self.known.follow, statuses, name="brain-known-tasks")
         # untyped: a cleared registration (an empty value) takes the robot out of the fleet
         clears = await stack.enter_async_context(self.bus.subscribe(t.registration(), reports=False))
         self.tg.start_soon(self.fleet.follow_clears, clears, self.guard.call, name="brain-clears")
@@ -172,9 +178,12 @@ class Brain:
             self._shed(task, shed, msg, _sender(msg, inst))
             return None
         self.scheduler.add(task)
-        if inst.task_id is not None and self.fleet.world_ready.is_set():
-            # a client's id: the durable record decides it is new (once memory has answered;
-            # before that, the task waits for the world and the intake must not wait for memory)
+        ask = inst.task_id is not None and self.known.maybe(task_id)
+        self.known.add(task_id)  # memory will know it from this brain's statuses
+        if ask and self.fleet.world_ready.is_set():
+            # a client's id the filter may know: the durable record decides it is new (once
+            # memory has answered; before that, the task waits for the world and the intake
+            # must not wait for memory). An id the filter lacks is new: no round trip.
             self.guard.spawn(self.tg, "task start", self.topics.task(task_id), self._start_if_new,
                              task, msg.payload if msg else b"", reply, _sender(msg, inst),
                              name=f"task-{task_id}")
@@ -242,6 +251,8 @@ class Brain:
         self.guard.spawn(self.tg, "planner warmup", self.topics.brain_status,
                          self.planner.warmup, name="brain-planner-warmup")
         await self.fleet.load_world_until_ready()
+        if not self.known.loaded:  # memory answers now; a standby has followed statuses since
+            await self.known.load(self.bus, self.topics, self.config.query_timeout_s)
         if self.config.recover:
             # a recovery that fails is reported; the brain still takes new work
             await self.guard.call("task recovery", self.topics.brain_status, self.recover)

@@ -30,6 +30,9 @@ MAX_K = 1000
 #: bytes of stored task records a ``tasks`` query reads from disk at most (a reply is <= 1 MiB)
 _TASKS_READ_MAX = 1 << 20
 
+#: bytes of task ids one ``task_ids`` page holds at most (a reply is <= 1 MiB)
+_IDS_PAGE_BYTES = 256 << 10
+
 #: Query kinds that read the event log (blocking I/O: the agent runs them in a thread).
 LOG_KINDS = frozenset({"events"})
 
@@ -51,6 +54,8 @@ def answer(q: MemoryQuery, views: Views, log: EventLog | None,
             if log is None:
                 raise QueryError("this memory has no event log", "invalid")
             return events(q, log, max_bytes)
+        if q.kind == "task_ids":
+            return task_ids(q, views)
         return QueryReply(ok=True, result=_HANDLERS[q.kind](q, views))
     except QueryError as exc:
         return QueryReply(ok=False, error=exc.reason, code=exc.code)
@@ -183,6 +188,28 @@ def events(q: MemoryQuery, log: EventLog, max_bytes: int | None = None) -> Query
             break
     nxt = _encode_cursor(page[-1]) if full else None
     return QueryReply(ok=True, result={"events": page, "next_cursor": nxt}, next_cursor=nxt)
+
+
+def task_ids(q: MemoryQuery, views: Views) -> QueryReply:
+    """One page of every task id memory knows (in RAM or stored), in code point order after
+    ``cursor`` (the last id of the previous page); ``next_cursor`` is set when more may follow.
+    Keys only: no record is decoded, so a brain loads its filter of known ids cheaply."""
+    if not 1 <= q.limit <= MAX_LIMIT:
+        raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {q.limit}", "invalid")
+    after = q.cursor or ""
+    ram = sorted(t for t in views.tasks if t > after)
+    stored = views.archive.task_ids(after, q.limit) if views.archive is not None else []
+    merged = sorted({*ram[:q.limit], *stored})
+    page: list[str] = []
+    size = 0
+    for task_id in merged[:q.limit]:
+        size += len(task_id.encode(errors="replace")) + 3  # msgpack str header
+        if page and size > _IDS_PAGE_BYTES:
+            break
+        page.append(task_id)
+    more = len(page) < len(merged) or len(ram) > q.limit or len(stored) == q.limit
+    nxt = page[-1] if more and page else None
+    return QueryReply(ok=True, result={"ids": page, "next_cursor": nxt}, next_cursor=nxt)
 
 
 def _cursor(cursor: str | None) -> bytes | None:

@@ -217,6 +217,24 @@ class ViewStore:
         return None if raw is None else self._decode(f"tasks/{task_id[:80]}", raw, TaskRecord,
                                                      note=False)
 
+    def task_ids(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Up to ``limit`` stored task ids after ``after``, in key order; keys only, no record
+        is read (a brain's filter of known task ids loads from these, page by page)."""
+        ids: list[str] = []
+        start = after.encode(errors="replace")
+        with self.env.begin(db=self.tasks_db) as txn:
+            cur = txn.cursor()
+            if not (cur.set_range(start) if start else cur.first()):
+                return ids
+            for k in cur.iternext(keys=True, values=False):
+                key = bytes(k)
+                if key == start:
+                    continue
+                ids.append(key.decode(errors="replace"))
+                if len(ids) == limit:
+                    break
+        return ids
+
     def iter_tasks(self, skip: Container[str] = (), max_bytes: int | None = None
                    ) -> Iterator[TaskRecord]:
         """Stored task records that decode, but those in ``skip``; a bad one is skipped.

@@ -72,6 +72,8 @@ class TaskArchive(Protocol):
 
     def iter_tasks(self, skip: Container[str] = (), max_bytes: int | None = None
                    ) -> Iterator[TaskRecord]: ...
+
+    def task_ids(self, after: str = "", limit: int = 1000) -> list[str]: ...
 _NONE: list[Effect] = []
 
 

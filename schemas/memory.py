@@ -18,6 +18,7 @@ QueryKind = Literal[
     "events",    # pattern, t0_ns, t1_ns, limit, cursor -> {"events": [...], "next_cursor"}
     "task",      # name=task_id -> TaskRecord
     "tasks",     # status="active"|"all" -> [TaskRecord]
+    "task_ids",  # cursor, limit -> {"ids": [task ids in order], "next_cursor"} (one page)
 ]
 
 
