@@ -8,6 +8,10 @@ task drains with ``await``, and past ``max_pending`` queued messages the socket 
 read (backpressure into the broker). QoS 1 messages are acknowledged only once in a
 subscription buffer, so the broker's flow control (our Receive Maximum) bounds what is in
 flight. See :mod:`bus.backends.mqtt_options` for URL options.
+
+The transport is put together from one module per concept: :mod:`.mqtt_conn` (the socket on
+the loop, waiting for acks), :mod:`.mqtt_publish`, :mod:`.mqtt_subscribe`; this one connects,
+reconnects, and receives (paho's callbacks).
 """
 
 from __future__ import annotations
@@ -15,76 +19,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import socket
 import ssl
 import threading
-from collections import deque
-from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
 import paho.mqtt.client as paho
-import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from robobus.bus.backends.mqtt_options import MqttOptions, parse
+from robobus.bus.backends.mqtt_conn import _OK, SubscribeError, _Dropped, log
+from robobus.bus.backends.mqtt_options import parse
+from robobus.bus.backends.mqtt_publish import MqttPublisher
 from robobus.bus.backends.mqtt_routes import Routes
-from robobus.bus.backends.mqtt_wire import FastClient, Publish, publish_properties, will_properties
-from robobus.bus.errors import BusError, ConnectError, DisconnectedError, PublishError
+from robobus.bus.backends.mqtt_subscribe import MqttSubscriber
+from robobus.bus.backends.mqtt_wire import FastClient, Publish, will_properties
+from robobus.bus.errors import ConnectError, PublishError
 from robobus.bus.message import AckToken, Message
-from robobus.bus.transport import Dispatch, TransportConfig, acked, will_of
-from robobus.schemas.contract import is_command
+from robobus.bus.transport import TransportConfig, will_of
 
-log = structlog.get_logger("bus.mqtt")
-_OK = paho.MQTT_ERR_SUCCESS
-_NO_CONN = paho.MQTT_ERR_NO_CONN
+__all__ = ["MqttTransport", "SubscribeError"]
 
 
-class SubscribeError(BusError):
-    """The broker refused a subscription (SUBACK with a failure reason code)."""
-
-    def __init__(self, pattern: str, reason: str) -> None:
-        super().__init__(f"subscription to {pattern!r} refused: {reason}")
-        self.pattern = pattern
-        self.reason = reason
-
-
-class _Dropped(Exception):
-    """Internal: the connection dropped while waiting for an acknowledgement."""
-
-
-class MqttTransport:
+class MqttTransport(MqttPublisher, MqttSubscriber):
     """Transport for ``mqtt://HOST:PORT`` and ``mqtts://HOST:PORT`` (MQTT 5)."""
-
-    def __init__(self) -> None:
-        self._opts: MqttOptions
-        self._config: TransportConfig
-        self._client: FastClient
-        self._loop: asyncio.AbstractEventLoop
-        self._routes: Routes
-        self._fd = -1
-        self._paused = False
-        self._closing = False
-        self._connected = asyncio.Event()
-        self._wakeup = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._closed_sock = asyncio.Event()
-        self._queue: deque[tuple[Message, tuple[int, ...], int, int]] = deque()
-        self._puback: dict[int, asyncio.Future[ReasonCode]] = {}
-        self._suback: dict[int, asyncio.Future[list[ReasonCode]]] = {}
-        self._connack: asyncio.Future[tuple[ReasonCode, bool]] | None = None
-        self._waiters = 0
-        self._sync: Dispatch | None = None
-        self._backlog: tuple[Awaitable[None], Message] | None = None
-        self._generation = 0  # bumped per connection: acks never cross connections
-        self._inflight: asyncio.Semaphore
-        self._tasks: list[asyncio.Task[None]] = []
-        self._reconnector: asyncio.Task[None] | None = None
-        self._props_cache: dict[tuple[str | None, str | None], Properties] = {}
-        self.log = log
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, config: TransportConfig) -> None:
@@ -166,23 +125,6 @@ class MqttTransport:
             raise ConnectError(o.address, f"broker refused: {reason}")
         return session_present
 
-    def _register(self, sock: Any) -> None:
-        if isinstance(sock, socket.socket) and sock.family != socket.AF_UNIX:
-            # Nagle plus delayed ACK turns a QoS 1 round trip into ~88 ms.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._fd = sock.fileno()
-        self._closed_sock.clear()
-        self._paused = False
-        self._loop.add_reader(self._fd, self._on_readable)
-        self._flush()
-
-    def _drop_socket(self) -> None:
-        """Close the socket without DISCONNECT (the broker then publishes the will)."""
-        sock = self._client.socket()
-        if sock is not None:
-            self._on_socket_close(self._client, None, sock)
-            sock.close()
-
     def session_id(self) -> str:
         """The MQTT client id, with the account's tag (``mqtt_options.session_client_id``)."""
         return self._opts.client_id
@@ -210,56 +152,6 @@ class MqttTransport:
             pending.close()  # never awaited: close it rather than leak a warning
         self._fail_waiters()
         self._config.on_state("closed")
-
-    # -- socket events (event-loop thread; paho callbacks run inside these) -----------------
-    def _on_readable(self) -> None:
-        client = self._client
-        for _ in range(64):  # bounded batch: let other tasks run between bursts
-            before = self._routes.rx
-            if client.loop_read() != _OK or self._routes.rx == before:
-                break
-        sock = client.socket()
-        while isinstance(sock, ssl.SSLSocket) and sock.pending():
-            if client.loop_read() != _OK:
-                break
-        self._flush()
-
-    def _flush(self) -> None:
-        """Write what paho queued from inside callbacks; watch for writability if it blocks."""
-        client = self._client
-        if client.want_write():
-            client.loop_write()
-        if self._fd < 0:
-            return
-        if client.want_write():
-            self._drained.clear()
-            self._loop.add_writer(self._fd, self._on_writable)
-        else:
-            self._drained.set()
-
-    def _on_writable(self) -> None:
-        self._client.loop_write()
-        if not self._client.want_write() and self._fd >= 0:
-            self._loop.remove_writer(self._fd)
-            self._drained.set()
-
-    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        if self._fd < 0 or threading.get_ident() != self._loop_thread:
-            return
-        self._loop.remove_reader(self._fd)
-        self._loop.remove_writer(self._fd)
-        self._fd = -1
-        self._drained.set()
-        self._closed_sock.set()
-
-    def _pause(self, paused: bool) -> None:
-        if paused == self._paused or self._fd < 0:
-            return
-        self._paused = paused
-        if paused:
-            self._loop.remove_reader(self._fd)
-        else:
-            self._loop.add_reader(self._fd, self._on_readable)
 
     # -- paho callbacks ----------------------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: ReasonCode,
@@ -323,19 +215,6 @@ class MqttTransport:
         self._wakeup.set()
         if len(self._queue) >= self._opts.max_pending and not self._waiters:
             self._pause(True)
-
-    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: ReasonCode,
-                    props: Properties | None) -> None:
-        self._routes.rx += 1
-        fut = self._puback.pop(mid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(reason)
-
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any,
-                      props: Properties | None) -> None:
-        fut = self._suback.pop(mid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(list(reasons) if isinstance(reasons, list) else [reasons])
 
     # -- delivery ----------------------------------------------------------------------------
     async def _dispatch(self) -> None:
@@ -402,156 +281,3 @@ class MqttTransport:
                 return
         finally:
             self._reconnector = None
-
-    async def _resubscribe(self) -> None:
-        for pattern in self._routes.patterns():
-            ident = self._routes.add_ident(pattern, None)
-            await self._subscribe_ident(pattern, ident)
-
-    # -- operations ----------------------------------------------------------------------------
-    async def _ready(self) -> paho.Client:
-        if self._closing:
-            raise DisconnectedError(f"{self._opts.address} is closed")
-        if not self._connected.is_set():
-            try:
-                async with asyncio.timeout(self._opts.publish_wait_s):
-                    await self._connected.wait()
-            except TimeoutError as exc:
-                raise DisconnectedError(f"not connected to {self._opts.address} after "
-                                        f"{self._opts.publish_wait_s}s") from exc
-        return self._client
-
-    async def publish(self, msg: Message) -> None:
-        client = await self._ready()
-        props = publish_properties(msg, self._props_cache)
-        if msg.qos <= 0:
-            info = client.publish(msg.topic, msg.payload, 0, msg.retain, props)
-            if info.rc != _OK:
-                self._refuse(msg.topic, info.rc)
-            if not self._drained.is_set():  # kernel buffer full: backpressure the publisher
-                await self._drained.wait()
-            return
-        async with self._inflight:  # QoS 2 goes through: paho runs PUBREC/PUBREL/PUBCOMP
-            info = client.publish(msg.topic, msg.payload, min(msg.qos, 2), msg.retain, props)
-            if info.rc not in (_OK, _NO_CONN):  # NO_CONN: paho keeps it and resends
-                self._refuse(msg.topic, info.rc)
-            if not self._puback:  # on_publish costs two objects per QoS 0 message: only when needed
-                client.on_publish = self._on_publish
-            fut = self._puback[info.mid] = self._loop.create_future()
-            reason = await self._await_ack(fut, self._puback, info.mid, msg.topic)
-        if reason.is_failure:
-            raise PublishError(msg.topic, f"broker refused: {reason}")
-
-    async def post(self, msg: Message) -> Awaitable[None]:
-        if msg.qos <= 0:
-            await self.publish(msg)
-            return acked()
-        client = await self._ready()
-        props = publish_properties(msg, self._props_cache)
-        await self._inflight.acquire()  # released once acknowledged, as publish holds it
-        try:
-            info = client.publish(msg.topic, msg.payload, min(msg.qos, 2), msg.retain, props)
-            if info.rc not in (_OK, _NO_CONN):
-                self._refuse(msg.topic, info.rc)
-        except BaseException:
-            self._inflight.release()
-            raise
-        if not self._puback:
-            client.on_publish = self._on_publish
-        fut = self._puback[info.mid] = self._loop.create_future()
-        # A task, not a bare coroutine: the window and the ack table are released even if
-        # the caller never gets to await it (its bus closing, say).
-        return self._loop.create_task(self._settle(fut, info.mid, msg.topic),
-                                      name="mqtt-post-ack")
-
-    async def _settle(self, fut: asyncio.Future[Any], mid: int, topic: str) -> None:
-        try:
-            reason = await self._await_ack(fut, self._puback, mid, topic)
-        except DisconnectedError:
-            # an ack its owner no longer awaits (the bus is closing) is no error worth a
-            # "never retrieved" traceback; one who awaits it still gets the exception
-            task = asyncio.current_task()
-            if task is not None:
-                task.add_done_callback(_retrieved)
-            raise
-        finally:
-            self._inflight.release()
-        if reason.is_failure:
-            raise PublishError(topic, f"broker refused: {reason}")
-
-    def _refuse(self, topic: str, rc: int) -> None:
-        if rc == _NO_CONN:
-            raise DisconnectedError(f"publish to {topic!r}: not connected to {self._opts.address}")
-        raise PublishError(topic, paho.error_string(rc))
-
-    async def _await_ack(self, fut: asyncio.Future[Any], table: dict[int, Any], mid: int,
-                         topic: str) -> Any:
-        self._waiters += 1
-        self._pause(False)  # an ack may sit behind unread data: never wait on a paused socket
-        try:
-            async with asyncio.timeout(self._opts.ack_timeout_s):
-                return await fut
-        except TimeoutError as exc:
-            raise PublishError(topic, f"no acknowledgement within {self._opts.ack_timeout_s}s"
-                               ) from exc
-        finally:
-            self._waiters -= 1
-            table.pop(mid, None)
-            if table is self._puback and not table:
-                self._client.on_publish = None
-
-    async def subscribe(self, pattern: str, sub_id: int) -> None:
-        await self._ready()
-        ident = self._routes.add_ident(pattern, sub_id)
-        try:
-            await self._subscribe_ident(pattern, ident)
-        except _Dropped:
-            await self._ready()  # the reconnect resubscribes every known pattern
-        except BaseException:
-            self._routes.remove(pattern, sub_id)
-            raise
-        for item in self._routes.claim_parked(pattern):
-            self._queue.append(item)
-            self._wakeup.set()
-
-    async def _subscribe_ident(self, pattern: str, ident: int) -> None:
-        props = Properties(PacketTypes.SUBSCRIBE)
-        props.SubscriptionIdentifier = ident
-        # Command topics with Retain As Published: a live receiver sees a retained command's
-        # flag and refuses it (issue 12); elsewhere the flag marks a subscription's snapshot
-        options = SubscribeOptions(qos=1, retainAsPublished=is_command(pattern))
-        rc, mid = self._client.subscribe(pattern, options=options, properties=props)
-        self._flush()
-        if rc != _OK:
-            raise _Dropped() if rc == _NO_CONN else SubscribeError(pattern, paho.error_string(rc))
-        assert mid is not None  # paho gives a message id with every success
-        fut = self._suback[mid] = self._loop.create_future()
-        reasons = await self._await_ack(fut, self._suback, mid, pattern)
-        if reasons and reasons[0].is_failure:
-            raise SubscribeError(pattern, str(reasons[0]))
-
-    async def unsubscribe(self, pattern: str, sub_id: int) -> None:
-        # A persistent session's subscriptions belong to the session, so that a restarted
-        # process gets what was published meanwhile: only forget them locally.
-        if not self._routes.remove(pattern, sub_id) or self._closing or self._opts.persistent:
-            return
-        if not self._connected.is_set():
-            return  # forgotten locally; the reconnect will not resubscribe it
-        rc, mid = self._client.unsubscribe(pattern)
-        self._flush()
-        if rc == _OK and mid is not None:  # paho gives a message id with every success
-            fut = self._suback[mid] = self._loop.create_future()
-            with contextlib.suppress(_Dropped, PublishError):
-                await self._await_ack(fut, self._suback, mid, pattern)
-
-    def _fail_waiters(self) -> None:
-        for table in (self._puback, self._suback):
-            for fut in table.values():
-                if not fut.done():
-                    fut.set_exception(DisconnectedError(f"{self._opts.address} closed"))
-            table.clear()
-
-
-def _retrieved(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
