@@ -48,14 +48,35 @@ class Clause:
     words: list[str]
 
 
+#: readings remembered per parser (one parser per scene vocabulary)
+READINGS_CACHED = 1024
+_goals_enc = msgspec.msgpack.Encoder()
+_goals_dec = msgspec.msgpack.Decoder(GoalSet)
+
+
 class SymbolicParser:
     """Parse English instructions into a :class:`GoalSet` using one scene vocabulary."""
 
     def __init__(self, vocab: Vocabulary) -> None:
         self.vocab = vocab
+        # text -> its reading, encoded: a reading depends only on the text and the vocabulary,
+        # and an instruction given again (a routine order) was read again at about a third of
+        # the brain's CPU per instruction (issue 16, item 2). Kept encoded so that each caller
+        # gets its own GoalSet (they are mutable); refusals are not kept.
+        self._read: dict[str, bytes] = {}
 
     def parse(self, text: str) -> GoalSet:
         """Parse ``text``; raise :class:`ParseError` saying what was not understood."""
+        hit = self._read.get(text)
+        if hit is not None:
+            return _goals_dec.decode(hit)
+        goals = self._parse(text)
+        if len(self._read) >= READINGS_CACHED:
+            del self._read[next(iter(self._read))]  # the oldest
+        self._read[text] = _goals_enc.encode(goals)
+        return goals
+
+    def _parse(self, text: str) -> GoalSet:
         if _CJK.search(text):
             raise ParseError("the symbolic parser understands English only; use --planner llm "
                              "for other languages", "unsupported_language")

@@ -30,18 +30,38 @@ from robobus.schemas.world import World, WorldConflict
 _OPEN = ("pending", "running")
 
 
-def _spec(step: PlanStep, fleet: Mapping[str, RobotRegistration]) -> SkillSpec | None:
+#: (robot, skill) -> (the registration it was read from, the skill's spec, its robot-valued
+#: parameters). Validated by the registration's identity (a new registration replaces the
+#: object): ``involved`` is asked for every open step of every live task on each plan
+#: (``open_work``), and searching the skill list each time was a tenth of the brain's CPU
+#: under load (issue 16, item 2). Bounded by robots x skills.
+_SPECS: dict[tuple[str, str], tuple[RobotRegistration, SkillSpec | None, tuple[str, ...]]] = {}
+
+
+def _lookup(step: PlanStep, fleet: Mapping[str, RobotRegistration]
+            ) -> tuple[SkillSpec | None, tuple[str, ...]]:
     reg = fleet.get(step.robot)
-    return next((s for s in reg.skills if s.name == step.skill), None) if reg else None
+    if reg is None:
+        return None, ()
+    key = (step.robot, step.skill)
+    hit = _SPECS.get(key)
+    if hit is None or hit[0] is not reg:
+        spec = next((s for s in reg.skills if s.name == step.skill), None)
+        params = tuple(a for a, k in spec.param_kinds.items() if k == "robot") if spec else ()
+        hit = _SPECS[key] = (reg, spec, params)
+    return hit[1], hit[2]
+
+
+def _spec(step: PlanStep, fleet: Mapping[str, RobotRegistration]) -> SkillSpec | None:
+    return _lookup(step, fleet)[0]
 
 
 def involved(step: PlanStep, fleet: Mapping[str, RobotRegistration]) -> set[str]:
     """The step's robot and every robot its arguments name (a handover's receiver)."""
     out = {step.robot}
-    spec = _spec(step, fleet)
-    if spec is not None:
-        out.update(v for a, k in spec.param_kinds.items()
-                   if k == "robot" and isinstance(v := step.args.get(a), str))
+    for a in _lookup(step, fleet)[1]:
+        if isinstance(v := step.args.get(a), str):
+            out.add(v)
     return out
 
 
@@ -60,8 +80,12 @@ def open_work(task: Task, fleet: Mapping[str, RobotRegistration]) -> dict[str, f
     out: dict[str, float] = {}
     for run in task.runs.values():
         if run.state in _OPEN:
-            for robot in involved(run.step, fleet):
-                out[robot] = out.get(robot, 0.0) + run.step.est_s
+            # :func:`involved` inline, without a set per step: this runs for every open step
+            # of every live task on each plan (:meth:`Scheduler.context`)
+            step = run.step
+            robots = involved(step, fleet) if _lookup(step, fleet)[1] else (step.robot,)
+            for robot in robots:
+                out[robot] = out.get(robot, 0.0) + step.est_s
     return out
 
 

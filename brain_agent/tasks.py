@@ -90,8 +90,19 @@ class Task:
 
     def ready(self) -> list[StepRun]:
         """Pending steps whose dependencies are all done, in plan order."""
-        return [r for r in self.runs.values() if r.state == "pending"
-                and all(self.runs[d].state == "done" for d in r.step.after if d in self.runs)]
+        # a loop, not a generator per step: asked of every live task on each dispatch check
+        runs = self.runs
+        out: list[StepRun] = []
+        for r in runs.values():
+            if r.state != "pending":
+                continue
+            for d in r.step.after:
+                dep = runs.get(d)
+                if dep is not None and dep.state != "done":
+                    break
+            else:
+                out.append(r)
+        return out
 
     def complete(self) -> bool:
         return all(r.state == "done" for r in self.runs.values())
@@ -131,6 +142,9 @@ Forward = Callable[[TaskStatus], Awaitable[Awaitable[None] | None]]
 #: a posted status, its acknowledgement and its reply's
 _Posted = tuple[TaskStatus, Awaitable[None], Awaitable[None] | None]
 
+
+#: statuses logged at debug only (see :meth:`StatusPublisher._publish`)
+_ROUTINE = frozenset({"accepted", "planned", "dispatched", "progress", "step_done"})
 
 #: the longest a command waits for its task's statuses to be handed to the transport
 SENT_WAIT_S = 2.0
@@ -214,8 +228,12 @@ class StatusPublisher:
                         await self._publish(msg, posted)
 
     async def _publish(self, msg: TaskStatus, posted: MemoryObjectSendStream[_Posted]) -> None:
-        # logged here, off the instruction-to-command path
-        (log.debug if msg.status == "progress" else log.info)(
+        # logged here, off the instruction-to-command path. The routine statuses of a task
+        # going well are debug: rendered at info they cost the brain about 20 µs each, about
+        # six per instruction in bench.brain --throughput (issue 16, item 2). Every status is
+        # on the bus and in task memory; what an operator looks for (an end, a replan, a
+        # preemption) stays at info.
+        (log.debug if msg.status in _ROUTINE else log.info)(
             "task_status", task=msg.task_id, status=msg.status, step=msg.step_id,
             reason=msg.reason)
         sent = await self._post(msg)
