@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -21,6 +20,7 @@ import zmq
 
 from robobus.bus import hub_control_guard as control_guard
 from robobus.bus import zmq_wire as wire
+from robobus.bus.hub_clients import BAD_KEEPALIVE, Client, checked_will, dead, keepalive
 from robobus.bus.hub_guard import HubGuard, guarded_proxy, user_of
 from robobus.bus.hub_replay import ReplayBuffer
 from robobus.bus.topics import matches
@@ -30,13 +30,6 @@ if TYPE_CHECKING:  # imported when CURVE is on (see _secure)
     from zmq.auth.thread import ThreadAuthenticator
 
 log = structlog.get_logger("bus.hub")
-
-
-@dataclass(slots=True)
-class _Client:
-    will: dict | None
-    timeout_s: float
-    last_seen: float = field(default_factory=time.monotonic)
 
 
 class Hub:
@@ -49,7 +42,7 @@ class Hub:
         self.endpoints = wire.endpoints(url)
         self.ctx = context or zmq.Context.instance()
         self.retained: dict[str, tuple[bytes, bytes]] = {}
-        self.clients: dict[bytes, _Client] = {}
+        self.clients: dict[bytes, Client] = {}
         self.stats = {"acked": 0, "wills": 0, "snapshots": 0, "hellos": 0}
         self._inproc = f"inproc://robobus-hub-{secrets.token_hex(4)}"
         self._stop = threading.Event()
@@ -257,12 +250,12 @@ class Hub:
                 wire.send_frames(self.router, [ident, wire.WHO])
         elif cmd == wire.HELLO and args:
             hello = _dict.decode(args[0])
-            keepalive = _keepalive(hello.get("keepalive", 1.0))
-            if keepalive is None:
+            seconds = keepalive(hello.get("keepalive", 1.0))
+            if seconds is None:
                 log.warning("hub_bad_hello", client=ident[:32], keepalive=repr(hello.get("keepalive"))[:40])
-                wire.send_frames(self.router, [ident, wire.DENY, wire.HELLO, _BAD_KEEPALIVE])
+                wire.send_frames(self.router, [ident, wire.DENY, wire.HELLO, BAD_KEEPALIVE])
                 return
-            self.clients[ident] = _Client(_will(hello.get("will")), timeout_s=2.5 * keepalive)
+            self.clients[ident] = Client(checked_will(hello.get("will")), timeout_s=2.5 * seconds)
             self.stats["hellos"] += 1
             wire.send_frames(self.router, [ident, wire.HELLO])
         elif cmd == wire.DURABLE and args:
@@ -348,8 +341,7 @@ class Hub:
         return account is not None and self.guard.may_read(account, topic, client)
 
     def _reap(self, now: float) -> None:
-        dead = [i for i, c in self.clients.items() if now - c.last_seen > c.timeout_s]
-        for ident in dead:
+        for ident in dead(self.clients, now):
             will = self.clients[ident].will
             self._forget(ident)
             log.info("client_dead", client=ident.decode(errors="replace"), will=bool(will))
@@ -366,29 +358,6 @@ REAP_EVERY_S = 0.05
 #: what a malformed control frame from a client raises (RecursionError: hostile nesting)
 BAD_CONTROL = (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError, TypeError)
 
-
-#: the longest keepalive a client may ask for: 2.5 times it is how long the hub waits
-MAX_KEEPALIVE_S = 3600.0
-_BAD_KEEPALIVE = f"keepalive must be a finite number of seconds in (0, {MAX_KEEPALIVE_S:g}]".encode()
-
-
-def _keepalive(value: object) -> float | None:
-    """A hello's keepalive if it is a finite number of seconds in range (NaN or inf would make
-    the client immortal: its silence would never exceed 2.5 x keepalive), else ``None``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    seconds = float(value)
-    return seconds if 0.0 < seconds <= MAX_KEEPALIVE_S else None  # NaN fails both comparisons
-
-
-def _will(will: object) -> dict | None:
-    """A client's last will from its hello, checked now so that reaping it cannot fail later."""
-    if will is None:
-        return None
-    if not (isinstance(will, dict) and isinstance(will.get("topic"), str)
-            and isinstance(will.get("payload"), bytes)):
-        raise ValueError(f"malformed last will: {will!r:.80}")
-    return will
 
 
 class _KeySet:
