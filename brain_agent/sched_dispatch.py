@@ -43,7 +43,8 @@ class Dispatch(SchedulerBase):
         run.command_id = f"{task.id}.{step.id}.{task.replans}"
         run.state = "running"
         self.commands[run.command_id] = run
-        for robot in involved(step, self.fleet.registrations):  # a handover holds its receiver
+        run.holds = tuple(involved(step, self.fleet.registrations))  # a handover's receiver too
+        for robot in run.holds:
             self.robot_run[robot] = run
         spec = next((s for s in self.fleet.registrations[run.robot].skills if s.name == step.skill), None)
         timeout = (spec.timeout_s if spec else 60.0) * self.config.timeout_scale

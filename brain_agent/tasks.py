@@ -41,6 +41,8 @@ class StepRun:
     command: SkillCommand | None = None
     sent_at: float = 0.0  # anyio clock of the last send
     resends: int = 0
+    #: robots the brain holds for this step while it runs (its own, a handover's receiver)
+    holds: tuple[str, ...] = ()
 
     @property
     def robot(self) -> str:
