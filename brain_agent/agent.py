@@ -103,9 +103,14 @@ class Brain:
         self.backlog = lambda: sum(len(s) for s in intakes)
         for sub in intakes:
             self.tg.start_soon(self._intake, sub, name=f"brain-sub-{sub.pattern}")
-        # task ids memory records, kept in the filter (untyped: the topic names the task)
-        statuses = await stack.enter_async_context(self.bus.subscribe(t.task(), reports=False))
-        self.tg.start_soon(self.known.follow, statuses, name="brain-known-tasks")
+        if self.config.group is not None:
+            # other groups' brains take client ids too: their statuses keep the filter current
+            # (untyped: the topic names the task). A brain that leads the whole fleet is the only
+            # one taking tasks, so its own intake and its boot-time load suffice: following every
+            # status cost it throughput (bench.brain --throughput shed at 150/s with it)
+            statuses = await stack.enter_async_context(self.bus.subscribe(t.task(),
+                                                                          reports=False))
+            self.tg.start_soon(self.known.follow, statuses, name="brain-known-tasks")
         # untyped: a cleared registration (an empty value) takes the robot out of the fleet
         clears = await stack.enter_async_context(self.bus.subscribe(t.registration(), reports=False))
         self.tg.start_soon(self.fleet.follow_clears, clears, self.guard.call, name="brain-clears")
@@ -170,6 +175,8 @@ class Brain:
                                        task_id=task_id[:MAX_TASK_ID], reply=reply,
                                        sender=_sender(msg, inst))
             return None
+        ask = inst.task_id is not None and self.known.maybe(task_id)
+        self.known.add(task_id)  # memory will know it from this brain's statuses (shed ones too)
         shed = self.admission.refuse(len(self.scheduler.live), self.backlog())
         if reply is not None:  # before the task can say anything
             self.replies.expect(task_id, reply)
@@ -178,8 +185,6 @@ class Brain:
             self._shed(task, shed, msg, _sender(msg, inst))
             return None
         self.scheduler.add(task)
-        ask = inst.task_id is not None and self.known.maybe(task_id)
-        self.known.add(task_id)  # memory will know it from this brain's statuses
         if ask and self.fleet.world_ready.is_set():
             # a client's id the filter may know: the durable record decides it is new (once
             # memory has answered; before that, the task waits for the world and the intake
@@ -251,8 +256,8 @@ class Brain:
         self.guard.spawn(self.tg, "planner warmup", self.topics.brain_status,
                          self.planner.warmup, name="brain-planner-warmup")
         await self.fleet.load_world_until_ready()
-        if not self.known.loaded:  # memory answers now; a standby has followed statuses since
-            await self.known.load(self.bus, self.topics, self.config.query_timeout_s)
+        # memory answers now; loaded again each time this brain leads (another led meanwhile)
+        await self.known.load(self.bus, self.topics, self.config.query_timeout_s)
         if self.config.recover:
             # a recovery that fails is reported; the brain still takes new work
             await self.guard.call("task recovery", self.topics.brain_status, self.recover)

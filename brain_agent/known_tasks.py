@@ -3,11 +3,12 @@
 A client chooses its own task id; an id memory already has is refused (``duplicate_task``),
 even by a brain restarted since. Asking memory about every id was a round trip (2.4-4.3 ms)
 on the path from instruction to first command. Instead the brain keeps a Bloom filter of every
-id memory knows: loaded at boot, page by page (the ``task_ids`` query), and kept current from
-every task status on ``P/tasks/+`` (this brain's and other brains'), each of which is what
-creates or changes a record in memory. The filter never says "no" for an id it was given, so
-only a "maybe" is asked of memory; a "no" starts the task at once. Until the filter is loaded,
-or when it could not be (memory down at boot), every client's id is asked, as before.
+id memory knows: loaded each time the brain starts to lead, page by page (the ``task_ids``
+query), and kept current from every task this brain takes and, for a group's brain, every task
+status on ``P/tasks/+`` (other groups' brains take tasks meanwhile; a brain of the whole fleet
+is the only one that does). The filter never says "no" for an id it was given, so only a
+"maybe" is asked of memory; a "no" starts the task at once. Until the filter is loaded, or
+when it could not be, every client's id is asked, as before.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class KnownTasks:
     async def load(self, bus: Bus, topics: Topics, timeout: float) -> bool:
         """Add every id memory knows, page by page; False (logged once) if it cannot be
         loaded: every client's task id is then asked of memory, one query each."""
+        self.loaded = False  # until it has every id: each client id is asked meanwhile
         cursor: str | None = None
         pages = 0
         while True:

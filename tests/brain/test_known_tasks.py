@@ -81,7 +81,8 @@ async def _ready(status: object, after_ns: int) -> None:
 
 async def test_fresh_ids_skip_memory_and_duplicates_are_refused_after_restart(
         tmp_path: Path, hub_url: str) -> None:
-    """One fleet (memory + brain, no robots: a task that starts is ``accepted``)."""
+    """One fleet (memory + brain, no robots: a task that starts is ``accepted``); a brain of
+    the whole fleet, killed and started again, then a group's brain."""
     with contextlib.ExitStack() as stack:
         fl = Fleet(tmp_path, hub_url, scenes.DEMO_SCENE, [], stack)
         t = fl.topics
@@ -89,6 +90,7 @@ async def test_fresh_ids_skip_memory_and_duplicates_are_refused_after_restart(
         reports: list[ErrorReport] = []
         async with Bus.connect(hub_url, name="tester", options=BusOptions(prefix=fl.prefix)) \
                 as bus, bus.subscribe(t.brain_status, BrainStatus) as status, \
+                bus.subscribe(t.group_brain_status("g"), BrainStatus) as group_status, \
                 bus.subscribe(t.memory_query) as queries, \
                 bus.subscribe(t.errors, ErrorReport) as errors, anyio.create_task_group() as tg:
 
@@ -123,14 +125,7 @@ async def test_fresh_ids_skip_memory_and_duplicates_are_refused_after_restart(
                              and r.code == "duplicate_task"), None)
 
             await send("fresh-1")  # a fresh id: started without asking memory
-            await fl.until(lambda: started("fresh-1"))
-            # a status memory refuses (no record starts 'running') still enters the filter
-            await bus.publish(t.task("ghost"), TaskStatus("ghost", "running"), qos=1)
-            await fl.until(lambda: any(r.topic == t.task("ghost") for r in reports))
-            await send("ghost")  # the filter's false positive: asked, then started
-            await fl.until(lambda: started("ghost"))
-            assert queried == ["ghost"]
-
+            await fl.until(lambda: fl.status("fresh-1"))  # final (no robot): not resumed
             fl.kill9("brain")  # its RAM goes; memory keeps fresh-1
             t1 = time.time_ns()
             fl.start_brain()
@@ -140,8 +135,22 @@ async def test_fresh_ids_skip_memory_and_duplicates_are_refused_after_restart(
             assert "task memory has it" in report.reason
             await send("fresh-2")
             await fl.until(lambda: started("fresh-2"))
-            assert queried == ["ghost", "fresh-1"]  # the filter was loaded from memory
+            assert queried == ["fresh-1"]  # the filter was loaded from memory
             assert [s.status for s in fl.statuses["fresh-1"]].count("accepted") == 1
+
+            # a group's brain follows P/tasks/+ (other groups' brains take tasks meanwhile): a
+            # status memory refuses (no record starts 'running') still enters its filter
+            fl.kill9("brain")
+            t2 = time.time_ns()
+            fl.spawn("group-brain", "brain", "--group", "g", "--robots", "x*")
+            await _ready(group_status, t2)
+            await bus.publish(t.task("ghost"), TaskStatus("ghost", "running"), qos=1)
+            await fl.until(lambda: any(r.topic == t.task("ghost") for r in reports))
+            await bus.publish(t.group_instructions("g"), Instruction("bring the apple to the "
+                                                                     "office desk", task_id="ghost"),
+                              qos=1)
+            await fl.until(lambda: started("ghost"))  # the false positive: asked, then started
+            assert queried == ["fresh-1", "ghost"]
             tg.cancel_scope.cancel()
 
 
