@@ -32,6 +32,8 @@ _TASKS_READ_MAX = 1 << 20
 
 #: bytes of task ids one ``task_ids`` page holds at most (a reply is <= 1 MiB)
 _IDS_PAGE_BYTES = 256 << 10
+#: LMDB's key size limit: a stored task id is never longer
+_MAX_ID_BYTES = 511
 
 #: Query kinds that read the event log (blocking I/O: the agent runs them in a thread).
 LOG_KINDS = frozenset({"events"})
@@ -197,6 +199,8 @@ def task_ids(q: MemoryQuery, views: Views) -> QueryReply:
     if not 1 <= q.limit <= MAX_LIMIT:
         raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {q.limit}", "invalid")
     after = q.cursor or ""
+    if len(after.encode(errors="replace")) > _MAX_ID_BYTES:  # no stored key is that long
+        raise QueryError(f"bad cursor {after[:64]!r}: longer than a task id", "bad_cursor")
     ram = sorted(t for t in views.tasks if t > after)
     stored = views.archive.task_ids(after, q.limit) if views.archive is not None else []
     merged = sorted({*ram[:q.limit], *stored})

@@ -69,6 +69,10 @@ def test_task_ids_query_pages_ram_and_stored_ids(tmp_path: Path) -> None:
         assert seen == sorted({"r1", "a0", *(f"s{i:03}" for i in range(25))})
         bad = answer(MemoryQuery(kind="task_ids", limit=0), views, None)
         assert (bad.ok, bad.code) == (False, "invalid")
+        long = answer(MemoryQuery(kind="task_ids", cursor="x" * 600), views, None)
+        assert (long.ok, long.code) == (False, "bad_cursor")
+        odd = answer(MemoryQuery(kind="task_ids", cursor="s010\ud800"), views, None)
+        assert odd.ok and odd.result["ids"][0] == "s011", odd
 
 
 async def _ready(status: object, after_ns: int) -> None:
