@@ -27,7 +27,7 @@ _KNOWN = {
     "session", "client_id", "expiry", "keepalive", "connect_timeout", "reconnect",
     "reconnect_max", "publish_wait", "ack_timeout", "inflight", "receive_max", "max_pending",
     "park_s", "ca", "cert", "key", "insecure",
-    "codec",  # read by the Bus (robobus.bus.api.codec_of): the encoding this client publishes
+    "codec",  # read by the Bus (robobus.bus.options.codec_of): the encoding this client publishes
 }
 
 
