@@ -180,8 +180,11 @@ class Views:
         route = self._routes.get(topic, _MISSING)
         if route is _MISSING:
             route = self._route(topic)
-        if route is None or not payload:
-            return _NONE  # not a view topic, or an empty payload clearing a retained value
+        if route is None:
+            return _NONE  # not a view topic
+        if not payload:  # clears a retained value; world events are never retained
+            return _NONE if topic != self.topics.world_events else [
+                Rejected(topic, "an empty payload is not a world event", "decode")]
         try:
             return route(topic, payload, ts_ns)
         except DecodeError as exc:

@@ -111,17 +111,21 @@ def test_the_policy_decides_on_a_secured_bus(tmp_path: Path) -> None:
     a policy to ask, a secured dashboard stays read-only; an unsecured one may."""
     policy = tmp_path / "policy.json"
     policy.write_bytes(dump(default_policy(SecureConfig(tmp_path, robots=["r1"]))))
-    topic = Topics().instructions
+    # on a secured bus an account instructs on its own topic (issue 13), as the app asks
+    topic, own = Topics().instructions, Topics().instructions_from
     mqtt = "mqtts://127.0.0.1:8883"
-    as_operator = instruct_permission(mqtt, topic, policy=str(policy),
+    as_operator = instruct_permission(mqtt, own("operator"), policy=str(policy),
                                       env={"ROBOBUS_MQTT_USERNAME": "operator"})
     assert as_operator.may_instruct and as_operator.account == "operator"
-    as_robot = instruct_permission(mqtt, topic, policy=str(policy),
+    shared = instruct_permission(mqtt, topic, policy=str(policy),
+                                 env={"ROBOBUS_MQTT_USERNAME": "operator"})
+    assert not shared.may_instruct  # the shared topic is the brain's and memory's only
+    as_robot = instruct_permission(mqtt, own("r1"), policy=str(policy),
                                    env={"ROBOBUS_MQTT_USERNAME": "r1"})
     assert not as_robot.may_instruct and "may not publish" in as_robot.reason
     keys = tmp_path / "zmq"
     keys.mkdir()  # policy.json sits beside the key directory, as secure init writes it
-    zmq = instruct_permission("zmq://127.0.0.1:7650", topic,
+    zmq = instruct_permission("zmq://127.0.0.1:7650", own("operator"),
                               env={"ROBOBUS_ZMQ_KEYS": str(keys), "ROBOBUS_ZMQ_CLIENT": "operator"})
     assert zmq.may_instruct and zmq.account == "operator"
     blind = instruct_permission(mqtt, topic, env={"ROBOBUS_MQTT_USERNAME": "operator"})

@@ -13,6 +13,10 @@ def test_only_view_topics_are_decoded_and_bad_payloads_are_rejected() -> None:
     views = Views()
     assert views.observe("robobus/robots/g1/telemetry", b"\xc1", 1) == []
     assert views.observe("robobus/robots/g1/state", b"", 1) == []  # a retained clear
+    # world events are never retained: an empty one is malformed and reported (the fuzzer's
+    # random bytes drew b"" there; its rejection went unreported)
+    [empty] = views.observe("robobus/world/events", b"", 1)
+    assert empty.code == "decode" and "empty payload" in empty.reason
     [rejected] = views.observe("robobus/robots/g1/state", b"\xc1", 1)
     assert isinstance(rejected, Rejected) and rejected.code == "decode"
     assert "RobotState" in rejected.reason or "msgpack" in rejected.reason
