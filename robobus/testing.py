@@ -178,6 +178,24 @@ def spawn(
             out.close()
 
 
+def account_env(secure_dir: Path, account: str) -> dict[str, str]:
+    """The environment ``robobus secure init`` wrote for ``account`` (``DIR/env/ACCOUNT.env``)."""
+    lines = (secure_dir / "env" / f"{account}.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+@contextlib.contextmanager
+def secured_mosquitto(secure_dir: Path) -> Iterator[str]:
+    """The TLS Mosquitto ``robobus secure init`` configured in ``secure_dir``, for the
+    duration; yields its ``mqtts://`` URL (with the CA)."""
+    conf = (secure_dir / "mosquitto.conf").read_text()
+    port = int(conf.split("listener ", 1)[1].split()[0])
+    with spawn([mosquitto_binary(), "-c", str(secure_dir / "mosquitto.conf")],
+               name="mosquitto-tls"):
+        wait_port(port)
+        yield f"mqtts://127.0.0.1:{port}?ca={secure_dir / 'ca.crt'}"
+
+
 def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     """Terminate ``proc`` and its process group, escalating to SIGKILL."""
     if proc.poll() is None:

@@ -43,10 +43,6 @@ def secure_hub(secure_dir: Path) -> Iterator[str]:
         yield url
 
 
-def _env(secure_dir: Path, account: str) -> dict[str, str]:
-    lines = (secure_dir / "env" / f"{account}.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line)
-
 
 async def test_the_policy_decides_who_may_instruct(tmp_path: Path, secure_dir: Path,
                                                    secure_hub: str,
@@ -57,7 +53,7 @@ async def test_the_policy_decides_who_may_instruct(tmp_path: Path, secure_dir: P
     async with Bus.connect(secure_hub, name="watcher") as bus, \
             bus.subscribe(topics.instructions_from("+"), Instruction) as sent:  # accounts' own
         for account, allowed in (("viewer", False), ("operator", True)):
-            with dashboard(tmp_path, secure_hub, "robobus", env=_env(secure_dir, account),
+            with dashboard(tmp_path, secure_hub, "robobus", env=testing.account_env(secure_dir, account),
                            name=f"dashboard-{account}") as url:
                 ws = await connect(url.replace("http://", "ws://") + "ws", max_size=None)
                 hello = json.loads(await ws.recv())

@@ -186,10 +186,6 @@ async def _consume(sub: Subscription) -> None:
         pass
 
 
-def _account_env(secure_dir: Path, account: str) -> dict[str, str]:
-    lines = (secure_dir / "env" / f"{account}.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line)
-
 
 class SecureFleet(Fleet):
     """The demo fleet, each agent process holding its own ``secure init`` account."""
@@ -202,7 +198,7 @@ class SecureFleet(Fleet):
     def spawn(self, name: str, *args: str) -> None:
         argv = testing.robobus_cmd(*args, "--bus", self.url, "--prefix", self.prefix)
         self.procs[name] = self.stack.enter_context(testing.spawn(
-            argv, name=name, env=_account_env(self.secure_dir, name), log_dir=self.tmp / "logs"))
+            argv, name=name, env=testing.account_env(self.secure_dir, name), log_dir=self.tmp / "logs"))
 
 
 @pytest.fixture(scope="module")
@@ -219,12 +215,8 @@ def _secure_bus(kind: str, secure_dir: Path) -> Iterator[str]:
         with testing.hub(extra=["--curve-keys", str(secure_dir / "zmq")]) as url:
             yield url
         return
-    conf = (secure_dir / "mosquitto.conf").read_text()
-    port = int(conf.split("listener ", 1)[1].split()[0])
-    with testing.spawn([testing.mosquitto_binary(), "-c", str(secure_dir / "mosquitto.conf")],
-                       name="mosquitto-tls"):
-        testing.wait_port(port)
-        yield f"mqtts://127.0.0.1:{port}?ca={secure_dir / 'ca.crt'}"
+    with testing.secured_mosquitto(secure_dir) as url:
+        yield url
 
 
 @pytest.mark.parametrize("kind", ["zmq", pytest.param("mqtt", marks=pytest.mark.broker)])
@@ -232,7 +224,7 @@ async def test_a_secured_fleet_still_completes_an_instruction(
         kind: str, fleet_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Legit traffic under the policy: brain, memory and three edges, each with its own
     account, carry out an instruction an operator sends."""
-    for key, value in _account_env(fleet_dir, "operator").items():
+    for key, value in testing.account_env(fleet_dir, "operator").items():
         monkeypatch.setenv(key, value)
     with _secure_bus(kind, fleet_dir) as url, contextlib.ExitStack() as stack:
         fl = SecureFleet(fleet_dir, tmp_path, url, scenes.DEMO_SCENE, scenes.DEMO_ROBOTS, stack)
@@ -258,7 +250,7 @@ async def test_mqtt_account_cannot_set_another_robot_offline(
     """The same policy on Mosquitto (commanding another robot, reading its commands and
     instructing are in test_secure.py): r1's account cannot publish r2's presence."""
     def account(name: str) -> None:
-        for key, value in _account_env(secure_dir, name).items():
+        for key, value in testing.account_env(secure_dir, name).items():
             monkeypatch.setenv(key, value)
 
     alive = f"{P}/robots/r2/alive"
@@ -318,17 +310,17 @@ async def test_mqtt_will_on_another_robots_alive_is_dropped(
     """Setting another robot offline through a last will: Mosquitto checks the will's topic
     against the ACL when it publishes it (r1's own will arrives, the one on r2's alive not)."""
     with _secure_bus("mqtt", secure_dir) as url:
-        for key, value in _account_env(secure_dir, "memory").items():
+        for key, value in testing.account_env(secure_dir, "memory").items():
             monkeypatch.setenv(key, value)
         async with Bus.connect(url, name="memory") as watcher, \
                 watcher.subscribe(f"{P}/robots/+/alive") as seen:
-            r1 = {**os.environ, **_account_env(secure_dir, "r1")}
+            r1 = {**os.environ, **testing.account_env(secure_dir, "r1")}
             proc = await anyio.run_process([sys.executable, "-c", _DIE_WITH_WILLS, url], env=r1,
                                            check=False)
             assert proc.returncode == 0, proc.stderr
             with anyio.fail_after(10):
                 assert (await seen.get()).payload == b"r1 will"
-            for key, value in _account_env(secure_dir, "r2").items():
+            for key, value in testing.account_env(secure_dir, "r2").items():
                 monkeypatch.setenv(key, value)
             async with Bus.connect(url, name="r2") as r2:
                 await r2.publish(f"{P}/robots/r2/alive", b"r2 online", qos=1)

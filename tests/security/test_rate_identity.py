@@ -26,10 +26,6 @@ RATE, BURST = 4, 10  # robobus brain --instruction-rate 4: bursts of 2.5 s of th
 FLOOD = 60
 
 
-def _env(secure_dir: Path, account: str) -> dict[str, str]:
-    lines = (secure_dir / "env" / f"{account}.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line)
-
 
 @pytest.fixture(scope="module")
 def secure_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -41,18 +37,14 @@ def secure_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextlib.contextmanager
 def _broker(secure_dir: Path) -> Iterator[str]:
-    conf = (secure_dir / "mosquitto.conf").read_text()
-    port = int(conf.split("listener ", 1)[1].split()[0])
-    with testing.spawn([testing.mosquitto_binary(), "-c", str(secure_dir / "mosquitto.conf")],
-                       name="mosquitto-tls"):
-        testing.wait_port(port)
-        yield f"mqtts://127.0.0.1:{port}?ca={secure_dir / 'ca.crt'}"
+    with testing.secured_mosquitto(secure_dir) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
 async def _as(monkeypatch: pytest.MonkeyPatch, secure_dir: Path, url: str, account: str,
               name: str) -> AsyncIterator[Bus]:
-    for key, value in _env(secure_dir, account).items():
+    for key, value in testing.account_env(secure_dir, account).items():
         monkeypatch.setenv(key, value)
     async with Bus.connect(url, name=name) as bus:
         yield bus
@@ -78,7 +70,7 @@ async def test_the_quota_is_the_accounts_not_the_senders_name(
     with _broker(secure_dir) as url, contextlib.ExitStack() as stack:
         argv = testing.robobus_cmd("brain", "--bus", url, "--prefix", P,
                                    "--instruction-rate", str(RATE))
-        stack.enter_context(testing.spawn(argv, name="brain", env=_env(secure_dir, "brain"),
+        stack.enter_context(testing.spawn(argv, name="brain", env=testing.account_env(secure_dir, "brain"),
                                           log_dir=tmp_path / "logs"))
         async with _as(monkeypatch, secure_dir, url, "memory", "watcher") as watcher, \
                 watcher.subscribe(f"{P}/tasks/+", TaskStatus) as statuses, \

@@ -29,24 +29,16 @@ def secure_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def broker(secure_dir: Path) -> Iterator[str]:
-    conf = (secure_dir / "mosquitto.conf").read_text()
-    port = int(conf.split("listener ", 1)[1].split()[0])
-    with testing.spawn([testing.mosquitto_binary(), "-c", str(secure_dir / "mosquitto.conf")],
-                       name="mosquitto-tls"):
-        testing.wait_port(port)
-        yield f"mqtts://127.0.0.1:{port}?ca={secure_dir / 'ca.crt'}"
+    with testing.secured_mosquitto(secure_dir) as url:
+        yield url
 
-
-def account_env(secure_dir: Path, account: str) -> dict[str, str]:
-    lines = (secure_dir / "env" / f"{account}.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 def as_account(monkeypatch: pytest.MonkeyPatch, secure_dir: Path, account: str | None) -> None:
     for key in ("ROBOBUS_MQTT_USERNAME", "ROBOBUS_MQTT_PASSWORD", "ROBOBUS_MQTT_PASSWORD_FILE"):
         monkeypatch.delenv(key, raising=False)
     if account is not None:
-        env = account_env(secure_dir, account)
+        env = testing.account_env(secure_dir, account)
         monkeypatch.setenv("ROBOBUS_MQTT_USERNAME", env["ROBOBUS_MQTT_USERNAME"])
         monkeypatch.setenv("ROBOBUS_MQTT_PASSWORD_FILE", env["ROBOBUS_MQTT_PASSWORD_FILE"])
 
@@ -162,7 +154,7 @@ async def test_only_operators_publish_instructions(broker: str, secure_dir: Path
 
 
 def test_cli_never_logs_the_password(broker: str, secure_dir: Path) -> None:
-    env = {**os.environ, **account_env(secure_dir, "operator"), "ROBOBUS_URL": broker,
+    env = {**os.environ, **testing.account_env(secure_dir, "operator"), "ROBOBUS_URL": broker,
            "ROBOBUS_LOG": "debug"}
     proc = subprocess.run(testing.robobus_cmd("topic", "pub", "robobus/instructions", "hello",
                                               "--qos", "1"),
