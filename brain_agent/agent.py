@@ -22,6 +22,7 @@ from robobus.brain_agent.leader import Leader
 from robobus.brain_agent.planners import load_planner
 from robobus.brain_agent.replies import Replies, Reply, reply_of
 from robobus.brain_agent.scheduler import Scheduler, goals_of
+from robobus.brain_agent.states import RobotTopics, StateIntake
 from robobus.brain_agent.tasks import StatusPublisher, Task, not_resumable
 from robobus.bus import Bus, Message, Overflow
 from robobus.bus.reply import refuse_reply_topic
@@ -80,6 +81,8 @@ class Brain:
         self.known = KnownTasks()
         #: instructions waiting in the intake buffer (its subscription, once open)
         self.backlog: Callable[[], int] = lambda: 0
+        #: robot topic -> (robot, led by this brain), decided once per topic
+        self.robot_topics = RobotTopics(self.topics, group)
 
     async def subscribe_all(self, stack: AsyncExitStack) -> None:
         """Open every subscription and start one consumer task per subscription."""
@@ -87,7 +90,6 @@ class Brain:
         subs: list[tuple[str, Any, Any, dict[str, Any]]] = [
             (t.registration(), RobotRegistration, self._on_registration, {}),
             (t.alive(), Alive, self.fleet.on_alive, {}),
-            (t.state(), RobotState, self._on_state, {"overflow": Overflow.LATEST}),
             (t.feedback(), SkillFeedback, self.scheduler.on_feedback, {}),
             (t.world_events, WorldEvent, self._on_world_event, {}),
         ]
@@ -97,6 +99,12 @@ class Brain:
             sub = await stack.enter_async_context(self.bus.subscribe(pattern, type_, reports=owns,
                                                                      **opts))
             self.tg.start_soon(self._consume, sub, handler, name=f"brain-sub-{pattern}")
+        # untyped: another group's robot's state is dropped by its topic, never decoded
+        states = await stack.enter_async_context(self.bus.subscribe(
+            t.state(), reports=owns, overflow=Overflow.LATEST))
+        intake_states = StateIntake(self.bus, self.robot_topics, self.guard, self._on_state, owns)
+        self.tg.start_soon(intake_states.serve, states, states.pattern,
+                           name=f"brain-sub-{states.pattern}")
         # the shared topic and each account's own (rate-limited per account: issue 13)
         intakes = await intake.subscribe(self.bus, self.intake_topic,
                                          self.config.instruction_rate_limit, stack)
@@ -151,10 +159,9 @@ class Brain:
                 await self.guard.call(what, msg.topic, handler, msg.data, payload=msg.payload)
 
     def _from_its_robot(self, msg: Message) -> bool:
-        group, robot = self.config.group, self.topics.robot_of(msg.topic)
-        if group is not None and robot is not None and not group.has(robot):
+        if not self.robot_topics(msg.topic)[1]:
             return False  # another group's robot: another brain's, never planned or commanded here
-        reason = self.topics.robot_mismatch(msg.topic, getattr(msg.data, "robot", None))
+        reason = self.robot_topics.mismatch(msg, getattr(msg.data, "robot", None))
         if reason is None:
             return True
         self.bus.report_error_soon(msg.topic, reason, "robot_mismatch", msg.payload)

@@ -56,6 +56,9 @@ class SchedulerBase:
         #: task id -> kept objects its next plan puts down, and why no plan keeps them (said on
         #: its ``planned`` status)
         self.put_down: dict[str, tuple[list[tuple[str, str]], str]] = {}
+        #: resumed tasks waiting for steps a previous brain sent (``Task.orphans``), in the
+        #: order resumed: a robot's idle state looks only at these, not at every live task
+        self.orphaned: dict[str, Task] = {}
 
     def _spawn(self, what: str, task: Task, fn: Any, *args: Any, name: str | None = None
                ) -> None:

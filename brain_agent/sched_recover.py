@@ -121,6 +121,8 @@ class Recovery(SchedulerBase):
         task.phase = "replanning"
         task.orphans = dict(orphans)
         self.add(task)
+        if task.orphans:
+            self.orphaned[task.id] = task
         self.status.emit(task, "replanning", reason="brain restarted; resuming from task memory")
         if task.orphans:
             self._spawn("orphan wait", task, self._orphan_timeout, task,
@@ -135,8 +137,15 @@ class Recovery(SchedulerBase):
             await self._settle(task)
 
     def robot_idle(self, robot: str) -> None:
-        """A fresh state says ``robot`` is idle: steps the previous brain sent it have ended."""
-        for task in self.live.values():
+        """A fresh state says ``robot`` is idle: steps the previous brain sent it have ended.
+
+        Only resumed tasks have such steps (:attr:`orphaned`): with none, an idle state costs
+        nothing here (it walked every live task for each of 10,000 states a second; issue 16).
+        """
+        for task in list(self.orphaned.values()):
+            if self.live.get(task.id) is not task or not task.orphans:
+                del self.orphaned[task.id]  # ended, or its orphans settled otherwise
+                continue
             for step, who in list(task.orphans.items()):
                 if who == robot:
                     del task.orphans[step]
