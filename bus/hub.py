@@ -227,14 +227,11 @@ class Hub:
                         error=repr(exc)[:200])
 
     def _drain_capture(self) -> None:
+        """Number what the capture socket holds (bounded, so control messages are never
+        starved), then stream it to the durable clients."""
         if self.replay is None or self._capture_in is None:
             return
-        capture, sock = self.replay.capture, self._capture_in
-        for _ in range(50_000):  # bounded, so control messages are never starved
-            try:
-                capture(sock.recv_multipart(wire.NOBLOCK))
-            except zmq.Again:
-                break
+        self.replay.capture_from(self._capture_in)
         self.replay.pump(self.router)
 
     def _handle(self, ident: bytes, cmd: bytes, args: list[bytes]) -> None:
