@@ -35,7 +35,14 @@ from robobus.edge_agent.memory_client import BusWorldPort
 from robobus.edge_agent.profile import RobotProfile
 from robobus.edge_agent.state import LocalState
 from robobus.schemas.codec import decode_lenient
-from robobus.schemas.messages import Alive, FaultSpec, Pose, RobotRegistration, SkillFeedback
+from robobus.schemas.messages import (
+    Alive,
+    FaultSpec,
+    Pose,
+    RobotRegistration,
+    SkillFeedback,
+    SkillSpec,
+)
 from robobus.schemas.topics import Topics
 from robobus.schemas.world import World, WorldChange, WorldEvent
 from robobus.skills.context import SkillContext, SkillParams
@@ -108,6 +115,10 @@ def clip(text: str, limit: int = MAX_REASON_CHARS) -> str:
 class EdgeAgent:
     """One robot's agent. Also the :class:`skills.context.ContextHooks` of its skills."""
 
+    #: subscribe to world events on this robot's connection (a fleet simulator follows them
+    #: once for all its robots: edge_agent/fleet_sim.py)
+    follows_world_events = True
+
     def __init__(self, bus: Bus, config: EdgeConfig) -> None:
         self.bus = bus
         self.config = config
@@ -147,15 +158,17 @@ class EdgeAgent:
                     sub(t.skill(self.robot, "+"), maxsize=1000, overflow=Overflow.BLOCK,
                         rate_limit=self.config.command_rate_limit))
                 faults = await stack.enter_async_context(sub(t.faults(self.robot), maxsize=100))
+                # reports=False: a bad world event is the memory agent's to report (schemas.owners)
                 events = await stack.enter_async_context(
                     sub(t.world_events, WorldEvent, maxsize=10_000, overflow=Overflow.DROP_OLDEST,
-                        reports=False))  # the memory agent's to report (schemas.owners)
+                        reports=False)) if self.follows_world_events else None
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 await tg.start(self.executor.run)
                 tg.start_soon(self._feedback_loop, name=f"edge:{self.robot}:feedback")
                 tg.start_soon(self._command_loop, cmds, name=f"edge:{self.robot}:commands")
                 tg.start_soon(self._fault_loop, faults, name=f"edge:{self.robot}:faults")
-                tg.start_soon(self._event_loop, events, name=f"edge:{self.robot}:events")
+                if events is not None:
+                    tg.start_soon(self._event_loop, events, name=f"edge:{self.robot}:events")
                 # before the first birth, so that a reconnect during it is not missed
                 await tg.start(self.presence.reassert, self.bus, name=f"edge:{self.robot}:presence")
                 await self._announce()
@@ -194,12 +207,15 @@ class EdgeAgent:
     async def _announce(self) -> None:
         profile = self.config.profile
         start = self.config.start or profile.start
-        specs = [sdef.spec(params.timeout_s) for sdef, params in self.executor.skills.values()]
+        specs = self._skill_specs()
         reg = RobotRegistration(robot=self.robot, type=profile.type,
                                 profile=profile.registration(start), skills=specs)
         await self.bus.publish(self.topics.registration(self.robot), reg, retain=True, qos=1)
         await self.presence.publish_birth(self.bus)
         await self._publish_state()
+
+    def _skill_specs(self) -> list[SkillSpec]:
+        return [sdef.spec(params.timeout_s) for sdef, params in self.executor.skills.values()]
 
     async def _goodbye(self) -> None:
         """Report what was cut short, then ``Alive(online=False)``: a graceful stop."""
