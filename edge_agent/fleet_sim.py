@@ -8,7 +8,11 @@ Killing the process publishes N deaths, one per connection. What is shared is th
 ticker publishes every robot's state at the profile's rate, in slices spread over the period,
 instead of N timers waking the loop (10,000 wake-ups a second at 1,000 robots and 10 Hz); it
 retains each robot's state once a second on the robot's connection and publishes it plain in
-between on one connection of the fleet's (:func:`_ticker`).
+between on one connection of the fleet's (:func:`_ticker`). World events are followed once, on
+that same connection, and each change goes to the robots it names (:func:`_follow_world`): with
+a subscription per robot, every world event reached the process N times, and the N robots'
+``add_robot`` events at start-up made N² deliveries (a million at 1,000 robots, most of the
+77 s the hub took to bring them online).
 
 Robots are named ``{stem}_{i:04d}`` and start at the profile's start place, or round-robin over
 ``places``. They do not ask the memory agent where they were (a fleet of 1,000 would fetch the
@@ -17,21 +21,30 @@ world 1,000 times at start); they start where they are told.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream
 
-from robobus.bus import Bus, BusError, BusOptions, ConnectError
+from robobus.bus import Bus, BusError, BusOptions, ConnectError, Overflow, Subscription
 from robobus.edge_agent.agent import EdgeAgent, EdgeConfig, edge_bus_options
 from robobus.edge_agent.profile import RobotProfile
+from robobus.schemas.messages import SkillSpec
+from robobus.schemas.topics import Topics
+from robobus.schemas.world import WorldEvent
 from robobus.skills.registry import REGISTRY, load_plugins
 
 log = structlog.get_logger("edge.fleet")
 
-#: robots whose connections are opened at once while the fleet starts
-CONNECT_BATCH = 50
+#: robots starting at once (connect, subscribe, announce) while the fleet starts: a bounded
+#: window that the next robot enters as soon as one is online, so the hub's control thread is
+#: never flooded with 1,000 hellos and never idle while a batch waits for its slowest robot
+CONNECT_AT_ONCE = 50
 #: attempts to connect one robot: a hub busy with a fleet's hellos may miss the 5 s answer
 CONNECT_ATTEMPTS = 3
 #: the fleet's connections heartbeat every 2 s (a single edge: 0.5 s), so a loop busy with
@@ -61,8 +74,32 @@ class FleetSimConfig:
         return self.places[i % len(self.places)] if self.places else None
 
 
+@dataclass(slots=True)
+class Shared:
+    """What the fleet's robots share: who is who (for world events) and the skill specs of
+    their registration (the same profile: computing them cost ~5 ms per robot)."""
+
+    robots: dict[str, FleetEdge] = field(default_factory=dict)
+    specs: list[SkillSpec] | None = None
+
+
 class FleetEdge(EdgeAgent):
-    """An edge agent whose state the fleet's ticker publishes."""
+    """An edge agent whose state the fleet's ticker publishes and whose world events the
+    fleet follows for it."""
+
+    follows_world_events = False
+
+    def __init__(self, bus: Bus, config: EdgeConfig, shared: Shared) -> None:
+        super().__init__(bus, config)
+        self.shared = shared
+        self.state_topic = self.topics.state(self.robot)
+
+    def _skill_specs(self) -> list[SkillSpec]:
+        if self.config.profile.mcp:  # each robot lists the tools its own servers offer
+            return super()._skill_specs()
+        if self.shared.specs is None:
+            self.shared.specs = super()._skill_specs()
+        return self.shared.specs
 
     async def _resume(self) -> None:
         self.state.goto(self.config.start or self.config.profile.start)
@@ -70,41 +107,63 @@ class FleetEdge(EdgeAgent):
     async def _telemetry_loop(self) -> None:
         await anyio.sleep_forever()
 
-    async def tick(self, period: float, plain: Bus | None) -> None:
-        """One telemetry period: drain the battery if busy, publish the state: retained on
-        the robot's own connection, or plain on ``plain`` (see :func:`_ticker`)."""
+    async def tick(self, period: float, plain: Bus | None) -> Awaitable[None] | None:
+        """One telemetry period: drain the battery if busy, publish the state: plain on
+        ``plain``, or retained on the robot's own connection, returning the hub's or broker's
+        acknowledgement to await (see :func:`_ticker`)."""
         if self.executor.busy:
             drain = self.config.profile.battery_drain_per_s * period
             self.state.battery = max(0.0, self.state.battery - drain)
         msg = self.state.message(self.executor.busy, self.executor.current(), self.executor.held())
-        if plain is None:
-            await self._send(self.topics.state(self.robot), msg, retain=True, qos=0)
-        else:
-            await plain.publish(self.topics.state(self.robot), msg, qos=0)
+        if plain is not None:
+            await plain.publish(self.state_topic, msg, qos=0)
+            return None
+        return await self.bus.post(self.state_topic, msg, retain=True, qos=0)
 
 
 async def run_fleet(url: str, config: FleetSimConfig, *,
                     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Run the fleet until cancelled; ``started`` once every robot has announced itself."""
-    agents: list[FleetEdge] = []
+    shared = Shared()
     names = config.names()
     load_plugins()  # once: each agent would scan the entry points again (2 s per 300 robots)
     stem = config.stem or config.profile.name
-    async with Bus.connect(url, name=f"{stem}-states", options=BusOptions(prefix=config.prefix)
-                           ) as plain, anyio.create_task_group() as tg:
-        for first in range(0, len(names), CONNECT_BATCH):
-            async with anyio.create_task_group() as batch:
-                for i in range(first, min(first + CONNECT_BATCH, len(names))):
-                    edge = partial(_robot, url, names[i], config, config.start(i), agents)
-                    batch.start_soon(partial(tg.start, edge, name=f"fleet:{names[i]}"))
-        log.info("fleet_ready", robots=len(agents), profile=config.profile.name)
-        tg.start_soon(_ticker, agents, 1.0 / config.profile.telemetry_hz, plain,
-                      name="fleet:ticker")
+    options = BusOptions(prefix=config.prefix, keepalive_s=config.keepalive_s)
+    async with Bus.connect(url, name=f"{stem}-states", options=options) as plain, \
+            plain.subscribe(Topics(config.prefix).world_events, WorldEvent, maxsize=10_000,
+                            overflow=Overflow.DROP_OLDEST, reports=False) as events, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(_follow_world, events, shared.robots, name="fleet:world")
+        window = anyio.CapacityLimiter(CONNECT_AT_ONCE)
+        async with anyio.create_task_group() as starting:
+            for i, name in enumerate(names):
+                edge = partial(_robot, url, name, config, config.start(i), shared)
+                starting.start_soon(_start, tg, edge, name, window)
+        log.info("fleet_ready", robots=len(shared.robots), profile=config.profile.name)
+        tg.start_soon(_ticker, list(shared.robots.values()), 1.0 / config.profile.telemetry_hz,
+                      plain, name="fleet:ticker")
         task_status.started()
 
 
+async def _start(tg: anyio.abc.TaskGroup, robot: Callable[..., Coroutine[Any, Any, None]], name: str,
+                 window: anyio.CapacityLimiter) -> None:
+    async with window:
+        await tg.start(robot, name=f"fleet:{name}")
+
+
+async def _follow_world(events: Subscription, robots: dict[str, FleetEdge]) -> None:
+    """World events, once for the fleet: a change goes to the robot it names and to a
+    handover's receiver (its target); :meth:`LocalState.apply` keeps what concerns it."""
+    async for msg in events:
+        change = msg.data.change
+        for name in (change.robot, change.target):
+            edge = robots.get(name) if name else None
+            if edge is not None:
+                edge.state.apply(change)
+
+
 async def _robot(url: str, name: str, config: FleetSimConfig, start: str | None,
-                 agents: list[FleetEdge], *,
+                 shared: Shared, *,
                  task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     options = edge_bus_options(name, config.prefix)
     options.keepalive_s = config.keepalive_s
@@ -112,8 +171,9 @@ async def _robot(url: str, name: str, config: FleetSimConfig, start: str | None,
         try:
             async with Bus.connect(url, name=name, options=options) as bus:
                 edge = FleetEdge(bus, EdgeConfig(config.profile, name=name, start=start,
-                                                 time_scale=config.time_scale, registry=REGISTRY))
-                agents.append(edge)
+                                                 time_scale=config.time_scale, registry=REGISTRY),
+                                 shared)
+                shared.robots[name] = edge
                 await edge.serve(task_status=task_status)
                 return
         except ConnectError as exc:
@@ -131,30 +191,43 @@ async def _ticker(agents: list[FleetEdge], period: float, plain: Bus) -> None:
     the ZeroMQ hub waits for the hub's Python control thread (10,000 a second got each robot
     1.9 Hz), and a send on each robot's own socket cost about 40 us of the simulator's CPU,
     most of it waking ZeroMQ's I/O thread for that socket. A late subscriber still gets a
-    state at most a second old. A slice's retained publishes wait for their acks side by side.
+    state at most a second old. The ticker never waits for a retained state's ack (another
+    task does, :func:`_settle`): when it did, a hub slow to acknowledge under load stalled
+    every robot's state (1.8 Hz of 10 on the loaded 2-core VM).
     """
     step = period / TICK_SLICES
     every = max(1, round(1.0 / period))
     deadline = anyio.current_time()
     ticks = 0
-    while True:
-        via = None if ticks % every == 0 else plain
-        ticks += 1
-        for part in range(TICK_SLICES):
-            deadline += step
-            await anyio.sleep_until(deadline)
-            if via is not None:  # plain: nothing to wait for
+    acks, pending = anyio.create_memory_object_stream[tuple[str, Awaitable[None]]](math.inf)
+    async with anyio.create_task_group() as tg, acks:
+        tg.start_soon(_settle, pending, name="fleet:acks")
+        while True:
+            via = None if ticks % every == 0 else plain
+            ticks += 1
+            for part in range(TICK_SLICES):
+                deadline += step
+                await anyio.sleep_until(deadline)
                 for edge in agents[part::TICK_SLICES]:
-                    await _tick(edge, period, via)
-            else:
-                async with anyio.create_task_group() as tg:
-                    for edge in agents[part::TICK_SLICES]:
-                        tg.start_soon(_tick, edge, period, None)
-            deadline = max(deadline, anyio.current_time() - step)
+                    ack = await _tick(edge, period, via)
+                    if ack is not None:
+                        acks.send_nowait((edge.robot, ack))
+                deadline = max(deadline, anyio.current_time() - step)
 
 
-async def _tick(edge: FleetEdge, period: float, plain: Bus | None) -> None:
+async def _tick(edge: FleetEdge, period: float, plain: Bus | None) -> Awaitable[None] | None:
     try:
-        await edge.tick(period, plain)
+        return await edge.tick(period, plain)
     except BusError as exc:  # its connection is down: its will speaks for it
         log.warning("state_failed", robot=edge.robot, error=str(exc))
+        return None
+
+
+async def _settle(pending: MemoryObjectReceiveStream[tuple[str, Awaitable[None]]]) -> None:
+    """Await the retained states' acks, in the order they were sent."""
+    async with pending:
+        async for robot, ack in pending:
+            try:
+                await ack
+            except BusError as exc:
+                log.warning("state_failed", robot=robot, error=str(exc))

@@ -2,8 +2,11 @@
 
 Fifty simulated robots in one process beside the memory agent and the brain (all processes, on
 the ZeroMQ hub): every robot registers and is alive with a presence of its own (its own
-``Alive`` and last will), publishes state, and takes tasks from the brain; ``kill -9`` of the process makes
-the hub publish fifty last wills, one per robot.
+``Alive`` and last will), none is declared dead while the fleet starts, every one publishes state,
+and they take tasks from the brain; a world change made by someone else (here the test, as a
+tool would) reaches the robots it names through the fleet's one world-event subscription, a
+handover's receiver included; ``kill -9`` of the process makes the hub publish fifty last
+wills, one per robot.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import contextlib
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from bench import scenes
 from robobus.bus import Bus, BusOptions
 from robobus.schemas.messages import Alive, RobotState
+from robobus.schemas.world import WorldChange, WorldReply
 from tests.brain.test_processes import Fleet
 
 pytestmark = pytest.mark.anyio
@@ -34,6 +39,22 @@ async def _presences(bus: Bus, fl: Fleet, online: bool, seen: dict[str, Alive]) 
                     return
 
 
+async def _deaths(bus: Bus, fl: Fleet, out: list[Alive]) -> None:
+    async with bus.subscribe(fl.topics.alive("+"), Alive) as sub:
+        async for msg in sub:
+            if not msg.data.online:
+                out.append(msg.data)
+
+
+async def _state_of(bus: Bus, fl: Fleet, robot: str, holding: list[str]) -> RobotState:
+    """The first state of ``robot`` that holds exactly ``holding``."""
+    async with bus.subscribe(fl.topics.state(robot), RobotState) as sub:
+        async for msg in sub:
+            if msg.data.holding == holding:
+                return msg.data
+    raise AssertionError("state subscription ended")
+
+
 async def test_fifty_robots_in_one_process_register_live_and_take_tasks(
         tmp_path: Path, hub_url: str) -> None:
     with contextlib.ExitStack() as stack:
@@ -45,6 +66,8 @@ async def test_fifty_robots_in_one_process_register_live_and_take_tasks(
         async with Bus.connect(hub_url, name="tester", options=BusOptions(prefix=fl.prefix)) as bus, \
                 anyio.create_task_group() as tg:
             await tg.start(fl.watch, bus)
+            deaths: list[Alive] = []
+            tg.start_soon(_deaths, bus, fl, deaths)
             await fl.registered(bus)  # every registration, within 30 s
             alive: dict[str, Alive] = {}
             with anyio.fail_after(20):
@@ -70,6 +93,17 @@ async def test_fifty_robots_in_one_process_register_live_and_take_tasks(
             assert world.place_of("knife") == "officeDesk"
             holder = next(r for r, c in fl.commands if c.args.get("object") == "knife")
             assert holder in NAMES
+
+            # fb_0021 and fb_0023 start at the kitchen table, where the apple is
+            for change in (WorldChange("pick", robot="fb_0021", object="apple"),
+                           WorldChange("handover", robot="fb_0021", object="apple",
+                                       target="fb_0023")):
+                reply = await bus.request(fl.topics.world_change, change, timeout=10)
+                assert msgspec.msgpack.decode(reply.payload, type=WorldReply).ok, reply.payload
+            with anyio.fail_after(10):  # the receiver's state, from the world event alone
+                assert (await _state_of(bus, fl, "fb_0023", ["apple"])).place == "kitchenTable"
+                await _state_of(bus, fl, "fb_0021", [])
+            assert deaths == []  # none while the fleet started and worked
 
             dead: dict[str, Alive] = {}
             fl.kill9("fleet")
