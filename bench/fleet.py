@@ -77,6 +77,9 @@ class Watch:
     def __init__(self, topics: Topics, names: list[str]) -> None:
         self.topics, self.names = topics, names
         self.online: set[str] = set()
+        #: deaths (``Alive(online=False)``) of fleet robots seen so far: a robot the hub or
+        #: broker declared dead, or that said goodbye
+        self.deaths = 0
         self.lags_ms: list[float] = []
         self.sampling = False
         self.commands: dict[str, int] = {}  # task id -> arrival (perf_counter_ns)
@@ -86,6 +89,7 @@ class Watch:
         async with bus.subscribe(self.topics.alive("+"), Alive) as sub:
             async for msg in sub:
                 (self.online.add if msg.data.online else self.online.discard)(msg.data.robot)
+                self.deaths += not msg.data.online
                 self._kick()
 
     async def states(self, bus: Bus, robot: str) -> None:
@@ -108,6 +112,16 @@ class Watch:
         with anyio.fail_after(timeout):
             while not predicate():
                 await self.changed.wait()
+
+
+def _cmd(label: str, *args: str) -> list[str]:
+    """``robobus ARGS``, under cProfile when ``BENCH_FLEET_PROFILE`` names a folder."""
+    cmd = testing.robobus_cmd(*args)
+    folder = os.environ.get("BENCH_FLEET_PROFILE")
+    if not folder:
+        return cmd
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return [cmd[0], "-m", "bench.profiled", str(Path(folder) / f"{label}.prof"), *cmd[2:]]
 
 
 def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
@@ -133,9 +147,9 @@ async def run_one(kind: str, robots: int, window: float, n_instr: int) -> dict[s
                            ("fleet", ("edge", "--fleet", str(robots), "--profile", PROFILE,
                                       "--name", "fb", "--at", ",".join(PLACES),
                                       "--time-scale", "0.01"))):
-            proc = stack.enter_context(testing.spawn(testing.robobus_cmd(
-                *args, "--bus", url, "--prefix", prefix), name=f"{kind}-{name}", env=ENV,
-                log_dir=LOG_DIR))
+            proc = stack.enter_context(testing.spawn(_cmd(
+                f"{kind}-{robots}-{name}", *args, "--bus", url, "--prefix", prefix),
+                name=f"{kind}-{name}", env=ENV, log_dir=LOG_DIR))
             procs[name] = psutil.Process(proc.pid)
         watch = Watch(topics, names)
         async with Bus.connect(url, name="bench", options=BusOptions(prefix=prefix)) as bus, \
@@ -148,6 +162,7 @@ async def run_one(kind: str, robots: int, window: float, n_instr: int) -> dict[s
             t0 = time.monotonic()
             await watch.until(lambda: watch.online >= set(names), timeout=60 + robots * 0.3)
             startup_s = time.monotonic() - t0
+            dead_at_startup = watch.deaths
             await anyio.sleep(3.0)  # let the start-up traffic settle
             cpu0, w0 = _cpu(procs), time.monotonic()
             watch.sampling = True
@@ -156,12 +171,23 @@ async def run_one(kind: str, robots: int, window: float, n_instr: int) -> dict[s
             cpu1, w1 = _cpu(procs), time.monotonic()
             latencies = await _instructions(bus, topics, watch, names, n_instr)
             tg.cancel_scope.cancel()
+        if os.environ.get("BENCH_FLEET_PROFILE"):  # time to write the profiles (1,000 goodbyes)
+            for name in ("fleet", "brain", "memory"):
+                procs[name].terminate()
+                with contextlib.suppress(psutil.TimeoutExpired):
+                    procs[name].wait(60)
     cpu = {k: round(100 * (cpu1[k] - cpu0[k]) / (w1 - w0), 1) for k in cpu0}
-    return {"bus": kind, "robots": robots, "startup_s": round(startup_s, 1), "window_s": window,
-            "cpu_percent_of_one_core": cpu, "state_lag_p50_ms": pct(watch.lags_ms, 0.5),
+    hz = len(watch.lags_ms) / (len(sampled) * window)
+    return {"bus": kind, "robots": robots, "startup_s": round(startup_s, 1),
+            "deaths_during_startup": dead_at_startup, "window_s": window,
+            "cpu_percent_of_one_core": cpu,
+            # CPU per state the fleet published (states/s from the sampled robots' rate)
+            "cpu_us_per_state": {k: round(v * 1e4 / (hz * robots), 1) if hz else None
+                                 for k, v in cpu.items()},
+            "state_lag_p50_ms": pct(watch.lags_ms, 0.5),
             "state_lag_p99_ms": pct(watch.lags_ms, 0.99), "state_samples": len(watch.lags_ms),
             # states received per sampled robot per second: the profile's 10 Hz if all keep up
-            "state_hz_per_robot": round(len(watch.lags_ms) / (len(sampled) * window), 2),
+            "state_hz_per_robot": round(hz, 2),
             "instruction_p50_ms": pct(latencies, 0.5), "instruction_p99_ms": pct(latencies, 0.99),
             "instructions": len(latencies), "instruction_samples_ms": latencies}
 
@@ -217,7 +243,7 @@ def plot(out: Path, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--robots", type=int, default=1000)
-    ap.add_argument("--quiet", type=int, default=10, help="robots in the quiet-fleet baseline")
+    ap.add_argument("--quiet", type=int, default=10, help="robots in the quiet-fleet baseline (0: none)")
     ap.add_argument("--window", type=float, default=20.0, help="seconds of CPU and lag sampling")
     ap.add_argument("--instructions", type=int, default=20)
     ap.add_argument("--skip-mqtt", action="store_true")
@@ -226,11 +252,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for kind in ("zmq",) + (() if args.skip_mqtt else ("mqtt",)):
-        for n in (args.quiet, args.robots):
+        for n in ((args.quiet,) if args.quiet else ()) + (args.robots,):
             row = testing_run(kind, n, args.window, args.instructions)
+            _against_quiet(row, rows)
             rows.append(row)
-            print(f"  {kind:4s} {n:5d} robots: start {row['startup_s']} s, "
-                  f"CPU {row['cpu_percent_of_one_core']}, {row['state_hz_per_robot']} Hz, "
+            print(f"  {kind:4s} {n:5d} robots: start {row['startup_s']} s "
+                  f"({row['deaths_during_startup']} deaths), "
+                  f"CPU {row['cpu_percent_of_one_core']}, us/state {row['cpu_us_per_state']}, "
+                  f"{row['state_hz_per_robot']} Hz, "
                   f"state lag p50/p99 {row['state_lag_p50_ms']:.1f}/{row['state_lag_p99_ms']:.1f} ms, "
                   f"instruction p50/p99 {row['instruction_p50_ms']:.2f}/{row['instruction_p99_ms']:.2f} ms",
                   flush=True)
@@ -239,6 +268,16 @@ def main() -> None:
     plot(args.out, rows)
     (args.out / "fleet.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'fleet.json'}")
+
+
+def _against_quiet(row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """The instruction latency as a multiple of the quiet fleet's on the same bus."""
+    quiet = [r for r in rows if r["bus"] == row["bus"] and r["robots"] < row["robots"]]
+    if quiet:
+        for q in ("p50", "p99"):
+            base = quiet[0][f"instruction_{q}_ms"]
+            row[f"instruction_{q}_vs_quiet"] = round(row[f"instruction_{q}_ms"] / base, 2) \
+                if base else None
 
 
 def testing_run(kind: str, robots: int, window: float, n_instr: int) -> dict[str, Any]:
