@@ -219,9 +219,12 @@ class Hub:
         if len(frames) < 2:
             return
         try:
-            if self.guard is not None and not self._allowed(raw[1], frames):
-                return
-            self._handle(frames[0], frames[1], frames[2:])
+            account = None
+            if self.guard is not None:
+                account = self._allowed(raw[1], frames)
+                if account is None:
+                    return
+            self._handle(frames[0], frames[1], frames[2:], account)
         except BAD_CONTROL as exc:  # one malformed frame must not take the bus down
             log.warning("hub_bad_control", command=frames[1][:16], client=frames[0][:32],
                         error=repr(exc)[:200])
@@ -234,11 +237,15 @@ class Hub:
         self.replay.capture_from(self._capture_in)
         self.replay.pump(self.router)
 
-    def _handle(self, ident: bytes, cmd: bytes, args: list[bytes]) -> None:
+    def _handle(self, ident: bytes, cmd: bytes, args: list[bytes], account: str | None = None
+                ) -> None:
+        """One control command; ``account``: the sender's, when a policy is on (checked)."""
         client = self.clients.get(ident)
         if client is not None:
             client.last_seen = time.monotonic()
-        if cmd == wire.PUB and len(args) == 4:
+        if cmd == wire.PUBS and len(args) == 2:
+            self._publish_batch(ident, args[0], wire.decode_batch(args[1]), account)
+        elif cmd == wire.PUB and len(args) == 4:
             self._publish(args[1], args[2], args[3])
             wire.send_frames(self.router, [ident, wire.ACK, args[0]])
             self.stats["acked"] += 1
@@ -267,25 +274,65 @@ class Hub:
         else:
             log.warning("hub_bad_control", command=cmd[:16], client=ident[:32])
 
-    def _allowed(self, first: zmq.Frame, frames: list[bytes]) -> bool:
-        """Whether the policy lets this client's key send this control command; a refused
-        one is reported and has no effect (the sender of a refused hello or qos 1 publish is
-        told ``DENY``)."""
+    def _publish_batch(self, ident: bytes, first: bytes, entries: list[wire.Entry],
+                       account: str | None) -> None:
+        """``PUBS``: publish each entry in order, then one ``ACKS`` for the range. Under a
+        policy every entry is checked on its own: a refused or malformed one is answered
+        ``DENY`` (before the ``ACKS``, which the client then ignores for it) and the rest go
+        through."""
+        start = wire.unpack_id(first)
+        for i, (topic, header, payload) in enumerate(entries):
+            try:
+                if account is not None:
+                    stamped = self._entry_allowed(ident, account, start + i, topic, header)
+                    if stamped is None:
+                        continue
+                    header = stamped
+                self._publish(topic, header, payload)
+            except BAD_CONTROL as exc:  # one malformed entry: refused, not the whole batch
+                log.warning("hub_bad_control", command=wire.PUBS, client=ident[:32],
+                            error=repr(exc)[:200])
+                wire.send_frames(self.router, [ident, wire.DENY, wire.pack_id(start + i),
+                                               topic])
+        wire.send_frames(self.router, [ident, wire.ACKS, first,
+                                       len(entries).to_bytes(4, "big")])
+        self.stats["acked"] += len(entries)
+
+    def _entry_allowed(self, ident: bytes, account: str, ack_id: int, topic: bytes,
+                       header: bytes) -> bytes | None:
+        """One publish of a batch under the policy: its stamped header, or None if refused
+        (answered ``DENY`` and reported)."""
+        guard = self.guard
+        assert guard is not None
+        verdict = control_guard.check_publish(guard, account, wire.pack_id(ack_id), topic,
+                                              header)
+        self._tell(ident, guard, account, verdict)
+        return verdict.header if verdict.ok else None
+
+    def _allowed(self, first: zmq.Frame, frames: list[bytes]) -> str | None:
+        """The account of this client's key if the policy lets it send this control command
+        (None: refused, reported and without effect; the sender of a refused hello or qos 1
+        publish is told ``DENY``). Each publish of a ``PUBS`` is checked on its own later."""
         guard = self.guard
         assert guard is not None
         user = user_of(first)
         account = guard.account(user) if user is not None else "hub"
         verdict = control_guard.check(guard, account, frames[0].decode(errors="replace"),
                                       frames[1], frames[2:])
-        if verdict.answer is not None:
-            wire.send_frames(self.router, [frames[0], *verdict.answer])
         if verdict.header is not None:
             frames[4] = verdict.header
+        self._tell(frames[0], guard, account, verdict)
+        return account if verdict.ok else None
+
+    def _tell(self, ident: bytes, guard: HubGuard, account: str,
+              verdict: control_guard.Verdict) -> None:
+        """Send a verdict's answer to the client and report its refusal."""
+        if verdict.answer is not None:
+            wire.send_frames(self.router, [ident, *verdict.answer])
         if verdict.denied is not None:
             report = guard.refuse(account, *verdict.denied)
             if report is not None:
                 wire.send_frames(self.injector, report)
-        return verdict.ok
 
     def _forget(self, ident: bytes) -> None:
         """A client left (goodbye) or died: its durable stream, if any, is detached."""
@@ -305,7 +352,7 @@ class Hub:
         self.replay.pump(self.router)
 
     def _publish(self, topic: bytes, header: bytes, payload: bytes) -> None:
-        head = _dict.decode(header) if header else {}
+        head = _dict.decode(header) if header else {}  # also refuses a malformed header
         if head.pop("r", False):
             key = topic.decode()
             if payload:

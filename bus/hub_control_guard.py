@@ -42,19 +42,25 @@ def check(guard: HubGuard, account: str, client: str, cmd: bytes, args: list[byt
     if holder != account:
         return _no(("send control commands as client", client))
     if cmd == wire.PUB and len(args) == 4:
-        if not guard.may_publish(account, args[1]):
-            topic = args[1].decode(errors="replace")
-            return _no(("publish on", topic), [wire.DENY, args[0], args[1]])
-        header = guard.stamp_header(args[2], account)
-        if header is None:
-            raise ValueError("malformed data header")
-        return Verdict(header=header)  # the sender receivers see is the key's account
+        return check_publish(guard, account, args[0], args[1], args[2])
     if cmd == wire.DURABLE and args:
         return _no(_durable_denied(guard, account, args[0].decode(errors="replace")))
     if cmd == wire.SNAP and len(args) == 3 and not args[2].startswith(
             f"{wire.PROBE_PREFIX}{client}/".encode()):
         return _no(("fence a snapshot on", args[2].decode(errors="replace")))
     return Verdict()
+
+
+def check_publish(guard: HubGuard, account: str, ack_id: bytes, topic: bytes, header: bytes
+                  ) -> Verdict:
+    """One acknowledged publish, alone (``PUB``) or inside a batch (``PUBS``: the hub asks
+    for each entry, after :func:`check` admitted the batch's sender)."""
+    if not guard.may_publish(account, topic):
+        return _no(("publish on", topic.decode(errors="replace")), [wire.DENY, ack_id, topic])
+    stamped = guard.stamp_header(header, account)
+    if stamped is None:
+        raise ValueError("malformed data header")
+    return Verdict(header=stamped)  # the sender receivers see is the key's account
 
 
 def _no(denied: tuple[str, str] | None, answer: list[bytes] | None = None) -> Verdict:

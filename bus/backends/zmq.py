@@ -20,10 +20,8 @@ import asyncio
 import itertools
 import os
 import socket
-import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +31,7 @@ import structlog
 import zmq
 
 from robobus.bus import zmq_wire as wire
+from robobus.bus.backends.zmq_acked import AckedSender
 from robobus.bus.backends.zmq_durable import Durable
 from robobus.bus.backends.zmq_reader import Handler, watch
 from robobus.bus.errors import ConnectError, DisconnectedError, PublishError
@@ -45,10 +44,6 @@ if TYPE_CHECKING:  # imported only for ?embed=1 URLs (see _maybe_embed)
     from robobus.bus.hub import Hub
 
 log = structlog.get_logger("bus.zmq")
-_SEQ = struct.Struct(">Q")
-ACK_RESEND_S = 1.0
-ACK_TIMEOUT_S = 10.0
-MAX_IN_FLIGHT = 10_000
 
 
 class ZmqTransport:
@@ -63,15 +58,11 @@ class ZmqTransport:
         self._fences: dict[str, tuple[int, asyncio.Future[None]]] = {}
         self._seq_out: dict[tuple[str, int], int] = {}
         self._seq_in: dict[tuple[str, str], int] = {}
-        self._acks: dict[bytes, asyncio.Future[None]] = {}
         self._snaps: dict[bytes, asyncio.Future[bytes]] = {}
         self._probes: dict[str, asyncio.Event] = {}
         self._hello: asyncio.Future[None] | None = None
         self._own_retained: dict[str, Message] = {}
-        self._ack_ids = itertools.count(1)
         self._probe_ids = itertools.count(1)
-        self._resends: dict[bytes, asyncio.TimerHandle] = {}
-        self._room = asyncio.Event()  # set while fewer than MAX_IN_FLIGHT await their ack
         self._hub: Hub | None = None
         self._closed = False
         self._rejoining = False  # a rejoin (hello again) is under way
@@ -95,6 +86,8 @@ class ZmqTransport:
         # the publishing client id in headers, per path: best-effort, acknowledged
         self._path_ids = (config.client_id, config.client_id + "/q")
         self.loop = asyncio.get_running_loop()
+        #: acknowledged publishes: coalesced per loop turn, resent until acked (zmq_acked)
+        self.outbox = AckedSender(self.loop, self.send_control)
         self._watch(self.sub, self._on_data)
         self._watch(self.ctl, self._on_control)
         try:
@@ -144,6 +137,7 @@ class ZmqTransport:
             return
         self._closed = True
         if graceful:
+            self.outbox.flush()  # this turn's batch leaves before the goodbye
             self.ctl.send_multipart([wire.BYE], zmq.NOBLOCK)
             for sock in (self.pub, self.ctl):
                 sock.setsockopt(zmq.LINGER, 200)
@@ -151,16 +145,11 @@ class ZmqTransport:
             self.loop.remove_reader(sock.FD)
         for sock in (self.pub, self.sub, self.ctl):
             sock.close()
-        for timer in self._resends.values():
-            timer.cancel()
-        waiting: list[asyncio.Future[None] | asyncio.Future[bytes]] = [
-            *self._acks.values(), *self._snaps.values()]
-        for fut in waiting:
+        self.outbox.close()
+        for fut in self._snaps.values():
             if not fut.done():
                 fut.set_exception(DisconnectedError("transport closed"))
-                # a post's ack its owner no longer awaits (it is closing) is no error worth
-                # a "never retrieved" traceback; one who awaits it still gets the exception
-                fut.exception()
+                fut.exception()  # retrieved: its owner may be gone (see AckedSender.close)
         if self._hub is not None:
             self._hub.stop()
 
@@ -252,10 +241,10 @@ class ZmqTransport:
 
     def _on_control(self, frames: list[bytes]):  # noqa: ANN202
         cmd = frames[0]
-        if cmd == wire.ACK and len(frames) == 2:
-            fut = self._acks.pop(frames[1], None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+        if cmd == wire.ACKS and len(frames) == 3:
+            self.outbox.acked(wire.unpack_id(frames[1]), wire.unpack_id(frames[2]))
+        elif cmd == wire.ACK and len(frames) == 2:
+            self.outbox.acked(wire.unpack_id(frames[1]), 1)
         elif cmd == wire.DENY and len(frames) == 3:
             self._denied(frames[1], frames[2].decode(errors="replace"))
         elif cmd == wire.SNAP and len(frames) == 3:
@@ -276,14 +265,13 @@ class ZmqTransport:
             self.config.task_group.start_soon(self._rejoin, name="zmq-rejoin")
 
     def _denied(self, what: bytes, reason: str) -> None:
-        """The hub's policy refused our hello (its will) or an acknowledged publish."""
+        """The hub's policy refused our hello (its will) or an acknowledged publish (``reason``
+        is then its topic)."""
         if what == wire.HELLO:
             if self._hello is not None and not self._hello.done():
                 self._hello.set_exception(ConnectError(self.config.url, f"hub refused: {reason}"))
             return
-        fut = self._acks.pop(what, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(PublishError(reason, "not authorized by the hub's policy"))
+        self.outbox.denied(wire.unpack_id(what), reason)
 
     def add_filter(self, pattern: str, sub_id: int) -> None:
         """ZeroMQ filters by prefix: the literal part before the first wildcard, ref-counted."""
@@ -346,39 +334,19 @@ class ZmqTransport:
         await (await self._send_acked(msg))
 
     async def _send_acked(self, msg: Message) -> asyncio.Future[None]:
-        """Send ``msg`` on the control socket; the future completes at the hub's ack.
-
-        Resends ride a loop timer per message rather than a timeout scope around the await:
-        on the path of every command and status, a scope costs more than the send itself.
-        The bookkeeping ends in the future's callback, so a caller that is cancelled while
-        awaiting it (which cancels the future) leaves nothing behind.
-        """
+        """Send ``msg`` on the control socket (see :mod:`zmq_acked`); the future completes at
+        the hub's ack. A caller cancelled while awaiting it leaves nothing behind: the resend
+        sweep drops a cancelled future's entry."""
         if self._closed:
             raise DisconnectedError(f"{self.config.url} is closed")
-        while len(self._acks) >= MAX_IN_FLIGHT:
-            self._room.clear()
-            await self._room.wait()
+        if self.outbox.full:
+            await self.outbox.room()
         if msg.retain:
             if msg.payload:
                 self._own_retained[msg.topic] = msg
             else:
                 self._own_retained.pop(msg.topic, None)
-        ack_id = _SEQ.pack(next(self._ack_ids))
-        frames = [wire.PUB, ack_id, msg.topic.encode(), self._header(msg, 1), msg.payload]
-        fut = self._acks[ack_id] = self.loop.create_future()
-        fut.add_done_callback(partial(self._settled, ack_id))
-        self.send_control(frames)
-        self._resends[ack_id] = self.loop.call_later(
-            ACK_RESEND_S, self._resend, ack_id, frames, self.loop.time() + ACK_TIMEOUT_S)
-        return fut
-
-    def _settled(self, ack_id: bytes, _fut: asyncio.Future[None]) -> None:
-        self._acks.pop(ack_id, None)
-        timer = self._resends.pop(ack_id, None)
-        if timer is not None:
-            timer.cancel()
-        if len(self._acks) < MAX_IN_FLIGHT:
-            self._room.set()
+        return self.outbox.post(msg.topic.encode(), self._header(msg, 1), msg.payload)
 
     def send_control(self, frames: list[bytes]) -> None:
         """Send on the control socket without ever blocking the loop, then drain again (see
@@ -391,19 +359,6 @@ class ZmqTransport:
         except zmq.Again:
             log.debug("control_send_dropped", command=frames[0][:16])
         self._kick(self.ctl)
-
-    def _resend(self, ack_id: bytes, frames: list[bytes], deadline: float) -> None:
-        fut = self._acks.get(ack_id)
-        if fut is None or fut.done():
-            return
-        if self.loop.time() > deadline:
-            topic = frames[2].decode(errors="replace")
-            fut.set_exception(PublishError(topic, f"hub did not acknowledge in {ACK_TIMEOUT_S}s"))
-            return
-        if not self._closed:
-            self.send_control(frames)
-        self._resends[ack_id] = self.loop.call_later(ACK_RESEND_S, self._resend, ack_id, frames,
-                                                     deadline)
 
     # -- subscribing -------------------------------------------------------------------
     async def subscribe(self, pattern: str, sub_id: int) -> None:
