@@ -37,7 +37,7 @@ from robobus.bus.backends.zmq_reader import Handler, watch
 from robobus.bus.errors import ConnectError, DisconnectedError, PublishError
 from robobus.bus.message import Message
 from robobus.bus.security import zmq_client_keys
-from robobus.bus.topics import literal_prefix, matches
+from robobus.bus.topics import literal_prefix, matches, remember
 from robobus.bus.transport import Dispatch, TransportConfig, acked, will_of
 
 if TYPE_CHECKING:  # imported only for ?embed=1 URLs (see _maybe_embed)
@@ -233,8 +233,11 @@ class ZmqTransport:
             return
         key = (client, topic)
         last = self._seq_in.get(key)
+        if last is None:  # bounded: a brain publishes on a topic per task (see _header)
+            remember(self._seq_in, key, seq)
+            return
         self._seq_in[key] = seq
-        if last is not None and seq > last + 1:
+        if seq > last + 1:
             self.dropped += seq - last - 1
             log.warning("messages_lost_at_hwm", topic=topic, publisher=client,
                         lost=seq - last - 1, total_lost=self.dropped)
@@ -308,7 +311,13 @@ class ZmqTransport:
     def _header(self, msg: Message, path: int) -> bytes:
         key = (msg.topic, path)
         seq = self._seq_out.get(key, 0) + 1
-        self._seq_out[key] = seq
+        if seq == 1:
+            # Bounded like the other per-topic caches: the brain publishes on a topic per
+            # task, and these dicts grew by one entry a task for good. Emptied, numbering
+            # starts again at 1, which a subscriber never counts as a loss.
+            remember(self._seq_out, key, seq)
+        else:
+            self._seq_out[key] = seq
         return wire.encode_header(msg, self._path_ids[path], seq)
 
     async def publish(self, msg: Message) -> None:

@@ -26,6 +26,7 @@ from robobus.bus import zmq_wire as wire
 from robobus.bus.hub import Hub
 from robobus.bus.hub_guard import HubGuard
 from robobus.bus.security import zmq_hub_accounts, zmq_hub_keys
+from robobus.bus.topics import TOPIC_CACHE_LIMIT
 from robobus.secure import SecureConfig, default_policy, make_curve
 
 pytestmark = pytest.mark.anyio
@@ -151,6 +152,18 @@ async def test_raw_pub_and_pubs_frames() -> None:
             with anyio.fail_after(10):
                 got = [(await sub.get()).payload for _ in range(4)]
             assert got == [b"pub", b"a", b"b", b"c"]
+            # A topic per message (the brain's statuses: a topic per task): the per-topic
+            # sequence numbers stay bounded, and emptying them counts no message as lost.
+            async with Bus.connect(url, name="tx") as tx:
+                n = TOPIC_CACHE_LIMIT + 50
+                for i in range(n):
+                    await tx.publish(f"x/t/{i}", b"")
+                with anyio.fail_after(20):
+                    for _ in range(n):
+                        await sub.get()
+                assert len(tx._transport._seq_out) <= TOPIC_CACHE_LIMIT + 1  # type: ignore[attr-defined]
+            assert len(rx._transport._seq_in) <= TOPIC_CACHE_LIMIT + 1  # type: ignore[attr-defined]
+            assert rx._transport.dropped == 0  # type: ignore[attr-defined]
     finally:
         ctl.close(0)
         await _stop(hub)
