@@ -5,7 +5,9 @@
 A real memory agent (store, views, group commit, acks) on an in-process bus is fed the hub's
 durable stream by :class:`bus.backends.zmq_durable.Durable` as fast as it takes it: batches of
 256 (``DATA h "" packed``, what the hub sends) or one message per ``DATA`` (what it sent
-before), with the agent's GC tuning on or off. The buffers run full, as when the agent is the
+before), with the agent's GC tuning on or off; ``tap``: batches taken in raw runs by the
+agent's tapped subscription (``zmq_durable.tap``, ``memory_store/raw.py``), as over a real
+durable ZeroMQ bus now. The buffers run full, as when the agent is the
 bottleneck, and nothing else competes for the process, so CPU per event is steadier here than
 in ``bench.memory --ingest``'s pipeline on a busy machine. Sockets and the hub are left out.
 Writes ``memory_ingest_cpu.json``.
@@ -65,15 +67,20 @@ class _Transport:
         self.acked = int.from_bytes(frames[1], "big")
 
 
-async def measure(n: int, batched: bool, gc_threshold: int | None) -> dict[str, float]:
+async def measure(n: int, batched: bool, gc_threshold: int | None, tapped: bool = False
+                  ) -> dict[str, float]:
     stream = frames(n, batched)
     with tempfile.TemporaryDirectory() as tmp:
         async with Bus.connect("memory://bench-cpu", name="memory") as bus, \
                 anyio.create_task_group() as tg:
-            await tg.start(run, bus, MemoryConfig(store=Path(tmp) / "s",
-                                                  gc_threshold=gc_threshold))
             transport = _Transport(bus)
             durable = Durable(transport, "memory")  # type: ignore[arg-type]
+            if tapped:  # the agent finds the stream where a ZeroMQ bus keeps it
+                bus._transport.durable = durable  # type: ignore[attr-defined]
+            await tg.start(run, bus, MemoryConfig(store=Path(tmp) / "s",
+                                                  gc_threshold=gc_threshold))
+            # the subscriptions a ZeroMQ transport would have told the stream about
+            durable.filters = {i: s.pattern for i, s in bus._subs.items()}
             cpu, wall = time.process_time(), time.monotonic()
             for i, f in enumerate(stream):
                 pending = durable.on_data(f)
@@ -92,16 +99,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # child: batch|single gc|nogc
+    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # child: tap|batch|single gc|nogc
+    ap.add_argument("--modes", nargs="+", default=["tap", "batch", "single"],
+                    choices=["tap", "batch", "single"])
     args = ap.parse_args()
     if args.one:
         mode, gc = args.one
-        result = bus_run(measure, args.events, mode == "batch", 10_000 if gc == "gc" else None)
+        result = bus_run(measure, args.events, mode != "single", 10_000 if gc == "gc" else None,
+                         mode == "tap")
         print(json.dumps(result))
         return
     rows = []
     for _ in range(args.repeats):  # each variant in a fresh process, interleaved
-        for mode in ("batch", "single"):
+        for mode in args.modes:
             for gc in ("gc", "nogc"):
                 out = subprocess.run([sys.executable, "-m", "bench.memory_ingest_cpu", "--events",
                                       str(args.events), "--one", mode, gc], check=True,

@@ -26,6 +26,7 @@ import yaml
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from robobus.bus import Bus
+from robobus.bus.backends.zmq_durable import BATCH_TOPIC, tap
 from robobus.bus.errors import BusError, DecodeError, PayloadTooLarge
 from robobus.bus.message import Message
 from robobus.bus.presence import Presence
@@ -37,6 +38,7 @@ from robobus.memory_store.headers import head_of
 from robobus.memory_store.log import Record
 from robobus.memory_store.no_brain import answer_without_brain
 from robobus.memory_store.query import LOG_KINDS, answer, parse, refuse
+from robobus.memory_store.raw import take_run
 from robobus.memory_store.segment import MAX_TOPIC_BYTES, pack_key
 from robobus.memory_store.store import MemoryStore, StoreOptions, open_store
 from robobus.memory_store.views import MAX_FINISHED_IN_RAM, Rejected, Views
@@ -195,6 +197,13 @@ class MemoryAgent:
         return True
 
     # -- ingest -----------------------------------------------------------------------------
+    def takes_raw(self, topic: str) -> bool:
+        """Whether the durable stream may hand over ``topic``'s messages raw (memory_store.raw):
+        not requests, unrecorded or excluded topics, topics too long to key, reply inboxes."""
+        return (topic not in self.requests and topic != self.unrecorded
+                and (self.excluded is None or not self.excluded(topic))
+                and len(topic.encode()) <= MAX_TOPIC_BYTES and "/_inbox/" not in topic)
+
     async def ingest(self, sub: Subscription) -> None:
         """The hot path: per message a record tuple, an ack entry and a dict lookup for the
         views; the records of a burst go to the committer at once.
@@ -220,6 +229,12 @@ class MemoryAgent:
             base = committer.put_count  # nothing else puts while this loop runs
             while msg is not None:
                 topic = msg.topic
+                if topic is BATCH_TOPIC:  # a run of the durable stream, acked as one
+                    take_run(msg.data, msg.ts_ns, record, observe, effects)
+                    unacked((base + len(records), msg))
+                    n += 1
+                    msg = sub.get_nowait() if n < _DRAIN else None
+                    continue
                 if len(topic) > MAX_TOPIC_BYTES // 4 and self._unrecordable(msg, base + len(records)):
                     n += 1
                     msg = sub.get_nowait() if n < _DRAIN else None
@@ -441,6 +456,8 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
                                       manual_ack=True, reports=owns))
                     subs.append(sub)
                     tg.start_soon(agent.ingest, sub, name=f"memory-ingest {pattern}")
+                if len(subs) == 1:  # durable ZeroMQ: whole runs of the stream (memory_store.raw)
+                    tap(bus, subs[0], agent.takes_raw)
                 if agent.views is not None and agent.views.scene is not None:
                     await bus.publish(topics.scene, agent.views.scene, retain=True, qos=1)
                 if cfg.store_options.retention_ns is not None:
@@ -488,7 +505,11 @@ async def _record_leftovers(agent: MemoryAgent, subs: list[Subscription]) -> Non
     left = 0
     for sub in subs:
         while (msg := sub.get_nowait()) is not None:
-            if msg.topic != agent.unrecorded and (
+            if msg.topic is BATCH_TOPIC:
+                run: list[Record] = []
+                take_run(msg.data, msg.ts_ns, run.append, None, [])
+                agent.committer.extend(run)
+            elif msg.topic != agent.unrecorded and (
                     agent.excluded is None or not agent.excluded(msg.topic)):
                 agent.committer.put(msg.topic, msg.payload, msg.ts_ns, head_of(msg))
             if msg.ack_token is not None:

@@ -10,12 +10,19 @@ buffer answers ``NODURABLE`` and the client falls back to subscribing normally.
 The hub sends the stream in batches, ``DATA h "" packed`` (see :mod:`bus.hub_replay`): one
 ZeroMQ message for up to 256 numbered messages, dispatched in order and confirmed together
 (the batch's last number) once each of them is processed.
+
+A recorder may :func:`tap` its subscription (issue 16 item 6): the messages of a batch that
+only it wants then reach it as whole runs, one carrier message (topic :data:`BATCH_TOPIC`,
+``data`` a list of ``(topic, payload, head)``) per run instead of a :class:`Message`, a
+dispatch and a buffer slot each. Messages other subscriptions want too (or the recorder
+leaves to its normal path) are dispatched one by one as before, in the stream's order.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -26,11 +33,48 @@ import structlog
 from robobus.bus import zmq_wire as wire
 from robobus.bus.hub_replay import LENGTHS
 from robobus.bus.message import AckToken, Message
+from robobus.bus.subscription import Subscription
+from robobus.bus.topics import matches
 
 if TYPE_CHECKING:
+    from robobus.bus.api import Bus
     from robobus.bus.backends.zmq import ZmqTransport
 
 log = structlog.get_logger("bus.zmq.durable")
+#: the topic of the carrier messages a tapped subscription receives (see :func:`tap`)
+BATCH_TOPIC = "$robobus/durable/batch"
+#: one message of a carrier's run: its topic, payload and wire header
+Raw = tuple[str, bytes, wire.Head]
+_head = msgspec.msgpack.Decoder(wire.Head).decode
+_NO_HEAD = wire.Head()
+#: topics classified per tap (cleared when full)
+_ROUTES_LIMIT = 65_536
+
+
+@dataclass(slots=True)
+class Tap:
+    """A subscription that takes the stream's messages in runs (see :func:`tap`)."""
+
+    sub: Subscription
+    #: topics the subscriber takes raw (it leaves the others to its normal path)
+    takes: Callable[[str], bool]
+    max_payload: int
+
+
+def tap(bus: Bus, sub: Subscription, takes: Callable[[str], bool]) -> bool:
+    """Let ``sub`` (manual ack, ``Overflow.BLOCK``) take the durable stream's messages in runs.
+
+    A message goes into a carrier for ``sub`` when ``sub`` is the only subscription of the bus
+    that matches its topic, ``takes(topic)`` and its payload is within the bus's limit; the
+    carrier is acknowledged once, for the whole run. Returns False (nothing changes) unless
+    ``bus`` is a ZeroMQ bus on the hub's durable stream.
+    """
+    durable = getattr(bus._transport, "durable", None)  # noqa: SLF001 (same package)
+    if not isinstance(durable, Durable) or not durable.on or not sub.manual_ack:
+        return False
+    durable.tapped = Tap(sub, takes, bus.options.max_payload)
+    durable.routes.clear()
+    return True
 
 
 @dataclass(slots=True)
@@ -46,11 +90,17 @@ class Durable:
     filters: dict[int, str] = field(default_factory=dict)
     acked_h: int = 0
     dack_scheduled: bool = False
+    tapped: Tap | None = None
+    #: messages handed to the tap in runs (the rest were dispatched one by one)
+    raw: int = 0
+    #: topic -> (name, whether the tap takes it raw)
+    routes: dict[bytes, tuple[str, bool]] = field(default_factory=dict)
 
     async def subscribe(self, pattern: str, sub_id: int) -> None:
         """Every message comes through the hub's numbered stream, which starts only now: a
         message that reached no subscription would be confirmed unseen."""
         self.filters[sub_id] = pattern
+        self.routes.clear()
         await self.transport.fetch_snapshot(pattern, sub_id)
         if not self.started:
             self.started = True
@@ -91,6 +141,8 @@ class Durable:
         # the last message is dispatched; _release lets go of the hold.
         token = AckToken(None, 1, True)
         packed = frames[3]
+        if self.tapped is not None:
+            return self._runs(token, h, packed, self.tapped)
         pos, end = 0, len(packed)
         while pos < end:
             h, pos, pending = self._step(token, h, packed, pos)
@@ -137,6 +189,92 @@ class Durable:
                 await more
         self._release(token, h - 1)
 
+    def _runs(self, token: AckToken, h: int, packed: bytes, tapped: Tap
+              ) -> Awaitable[None] | None:
+        """A batch for a tapped subscription: runs of raw messages, each in one carrier, and
+        the other messages one by one, in order."""
+        items = self._split(h, packed, tapped)
+        for i, item in enumerate(items):
+            pending = self._deliver(token, item, tapped.sub)
+            if pending is not None:
+                return self._finish_runs(token, pending, items[i + 1 :], tapped.sub,
+                                         h + _count(items) - 1)
+        self._release(token, h + _count(items) - 1)
+        return None
+
+    def _split(self, h: int, packed: bytes, tapped: Tap) -> list[list[Raw] | Message | int]:
+        """Parse a batch: raw runs, messages, and ints (damaged entries, counted only)."""
+        items: list[list[Raw] | Message | int] = []
+        run: list[Raw] | None = None
+        routes, unpack, view = self.routes, LENGTHS.unpack_from, memoryview(packed)
+        pos, end = 0, len(packed)
+        while pos < end:
+            try:
+                tlen, blen = unpack(packed, pos)
+            except struct.error:
+                log.warning("bad_durable_batch", at=pos, size=len(packed))
+                break
+            topic = packed[pos + LENGTHS.size : pos + LENGTHS.size + tlen]
+            body = pos + LENGTHS.size + tlen  # the body: header length, header, payload
+            pos = stop = body + blen
+            head_end = body + 2 + int.from_bytes(packed[body : body + 2], "big")
+            route = routes.get(topic) or self._route(topic, tapped)
+            try:
+                if head_end > stop or stop > end:
+                    raise ValueError("data frame shorter than its header")
+                if route[1] and stop - head_end <= tapped.max_payload:
+                    head = _head(view[body + 2 : head_end]) if head_end > body + 2 else _NO_HEAD
+                    if run is None:
+                        run = []
+                        items.append(run)
+                    run.append((route[0], packed[head_end:stop], head))
+                    continue
+                msg, _ = wire.decode_frames([topic, view[body + 2 : head_end],
+                                             packed[head_end:stop]])
+            except (ValueError, msgspec.DecodeError, RecursionError) as exc:
+                log.warning("bad_durable_frame", error=str(exc))
+                items.append(1)
+                run = None
+                continue
+            items.append(msg)
+            run = None
+        return items
+
+    def _route(self, topic: bytes, tapped: Tap) -> tuple[str, bool]:
+        name = topic.decode(errors="replace")
+        only = [i for i, p in self.filters.items() if matches(p, name)] == [tapped.sub.sub_id]
+        if len(self.routes) >= _ROUTES_LIMIT:
+            self.routes.clear()
+        route = self.routes[topic] = (name, only and tapped.takes(name))
+        return route
+
+    def _deliver(self, token: AckToken, item: list[Raw] | Message | int, sub: Subscription
+                 ) -> Awaitable[None] | None:
+        if isinstance(item, int):
+            return None
+        if isinstance(item, list):
+            carrier = Message(BATCH_TOPIC, b"", ts_ns=time.time_ns(), data=item,
+                              ack_token=token)
+            token.remaining += 1
+            self.raw += len(item)
+            return None if sub.put_nowait(carrier) else sub.put(carrier)
+        item.ack_token = token
+        held = token.remaining
+        token.remaining = 0  # Bus.dispatch sets it to this message's manual-ack deliveries
+        pending = self.transport.dispatch(item, None)
+        token.remaining += held
+        return pending
+
+    async def _finish_runs(self, token: AckToken, pending: Awaitable[None],
+                           items: list[list[Raw] | Message | int], sub: Subscription,
+                           last_h: int) -> None:
+        await pending
+        for item in items:
+            more = self._deliver(token, item, sub)
+            if more is not None:
+                await more
+        self._release(token, last_h)
+
     def _release(self, token: AckToken, last_h: int) -> None:
         """Every message of a batch is dispatched: the token may now confirm ``last_h``."""
         token.send = partial(self._ack, last_h)
@@ -169,6 +307,11 @@ class Durable:
         self.dack_scheduled = False
         if not self.transport.closed:
             self.transport.send_control([wire.DACK, self.acked_h.to_bytes(8, "big")])
+
+
+def _count(items: list[list[Raw] | Message | int]) -> int:
+    """How many stream messages (numbers) a split batch holds."""
+    return sum(len(i) if isinstance(i, list) else 1 for i in items)
 
 
 async def _settle_after(pending: Awaitable[None], msg: Message) -> None:

@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 
+import anyio
+import msgspec
 import pytest
 import zmq
 
+from robobus import memory_store, testing
+from robobus.bus import Bus, BusOptions
 from robobus.bus import zmq_wire as wire
 from robobus.bus.hub_replay import BATCH, LENGTHS, ReplayBuffer
+from robobus.bus.message import Message
+from robobus.memory_store.agent import MemoryConfig, run
+from robobus.memory_store.commit import CommitOptions
+from robobus.memory_store.headers import head_of
+from robobus.memory_store.raw import stored_head
+from robobus.schemas.memory import MemoryQuery, QueryReply
+from robobus.schemas.messages import RobotState
+from robobus.schemas.topics import Topics
 
 
 class Router:
@@ -123,3 +136,49 @@ def test_chunks_stream_in_order_within_the_window_and_resume_where_confirmed(
     assert buffer.lost == oldest - 601
     after = [h for h in router.numbers(b"m2") if h > 600]
     assert after[0] == oldest and after == list(range(oldest, oldest + len(after)))
+
+
+@pytest.mark.anyio
+async def test_a_durable_agent_takes_runs_and_records_views_queries_and_headers_as_before(
+        tmp_path: Path, prefix: str) -> None:
+    """Over a hub process with a replay buffer, the agent's tapped subscription takes the
+    stream in runs: every event is stored once, in order, with its retain flag and sender;
+    the views fold the runs' state messages; a query (left to the normal path) sees every
+    message published before it."""
+    opts = BusOptions(prefix=prefix)
+    config = MemoryConfig(store=tmp_path / "store", commit=CommitOptions(window_s=0.001))
+    topics = Topics(prefix)
+    with testing.hub(extra=["--replay-buffer", "10000"]) as url:
+        async with Bus.connect(f"{url}?durable=memory", name="memory", options=opts) as abus, \
+                Bus.connect(url, name="client", options=opts) as client, \
+                anyio.create_task_group() as tg:
+            await tg.start(run, abus, config)
+            durable = abus._transport.durable  # type: ignore[attr-defined]
+            assert durable.tapped is not None, "the agent did not tap the durable stream"
+            await client.publish(f"{prefix}/robots/g1/state",
+                                 RobotState(robot="g1", battery=0.5), retain=True, qos=1)
+            for i in range(600):
+                await client.publish(f"{prefix}/load/r{i % 3}", b"%d" % i)
+            with anyio.fail_after(10):
+                page = await client.request(topics.memory_query, MemoryQuery(
+                    kind="events", pattern=f"{prefix}/load/#", limit=1000), timeout=10)
+            events = msgspec.msgpack.decode(page.payload, type=QueryReply).result["events"]
+            assert [e["payload"] for e in events] == [b"%d" % i for i in range(600)]
+            robot = msgspec.msgpack.decode((await client.request(topics.memory_query, MemoryQuery(
+                kind="robot", name="g1"), timeout=10)).payload, type=QueryReply)
+            assert robot.result["state"]["battery"] == 0.5
+            assert durable.raw >= 601, "the load did not come in runs"
+            tg.cancel_scope.cancel()
+    with memory_store.open(tmp_path / "store", readonly=True) as store:
+        # a live copy of a retained publish is not flagged retained (the hub strips it)
+        (state,) = list(store.scan(pattern=f"{prefix}/robots/g1/state"))
+        assert state.props is not None and state.props.sender == "client"
+        load = list(store.scan(pattern=f"{prefix}/load/#"))
+        assert len(load) == 600 and not load[0].retain and load[0].props.sender == "client"
+
+
+@pytest.mark.parametrize("head", [wire.Head(), wire.Head(r=True, s="a"), wire.Head(s="b", n=3),
+                                  wire.Head(rt="x/_inbox/1", cd=b"\x01", s="c")])
+def test_a_run_stores_the_header_a_message_would(head: wire.Head) -> None:
+    msg = Message("t/a", b"p", head.r, 0, head.rt, head.cd, head.s)
+    assert stored_head(head) == head_of(msg)
