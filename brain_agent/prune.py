@@ -112,6 +112,41 @@ def nearest(search: Search, place: str | None, k: int, ok: Callable[[Bot], bool]
 
 
 # -- lower bounds per way of reaching a want (inf where a robot cannot) ----------------------
+def handover_floor(search: Search, src: str | None, dest: str | None) -> float:
+    """A lower bound on the finish of every handover of an object nobody holds, from ``src``
+    to ``dest`` (``Search._handover_end``), inf if no robot could take part: over the takers,
+    the least of (the later of the first giver's pick at ``src`` and this taker's arrival
+    there, plus its carry to ``dest`` and place), plus the shortest handover. Givers and takers
+    are every usable robot able to play the part (free-handed and reaching ``src``, a taker
+    ``dest`` too: a superset of those the search costs); robots the plan has moved are costed
+    from their timelines, as in :func:`soonest`."""
+    index, bots = search.index, search.bots
+    can, dur = index.roster.can, index.roster.dur
+    usable = index.usable & (index.free > 0) & index.reach(src)  # a copy: hands free, at src
+    touched = [b for n in search.touched if n in bots and (b := bots[n]).hand_free()
+               and b.reaches(src)]
+    for name in search.touched:
+        if (i := index.row(name)) is not None:
+            usable[i] = False
+    inf = np.inf
+    arrive = index.arrive(src)
+    at = {b.name: b.t + search.travel(b, b.place, src, b.pos) for b in touched}
+    give = min([float(np.where(usable & can["pick"] & can["handover"], arrive + dur["pick"],
+                               inf).min(initial=inf))]
+               + [at[b.name] + b.dur("pick") for b in touched if b.can("pick")
+                  and b.can("handover")])
+    hand = min([float(np.where(usable & can["handover"], dur["handover"], inf).min(initial=inf))]
+               + [b.dur("handover") for b in touched if b.can("handover")])
+    takers = usable & can["place"] & index.reach(dest)
+    carry = index.hop(src, dest) + dur["place"]
+    take = float(np.where(takers, np.maximum(arrive, give) + carry, inf).min(initial=inf))
+    for b in touched:
+        if b.can("place") and b.reaches(dest):
+            hop = search.between(b, src, dest) if src and dest else 0.0
+            take = min(take, max(at[b.name], give) + hop + b.dur("place"))
+    return take + hand
+
+
 def _free_bound(index: FleetIndex) -> np.ndarray:
     """Time to free a hand is 0 or one put-down (``Search.free_cost``)."""
     return np.where(index.free > 0, 0.0, np.minimum(index.roster.dur["place"], 0.0))

@@ -271,10 +271,22 @@ class Search:
                 end = self._direct_end(bot, obj, src, target, dest, holder is None)
                 if end is not None:
                     out.append(Option(end, partial(self._direct, bot, obj, src, target, dest)))
-        if want.robot is None or not out:
+        if (want.robot is None or not out) and not self._handover_loses(out, src, dest, holder):
             out.extend(self._handover_options(obj, src, target, dest, holder, mobile_givers=not out,
                                               involving=want.robot))
         return out
+
+    def _handover_loses(self, out: list[Option], src: str | None, dest: str | None,
+                        holder: Bot | None) -> bool:
+        """True when no handover can be chosen over ``out``: the first of equally soon options
+        is taken, so a handover wins only by finishing strictly sooner, and none finishes
+        before :func:`prune.handover_floor`. Its givers and takers are then not costed: on an
+        idle fleet that was half of a plan's CPU (issue 16, item 2). The plan is the same."""
+        if not (self.prune and out and holder is None):
+            return False
+        best = min(o.end for o in out)
+        floor = bound.handover_floor(self, src, dest)
+        return math.isinf(floor) or best <= floor - bound.slack(floor)
 
     def _direct_end(self, bot: Bot, obj: str, src: str | None, target: str, dest: str | None,
                     pick: bool) -> float | None:
