@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from robobus.bus.backends.zmq_durable import Raw
-from robobus.bus.zmq_wire import Head
+from robobus.bus.backends.zmq_durable import Raw, RawHead
 from robobus.memory_store.headers import Properties, pack
 from robobus.memory_store.log import Record
 
@@ -23,7 +22,7 @@ _heads: dict[tuple[bool, str | None], bytes] = {}
 _HEADS_LIMIT = 4096
 
 
-def stored_head(head: Head) -> bytes:
+def stored_head(head: RawHead) -> bytes:
     """What :func:`memory_store.headers.head_of` stores for the message of this wire header
     (over ZeroMQ: QoS 0, no content type, user properties or payload format)."""
     if head.rt is None and head.cd is None:

@@ -43,10 +43,25 @@ if TYPE_CHECKING:
 log = structlog.get_logger("bus.zmq.durable")
 #: the topic of the carrier messages a tapped subscription receives (see :func:`tap`)
 BATCH_TOPIC = "$robobus/durable/batch"
+
+
+class RawHead(msgspec.Struct, omit_defaults=True, gc=False):
+    """:class:`bus.zmq_wire.Head` as a run carries it: the same fields and checks, kept out
+    of the garbage collector's young generation (a run holds one per message; see
+    ``memory_store.agent.tune_gc``)."""
+
+    r: bool = False
+    rt: str | None = None
+    cd: bytes | None = None
+    s: str | None = None
+    c: str | None = None
+    n: int | None = None
+
+
 #: one message of a carrier's run: its topic, payload and wire header
-Raw = tuple[str, bytes, wire.Head]
-_head = msgspec.msgpack.Decoder(wire.Head).decode
-_NO_HEAD = wire.Head()
+Raw = tuple[str, bytes, RawHead]
+_head = msgspec.msgpack.Decoder(RawHead).decode
+_NO_HEAD = RawHead()
 #: topics classified per tap (cleared when full)
 _ROUTES_LIMIT = 65_536
 

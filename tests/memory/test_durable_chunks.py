@@ -19,6 +19,7 @@ import zmq
 from robobus import memory_store, testing
 from robobus.bus import Bus, BusOptions
 from robobus.bus import zmq_wire as wire
+from robobus.bus.backends.zmq_durable import RawHead
 from robobus.bus.hub_replay import BATCH, LENGTHS, ReplayBuffer
 from robobus.bus.message import Message
 from robobus.memory_store.agent import MemoryConfig, run
@@ -177,8 +178,8 @@ async def test_a_durable_agent_takes_runs_and_records_views_queries_and_headers_
         assert len(load) == 600 and not load[0].retain and load[0].props.sender == "client"
 
 
-@pytest.mark.parametrize("head", [wire.Head(), wire.Head(r=True, s="a"), wire.Head(s="b", n=3),
-                                  wire.Head(rt="x/_inbox/1", cd=b"\x01", s="c")])
-def test_a_run_stores_the_header_a_message_would(head: wire.Head) -> None:
+@pytest.mark.parametrize("head", [RawHead(), RawHead(r=True, s="a"), RawHead(s="b", n=3),
+                                  RawHead(rt="x/_inbox/1", cd=b"\x01", s="c")])
+def test_a_run_stores_the_header_a_message_would(head: RawHead) -> None:
     msg = Message("t/a", b"p", head.r, 0, head.rt, head.cd, head.s)
     assert stored_head(head) == head_of(msg)
