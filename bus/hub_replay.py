@@ -185,10 +185,29 @@ class ReplayBuffer:
                 _send(router, state.ident, state.sent + 1, chunk.after(state.sent))
                 state.sent = chunk.last
                 chunk = self.by_first.get(state.sent + 1)
-            while chunk is not None and chunk.last <= limit:
-                _send(router, state.ident, chunk.first, chunk.packed)
-                state.sent = chunk.last
-                chunk = self.by_first.get(state.sent + 1)
+            if chunk is not None:
+                self._stream(router, state, chunk, limit)
+
+    def _stream(self, router: zmq.Socket, state: _Durable, chunk: Chunk, limit: int) -> None:
+        """Send ``chunk`` and the chunks after it that fit in the window, joined into batches
+        of up to :data:`BATCH`: chunks are sealed per read of the capture, so a client that
+        waited for its window would otherwise get the small ones one message each."""
+        assert state.ident is not None
+        batch: list[bytes] = []
+        first = count = 0
+        found: Chunk | None = chunk
+        while found is not None and found.last <= limit:
+            if batch and count + found.count > BATCH:
+                _send(router, state.ident, first, b"".join(batch))
+                batch, count = [], 0
+            if not batch:
+                first = found.first
+            batch.append(found.packed)
+            count += found.count
+            state.sent = found.last
+            found = self.by_first.get(state.sent + 1)
+        if batch:
+            _send(router, state.ident, first, b"".join(batch))
 
     def _overrun(self, state: _Durable) -> None:
         """An attached client fell a whole buffer behind (it stopped confirming): what it

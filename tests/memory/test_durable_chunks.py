@@ -138,6 +138,17 @@ def test_chunks_stream_in_order_within_the_window_and_resume_where_confirmed(
     after = [h for h in router.numbers(b"m2") if h > 600]
     assert after[0] == oldest and after == list(range(oldest, oldest + len(after)))
 
+    # chunks sealed one message each (a quiet bus) still go out joined, up to BATCH a batch
+    quiet = ReplayBuffer(capacity=1000)
+    for i in range(300):
+        quiet.capture(data(i))
+    quiet.attach("memory", b"q")
+    quiet.pump(router)  # type: ignore[arg-type]
+    quiet.ack(b"q", BATCH + 10)  # the window (BATCH + 10) was full
+    quiet.pump(router)  # type: ignore[arg-type]
+    assert [len(items) for _, items in router.batches[b"q"]] == [BATCH, 10, 300 - BATCH - 10]
+    assert router.numbers(b"q") == list(range(1, 301))
+
 
 @pytest.mark.anyio
 async def test_a_durable_agent_takes_runs_and_records_views_queries_and_headers_as_before(
