@@ -132,7 +132,9 @@ class Brain:
 
     async def _take(self, msg: Message) -> None:
         """One instruction: ignored (standby, replayed), refused, shed or taken."""
-        if await self.leader.decided() == "standby":  # the active brain takes it
+        if self._standby() or (self.leader.mode == "deciding"
+                               and await self.leader.decided() == "standby"):
+            # the active brain takes it
             log.debug("standby_instruction_ignored", topic=msg.topic)
             return
         if msg.replayed and not self.config.accept_replayed:
@@ -152,11 +154,17 @@ class Brain:
         what = f"{handler.__name__} on {sub.pattern}"
         feedback = handler == self.scheduler.on_feedback
         async for msg in sub:
-            if feedback and await self.leader.decided() == "standby":
+            if feedback and (self._standby() or (self.leader.mode == "deciding"
+                                                 and await self.leader.decided() == "standby")):
                 continue  # results of the active brain's commands; a standby has none
             if self._from_its_robot(msg):
                 # one message that a handler cannot take is reported; the next one is served
                 await self.guard.call(what, msg.topic, handler, msg.data, payload=msg.payload)
+
+    def _standby(self) -> bool:
+        """A standby, decided (then no coroutine per message: ``Leader.decided`` only waits
+        while the role is being decided)."""
+        return self.leader.mode == "standby"
 
     def _from_its_robot(self, msg: Message) -> bool:
         if not self.robot_topics(msg.topic)[1]:

@@ -69,14 +69,23 @@ class FleetView:
         self._seq: int | None = None
         self._refreshing = False
         self.on_offline: list = []  # async callables (robot) -> None, set by the scheduler
+        self._fleet: dict[str, RobotRegistration] | None = None  # fleet(), until a change
 
     # -- fleet ---------------------------------------------------------------------------
     def fleet(self) -> dict[str, RobotRegistration]:
-        """Registered robots not known to be offline."""
-        return {r: reg for r, reg in self.registrations.items() if self.online.get(r, True)}
+        """Registered robots not known to be offline (the same dict until a registration or a
+        presence changes it: every plan context asks, three times an instruction, and at
+        1,000 robots building it was ~50 µs each; callers must not change it)."""
+        fleet = self._fleet
+        if fleet is None:
+            online = self.online
+            fleet = self._fleet = {r: reg for r, reg in self.registrations.items()
+                                   if online.get(r, True)}
+        return fleet
 
     def on_registration(self, reg: RobotRegistration) -> None:
         self.registrations[reg.robot] = reg
+        self._fleet = None
         self._ensure_robot(reg.robot)
 
     async def on_cleared(self, robot: str) -> None:
@@ -87,6 +96,7 @@ class FleetView:
         """
         if self.registrations.pop(robot, None) is None:
             return
+        self._fleet = None
         self.states.pop(robot, None)
         log.warning("robot_unregistered", robot=robot)
         for callback in self.on_offline:
@@ -109,6 +119,8 @@ class FleetView:
         self.presence[alive.robot] = alive
         was = self.online.get(alive.robot, True)
         self.online[alive.robot] = alive.online
+        if was != alive.online:
+            self._fleet = None
         if alive.robot in self.world.robots:
             self.world.robots[alive.robot].alive = alive.online
         if was and not alive.online:

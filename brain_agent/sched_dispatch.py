@@ -50,7 +50,9 @@ class Dispatch(SchedulerBase):
         timeout = (spec.timeout_s if spec else 60.0) * self.config.timeout_scale
         cmd = SkillCommand(run.command_id, step.skill, dict(step.args), task_id=task.id,
                            step_id=step.id, timeout_s=timeout)
-        run.command, run.sent_at = cmd, anyio.current_time()
+        # the loop's clock (anyio.current_time() is the same clock, found anew on each call)
+        loop = asyncio.get_running_loop()
+        run.command, run.sent_at = cmd, loop.time()
         try:
             await self.status.sent()  # the task's record reaches the wire before its command
             await self.bus.publish(self.topics.skill(run.robot, step.skill), cmd, qos=1)
@@ -62,7 +64,7 @@ class Dispatch(SchedulerBase):
         limit = timeout + self.config.timeout_margin_s
         # A loop timer, not a task with a cancel scope: arming and cancelling one per step is
         # on the dispatch path (anyio's CancelScope.cancel formats the task's repr).
-        run.watchdog = asyncio.get_running_loop().call_later(limit, self._watchdog, run, limit)
+        run.watchdog = loop.call_later(limit, self._watchdog, run, limit)
 
     def reconcile(self, state: RobotState) -> None:
         """Compare a robot's state with the step the brain believes it runs.

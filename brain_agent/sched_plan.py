@@ -121,12 +121,13 @@ class Planning(SchedulerBase):
                 released |= plan_objects(other)
         return Sharing(frozenset(released), allow_kept)
 
-    def make_plan(self, task: Task, goals: GoalSet) -> Plan:
+    def make_plan(self, task: Task, goals: GoalSet, memo: Round | None = None) -> Plan:
         """Plan from the current world: first on free robots, then queueing behind others;
         putting down an object a finished task left in a robot's hand only if nothing else
-        works (the ``planned`` status then says so)."""
+        works (the ``planned`` status then says so). ``memo``: the round's, if nothing changed
+        since it was made."""
         self.put_down.pop(task.id, None)
-        memo = Round()
+        memo = memo or Round()
         try:
             return self._plan_keeping(task, goals, self.sharing(task), memo)
         except PlanningError as exc:
@@ -143,8 +144,10 @@ class Planning(SchedulerBase):
         goal_text = _goal_json.encode(goals).decode()
         name = self.planner.name
         try:
+            # its refusal is never shown (a plan queueing behind others is tried next): no
+            # explanation is worked out for it
             return plan_goals(goals, self.context(task, strict=True, memo=memo), planner=name,
-                              goal_text=goal_text, sharing=sharing)
+                              goal_text=goal_text, sharing=sharing, explain=False)
         except PlanningError:
             ctx = self.context(task, strict=False, memo=memo)
             try:
@@ -172,15 +175,19 @@ class Planning(SchedulerBase):
         self.status.emit(task, "accepted")
         try:
             await self._wait_world()
+            # A planner that never waits (inline) reads and plans with nothing running in
+            # between: the reading's context and the plan's share one round (each live task's
+            # open work is worked out once, not twice; issue 16, item 2).
+            memo = Round() if self.planner.inline else None
             if task.goals is None:
                 goals = await self.goals_for(task, self.context(task, strict=False,
-                                                                project_ahead=False))
+                                                                project_ahead=False, memo=memo))
                 cancel = next((g for g in goals.goals if isinstance(g, CancelTask)), None)
                 if cancel is not None:
                     await self.cancel_task(cancel.task_id, task)
                     return
                 task.goals = goals
-            plan = self.make_plan(task, task.goals)
+            plan = self.make_plan(task, task.goals, memo)
         except BrainError as exc:
             self.finish(task, "failed", exc.reason)
             return

@@ -74,7 +74,7 @@ class Search:
     """Greedy, cost-driven construction of a plan on simulated robot timelines."""
 
     def __init__(self, ctx: PlanContext, *, naive: bool = False, prune: bool = True,
-                 sharing: Sharing | None = None) -> None:
+                 sharing: Sharing | None = None, explain: bool = True) -> None:
         """``prune=False`` costs every robot for every want (the reference the pruned search is
         tested against); ``naive`` implies it. ``sharing``: which held objects may be put down."""
         self.ctx = ctx
@@ -82,6 +82,8 @@ class Search:
         self.freed: list[tuple[str, str]] = []  # kept objects this plan puts down
         self.naive = naive
         self.prune = prune and not naive
+        #: whether a refusal says why (:meth:`why_not`); a caller that drops it says False
+        self.explain = explain
         self.world: World = sim_copy(ctx.world)
         self.index = FleetIndex(ctx)
         self.bots = BotTable(self.index)
@@ -192,7 +194,8 @@ class Search:
         """Commit the option that reaches ``want`` soonest (the first one when naive)."""
         options = self.options(want)
         if not options:
-            raise PlanningError(self.why_not(want), "impossible")
+            raise PlanningError(self.why_not(want) if self.explain else f"cannot reach {want}",
+                                "impossible")
         best = options[0] if self.naive else min(options, key=lambda o: o.end)
         best.run()
 
@@ -203,6 +206,7 @@ class Search:
         """An independent copy of the search state, to try an alternative on."""
         other = Search.__new__(Search)
         other.ctx, other.naive, other.wanted = self.ctx, self.naive, self.wanted
+        other.explain = self.explain
         other.sharing, other.freed = self.sharing, list(self.freed)
         other.prune, other.index, other.touched = self.prune, self.index, set(self.touched)
         other.world = sim_copy(self.world)
@@ -485,18 +489,19 @@ class Search:
 
 def plan_goals(goals: GoalSet, ctx: PlanContext, *, planner: str = "symbolic", goal_text: str = "",
                naive: bool = False, check: bool = True, prune: bool = True,
-               sharing: Sharing | None = None) -> Plan:
+               sharing: Sharing | None = None, explain: bool = True) -> Plan:
     """Turn ``goals`` into a validated :class:`Plan` for ``ctx`` (raises BrainError subclasses).
 
     ``naive=True`` assigns each want to the first capable robot by name (a quality baseline);
     ``prune=False`` costs every robot for every want (the same plan, slower: a cost baseline).
     ``sharing`` says which held objects may be put down; its ``put_down`` gets the kept ones
-    the plan puts down (only with ``allow_kept``).
+    the plan puts down (only with ``allow_kept``). ``explain=False``: a refusal for want of a
+    robot does not work out why (a caller that drops the reason).
     """
     from robobus.brain_agent.validate import validate
 
     wants = resolve_goals(goals, ctx)
-    search = Search(ctx, naive=naive, prune=prune, sharing=sharing)
+    search = Search(ctx, naive=naive, prune=prune, sharing=sharing, explain=explain)
     steps = search.run(wants)
     makespan = max(search.end.values(), default=0.0)
     plan = Plan(ctx.task_id, steps, planner=planner, goal=goal_text or ctx.text,

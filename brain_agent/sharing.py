@@ -52,8 +52,10 @@ def _lookup(step: PlanStep, fleet: Mapping[str, RobotRegistration]
     return hit[1], hit[2]
 
 
-def _spec(step: PlanStep, fleet: Mapping[str, RobotRegistration]) -> SkillSpec | None:
+def skill_spec(step: PlanStep, fleet: Mapping[str, RobotRegistration]) -> SkillSpec | None:
+    """The spec of the step's skill in its robot's registration (the first of that name)."""
     return _lookup(step, fleet)[0]
+
 
 
 def involved(step: PlanStep, fleet: Mapping[str, RobotRegistration]) -> set[str]:
@@ -154,8 +156,13 @@ def project(world: World, tasks: Iterable[Task], fleet: Mapping[str, RobotRegist
         for run in task.runs.values():
             if run.state not in _OPEN:
                 continue
-            spec = _spec(run.step, fleet)
-            change = change_for(run.step, spec) if spec is not None else None
+            # the step's change, made once per registration of its robot (a new one replaces
+            # the object): each plan applies every open step of every task ahead
+            reg, hit = fleet.get(run.step.robot), run.change
+            if hit is None or hit[0] is not reg:
+                spec = skill_spec(run.step, fleet)
+                hit = run.change = (reg, change_for(run.step, spec) if spec is not None else None)
+            change = hit[1]
             if change is None:
                 continue
             try:

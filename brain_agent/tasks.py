@@ -43,6 +43,9 @@ class StepRun:
     resends: int = 0
     #: robots the brain holds for this step while it runs (its own, a handover's receiver)
     holds: tuple[str, ...] = ()
+    #: (the registration it was read from, the world change the step makes): see
+    #: ``sharing.project``, which applies every open step of the tasks ahead on each plan
+    change: tuple[Any, Any] | None = None
 
     @property
     def robot(self) -> str:
@@ -218,16 +221,19 @@ class StatusPublisher:
             tg.start_soon(self._settle, settle, name="brain-status-acks")
             async with posted, self._recv:
                 async for msg in self._recv:
-                    await self._publish(msg, posted)
                     # Everything queued goes out in this wake-up: a receive yields to the loop
                     # each time, and one status per loop turn fell behind a busy brain (at
                     # 100 instructions/s 'accepted' lagged 0.5 s behind the first command).
-                    while True:
-                        try:
-                            msg = self._recv.receive_nowait()
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
+                    # As one batch on ZeroMQ (one control message and one ack): a brain's
+                    # control sends were its largest cost (issue 16).
+                    with self.bus.coalesce():
                         await self._publish(msg, posted)
+                        while True:
+                            try:
+                                msg = self._recv.receive_nowait()
+                            except (anyio.WouldBlock, anyio.EndOfStream):
+                                break
+                            await self._publish(msg, posted)
 
     async def _publish(self, msg: TaskStatus, posted: MemoryObjectSendStream[_Posted]) -> None:
         # logged here, off the instruction-to-command path. The routine statuses of a task
