@@ -155,8 +155,8 @@ def code_tree(rev: str | None) -> Iterator[dict[str, str] | None]:
             (pkg / entry.name).symlink_to(entry)
         for name in ("bus", "schemas", "skills", "brain_agent", "edge_agent", "memory_store"):
             (pkg / name).symlink_to(src / name)
-        # PYTHONSAFEPATH: without it ``python -m`` puts the current directory first on
-        # sys.path, and run from a checkout that imports the checkout's ``robobus`` (whose
+        # PYTHONSAFEPATH: without it ``python -m`` puts the current directory first on the
+        # import path, and run from a checkout that imports the checkout's ``robobus`` (whose
         # bus/, memory_store/ ... the editable install then finds): both sides of a
         # --baseline run were the working tree's code.
         yield {"PYTHONPATH": str(pkg.parent), "PYTHONSAFEPATH": "1"}
