@@ -38,7 +38,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 _H = struct.Struct(">Q")
 
 
-def frames(n: int, batched: bool) -> list[list[bytes]]:
+def frames(n: int, batched: bool, batch: int = BATCH) -> list[list[bytes]]:
     """``n`` 256-byte events on 16 topics as the hub streams them (robobus wire headers)."""
     name = b"pub0"
     head = (b"\x83\xa1s\xa4" + name + b"\xa1c\xa4" + name + b"\xa1n\xce")
@@ -50,7 +50,7 @@ def frames(n: int, batched: bool) -> list[list[bytes]]:
         return [[wire.DATA, _H.pack(h), t, b] for h, t, b in items]
     return [[wire.DATA, _H.pack(chunk[0][0]), b"",
              b"".join(LENGTHS.pack(len(t), len(b)) + t + b for _, t, b in chunk)]
-            for chunk in (items[s : s + BATCH] for s in range(0, n, BATCH))]
+            for chunk in (items[s : s + batch] for s in range(0, n, batch))]
 
 
 class _Transport:
@@ -67,9 +67,9 @@ class _Transport:
         self.acked = int.from_bytes(frames[1], "big")
 
 
-async def measure(n: int, batched: bool, gc_threshold: int | None, tapped: bool = False
-                  ) -> dict[str, float]:
-    stream = frames(n, batched)
+async def measure(n: int, batched: bool, gc_threshold: int | None, tapped: bool = False,
+                  batch: int = BATCH) -> dict[str, float]:
+    stream = frames(n, batched, batch)
     with tempfile.TemporaryDirectory() as tmp:
         async with Bus.connect("memory://bench-cpu", name="memory") as bus, \
                 anyio.create_task_group() as tg:
@@ -103,13 +103,15 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # child: tap|batch|single gc|nogc
+    ap.add_argument("--batch", type=int, default=BATCH,
+                    help="messages per DATA batch (the hub sends up to 256; fewer when quiet)")
     ap.add_argument("--modes", nargs="+", default=["tap", "batch", "single"],
                     choices=["tap", "batch", "single"])
     args = ap.parse_args()
     if args.one:
         mode, gc = args.one
         result = bus_run(measure, args.events, mode != "single", 10_000 if gc == "gc" else None,
-                         mode == "tap")
+                         mode == "tap", args.batch)
         print(json.dumps(result))
         return
     rows = []
@@ -117,9 +119,11 @@ def main() -> None:
         for mode in args.modes:
             for gc in ("gc", "nogc"):
                 out = subprocess.run([sys.executable, "-m", "bench.memory_ingest_cpu", "--events",
-                                      str(args.events), "--one", mode, gc], check=True,
+                                      str(args.events), "--batch", str(args.batch), "--one", mode,
+                                      gc], check=True,
                                      capture_output=True, text=True).stdout
-                row = {"stream": mode, "gc_tuned": gc == "gc", **json.loads(out.splitlines()[-1])}
+                row = {"stream": mode, "gc_tuned": gc == "gc", "batch": args.batch,
+                       **json.loads(out.splitlines()[-1])}
                 rows.append(row)
                 print(f"{mode:<6} {'gc tuned' if gc == 'gc' else 'gc default':<10} "
                       f"{row['cpu_us_per_event']:6.2f} µs CPU/event "
