@@ -31,7 +31,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from robobus.bus import Bus, BusError, BusOptions, ConnectError, Overflow, Subscription
+from robobus.bus import Bus, BusError, BusOptions, Overflow, Subscription
 from robobus.edge_agent.agent import EdgeAgent, EdgeConfig, edge_bus_options
 from robobus.edge_agent.profile import RobotProfile
 from robobus.schemas.messages import SkillSpec
@@ -45,7 +45,7 @@ log = structlog.get_logger("edge.fleet")
 #: window that the next robot enters as soon as one is online, so the hub's control thread is
 #: never flooded with 1,000 hellos and never idle while a batch waits for its slowest robot
 CONNECT_AT_ONCE = 50
-#: attempts to connect one robot: a hub busy with a fleet's hellos may miss the 5 s answer
+#: attempts to start one robot: a hub busy with a fleet's hellos may miss the 5 s answer
 CONNECT_ATTEMPTS = 3
 #: the fleet's connections heartbeat every 2 s (a single edge: 0.5 s), so a loop busy with
 #: 1,000 robots' work is not taken for 1,000 dead robots; a killed fleet is dead in about 5 s
@@ -162,11 +162,27 @@ async def _follow_world(events: Subscription, robots: dict[str, FleetEdge]) -> N
                 edge.state.apply(change)
 
 
+class _Starting(anyio.abc.TaskStatus[None]):
+    """Passes ``started`` on and remembers it: a robot retries only before it started."""
+
+    def __init__(self, inner: anyio.abc.TaskStatus[None]) -> None:
+        self.inner, self.done = inner, False
+
+    def started(self, value: None = None) -> None:
+        self.done = True
+        self.inner.started(value)
+
+
 async def _robot(url: str, name: str, config: FleetSimConfig, start: str | None,
                  shared: Shared, *,
                  task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """One robot, tried again (up to ``CONNECT_ATTEMPTS``) if it fails before it is online: on
+    a loaded machine a hello, a subscription's sync or an acknowledged birth can outlast its
+    5 s, and one robot's failure then ended the whole fleet (the tree before this change did,
+    at 1,000 robots under load 12 on the 2-core VM)."""
     options = edge_bus_options(name, config.prefix)
     options.keepalive_s = config.keepalive_s
+    status = _Starting(task_status)
     for attempt in range(1, CONNECT_ATTEMPTS + 1):
         try:
             async with Bus.connect(url, name=name, options=options) as bus:
@@ -174,12 +190,12 @@ async def _robot(url: str, name: str, config: FleetSimConfig, start: str | None,
                                                  time_scale=config.time_scale, registry=REGISTRY),
                                  shared)
                 shared.robots[name] = edge
-                await edge.serve(task_status=task_status)
+                await edge.serve(task_status=status)
                 return
-        except ConnectError as exc:
-            if attempt == CONNECT_ATTEMPTS:
+        except (BusError, TimeoutError) as exc:
+            if status.done or attempt == CONNECT_ATTEMPTS:
                 raise
-            log.warning("connect_retry", robot=name, attempt=attempt, error=str(exc))
+            log.warning("start_retry", robot=name, attempt=attempt, error=repr(exc))
 
 
 async def _ticker(agents: list[FleetEdge], period: float, plain: Bus) -> None:
