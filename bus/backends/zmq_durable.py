@@ -220,8 +220,10 @@ class Durable:
     def _split(self, h: int, packed: bytes, tapped: Tap) -> list[list[Raw] | Message | int]:
         """Parse a batch: raw runs, messages, and ints (damaged entries, counted only)."""
         items: list[list[Raw] | Message | int] = []
-        run: list[Raw] | None = None
+        run: list[Raw]
         routes, unpack, view = self.routes, LENGTHS.unpack_from, memoryview(packed)
+        limit, size = tapped.max_payload, LENGTHS.size
+        add = None
         pos, end = 0, len(packed)
         while pos < end:
             try:
@@ -229,30 +231,33 @@ class Durable:
             except struct.error:
                 log.warning("bad_durable_batch", at=pos, size=len(packed))
                 break
-            topic = packed[pos + LENGTHS.size : pos + LENGTHS.size + tlen]
-            body = pos + LENGTHS.size + tlen  # the body: header length, header, payload
+            body = pos + size + tlen  # the body: header length, header, payload
+            topic = packed[pos + size : body]
             pos = stop = body + blen
-            head_end = body + 2 + int.from_bytes(packed[body : body + 2], "big")
             route = routes.get(topic) or self._route(topic, tapped)
             try:
-                if head_end > stop or stop > end:
+                if stop > end or blen < 2:
                     raise ValueError("data frame shorter than its header")
-                if route[1] and stop - head_end <= tapped.max_payload:
+                head_end = body + 2 + (packed[body] << 8 | packed[body + 1])
+                if head_end > stop:
+                    raise ValueError("data frame shorter than its header")
+                if route[1] and stop - head_end <= limit:
                     head = _head(view[body + 2 : head_end]) if head_end > body + 2 else _NO_HEAD
-                    if run is None:
+                    if add is None:
                         run = []
                         items.append(run)
-                    run.append((route[0], packed[head_end:stop], head))
+                        add = run.append
+                    add((route[0], packed[head_end:stop], head))
                     continue
                 msg, _ = wire.decode_frames([topic, view[body + 2 : head_end],
                                              packed[head_end:stop]])
             except (ValueError, msgspec.DecodeError, RecursionError) as exc:
                 log.warning("bad_durable_frame", error=str(exc))
                 items.append(1)
-                run = None
+                add = None
                 continue
             items.append(msg)
-            run = None
+            add = None
         return items
 
     def _route(self, topic: bytes, tapped: Tap) -> tuple[str, bool]:

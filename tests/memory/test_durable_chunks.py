@@ -7,6 +7,7 @@ unpacking the ZeroMQ backend uses."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import zmq
 from robobus import memory_store, testing
 from robobus.bus import Bus, BusOptions
 from robobus.bus import zmq_wire as wire
-from robobus.bus.backends.zmq_durable import RawHead
+from robobus.bus.backends.zmq_durable import BATCH_TOPIC, Durable, RawHead, tap
 from robobus.bus.hub_replay import BATCH, LENGTHS, ReplayBuffer
 from robobus.bus.message import Message
 from robobus.memory_store.agent import MemoryConfig, run
@@ -194,3 +195,48 @@ async def test_a_durable_agent_takes_runs_and_records_views_queries_and_headers_
 def test_a_run_stores_the_header_a_message_would(head: RawHead) -> None:
     msg = Message("t/a", b"p", head.r, 0, head.rt, head.cd, head.s)
     assert stored_head(head) == head_of(msg)
+
+
+class Transport:
+    """What ``Durable`` uses of the ZeroMQ transport: dispatch, the loop, control sends."""
+
+    closed = False
+
+    def __init__(self, bus: Bus, dacks: list[int]) -> None:
+        self.dispatch = bus.dispatch
+        self.loop = asyncio.get_running_loop()
+        self.dacks = dacks
+
+    def send_control(self, frames: list[bytes]) -> None:
+        assert frames[0] == wire.DACK
+        self.dacks.append(int.from_bytes(frames[1], "big"))
+
+
+@pytest.mark.anyio
+async def test_a_tapped_batch_skips_a_damaged_entry_and_keeps_other_subscribers_in_order() -> None:
+    """A run stops at a message another subscription wants too (dispatched as a Message, in
+    order) and skips a damaged entry; the batch is confirmed once both carriers are acked."""
+    good = [(b"t/a", wire.pack_body(b"", b"0")), (b"t/a", wire.pack_body(b"", b"1")),
+            (b"t/shared", wire.pack_body(b"", b"2")), (b"t/a", b"\x00\x09"),  # damaged
+            (b"t/b", wire.pack_body(b"", b"4"))]
+    packed = b"".join(LENGTHS.pack(len(t), len(b)) + t + b for t, b in good)
+    dacks: list[int] = []
+    async with Bus.connect("memory://tapped-batch", name="rec") as bus, \
+            bus.subscribe("t/#", manual_ack=True) as sub, bus.subscribe("t/shared") as other:
+        durable = Durable(Transport(bus, dacks), "rec")  # type: ignore[arg-type]
+        bus._transport.durable = durable  # type: ignore[attr-defined]
+        durable.filters = {sub.sub_id: "t/#", other.sub_id: "t/shared"}
+        assert tap(bus, sub, lambda topic: True)
+        assert durable.on_data([wire.DATA, (20).to_bytes(8, "big"), b"", packed]) is None
+        got = [sub.get_nowait() for _ in range(3)]
+        assert [m.topic for m in got] == [BATCH_TOPIC, "t/shared", BATCH_TOPIC]  # type: ignore[union-attr]
+        assert [p for _, p, _ in got[0].data] == [b"0", b"1"]  # type: ignore[union-attr]
+        assert [p for _, p, _ in got[2].data] == [b"4"]  # type: ignore[union-attr]
+        assert (await other.get()).payload == b"2"
+        for msg in got[:2]:
+            msg.ack()  # type: ignore[union-attr]
+        await anyio.sleep(0.01)
+        assert dacks == []
+        got[2].ack()  # type: ignore[union-attr]
+        await anyio.sleep(0.01)
+        assert dacks == [24]
