@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 from collections.abc import Awaitable, Sequence
@@ -113,6 +114,15 @@ class BusCore:
         return await self._transport.post(self._message(
             topic, payload, retain, qos, response_topic, correlation, content_type,
             user_properties, payload_format))
+
+    def coalesce(self) -> contextlib.AbstractContextManager[None]:
+        """``with bus.coalesce():`` acknowledged publishes made inside leave together when it
+        exits: on ZeroMQ one control message and one acknowledgement for all of them (the
+        brain's task statuses). Without it the first acknowledged publish of an event-loop
+        turn leaves at once and the rest of the turn together. Order is kept either way; a
+        no-op on the other transports."""
+        coalesce = getattr(self._transport, "coalesce", None)
+        return coalesce() if coalesce is not None else contextlib.nullcontext()
 
     def _message(self, topic: str, payload: Payload, retain: bool, qos: int,
                  response_topic: str | None, correlation: bytes | None,

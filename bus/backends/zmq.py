@@ -17,6 +17,7 @@ cleared just before we subscribed) and takes everything after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -331,6 +332,10 @@ class ZmqTransport:
             self._send_plain(msg)
             return acked()
         return await self._send_acked(msg)
+
+    def coalesce(self) -> contextlib.AbstractContextManager[None]:
+        """See :meth:`robobus.bus.core.BusCore.coalesce`."""
+        return self.outbox.coalesce()
 
     def _send_plain(self, msg: Message) -> None:
         if self._closed:

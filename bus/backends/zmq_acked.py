@@ -15,7 +15,8 @@ what waited :data:`ACK_TIMEOUT_S`; an entry whose future its owner cancelled is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from robobus.bus import zmq_wire as wire
 from robobus.bus.errors import DisconnectedError, PublishError
@@ -44,6 +45,7 @@ class AckedSender:
         self._batch_first = 0
         self._batch_bytes = 0
         self._turn = False  # a post left in this loop turn: later ones join the batch
+        self._held = 0  # inside coalesce(): every post joins the batch
         self._sweeping = False
         self._room = asyncio.Event()  # set while fewer than MAX_IN_FLIGHT await their ack
         self._room.set()
@@ -75,9 +77,10 @@ class AckedSender:
             self.loop.call_later(ACK_RESEND_S, self._sweep)
         if not self._turn:
             self._turn = True
-            self.loop.call_soon(self._end_turn)
-            self._send_run(ack_id, [entry])
-            return fut
+            self.loop.call_soon(self._end_turn)  # for a batch held over a yield, too
+            if not self._held:
+                self._send_run(ack_id, [entry])
+                return fut
         if not self._batch:
             self._batch_first = ack_id
         self._batch.append(entry)
@@ -85,6 +88,20 @@ class AckedSender:
         if len(self._batch) >= MAX_BATCH or self._batch_bytes >= MAX_BATCH_BYTES:
             self.flush()
         return fut
+
+    @contextlib.contextmanager
+    def coalesce(self) -> Iterator[None]:
+        """Posts made inside leave as one batch when it exits, the first one too (a burst
+        of statuses: one control message, not two). Should it be held over a yield, the
+        batch still leaves at the end of the loop turn."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held:
+                self.flush()
+                self._turn = False  # a post after this one leaves at once again
 
     def flush(self) -> None:
         """Send the batch gathered so far (at the end of the turn, or before a goodbye)."""

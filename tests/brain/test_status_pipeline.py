@@ -5,6 +5,7 @@ publishes in flight, every task's statuses still in order on the wire, through a
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import anyio
@@ -33,6 +34,9 @@ class Counted:
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
         return self._settled(ack)
+
+    def coalesce(self) -> AbstractContextManager[None]:
+        return self.bus.coalesce()
 
     async def _settled(self, ack: Awaitable[None]) -> None:
         try:

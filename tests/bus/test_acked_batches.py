@@ -102,6 +102,16 @@ async def test_a_batch_under_the_policy_and_a_resend_across_a_hub_restart(
             assert [m.payload for m in got] == [b"s1", b"s2", b"reg", b"s3"]
             assert {m.sender for m in got} == {"r1"}  # stamped with the key's account
             assert seen.get_nowait() is None
+            # coalesce(): the first one waits for the others, one control message in all
+            before = _outbox(r1).sends
+            with r1.coalesce():
+                acks = [await r1.post(f"{P}/robots/r1/state", f"c{i}".encode()) for i in range(3)]
+                assert _outbox(r1).sends == before
+            assert _outbox(r1).sends == before + 1
+            with anyio.fail_after(10):
+                for ack in acks:
+                    await ack
+                assert [(await seen.get()).payload for _ in range(3)] == [b"c0", b"c1", b"c2"]
             # The hub restarts: the new one answers a publish from a client it has not heard
             # hello from with WHO, not an ack; the sweep resends it after the rejoin.
             await _stop(hub)
