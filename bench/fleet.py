@@ -283,6 +283,13 @@ def _against_quiet(row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             base = quiet[0][f"instruction_{q}_ms"]
             row[f"instruction_{q}_vs_quiet"] = round(row[f"instruction_{q}_ms"] / base, 2) \
                 if base else None
+        # CPU per state beyond the quiet fleet's (each agent's timers and heartbeats cost
+        # about a tenth of a core however few robots there are)
+        states = {r["robots"]: r["state_hz_per_robot"] * r["robots"] for r in (row, quiet[0])}
+        extra = states[row["robots"]] - states[quiet[0]["robots"]]
+        row["cpu_us_per_extra_state"] = {
+            k: round((v - quiet[0]["cpu_percent_of_one_core"].get(k, 0)) * 1e4 / extra, 1)
+            for k, v in row["cpu_percent_of_one_core"].items()} if extra > 0 else None
 
 
 def testing_run(kind: str, robots: int, window: float, n_instr: int) -> dict[str, Any]:
