@@ -8,13 +8,16 @@ subscriber. On a loaded machine latency is mostly scheduling noise, while the CP
 process spends per message is a property of the code. This runs a ``robobus hub`` process and
 two clients in this process (a publisher awaiting each ack, a subscriber) and reports, per
 message: wall time, the hub process's CPU and this process's CPU (both clients). Run it on
-two commits to compare them; ``--window N`` pipelines N acks with ``Bus.post``.
+two commits to compare them; ``--window N`` pipelines N acks with ``Bus.post``; ``--burst N``
+posts N in one event-loop turn and awaits them all, as the brain sends a task's statuses
+(``--coalesce``: inside ``Bus.coalesce()``, one control message for the N on ZeroMQ).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import time
 from collections.abc import Awaitable
@@ -29,8 +32,10 @@ from robobus.bus import Bus
 PAYLOAD = b"x" * 120  # about a skill command's size
 
 
-async def _run(url: str, hub: psutil.Process, n: int, window: int) -> dict[str, float]:
+async def _run(url: str, hub: psutil.Process, n: int, window: int, burst: int = 0,
+               coalesce: bool = False) -> dict[str, float]:
     topic = "bench/acked"
+    n -= n % burst if burst else 0
     async with Bus.connect(url, name="tx") as tx, Bus.connect(url, name="rx") as rx, \
             rx.subscribe(topic) as sub:
         got = 0
@@ -46,7 +51,15 @@ async def _run(url: str, hub: psutil.Process, n: int, window: int) -> dict[str, 
         async with anyio.create_task_group() as tg:
             tg.start_soon(count)
             hub0, me0, t0 = hub.cpu_times(), time.process_time(), time.perf_counter()
-            if window <= 1:
+            if burst:
+                for _ in range(n // burst):
+                    # an older tree has no Bus.coalesce: compare it with plain bursts
+                    hold = getattr(tx, "coalesce", None) if coalesce else None
+                    with hold() if hold is not None else contextlib.nullcontext():
+                        acks = [await tx.post(topic, PAYLOAD) for _ in range(burst)]
+                    for ack in acks:
+                        await ack
+            elif window <= 1:
                 for _ in range(n):
                     await tx.publish(topic, PAYLOAD, qos=1)
             else:
@@ -71,6 +84,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--window", type=int, default=1, help="acks in flight (Bus.post); 1: publish")
+    ap.add_argument("--burst", type=int, default=0, help="posts per loop turn, then await them")
+    ap.add_argument("--coalesce", action="store_true", help="--burst inside Bus.coalesce()")
     args = ap.parse_args()
     port = testing.free_port(span=3)
     url = f"zmq://127.0.0.1:{port}"
@@ -80,9 +95,9 @@ def main() -> None:
         for p in (port, port + 1, port + 2):
             testing.wait_port(p)
         hub = psutil.Process(proc.pid)
-        anyio.run(_run, url, hub, 500, args.window)  # warm-up
+        anyio.run(_run, url, hub, 500, args.window, args.burst, args.coalesce)  # warm-up
         for _ in range(args.runs):
-            rows.append(anyio.run(_run, url, hub, args.n, args.window))
+            rows.append(anyio.run(_run, url, hub, args.n, args.window, args.burst, args.coalesce))
             print(json.dumps({k: round(v, 2) for k, v in rows[-1].items()}))
     best = {k: min(r[k] for r in rows) for k in ("wall_us", "hub_cpu_us", "clients_cpu_us")}
     print("best of runs: " + json.dumps({k: round(v, 2) for k, v in best.items()}))
