@@ -54,8 +54,12 @@ class Dispatch(SchedulerBase):
         loop = asyncio.get_running_loop()
         run.command, run.sent_at = cmd, loop.time()
         try:
-            await self.status.sent()  # the task's record reaches the wire before its command
-            await self.bus.publish(self.topics.skill(run.robot, step.skill), cmd, qos=1)
+            # the task's statuses go first, and with the command as one batch (one control
+            # message on ZeroMQ): its record reaches the wire before the command does
+            with self.bus.coalesce():
+                await self.status.flush()
+                ack = await self.bus.post(self.topics.skill(run.robot, step.skill), cmd, qos=1)
+            await ack
         except BusError as exc:
             await self.step_ended(run, "failed", f"could not send the command: {exc}")
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -151,34 +152,31 @@ _Posted = tuple[TaskStatus, Awaitable[None], Awaitable[None] | None]
 #: statuses logged at debug only (see :meth:`StatusPublisher._publish`)
 _ROUTINE = frozenset({"accepted", "planned", "dispatched", "progress", "step_done"})
 
-#: the longest a command waits for its task's statuses to be handed to the transport
-SENT_WAIT_S = 2.0
-
-
 class StatusPublisher:
-    """Publishes task statuses in order (qos 1) from one background task.
+    """Publishes task statuses in order (qos 1).
 
     Enqueueing never waits for the hub's acknowledgement, so skill commands are not delayed
     behind status traffic. Statuses leave in the order emitted (``Bus.post`` keeps call
-    order), with up to :data:`STATUS_WINDOW` awaiting their acknowledgement at once; a
-    second task awaits them in order and reports a failed one as ``status_publish_failed``.
+    order), from the background task or from a dispatch that needs them out first
+    (:meth:`flush`), one drainer at a time; up to :data:`STATUS_WINDOW` await their
+    acknowledgement at once, and a second task awaits them in order and reports a failed one
+    as ``status_publish_failed``.
     """
 
     def __init__(self, bus: Bus, topics: Topics, window: int = STATUS_WINDOW) -> None:
         self.bus = bus
         self.topics = topics
         self.window = window
-        send, recv = anyio.create_memory_object_stream[TaskStatus](100_000)
-        self._send: MemoryObjectSendStream[TaskStatus] = send
-        self._recv: MemoryObjectReceiveStream[TaskStatus] = recv
+        self._queue: deque[TaskStatus] = deque()
+        self._queued = anyio.Event()
+        self._closed = False
+        # one drainer at a time (the background task or a flush); no loop turn when free
+        self._lock = anyio.Lock(fast_acquire=True)
+        self._posted: MemoryObjectSendStream[_Posted] | None = None
         #: statuses that could not be published for a reason other than the bus (reported)
         self.failures = 0
         #: called with each status once posted: posts the requester's reply (issue 14)
         self.forward: Forward | None = None
-        # statuses queued and handed to the transport so far (see :meth:`sent`)
-        self._queued = self._handed = 0
-        self._progress = anyio.Event()
-        self._running = False
 
     def emit(self, task: Task, status: str, **fields: Any) -> None:
         """Queue ``status`` for ``task`` if the task state machine lets it follow the last one:
@@ -189,51 +187,49 @@ class StatusPublisher:
                      reason=step.reason)
             return
         task.status = step
-        msg = TaskStatus(task_id=task.id, status=step, text=task.text,
-                         priority=task.priority, replans=task.replans, **fields)
-        try:
-            self._send.send_nowait(msg)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        if self._closed:
             log.debug("status_dropped_at_shutdown", task=task.id, status=status)
             return
-        self._queued += 1
+        self._queue.append(TaskStatus(task_id=task.id, status=step, text=task.text,
+                                      priority=task.priority, replans=task.replans, **fields))
+        self._queued.set()
 
-    async def sent(self) -> None:
-        """Return once every status queued so far has been handed to the transport.
+    async def flush(self) -> None:
+        """Post every status queued so far, here and now, in order.
 
-        A skill command sent next then reaches the hub or broker after its task's ``accepted``
-        and ``planned`` (one connection keeps order): a brain killed just after dispatch
-        otherwise left a command running for a task no record knew, which a restarted brain
-        could not resume (found by the warehouse scenario, issue 15). Costs a loop turn only
-        while statuses are waiting.
+        Called inside the ``bus.coalesce()`` that also posts a skill command: the task's
+        ``accepted`` and ``planned`` then reach the hub or broker before the command, in one
+        control message on ZeroMQ (one hub wake-up for all). A brain killed just after
+        dispatch otherwise left a command running for a task no record knew, which a
+        restarted brain could not resume (found by the warehouse scenario, issue 15). Before
+        :meth:`run` starts nothing is posted (the statuses wait for it).
         """
-        target = self._queued
-        if not self._running or self._handed >= target:
+        if self._posted is None or not self._queue:
             return
-        with anyio.move_on_after(SENT_WAIT_S):  # bounded: a stream closing at shutdown
-            while self._handed < target:
-                await self._progress.wait()
+        async with self._lock:
+            await self._drain(self._posted)
 
     async def run(self) -> None:
-        self._running = True
         posted, settle = anyio.create_memory_object_stream[_Posted](max(self.window - 1, 0))
+        self._posted = posted
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._settle, settle, name="brain-status-acks")
-            async with posted, self._recv:
-                async for msg in self._recv:
-                    # Everything queued goes out in this wake-up: a receive yields to the loop
-                    # each time, and one status per loop turn fell behind a busy brain (at
-                    # 100 instructions/s 'accepted' lagged 0.5 s behind the first command).
-                    # As one batch on ZeroMQ (one control message and one ack): a brain's
-                    # control sends were its largest cost (issue 16).
-                    with self.bus.coalesce():
-                        await self._publish(msg, posted)
-                        while True:
-                            try:
-                                msg = self._recv.receive_nowait()
-                            except (anyio.WouldBlock, anyio.EndOfStream):
-                                break
-                            await self._publish(msg, posted)
+            async with posted:
+                while self._queue or not self._closed:
+                    await self._queued.wait()
+                    self._queued = anyio.Event()
+                    # Everything queued goes out in this wake-up, as one batch on ZeroMQ (one
+                    # control message and one ack): a brain's control sends were its largest
+                    # cost (issue 16).
+                    async with self._lock:
+                        with self.bus.coalesce():
+                            await self._drain(posted)
+            self._posted = None
+
+    async def _drain(self, posted: MemoryObjectSendStream[_Posted]) -> None:
+        queue = self._queue
+        while queue:
+            await self._publish(queue.popleft(), posted)
 
     async def _publish(self, msg: TaskStatus, posted: MemoryObjectSendStream[_Posted]) -> None:
         # logged here, off the instruction-to-command path. The routine statuses of a task
@@ -245,9 +241,6 @@ class StatusPublisher:
             "task_status", task=msg.task_id, status=msg.status, step=msg.step_id,
             reason=msg.reason)
         sent = await self._post(msg)
-        self._handed += 1
-        progress, self._progress = self._progress, anyio.Event()
-        progress.set()
         if sent is None:
             return
         try:
@@ -306,4 +299,5 @@ class StatusPublisher:
 
     def close(self) -> None:
         """No more statuses: :meth:`run` returns once the queue is flushed."""
-        self._send.close()
+        self._closed = True
+        self._queued.set()
