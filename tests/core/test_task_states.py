@@ -113,12 +113,10 @@ class Brainless:
         self.publisher = StatusPublisher(None, TOPICS)  # type: ignore[arg-type]
 
     def drain(self) -> list[TaskStatus]:
-        out = []
-        while True:
-            try:
-                out.append(self.publisher._recv.receive_nowait())
-            except Exception:  # noqa: BLE001 - anyio.WouldBlock: the queue is empty
-                return out
+        queue = self.publisher._queue  # what run() or a dispatch's flush() would post, in order
+        out = list(queue)
+        queue.clear()
+        return out
 
 
 class TaskLifecycle(RuleBasedStateMachine):
