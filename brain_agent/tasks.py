@@ -143,6 +143,10 @@ def not_resumable(rec: TaskRecord) -> tuple[str, str] | None:
 #: acknowledged statuses in flight at once (posted, ack not yet seen). One at a time, a
 #: status cost a hub round trip each and lagged 109 ms at 250 instructions/s (issue 16).
 STATUS_WINDOW = 64
+#: longest a dispatch waits to post its task's statuses before its command (s). Past it the
+#: command goes ahead and the statuses follow from the background task: a hub or broker that
+#: stops acknowledging must not hold robot commands for the bus's whole ack timeout.
+FLUSH_WAIT_S = 2.0
 #: what a forward returns: the reply's acknowledgement to await, or None
 Forward = Callable[[TaskStatus], Awaitable[Awaitable[None] | None]]
 #: a posted status, its acknowledgement and its reply's
@@ -163,16 +167,21 @@ class StatusPublisher:
     as ``status_publish_failed``.
     """
 
-    def __init__(self, bus: Bus, topics: Topics, window: int = STATUS_WINDOW) -> None:
+    def __init__(self, bus: Bus, topics: Topics, window: int = STATUS_WINDOW,
+                 flush_wait: float = FLUSH_WAIT_S) -> None:
         self.bus = bus
         self.topics = topics
-        self.window = window
+        self.window = max(window, 1)
+        self.flush_wait = flush_wait
         self._queue: deque[TaskStatus] = deque()
         self._queued = anyio.Event()
         self._closed = False
         # one drainer at a time (the background task or a flush); no loop turn when free
         self._lock = anyio.Lock(fast_acquire=True)
         self._posted: MemoryObjectSendStream[_Posted] | None = None
+        #: posted statuses whose acknowledgement is not settled yet, and a wake-up for room
+        self._in_flight = 0
+        self._room = anyio.Event()
         #: statuses that could not be published for a reason other than the bus (reported)
         self.failures = 0
         #: called with each status once posted: posts the requester's reply (issue 14)
@@ -195,22 +204,39 @@ class StatusPublisher:
         self._queued.set()
 
     async def flush(self) -> None:
-        """Post every status queued so far, here and now, in order.
+        """Post every status queued so far, here and now, in order; wait at most
+        :attr:`flush_wait` seconds for the window or the other drainer.
 
         Called inside the ``bus.coalesce()`` that also posts a skill command: the task's
         ``accepted`` and ``planned`` then reach the hub or broker before the command, in one
         control message on ZeroMQ (one hub wake-up for all). A brain killed just after
         dispatch otherwise left a command running for a task no record knew, which a
         restarted brain could not resume (found by the warehouse scenario, issue 15). Before
-        :meth:`run` starts nothing is posted (the statuses wait for it).
+        :meth:`run` starts nothing is posted (the statuses wait for it). When acknowledgements
+        stall (a stopped hub) the window stays full: the flush gives up at its deadline, the
+        command goes, and what is still queued follows from :meth:`run`.
         """
-        if self._posted is None or not self._queue:
+        posted = self._posted
+        if posted is None or not self._queue:
             return
-        async with self._lock:
-            await self._drain(self._posted)
+        deadline = anyio.current_time() + self.flush_wait
+        with anyio.move_on_after(self.flush_wait) as waited:
+            await self._lock.acquire()  # cancelled here, nothing was taken from the queue
+        if waited.cancelled_caught:
+            self._flush_late()
+            return
+        try:
+            if not await self._drain(posted, deadline):
+                self._flush_late()
+        finally:
+            self._lock.release()
+
+    def _flush_late(self) -> None:
+        log.warning("status_flush_late", queued=len(self._queue), in_flight=self._in_flight,
+                    waited_s=self.flush_wait)
 
     async def run(self) -> None:
-        posted, settle = anyio.create_memory_object_stream[_Posted](max(self.window - 1, 0))
+        posted, settle = anyio.create_memory_object_stream[_Posted](float("inf"))
         self._posted = posted
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._settle, settle, name="brain-status-acks")
@@ -226,10 +252,24 @@ class StatusPublisher:
                             await self._drain(posted)
             self._posted = None
 
-    async def _drain(self, posted: MemoryObjectSendStream[_Posted]) -> None:
+    async def _drain(self, posted: MemoryObjectSendStream[_Posted],
+                     deadline: float | None = None) -> bool:
+        """Post what is queued, each once the window has room; False if ``deadline`` came
+        first (the rest stays queued). Only the wait for room is ever cancelled: a status
+        taken from the queue is always posted and settled."""
         queue = self._queue
         while queue:
+            while self._in_flight >= self.window:
+                room = self._room = anyio.Event()
+                if deadline is None:
+                    await room.wait()
+                    continue
+                with anyio.move_on_after(deadline - anyio.current_time()):
+                    await room.wait()
+                if self._in_flight >= self.window:
+                    return False
             await self._publish(queue.popleft(), posted)
+        return True
 
     async def _publish(self, msg: TaskStatus, posted: MemoryObjectSendStream[_Posted]) -> None:
         # logged here, off the instruction-to-command path. The routine statuses of a task
@@ -243,10 +283,8 @@ class StatusPublisher:
         sent = await self._post(msg)
         if sent is None:
             return
-        try:
-            posted.send_nowait(sent)
-        except anyio.WouldBlock:
-            await posted.send(sent)  # the window is full: wait for the oldest ack
+        self._in_flight += 1
+        posted.send_nowait(sent)  # unbounded: the window is kept by _drain
 
     async def _post(self, msg: TaskStatus) -> _Posted | None:
         try:
@@ -282,6 +320,9 @@ class StatusPublisher:
             await ack
         except BusError as exc:
             log.error("status_publish_failed", task=msg.task_id, error=repr(exc))
+        finally:
+            self._in_flight -= 1
+            self._room.set()
         if reply is not None:
             await reply
 

@@ -4,6 +4,8 @@ publishes in flight, every task's statuses still in order on the wire, through a
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Awaitable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
+from robobus import testing
 from robobus.brain_agent.tasks import StatusPublisher, Task
 from robobus.bus import Bus, BusOptions
 from robobus.schemas.messages import TaskStatus
@@ -72,4 +75,51 @@ async def test_statuses_are_pipelined_and_stay_in_order_per_task(hub_url: str, p
         tg.cancel_scope.cancel()
     assert seen == {task.id: list(SEQUENCE) for task in tasks}
     assert 1 < counted.most <= WINDOW + 1, counted.most
+    assert publisher.failures == 0
+
+
+async def test_flush_is_bounded_when_the_hub_stops_acknowledging(prefix: str) -> None:
+    """A dispatch's flush waits at most ``flush_wait`` for the status window or the other
+    drainer: with the hub stopped (SIGSTOP) the window stays full, and a skill command must not
+    wait for the bus's whole ack timeout. Nothing queued is lost: once the hub runs again
+    every status arrives, in order."""
+    port = testing.free_port(span=3)
+    url = f"zmq://{testing.LOOPBACK}:{port}"
+    topics = Topics(prefix)
+    opts = BusOptions(prefix=prefix)
+    tasks = [Task(f"s{i}", "bring the apple to the office desk") for i in range(8)]
+    seen: list[str] = []
+    with testing.spawn(testing.robobus_cmd("hub", "--bus", url), name="hub") as hub:
+        for p in (port, port + 1, port + 2):
+            testing.wait_port(p)
+        async with Bus.connect(url, name="brain", options=opts) as bus, \
+                Bus.connect(url, name="watcher", options=opts) as watcher, \
+                watcher.subscribe(topics.task(), TaskStatus) as sub, \
+                anyio.create_task_group() as tg:
+            publisher = StatusPublisher(bus, topics, window=4, flush_wait=0.5)
+            tg.start_soon(publisher.run)
+            publisher.emit(tasks[0], "accepted")
+            with anyio.fail_after(10):
+                seen.append((await anext(aiter(sub))).data.task_id)
+            os.killpg(hub.pid, signal.SIGSTOP)
+            try:
+                for task in tasks[1:]:
+                    publisher.emit(task, "accepted")
+                # this flush takes the free drainer lock, fills the window and waits for room;
+                # the next finds the background drainer holding the lock, waiting for room
+                for _ in range(2):
+                    began = anyio.current_time()
+                    await publisher.flush()
+                    waited = anyio.current_time() - began
+                    assert 0.4 <= waited < 3.0, waited
+            finally:
+                os.killpg(hub.pid, signal.SIGCONT)
+            with anyio.fail_after(20):
+                async for msg in sub:
+                    seen.append(msg.data.task_id)
+                    if len(seen) == len(tasks):
+                        break
+            publisher.close()
+            tg.cancel_scope.cancel()
+    assert seen == [task.id for task in tasks]
     assert publisher.failures == 0
