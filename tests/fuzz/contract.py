@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 import msgspec
 import msgspec.inspect as mi
 from hypothesis import strategies as st
 
+from robobus.memory_store.views import Views
 from robobus.schemas.contract import TOPIC_TYPES
 
 MAX_PAYLOAD = 1 << 20
+#: ``ROBOBUS_FUZZ_SCALE=N`` multiplies every fuzz budget (a long run); 1 in CI
+SCALE = max(1, int(os.environ.get("ROBOBUS_FUZZ_SCALE", "1")))
 #: topics that agents only record (or read without acting on a refusal): verdict ``accept``
 RECORDED_ONLY = {("errors",), ("brain", "status"), ("memory", "status")}
 LEVELS = {"+": "g1"}  # the wildcard level of a topic pattern, filled in per draw
@@ -208,3 +212,38 @@ def _append_msgpack(body: bytes, key: str, value: bytes) -> bytes:
 def topics_to_fuzz() -> dict[tuple[str, ...], type[msgspec.Struct]]:
     """Every topic of the contract (each one is subscribed by the memory agent at least)."""
     return dict(TOPIC_TYPES)
+
+
+#: Crashers the fuzz found, kept as regression cases (pattern, payload, what it killed).
+REGRESSIONS: list[tuple[tuple[str, ...], bytes, str]] = [
+    # a wrong-typed field, then deep nesting: RecursionError out of decode_as (schemas/codec.py),
+    # which ended the memory agent's views on any robot topic
+    (("robots", "+", "alive"), b"\x82\xa5robot\x05\xa1z" + b"\x91" * 50_000 + b"\x01",
+     "memory views: RecursionError"),
+    (("robots", "+", "state"), b'{"robot": 5, "z": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+     "memory views: RecursionError (JSON)"),
+    # the same with the rest truncated: msgspec.DecodeError instead of robobus' DecodeError
+    (("robots", "+", "alive"), msgspec.msgpack.encode({"robot": 5, "online": True})[:-1],
+     "decode_as: msgspec.DecodeError"),
+    # an integer past 64 bits in JSON, in a field without bounds: the views kept it and the
+    # memory agent's committer died encoding the record, again after every restart
+    (("robots", "+", "state"), b'{"robot": "g1", "ts_ns": 18446744073709551616}',
+     "memory committer: OverflowError"),
+    # a lone surrogate where a number goes, read leniently: UnicodeEncodeError out of convert
+    (("robots", "+", "faults"), b'{"skill": "g1", "times": "\\ud800"}',
+     "decode_lenient: UnicodeEncodeError"),
+]
+
+
+def roundtrip(value: Any) -> None:
+    """What an agent accepted must encode back (the brain died encoding its own status)."""
+    data = msgspec.msgpack.encode(value)
+    msgspec.msgpack.decode(data, type=type(value))
+
+
+def seeded_views() -> Views:
+    """The memory agent's views over a one-robot, one-place scene, as the handlers get them."""
+    views = Views()
+    views.seed({"places": {"kitchenTable": {"position": [2.0, 1.0]}},
+                "objects": {"apple": {"kind": "fruit", "at": "kitchenTable"}}}, ["g1"])
+    return views
