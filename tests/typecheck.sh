@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 py=${PYTHON:-$root/.venv/bin/python}
-tree=build/typecheck
-rm -rf "$tree"
+# a fresh folder per run (two runs at once shared build/typecheck and removed each other's links)
+tree=$(mktemp -d "${TMPDIR:-/tmp}/robobus-typecheck.XXXXXX")
+trap 'rm -rf "$tree"' EXIT
 mkdir -p "$tree/robobus"
 for entry in robobus/*; do
   [ "$(basename "$entry")" = __pycache__ ] || ln -s "$root/$entry" "$tree/robobus/"
@@ -16,4 +17,4 @@ for pkg in bus schemas skills brain_agent edge_agent memory_store; do
   ln -s "$root/$pkg" "$tree/robobus/$pkg"
 done
 cd "$tree"
-exec "$py" -m mypy --config-file "$root/pyproject.toml" -p robobus "$@"
+"$py" -m mypy --config-file "$root/pyproject.toml" -p robobus "$@"
