@@ -114,7 +114,7 @@ def nearest(search: Search, place: str | None, k: int, ok: Callable[[Bot], bool]
 # -- lower bounds per way of reaching a want (inf where a robot cannot) ----------------------
 def handover_floor(search: Search, src: str | None, dest: str | None) -> float:
     """A lower bound on the finish of every handover of an object nobody holds, from ``src``
-    to ``dest`` (``Search._handover_end``), inf if no robot could take part: over the takers,
+    to ``dest`` (``handover.handover_end``), inf if no robot could take part: over the takers,
     the least of (the later of the first giver's pick at ``src`` and this taker's arrival
     there, plus its carry to ``dest`` and place), plus the shortest handover. Givers and takers
     are every usable robot able to play the part (free-handed and reaching ``src``, a taker
@@ -168,7 +168,7 @@ def fetch_bound(index: FleetIndex, src: str | None) -> np.ndarray:
 
 
 def give_bound(index: FleetIndex, src: str | None, recv: str) -> np.ndarray:
-    """Pick up at ``src`` and hand to ``recv`` (``Search._give_end``)."""
+    """Pick up at ``src`` and hand to ``recv`` (``handover.give_end``)."""
     can, dur = index.roster.can, index.roster.dur
     mask = index.usable & can["pick"] & can["handover"] & index.reach(src) & index.others(recv)
     return np.where(mask, index.arrive(src) + dur["pick"] + dur["handover"], np.inf)

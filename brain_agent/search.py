@@ -12,6 +12,7 @@ never from this code. Cost: O(wants x robots) arithmetic, no blind search; with 
 default) each want costs only the robots whose lower-bound finish can beat the best found
 (:mod:`robobus.brain_agent.prune`), and robot timelines are built only for those
 (:mod:`robobus.brain_agent.fleet_index`): the same plan, at 10,000 robots a few ms per want.
+The ways through a handover are costed in :mod:`robobus.brain_agent.handover`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from functools import partial
 
 import numpy as np
 
+from robobus.brain_agent import handover
 from robobus.brain_agent import prune as bound
 from robobus.brain_agent.context import PlanContext
 from robobus.brain_agent.errors import PlanInvalid, PlanningError
@@ -32,7 +34,7 @@ from robobus.brain_agent.goals import GoalSet
 from robobus.brain_agent.prune import nearest, soonest
 from robobus.brain_agent.resolve import Want, resolve_goals
 from robobus.brain_agent.simworld import sim_copy
-from robobus.brain_agent.timeline import DEFAULT_DURATION_S, Bot, skill_args
+from robobus.brain_agent.timeline import DEFAULT_DURATION_S, Bot, Option, skill_args
 from robobus.schemas.messages import Plan, PlanStep
 from robobus.schemas.world import ChangeOp, World, WorldChange, WorldConflict
 
@@ -60,14 +62,6 @@ class Sharing:
         if self.released is None or obj in self.released:
             return True
         return kept and self.allow_kept
-
-
-@dataclass(slots=True)
-class Option:
-    """A costed way to reach one want; ``run`` commits it."""
-
-    end: float
-    run: Callable[[], object] = field(repr=False)
 
 
 class Search:
@@ -275,22 +269,11 @@ class Search:
                 end = self._direct_end(bot, obj, src, target, dest, holder is None)
                 if end is not None:
                     out.append(Option(end, partial(self._direct, bot, obj, src, target, dest)))
-        if (want.robot is None or not out) and not self._handover_loses(out, src, dest, holder):
-            out.extend(self._handover_options(obj, src, target, dest, holder, mobile_givers=not out,
-                                              involving=want.robot))
+        if (want.robot is None or not out) and not handover.handover_loses(self, out, src, dest,
+                                                                           holder):
+            out.extend(handover.handover_options(self, obj, src, target, dest, holder,
+                                                 mobile_givers=not out, involving=want.robot))
         return out
-
-    def _handover_loses(self, out: list[Option], src: str | None, dest: str | None,
-                        holder: Bot | None) -> bool:
-        """True when no handover can be chosen over ``out``: the first of equally soon options
-        is taken, so a handover wins only by finishing strictly sooner, and none finishes
-        before :func:`prune.handover_floor`. Its givers and takers are then not costed: on an
-        idle fleet that was half of a plan's CPU (issue 16, item 2). The plan is the same."""
-        if not (self.prune and out and holder is None):
-            return False
-        best = min(o.end for o in out)
-        floor = bound.handover_floor(self, src, dest)
-        return math.isinf(floor) or best <= floor - bound.slack(floor)
 
     def _direct_end(self, bot: Bot, obj: str, src: str | None, target: str, dest: str | None,
                     pick: bool) -> float | None:
@@ -315,43 +298,6 @@ class Search:
         self.go(bot, dest)
         self.add(bot, "place", obj, target)
 
-    def _handover_options(self, obj: str, src: str | None, target: str, dest: str | None,
-                          holder: Bot | None, *, mobile_givers: bool,
-                          involving: str | None = None) -> list[Option]:
-        """Pick by a giver, hand over to a taker who places. A giver that must travel to the
-        object first never beats that robot placing it itself, so unless nothing else works
-        only robots already at the object's place are givers. With ``involving`` (the robot
-        the instruction named), that robot is the giver or the taker of every option."""
-        def gives(b: Bot) -> bool:
-            return b.can("pick") and b.can("handover") and b.hand_free() and (
-                b.place == src or (mobile_givers and b.reaches(src)))
-
-        def takes(b: Bot, giver: Bot) -> bool:
-            return (b is not giver and b.can("place") and b.hand_free() and b.reaches(src)
-                    and b.reaches(dest))
-
-        named = self.bots.get(involving) if involving is not None else None
-        if involving is not None and named is None:
-            return []
-        givers = [holder] if holder else self.nearest(
-            src, gives, lambda ix: bound.giver_mask(ix, src, mobile_givers))
-        if named is not None and holder is None and named not in givers and gives(named):
-            givers.append(named)
-        out: list[Option] = []
-        for giver in givers:
-            if not giver.can("handover"):
-                continue
-            if named is not None and giver is not named:
-                takers = [named] if takes(named, giver) else []
-            else:
-                takers = self.nearest(
-                    src, lambda b: takes(b, giver),  # noqa: B023
-                    lambda ix: bound.taker_mask(ix, src, dest, giver.name))  # noqa: B023
-            for taker in takers:
-                end = self._handover_end(giver, taker, obj, src, target, dest)
-                out.append(Option(end, partial(self._handover, giver, taker, obj, src, target, dest)))
-        return out
-
     def nearest(self, src: str | None, ok: Callable[[Bot], bool],
                 mask: Callable[[FleetIndex], np.ndarray], k: int = _HANDOVER_CANDIDATES) -> list[Bot]:
         """The ``k`` robots satisfying ``ok`` that can be at ``src`` first, ties by name;
@@ -360,26 +306,6 @@ class Search:
             return nearest(self, src, k, ok, mask(self.index))
         return sorted([b for b in self.bots.values() if ok(b)],
                       key=lambda b: b.t + self.travel(b, b.place, src, b.pos))[:k]
-
-    def _handover_end(self, giver: Bot, taker: Bot, obj: str, src: str | None, target: str,
-                      dest: str | None) -> float:
-        g = giver.t + self.travel(giver, giver.place, src, giver.pos)
-        if obj not in giver.holding:
-            g = max(g, self.ready(obj)) + giver.dur("pick")
-        k = taker.t + self.travel(taker, taker.place, src, taker.pos)
-        t = max(g, k) + giver.dur("handover")
-        t += self.between(taker, src, dest) if src and dest else 0.0
-        return max(t, self.ready(target)) + taker.dur("place")
-
-    def _handover(self, giver: Bot, taker: Bot, obj: str, src: str | None, target: str,
-                  dest: str | None) -> None:
-        if obj not in giver.holding:
-            self.go(giver, src)
-            self.add(giver, "pick", obj, None)
-        self.go(taker, src)
-        self.add(giver, "handover", obj, taker.name, extra=(taker,))
-        self.go(taker, dest)
-        self.add(taker, "place", obj, target)
 
     # -- getting an object into a robot's hand ------------------------------------------
     def _held_options(self, want: Want) -> list[Option]:
@@ -390,7 +316,7 @@ class Search:
             return []
         out: list[Option] = []
         if recv is not None and want.robot is None:
-            out.extend(self._give_options(obj, src, holder, recv))
+            out.extend(handover.give_options(self, obj, src, holder, recv))
         if holder is None and self.prune and recv is None and want.robot is None:
             found = soonest(self, bound.fetch_bound(self.index, src),
                             lambda b: self._fetch_end(b, src, obj))
@@ -414,45 +340,6 @@ class Search:
         self.free_hand(bot)
         self.go(bot, src)
         self.add(bot, "pick", obj, None)
-
-    def _give_options(self, obj: str, src: str | None, holder: Bot | None, recv: Bot) -> list[Option]:
-        if not recv.hand_free():
-            return []
-        def exact(b: Bot) -> float | None:
-            return self._give_end(b, recv, obj, src) if b.can("pick") and b.reaches(src) else None
-
-        if holder is None and self.prune:
-            found = soonest(self, bound.give_bound(self.index, src, recv.name), exact)
-            ends = [(found[1], found[0])] if found else []
-        else:
-            givers = [holder] if holder else [b for b in self.bots.values() if b is not recv]
-            ends = [(g, e) for g in givers
-                    if (e := (self._give_end(g, recv, obj, src) if holder else exact(g))) is not None]
-        return [Option(end, partial(self._give, g, recv, obj, src, self._meet(g, recv, src) or ""))
-                for g, end in ends]
-
-    def _meet(self, giver: Bot, recv: Bot, src: str | None) -> str | None:
-        return recv.place if giver.reaches(recv.place) else (src if recv.reaches(src) else None)
-
-    def _give_end(self, giver: Bot, recv: Bot, obj: str, src: str | None) -> float | None:
-        meet = self._meet(giver, recv, src)
-        if giver is recv or not giver.can("handover") or meet is None:
-            return None
-        g = giver.t + self.travel(giver, giver.place, src, giver.pos)
-        if obj not in giver.holding:
-            g = max(g, self.ready(obj)) + giver.dur("pick")
-        g += self.between(giver, src, meet) if src else 0.0
-        k = recv.t + self.travel(recv, recv.place, meet, recv.pos)
-        return max(g, k) + giver.dur("handover")
-
-    def _give(self, giver: Bot, recv: Bot, obj: str, src: str | None, meet: str) -> None:
-        if obj not in giver.holding:
-            self.go(giver, src)
-            self.add(giver, "pick", obj, None)
-        self.go(giver, meet)
-        self.go(recv, meet)
-        self.add(giver, "handover", obj, recv.name, extra=(recv,))
-
     # -- explaining failure --------------------------------------------------------------
     def why_not(self, want: Want) -> str:
         bots = self.candidates(want)
@@ -513,5 +400,5 @@ def plan_goals(goals: GoalSet, ctx: PlanContext, *, planner: str = "symbolic", g
     return plan
 
 
-__all__ = ["DEFAULT_DURATION_S", "Bot", "Search", "Sharing", "plan_goals", "resolve_goals",
+__all__ = ["DEFAULT_DURATION_S", "Bot", "Option", "Search", "Sharing", "plan_goals", "resolve_goals",
            "skill_args"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from robobus.brain_agent.context import PlanContext
 from robobus.schemas.messages import RobotRegistration, SkillSpec
@@ -39,6 +40,14 @@ class Bot:
 
     def hand_free(self) -> bool:
         return len(self.holding) < self.hands
+
+
+@dataclass(slots=True)
+class Option:
+    """A costed way for the search to reach one want; ``run`` commits it."""
+
+    end: float
+    run: Callable[[], object] = field(repr=False)
 
 
 def skills_of(reg: RobotRegistration) -> tuple[dict[str, SkillSpec], dict[str, float]]:
