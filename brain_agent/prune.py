@@ -60,7 +60,9 @@ def ascending(bound: np.ndarray) -> Iterator[int]:
 def soonest(search: Search, bound: np.ndarray,
             exact: Callable[[Bot], float | None]) -> tuple[float, Bot] | None:
     """The usable robot with the least ``exact`` finish (None: cannot), ties to the first by
-    name. ``bound[i]`` is at most robot ``i``'s exact finish, inf where it cannot."""
+    name. ``bound[i]`` is at most robot ``i``'s exact finish, inf where it cannot. ``exact``
+    reads only the robot's timeline (never its name), so untouched twins finish alike: after
+    ``_FIRST`` costings only the first of each group of twins left in reach is costed."""
     index, bots, touched = search.index, search.bots, search.touched
     best: tuple[float, int, Bot] | None = None
     for name in touched:
@@ -69,11 +71,36 @@ def soonest(search: Search, bound: np.ndarray,
         row = index.row(name)
         if end is not None and row is not None and (best is None or (end, row) < best[:2]):
             best = (end, row, bot)
+    costed = 0
     for i in ascending(bound):
         if best is not None and bound[i] > best[0] + slack(best[0]):
             break
         if index.names[i] in touched:
             continue
+        if costed == _FIRST:  # many robots in reach, often copies of one robot: one per group
+            return _soonest_twins(search, bound, exact, best)
+        costed += 1
+        bot = bots.at(i)
+        end = exact(bot)
+        if end is not None and (best is None or (end, i) < best[:2]):
+            best = (end, i, bot)
+    return (best[0], best[2]) if best is not None else None
+
+
+def _soonest_twins(search: Search, bound: np.ndarray, exact: Callable[[Bot], float | None],
+                   best: tuple[float, int, Bot] | None) -> tuple[float, Bot] | None:
+    """:func:`soonest` over the robots still in reach, costing the first of each group of
+    twins only (the others finish alike and lose the tie by name)."""
+    index, bots, touched = search.index, search.bots, search.touched
+    reach = np.isfinite(bound) if best is None else bound <= best[0] + slack(best[0])
+    for name in touched:
+        if (row := index.row(name)) is not None:
+            reach[row] = False
+    rows = np.nonzero(reach)[0]
+    rows = rows[index.twin_rank(rows) == 0]
+    for i in rows[np.argsort(bound[rows], kind="stable")].tolist():
+        if best is not None and bound[i] > best[0] + slack(best[0]):
+            break
         bot = bots.at(i)
         end = exact(bot)
         if end is not None and (best is None or (end, i) < best[:2]):
@@ -103,6 +130,8 @@ def nearest(search: Search, place: str | None, k: int, ok: Callable[[Bot], bool]
         rows = np.nonzero(key <= kth + slack(kth))[0]
     else:
         rows = np.nonzero(np.isfinite(key))[0]
+    if len(rows) > _FIRST:  # ties, often copies of one robot: the first k of each group can win
+        rows = rows[index.twin_rank(rows) < k]
     for i in rows.tolist():
         bot = bots.at(i)
         if ok(bot):

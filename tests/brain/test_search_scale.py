@@ -135,3 +135,22 @@ def test_ten_thousand_robots_plan_what_the_exhaustive_search_plans() -> None:
     assert _outcome(ctx, wants, True) == _outcome(ctx, wants, False)
     plan = plan_goals(goals, ctx)
     assert plan.steps and plan.makespan_s > 0
+
+
+def test_copies_of_the_demo_robots_are_costed_once_per_group() -> None:
+    """1,000 robots made of 333 copies of each demo robot (bench.brain_cpu --robots 333): every
+    copy ties with the others, and the search costs one of each group of twins instead of all
+    (issue 16), with the same plan, busy and already-moved copies included."""
+    specs = [{**s, "name": f"{s['name']}_{k}"} for k in range(333) for s in scenes.DEMO_ROBOTS]
+    ctx = scenes.build(scenes.DEMO_SCENE, specs)
+    rng = random.Random(5)
+    for name in rng.sample(sorted(ctx.fleet), k=60):
+        ctx.busy_until[name] = rng.choice([0.5, 3.0])
+    text = "Bring the fruit nearest the cup and a fruit knife to the office desk"
+    wants = resolve_goals(SymbolicPlanner().parse_sync(text, ctx), ctx)
+    cases = [wants] + [_wants(rng, ctx, 4) for _ in range(4)]
+    for case in cases:
+        assert _outcome(ctx, case, True) == _outcome(ctx, case, False), case
+    search = Search(ctx)
+    search.run(wants)
+    assert 0 < len(search.bots.built) < 40  # timelines built: the exhaustive search builds 999
