@@ -45,6 +45,7 @@ class Roster:
     #: per robot, the same number for robots with the same world changes and durations: all the
     #: search's costing reads of a registration (:meth:`FleetIndex.twin_rank`)
     kind: np.ndarray
+    kinds: list[int]  # the same, as a list (read one robot at a time)
 
 
 def _build_roster(fleet: dict[str, RobotRegistration]) -> Roster:
@@ -58,7 +59,7 @@ def _build_roster(fleet: dict[str, RobotRegistration]) -> Roster:
     kind = np.fromiter((kinds.setdefault((*sorted(s), *sorted(d.items())), len(kinds))
                         for s, d in zip(skills, durations, strict=True)), np.int64, len(names))
     return Roster(dict(fleet), names, {n: i for i, n in enumerate(names)}, skills, durations, can,
-                  dur, kind)
+                  dur, kind, kind.tolist())
 
 
 class _RosterCache:
@@ -131,6 +132,16 @@ class FleetIndex:
         return Bot(name, float(self.ctx.busy_until.get(name, 0.0)), r.place, r.position,
                    list(r.holding), r.hands, r.mobile, max(r.speed, 1e-6),
                    self.roster.skills[i], self.roster.durations[i])
+
+    def twins(self, i: int, j: int) -> bool:
+        """Whether robots ``i`` and ``j`` are twins (:meth:`twin_rank`), both usable."""
+        a, b = self.rows[i], self.rows[j]
+        if a is None or b is None or a.holding or b.holding:
+            return False
+        kind, busy, names = self.roster.kinds, self.ctx.busy_until, self.names
+        return (a.place == b.place and a.position == b.position and a.speed == b.speed
+                and a.hands == b.hands and a.mobile == b.mobile and kind[i] == kind[j]
+                and busy.get(names[i], 0.0) == busy.get(names[j], 0.0))
 
     def twin_rank(self, rows: np.ndarray) -> np.ndarray:
         """For each of ``rows`` (ascending), how many of ``rows`` before it are its twins: robots

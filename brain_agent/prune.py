@@ -72,18 +72,21 @@ def soonest(search: Search, bound: np.ndarray,
         if end is not None and row is not None and (best is None or (end, row) < best[:2]):
             best = (end, row, bot)
     costed = 0
+    lead: int | None = None  # the best robot's row, once an untouched robot is the best
     for i in ascending(bound):
         if best is not None and bound[i] > best[0] + slack(best[0]):
             break
         if index.names[i] in touched:
             continue
+        if lead is not None and i > lead and bound[i] == bound[lead] and index.twins(i, lead):
+            continue  # a copy of the best robot: it finishes alike and loses the tie by name
         if costed == _FIRST:  # many robots in reach, often copies of one robot: one per group
             return _soonest_twins(search, bound, exact, best)
         costed += 1
         bot = bots.at(i)
         end = exact(bot)
         if end is not None and (best is None or (end, i) < best[:2]):
-            best = (end, i, bot)
+            best, lead = (end, i, bot), i
     return (best[0], best[2]) if best is not None else None
 
 
