@@ -17,6 +17,7 @@ import gc
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import yaml
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from robobus.bus import Bus
-from robobus.bus.backends.zmq_durable import BATCH_TOPIC, tap
+from robobus.bus.backends.zmq_durable import tap
 from robobus.bus.errors import BusError, DecodeError, PayloadTooLarge
 from robobus.bus.message import Message
 from robobus.bus.presence import Presence
@@ -34,12 +35,10 @@ from robobus.bus.subscription import Overflow, Subscription
 from robobus.bus.topics import matches
 from robobus.memory_store.commit import CommitOptions, GroupCommitter
 from robobus.memory_store.errors import MemoryStoreError, QueryError
-from robobus.memory_store.headers import head_of
-from robobus.memory_store.log import Record
+from robobus.memory_store.ingest import Excluder, Request, ingest, record_leftovers, takes_raw
 from robobus.memory_store.no_brain import answer_without_brain
 from robobus.memory_store.query import LOG_KINDS, answer, parse, refuse
-from robobus.memory_store.raw import take_run
-from robobus.memory_store.segment import MAX_TOPIC_BYTES, pack_key
+from robobus.memory_store.segment import pack_key
 from robobus.memory_store.store import MemoryStore, StoreOptions, open_store
 from robobus.memory_store.views import MAX_FINISHED_IN_RAM, Rejected, Views
 from robobus.schemas.codec import decode_as
@@ -50,12 +49,9 @@ from robobus.schemas.topics import Topics
 from robobus.schemas.world import WorldChange, WorldConflict, WorldEvent, WorldReply
 
 log = structlog.get_logger("memory.agent")
-_DRAIN = 4096
 _REQUEST_BUFFER = 1000
 #: bytes kept free in a reply for what wraps the answer (reply envelope, transport headers)
 _REPLY_HEADROOM = 64 * 1024
-#: a request message and the number of events put before it (what it may need committed)
-Request = tuple[Message, int]
 
 
 @dataclass(slots=True)
@@ -104,22 +100,6 @@ def scene_robots(path: Path) -> list[str]:
     return [str(r["name"]) for r in robots if isinstance(r, dict) and "name" in r]
 
 
-class Excluder:
-    """``topic in excluded``: does a topic match one of the exclude filters (answers cached)."""
-
-    def __init__(self, filters: tuple[str, ...]) -> None:
-        self.filters = filters
-        self._seen: dict[str, bool] = {}
-
-    def __call__(self, topic: str) -> bool:
-        hit = self._seen.get(topic)
-        if hit is None:
-            if len(self._seen) >= 65_536:
-                self._seen.clear()
-            hit = self._seen[topic] = any(matches(f, topic) for f in self.filters)
-        return hit
-
-
 class MemoryAgent:
     """State of one running agent; :func:`run` drives it."""
 
@@ -140,7 +120,7 @@ class MemoryAgent:
         self.excluded = Excluder(config.exclude) if config.exclude else None
         # Messages whose transport ack (MQTT PUBACK) waits for their commit: a kill -9 then
         # loses nothing the broker considers delivered.
-        self._unacked: deque[tuple[int, Message]] = deque()
+        self.unacked: deque[tuple[int, Message]] = deque()
         self.committer.on_commit = self._ack_committed
         self.committer.on_failure = self._store_refused
         #: request topic -> its handler (filled by ``_start_servers``)
@@ -149,7 +129,7 @@ class MemoryAgent:
         self.log = log.bind(agent="memory", store=str(config.store))
 
     def _ack_committed(self, committed: int) -> None:
-        unacked = self._unacked
+        unacked = self.unacked
         while unacked and unacked[0][0] <= committed:
             unacked.popleft()[1].ack()
         if self.views is not None and not self.committer.holding:
@@ -184,91 +164,7 @@ class MemoryAgent:
         await self.bus.report_error(str(self.config.store), f"{exc}; queries are still answered, "
                                     "writes are retried", code)
 
-    def _unrecordable(self, msg: Message, put_count: int) -> bool:
-        """A topic LMDB cannot key (over 511 bytes): reported and skipped, never retried
-        (``put_count``: the events put before it, counting those not yet handed over)."""
-        if len(msg.topic) <= MAX_TOPIC_BYTES // 4 or len(msg.topic.encode()) <= MAX_TOPIC_BYTES:
-            return False
-        self.bus.report_error_soon(msg.topic[:200], f"topic of {len(msg.topic.encode())} bytes "
-                                   f"is longer than the {MAX_TOPIC_BYTES} the store can record",
-                                   "topic_too_long", msg.payload)
-        if msg.ack_token is not None:  # acknowledged in order, so the broker stops resending
-            self._unacked.append((put_count, msg))
-        return True
-
-    # -- ingest -----------------------------------------------------------------------------
-    def takes_raw(self, topic: str) -> bool:
-        """Whether the durable stream may hand over ``topic``'s messages raw (memory_store.raw):
-        not requests, unrecorded or excluded topics, topics too long to key, reply inboxes."""
-        return (topic not in self.requests and topic != self.unrecorded
-                and (self.excluded is None or not self.excluded(topic))
-                and len(topic.encode()) <= MAX_TOPIC_BYTES and "/_inbox/" not in topic)
-
-    async def ingest(self, sub: Subscription) -> None:
-        """The hot path: per message a record tuple, an ack entry and a dict lookup for the
-        views; the records of a burst go to the committer at once.
-
-        Requests to the agent arrive on this same ordered stream, so a query sees every
-        message that reached the agent before it (read-your-writes for a publisher). Queries
-        on the views are answered inline (microseconds); log queries and world changes, which
-        wait for a commit, go to their own tasks so that they never stall ingest.
-        """
-        committer = self.committer
-        observe = self.views.observe if self.views is not None else None
-        requests = self.requests
-        unrecorded = self.unrecorded
-        excluded = self.excluded
-        unacked = self._unacked.append
-        effects: list[WorldEvent | Rejected] = []
-        routed: list[tuple[Callable[[Request], Awaitable[None]], Request]] = []
-        records: list[Record] = []
-        record = records.append
-        while True:
-            msg: Message | None = await sub.get()
-            n = 0
-            base = committer.put_count  # nothing else puts while this loop runs
-            while msg is not None:
-                topic = msg.topic
-                if topic is BATCH_TOPIC:  # a run of the durable stream, acked as one
-                    take_run(msg.data, msg.ts_ns, record, observe, effects)
-                    unacked((base + len(records), msg))
-                    n += 1
-                    msg = sub.get_nowait() if n < _DRAIN else None
-                    continue
-                if len(topic) > MAX_TOPIC_BYTES // 4 and self._unrecordable(msg, base + len(records)):
-                    n += 1
-                    msg = sub.get_nowait() if n < _DRAIN else None
-                    continue
-                if topic != unrecorded and (excluded is None or not excluded(topic)):
-                    head = head_of(msg)
-                    record((topic, msg.payload, msg.ts_ns, head) if head else
-                           (topic, msg.payload, msg.ts_ns))
-                if msg.ack_token is not None:  # in order, once what came before is committed
-                    unacked((base + len(records), msg))
-                if observe is not None:
-                    found = observe(topic, msg.payload, msg.ts_ns)
-                    if found:
-                        effects.extend(found)
-                    handler = requests.get(topic)
-                    if handler is not None:
-                        routed.append((handler, (msg, base + len(records))))
-                n += 1
-                msg = sub.get_nowait() if n < _DRAIN else None
-            if records:
-                committer.extend(records)
-                records.clear()
-            if effects:
-                await self._publish_effects(effects)
-                effects = []
-            for handler, request in routed:
-                await handler(request)
-            routed.clear()
-            if committer.backlog >= committer.opts.max_pending:
-                await committer.wait_room()
-            else:
-                await anyio.lowlevel.checkpoint()
-
-    async def _publish_effects(self, effects: list[WorldEvent | Rejected]) -> None:
+    async def publish_effects(self, effects: list[WorldEvent | Rejected]) -> None:
         for eff in effects:
             if isinstance(eff, WorldEvent):
                 await self._publish_event(eff)
@@ -455,9 +351,9 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
                         bus.subscribe(pattern, maxsize=cfg.buffer, overflow=Overflow.BLOCK,
                                       manual_ack=True, reports=owns))
                     subs.append(sub)
-                    tg.start_soon(agent.ingest, sub, name=f"memory-ingest {pattern}")
+                    tg.start_soon(ingest, agent, sub, name=f"memory-ingest {pattern}")
                 if len(subs) == 1:  # durable ZeroMQ: whole runs of the stream (memory_store.raw)
-                    tap(bus, subs[0], agent.takes_raw)
+                    tap(bus, subs[0], partial(takes_raw, agent))
                 if agent.views is not None and agent.views.scene is not None:
                     await bus.publish(topics.scene, agent.views.scene, retain=True, qos=1)
                 if cfg.store_options.retention_ns is not None:
@@ -472,7 +368,7 @@ async def _serve(agent: MemoryAgent, task_status: anyio.abc.TaskStatus[None]) ->
                 await agent.report_bad_records()
         finally:
             with anyio.CancelScope(shield=True):
-                await _record_leftovers(agent, subs)
+                await record_leftovers(agent, subs)
                 if presence is not None:
                     await _goodbye(bus, presence)
 
@@ -498,22 +394,3 @@ async def _goodbye(bus: Bus, presence: Presence) -> None:
             await presence.publish_death(bus)
         except BusError as exc:
             log.warning("goodbye_failed", error=str(exc))
-
-
-async def _record_leftovers(agent: MemoryAgent, subs: list[Subscription]) -> None:
-    """On shutdown, record what the subscriptions had already received, then commit it."""
-    left = 0
-    for sub in subs:
-        while (msg := sub.get_nowait()) is not None:
-            if msg.topic is BATCH_TOPIC:
-                run: list[Record] = []
-                take_run(msg.data, msg.ts_ns, run.append, None, [])
-                agent.committer.extend(run)
-            elif msg.topic != agent.unrecorded and (
-                    agent.excluded is None or not agent.excluded(msg.topic)):
-                agent.committer.put(msg.topic, msg.payload, msg.ts_ns, head_of(msg))
-            if msg.ack_token is not None:
-                agent._unacked.append((agent.committer.put_count, msg))
-            left += 1
-    await agent.committer.commit_now()
-    agent.log.info("memory_stopped", recorded_at_shutdown=left, last_seq=agent.committer.last_seq)

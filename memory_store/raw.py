@@ -5,7 +5,7 @@ wants arrive as runs of ``(topic, payload, wire header)`` in one carrier message
 recorded and folded into the views here without a :class:`~bus.message.Message`, a dispatch,
 a buffer slot and an acknowledgement of its own (the carrier is acknowledged once its last
 record is committed). Requests, excluded topics, topics too long to key and reply inboxes
-are left to the normal path (:meth:`MemoryAgent.takes_raw`).
+are left to the normal path (:func:`memory_store.ingest.takes_raw`).
 """
 
 from __future__ import annotations
