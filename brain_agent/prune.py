@@ -61,8 +61,9 @@ def soonest(search: Search, bound: np.ndarray,
             exact: Callable[[Bot], float | None]) -> tuple[float, Bot] | None:
     """The usable robot with the least ``exact`` finish (None: cannot), ties to the first by
     name. ``bound[i]`` is at most robot ``i``'s exact finish, inf where it cannot. ``exact``
-    reads only the robot's timeline (never its name), so untouched twins finish alike: after
-    ``_FIRST`` costings only the first of each group of twins left in reach is costed."""
+    reads only the robot's timeline (never its name), so untouched twins finish alike: a copy
+    of the best robot so far is not costed, and after ``_FIRST`` robots only the first of each
+    group of twins left in reach is."""
     index, bots, touched = search.index, search.bots, search.touched
     best: tuple[float, int, Bot] | None = None
     for name in touched:
@@ -71,18 +72,18 @@ def soonest(search: Search, bound: np.ndarray,
         row = index.row(name)
         if end is not None and row is not None and (best is None or (end, row) < best[:2]):
             best = (end, row, bot)
-    costed = 0
+    seen = 0
     lead: int | None = None  # the best robot's row, once an untouched robot is the best
     for i in ascending(bound):
         if best is not None and bound[i] > best[0] + slack(best[0]):
             break
         if index.names[i] in touched:
             continue
+        if seen == _FIRST:  # many robots in reach, often copies of one robot: one per group
+            return _soonest_twins(search, bound, exact, best)
+        seen += 1
         if lead is not None and i > lead and bound[i] == bound[lead] and index.twins(i, lead):
             continue  # a copy of the best robot: it finishes alike and loses the tie by name
-        if costed == _FIRST:  # many robots in reach, often copies of one robot: one per group
-            return _soonest_twins(search, bound, exact, best)
-        costed += 1
         bot = bots.at(i)
         end = exact(bot)
         if end is not None and (best is None or (end, i) < best[:2]):
