@@ -1,0 +1,321 @@
+"""The two bus hops of instruction -> first command, robobus against raw, split into stamps.
+
+    python -m bench.hops [--n 300] [--transport zmq|mqtt|both] [--out bench/results]
+
+A ping-pong between this process and an echo process, through a ``robobus hub`` process (or a
+private Mosquitto), shaped like the brain's trip: a plain (qos 0) ``ping`` out, as a bench
+publishes an instruction, and the echo's answer ``pong`` back acknowledged (qos 1, ``post``, as
+the brain posts a skill command) or plain. Each round stamps, with the machine-wide monotonic
+clock (``perf_counter_ns``, one clock for every process on Linux):
+
+* ``t0``: just before ``publish`` here;
+* ``t1``: the echo's handler has the message (after the subscription's iterator);
+* ``t2``: just before the echo's ``post``;
+* ``t3``: this process's handler has the pong.
+
+``in`` = t1 - t0 (the hop to the brain's intake), ``out`` = t3 - t2 (the hop to the robot).
+The raw rounds make the same trip with raw pyzmq through the same hub (the acked pong is the
+exact ``PUB`` control message robobus sends) or raw paho through the same Mosquitto, with the
+same stamps; rounds alternate robobus / raw so machine noise lands on both. It also reports
+this process's and the echo's CPU time per round (``process_time``), the figure that holds up
+when other work shares the cores.
+
+Writes ``hops.json`` (per transport and mode: p50/p90/p99 of ``in``, ``out`` and the round,
+raw beside robobus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import secrets
+import struct
+import time
+from multiprocessing.synchronize import Event as EventT
+from pathlib import Path
+from typing import Any
+
+import anyio
+import paho.mqtt.client as paho
+import zmq
+
+from bench.brain_floor import _paho
+from robobus import testing
+from robobus.bus import Bus
+from robobus.bus import zmq_wire as wire
+
+MODES = ("acked", "plain")
+_STAMPS = struct.Struct(">qqq")  # t0 (echoed back), t1, t2
+_now = time.perf_counter_ns
+
+
+# -- the echo processes ------------------------------------------------------------------------
+def robobus_echo(url: str, prefix: str, cpu: Any, stop: EventT) -> None:
+    """A robobus client answering each ping at once: ``pong/acked`` posted (qos 1)."""
+    anyio.run(_robobus_echo, url, prefix, cpu, stop)
+
+
+async def _robobus_echo(url: str, prefix: str, cpu: Any, stop: EventT) -> None:
+    async with Bus.connect(url, name="hops-echo") as bus, \
+            bus.subscribe(f"{prefix}/ping/+") as sub:
+        pongs = {f"{prefix}/ping/{m}": f"{prefix}/pong/{m}" for m in MODES}
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_stop, stop, tg.cancel_scope)
+            async for msg in sub:
+                t1 = _now()
+                topic = pongs[msg.topic]
+                cpu.value = time.process_time()
+                t2 = _now()
+                body = _STAMPS.pack(_STAMPS.unpack(msg.payload[:8] + bytes(16))[0], t1, t2)
+                if topic.endswith("acked"):
+                    await (await bus.post(topic, body, qos=1))
+                else:
+                    await bus.publish(topic, body)
+
+
+async def _watch_stop(stop: EventT, scope: anyio.CancelScope) -> None:
+    while not stop.is_set():
+        await anyio.sleep(0.1)
+    scope.cancel()
+
+
+def zmq_echo(url: str, prefix: str, cpu: Any, stop: EventT) -> None:
+    """Raw pyzmq through the same hub: the acked pong is the ``PUB`` control message."""
+    ep = wire.endpoints(url)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.subscribe(f"raw-{prefix}/ping/")
+    sub.connect(ep.subscribe)
+    pub = ctx.socket(zmq.PUB)
+    pub.connect(ep.publish)
+    ctl = ctx.socket(zmq.DEALER)
+    ctl.connect(ep.control)
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    poller.register(ctl, zmq.POLLIN)
+    seq = 0
+    while not stop.is_set():
+        for sock, _ in poller.poll(100):
+            if sock is not sub:
+                ctl.recv_multipart()  # the ACK
+                continue
+            topic, body = sub.recv_multipart()
+            t1 = _now()
+            cpu.value = time.process_time()
+            pong = topic.replace(b"/ping/", b"/pong/")
+            t2 = _now()
+            payload = _STAMPS.pack(_STAMPS.unpack(body[-24:])[0], t1, t2)
+            if pong.endswith(b"/acked"):
+                seq += 1
+                ctl.send_multipart([wire.PUB, seq.to_bytes(8, "big"), pong, b"", payload])
+            else:
+                pub.send_multipart([pong, wire.pack_body(b"", payload)])
+    ctx.destroy(linger=0)
+
+
+def paho_echo(url: str, prefix: str, cpu: Any, stop: EventT) -> None:
+    """Raw paho through the same Mosquitto, its network loop in this thread."""
+    client = _paho(url, f"hops-raw-echo-{prefix}")
+
+    def on_message(c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        t1 = _now()
+        cpu.value = time.process_time()
+        pong = msg.topic.replace("/ping/", "/pong/")
+        t2 = _now()
+        payload = _STAMPS.pack(_STAMPS.unpack(msg.payload)[0], t1, t2)
+        c.publish(pong, payload, qos=1 if pong.endswith("/acked") else 0)
+
+    client.on_message = on_message
+    client.subscribe(f"raw-{prefix}/ping/+", qos=1)
+    while not stop.is_set():
+        client.loop(0.1)
+    client.disconnect()
+
+
+def _spawn(target: Any, *args: Any) -> tuple[Any, EventT, Any]:
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    cpu = ctx.Value("d", 0.0, lock=False)
+    proc = ctx.Process(target=target, args=(*args, cpu, stop), daemon=True)
+    proc.start()
+    return proc, stop, cpu
+
+
+def _end(proc: Any, stop: EventT) -> None:
+    stop.set()
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5)
+
+
+# -- this side ----------------------------------------------------------------------------------
+class RawZmq:
+    def __init__(self, url: str, prefix: str) -> None:
+        ep = wire.endpoints(url)
+        self.prefix = prefix
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.connect(ep.publish)
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.subscribe(f"raw-{prefix}/pong/")
+        self.sub.connect(ep.subscribe)
+
+    def round(self, mode: str, timeout: float) -> tuple[int, int, int, int] | None:
+        t0 = _now()
+        self.pub.send_multipart([f"raw-{self.prefix}/ping/{mode}".encode(),
+                                 wire.pack_body(b"", _STAMPS.pack(t0, 0, 0))])
+        if not self.sub.poll(int(timeout * 1000)):
+            return None
+        body = self.sub.recv_multipart()[1]
+        t3 = _now()
+        _t0, t1, t2 = _STAMPS.unpack(body[-24:])
+        return t0, t1, t2, t3
+
+    def drain(self) -> None:
+        while self.sub.poll(50):
+            self.sub.recv_multipart()
+
+    def close(self) -> None:
+        self.ctx.destroy(linger=0)
+
+
+class RawPaho:
+    def __init__(self, url: str, prefix: str) -> None:
+        self.prefix = prefix
+        self.client = _paho(url, f"hops-raw-{prefix}")
+        self.got: list[tuple[bytes, int]] = []
+        self.client.on_message = lambda _c, _u, m: self.got.append((m.payload, _now()))
+        self.client.subscribe(f"raw-{prefix}/pong/+", qos=1)
+
+    def round(self, mode: str, timeout: float) -> tuple[int, int, int, int] | None:
+        self.got.clear()
+        t0 = _now()
+        deadline = t0 + int(timeout * 1e9)
+        self.client.publish(f"raw-{self.prefix}/ping/{mode}", _STAMPS.pack(t0, 0, 0))
+        while not self.got:
+            left = (deadline - _now()) / 1e9
+            if left <= 0:
+                return None
+            self.client.loop(left)
+        body, t3 = self.got[0]
+        _t0, t1, t2 = _STAMPS.unpack(body)
+        return t0, t1, t2, t3
+
+    def drain(self) -> None:
+        self.client.loop(0.05)
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+async def _robobus_round(bus: Bus, sub: Any, prefix: str, mode: str, timeout: float
+                         ) -> tuple[int, int, int, int] | None:
+    t0 = _now()
+    await bus.publish(f"{prefix}/ping/{mode}", _STAMPS.pack(t0, 0, 0))
+    with anyio.move_on_after(timeout):
+        while True:
+            msg = await sub.get()
+            t3 = _now()
+            s0, t1, t2 = _STAMPS.unpack(msg.payload)
+            if s0 == t0:
+                return t0, t1, t2, t3
+    return None
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 4)
+
+
+def _summary(rows: list[tuple[int, int, int, int]], cpu_here: float, cpu_echo: float
+             ) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(rows)}
+    for name, f in (("in_ms", lambda r: r[1] - r[0]), ("out_ms", lambda r: r[3] - r[2]),
+                    ("echo_ms", lambda r: r[2] - r[1]), ("round_ms", lambda r: r[3] - r[0])):
+        xs = [f(r) / 1e6 for r in rows]
+        out[name] = {"p50": _pct(xs, 0.5), "p90": _pct(xs, 0.9), "p99": _pct(xs, 0.99)}
+    out["cpu_us_per_round_here"] = round(cpu_here / max(1, len(rows)) * 1e6, 1)
+    out["cpu_us_per_round_echo"] = round(cpu_echo / max(1, len(rows)) * 1e6, 1)
+    return out
+
+
+async def run_transport(url: str, n: int) -> dict[str, Any]:
+    prefix = f"hops{secrets.token_hex(3)}"
+    mqtt = url.startswith("mqtt")
+    echo, stop, echo_cpu = _spawn(robobus_echo, url, prefix)
+    raw_echo, raw_stop, raw_cpu = _spawn(paho_echo if mqtt else zmq_echo, url, prefix)
+    raw = RawPaho(url, prefix) if mqtt else RawZmq(url, prefix)
+    rows: dict[str, list[Any]] = {f"{k}_{m}": [] for k in ("robobus", "raw") for m in MODES}
+    cpu = dict.fromkeys(rows, 0.0)
+    ecpu = dict.fromkeys(rows, 0.0)
+    try:
+        async with Bus.connect(url, name="hops-bench") as bus, \
+                bus.subscribe(f"{prefix}/pong/+") as sub:
+            deadline = time.monotonic() + 30
+            for mode in MODES:  # warm up: until every hop answers
+                while await _robobus_round(bus, sub, prefix, mode, 0.2) is None or \
+                        raw.round(mode, 0.2) is None:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the echo processes did not answer")
+            for _ in range(20):
+                for mode in MODES:
+                    await _robobus_round(bus, sub, prefix, mode, 1.0)
+                    raw.round(mode, 1.0)
+            raw.drain()
+            while sub.get_nowait() is not None:
+                pass
+            for _ in range(n):
+                for mode in MODES:
+                    for kind in ("robobus", "raw"):
+                        key = f"{kind}_{mode}"
+                        e = (echo_cpu if kind == "robobus" else raw_cpu)
+                        e0, c0 = e.value, time.process_time()
+                        if kind == "robobus":
+                            row = await _robobus_round(bus, sub, prefix, mode, 1.0)
+                        else:
+                            row = raw.round(mode, 1.0)
+                        cpu[key] += time.process_time() - c0
+                        if row is not None:
+                            rows[key].append(row)
+                        await anyio.sleep(0.002)  # the echo's CPU stamp of this round
+                        ecpu[key] += e.value - e0
+    finally:
+        raw.close()
+        _end(echo, stop)
+        _end(raw_echo, raw_stop)
+    result = {key: _summary(r, cpu[key], ecpu[key]) for key, r in rows.items()}
+    for mode in MODES:
+        rb, rw = result[f"robobus_{mode}"], result[f"raw_{mode}"]
+        result[f"ratio_{mode}"] = {
+            k: round(rb[k]["p50"] / rw[k]["p50"], 2) for k in ("in_ms", "out_ms", "round_ms")}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--transport", choices=("zmq", "mqtt", "both"), default="both")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    out: dict[str, Any] = {}
+    if args.transport in ("zmq", "both"):
+        with testing.hub() as url:
+            out["zmq"] = anyio.run(run_transport, url, args.n)
+    if args.transport in ("mqtt", "both"):
+        with testing.mosquitto() as url:
+            out["mqtt"] = anyio.run(run_transport, url, args.n)
+    for transport, res in out.items():
+        for key in ("robobus_acked", "raw_acked", "robobus_plain", "raw_plain"):
+            r = res[key]
+            print(f"{transport:4} {key:14} in {r['in_ms']['p50']:.3f} out {r['out_ms']['p50']:.3f}"
+                  f" echo {r['echo_ms']['p50']:.3f} round {r['round_ms']['p50']:.3f} ms p50"
+                  f" (p99 {r['round_ms']['p99']:.3f}); cpu us/round here"
+                  f" {r['cpu_us_per_round_here']} echo {r['cpu_us_per_round_echo']}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "hops.json").write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
