@@ -30,6 +30,13 @@ class CommitOptions:
 
     max_events: int = 20_000
     window_s: float = 0.005
+    #: the views' changed records go to views.mdb with a commit at most this often (and at
+    #: once for :meth:`GroupCommitter.sync` and on the way out). The log holds every event and
+    #: a restart folds in those after the views' stored position, so nothing is lost in
+    #: between; saving them at every 5 ms commit cost a second synced LMDB transaction per
+    #: commit, and with 1,000 robots at 10 Hz half the memory agent's CPU went to its commit
+    #: threads (issue 16 item 7, ``bench/memory_fleet.py``)
+    views_every_s: float = 0.25
     #: producers wait (backpressure) while this many events are not yet committed
     max_pending: int = 200_000
     #: after the store refused a batch (map or disk full, I/O error): wait, then retry it
@@ -63,6 +70,8 @@ class GroupCommitter:
         self.on_failure: Callable[[MemoryStoreError], Awaitable[None]] | None = None
         self._held: tuple[list[Record], Dirty | None] | None = None
         self._retry_s = self.opts.retry_s
+        #: when the views are next saved with a commit; 0: with the next one
+        self._views_at = 0.0
 
     def put(self, topic: str, payload: bytes, ts_ns: int, head: bytes = b"") -> None:
         """Queue one event for the next commit (not yet acknowledged); ``head`` is its stored
@@ -120,6 +129,7 @@ class GroupCommitter:
     async def sync(self) -> int:
         """Wait for a commit cycle that starts after this call (persists dirty views too)."""
         target = self._cycles_started + 1
+        self._views_at = 0.0
         while self._cycles_done < target:
             await self._next_commit()
         if self.failure is not None:
@@ -152,16 +162,21 @@ class GroupCommitter:
                     self._wake.set()
         finally:
             with anyio.CancelScope(shield=True):
+                self._views_at = 0.0
                 await self._commit_pending()
 
     async def commit_now(self) -> None:
         """Commit what is pending right away (shutdown, after :meth:`run` has stopped)."""
+        self._views_at = 0.0
         await self._commit_pending()
 
     async def _commit_pending(self) -> None:
         self._cycles_started += 1
         batch, self._pending = self._pending, []
-        dirty = self.views.take_dirty() if self.views is not None else None
+        dirty = None
+        if self.views is not None and (now := anyio.current_time()) >= self._views_at:
+            dirty = self.views.take_dirty()
+            self._views_at = now + self.opts.views_every_s
         if self._held is not None:  # what the store refused last time goes first
             batch, dirty = self._held[0] + batch, _merge(self._held[1], dirty)
             self._held = None
