@@ -81,6 +81,10 @@ class Watch:
         #: broker declared dead, or that said goodbye
         self.deaths = 0
         self.lags_ms: list[float] = []
+        #: ms between the stamps of one robot's consecutive states received here: the
+        #: profile's period when all arrive; a simulator falling behind stretches every
+        #: interval, while states lost on the way leave gaps of two periods or more
+        self.intervals_ms: list[float] = []
         self.sampling = False
         self.commands: dict[str, int] = {}  # task id -> arrival (perf_counter_ns)
         self.changed = anyio.Event()
@@ -94,9 +98,13 @@ class Watch:
 
     async def states(self, bus: Bus, robot: str) -> None:
         async with bus.subscribe(self.topics.state(robot), RobotState) as sub:
+            last = 0
             async for msg in sub:
                 if self.sampling:
                     self.lags_ms.append((time.time_ns() - msg.data.ts_ns) / 1e6)
+                    if last:
+                        self.intervals_ms.append((msg.data.ts_ns - last) / 1e6)
+                last = msg.data.ts_ns
 
     async def skills(self, bus: Bus) -> None:
         async with bus.subscribe(self.topics.skill(), SkillCommand) as sub:
@@ -193,8 +201,23 @@ async def run_one(kind: str, robots: int, window: float, n_instr: int) -> dict[s
             "state_lag_p99_ms": pct(watch.lags_ms, 0.99), "state_samples": len(watch.lags_ms),
             # states received per sampled robot per second: the profile's 10 Hz if all keep up
             "state_hz_per_robot": round(hz, 2),
+            "state_interval_p50_ms": pct(watch.intervals_ms, 0.5),
+            "state_interval_p99_ms": pct(watch.intervals_ms, 0.99),
+            # intervals of 1.5 periods or more: a state missing here (or a stalled ticker)
+            "state_gaps": sum(i >= 150 for i in watch.intervals_ms),
+            # intervals by whole periods (100 ms): losses on the way leave 2, 3...; a stalled
+            # simulator leaves lengths in between
+            "state_intervals_by_period": _by_period(watch.intervals_ms),
             "instruction_p50_ms": pct(latencies, 0.5), "instruction_p99_ms": pct(latencies, 0.99),
             "instructions": len(latencies), "instruction_samples_ms": latencies}
+
+
+def _by_period(intervals_ms: list[float], period_ms: float = 100.0) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in intervals_ms:
+        key = f"{i / period_ms:.1f}" if i >= 1.5 * period_ms else "<1.5"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
 
 
 async def _instructions(bus: Bus, topics: Topics, watch: Watch, names: list[str],
@@ -264,7 +287,9 @@ def main() -> None:
             print(f"  {kind:4s} {n:5d} robots: start {row['startup_s']} s "
                   f"({row['online_after_startup']} online, {row['deaths_during_startup']} deaths), "
                   f"CPU {row['cpu_percent_of_one_core']}, us/state {row['cpu_us_per_state']}, "
-                  f"{row['state_hz_per_robot']} Hz, "
+                  f"{row['state_hz_per_robot']} Hz (interval p50/p99 "
+                  f"{row['state_interval_p50_ms']:.0f}/{row['state_interval_p99_ms']:.0f} ms, "
+                  f"{row['state_gaps']} gaps), "
                   f"state lag p50/p99 {row['state_lag_p50_ms']:.1f}/{row['state_lag_p99_ms']:.1f} ms, "
                   f"instruction p50/p99 {row['instruction_p50_ms']:.2f}/{row['instruction_p99_ms']:.2f} ms",
                   flush=True)
