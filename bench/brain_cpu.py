@@ -10,7 +10,9 @@ through the intake (decode, known-task check, plan, dispatch), and every skill c
 ``done`` by calling the scheduler's feedback handler directly. ``--window`` instructions are
 kept in flight (1: the cold path, one task at a time). Reported: CPU per instruction (process
 time over the run, after a warm-up), the median of ``--repeats`` runs. ``--profile`` writes a
-cProfile (CPU time) of one run.
+cProfile (CPU time) of one run. ``--plans N`` times the planner alone instead: ``plan_goals``
+of that instruction on the idle fleet, N plans per run (1,000 robots of 333 copies:
+``--robots 333``; copies tie, issue 16).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from bench.brain_throughput import TEXT, robot_specs
 from robobus.brain_agent import intake
 from robobus.brain_agent.agent import Brain
 from robobus.brain_agent.config import BrainConfig
+from robobus.brain_agent.planners.symbolic import SymbolicPlanner
+from robobus.brain_agent.search import plan_goals
 from robobus.bus import Bus, BusOptions, Message
 from robobus.schemas.messages import Instruction, SkillCommand, SkillFeedback
 from robobus.schemas.topics import Topics
@@ -116,6 +120,22 @@ async def _run(copies: int, n: int, window: int, repeats: int, profile: str | No
     return out
 
 
+def plans(copies: int, n: int, repeats: int) -> list[float]:
+    """CPU ms per ``plan_goals`` of the bench's instruction on the idle demo fleet."""
+    specs = robot_specs(copies)
+    ctx = scenes.build(scenes.DEMO_SCENE, specs)
+    goals = SymbolicPlanner().parse_sync(TEXT, ctx)
+    for _ in range(max(5, n // 4)):
+        plan_goals(goals, ctx)
+    out = []
+    for _ in range(repeats):
+        start = time.process_time()
+        for _ in range(n):
+            plan_goals(goals, ctx)
+        out.append((time.process_time() - start) * 1e3 / n)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=400, help="instructions per run")
@@ -123,7 +143,13 @@ def main() -> None:
     ap.add_argument("--robots", type=int, default=10, help="copies of each demo robot")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", default=None, help="write a CPU-time cProfile of the first run")
+    ap.add_argument("--plans", type=int, default=0, help="time N plans alone per run instead")
     args = ap.parse_args()
+    if args.plans:
+        runs = plans(args.robots, args.plans, args.repeats)
+        print(f"{3 * args.robots} robots: plan_goals {statistics.median(runs):.3f} ms CPU per plan "
+              f"(runs {', '.join(f'{v:.3f}' for v in runs)}; {args.plans} plans each)", flush=True)
+        return
     runs = anyio.run(_run, args.robots, args.n, args.window, args.repeats, args.profile)
     print(f"window {args.window}: brain CPU {statistics.median(runs):.3f} ms per instruction "
           f"(runs {', '.join(f'{v:.3f}' for v in runs)}; {args.n} instructions each, in process)",
