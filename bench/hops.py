@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import secrets
 import struct
 import tempfile
@@ -47,7 +48,7 @@ import zmq
 
 from bench.brain_floor import _paho
 from robobus import testing
-from robobus.bus import Bus
+from robobus.bus import Bus, run
 from robobus.bus import zmq_wire as wire
 
 MODES = ("acked", "plain")
@@ -56,6 +57,14 @@ _now = time.perf_counter_ns
 
 
 # -- the echo processes ------------------------------------------------------------------------
+def _run(func: Any, *args: Any) -> Any:
+    """On uvloop, as every robobus process starts (``robobus.bus.run``), unless
+    ``HOPS_LOOP=asyncio`` (inherited by the echo processes)."""
+    if os.environ.get("HOPS_LOOP") == "asyncio":
+        return anyio.run(func, *args)
+    return run(func, *args)
+
+
 def robobus_echo(url: str, prefix: str, stages: str, cpu: Any, stop: EventT) -> None:
     """A robobus client answering each ping at once: ``pong/acked`` posted (qos 1). With a
     ``stages`` file (ZeroMQ), it also stamps each ping as the transport reads it and as it has
@@ -63,7 +72,7 @@ def robobus_echo(url: str, prefix: str, stages: str, cpu: Any, stop: EventT) -> 
     seen: list[list[int]] = []
     if stages:
         _stamp_transport()
-    anyio.run(_robobus_echo, url, prefix, cpu, stop, seen)
+    _run(_robobus_echo, url, prefix, cpu, stop, seen)
     if stages:
         Path(stages).write_text(json.dumps(seen))
 
@@ -150,7 +159,7 @@ def zmq_echo(url: str, prefix: str, cpu: Any, stop: EventT) -> None:
 def zmq_aio_echo(url: str, prefix: str, cpu: Any, stop: EventT) -> None:
     """Raw pyzmq read on an asyncio loop (``add_reader`` on the socket's FD, as robobus reads):
     the floor of an asyncio client, which the blocking raw echo does not pay."""
-    asyncio.run(_zmq_aio_echo(url, prefix, cpu, stop))
+    _run(_zmq_aio_echo, url, prefix, cpu, stop)
 
 
 async def _zmq_aio_echo(url: str, prefix: str, cpu: Any, stop: EventT) -> None:
@@ -400,16 +409,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--transport", choices=("zmq", "mqtt", "both"), default="both")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="the event loop of every asyncio process here (robobus: uvloop)")
     parser.add_argument("--stages", action="store_true",
                         help="ZeroMQ: split robobus's in-hop where the transport reads and hands over")
     args = parser.parse_args()
+    os.environ["HOPS_LOOP"] = args.loop
     out: dict[str, Any] = {}
     if args.transport in ("zmq", "both"):
         with testing.hub() as url:
-            out["zmq"] = anyio.run(run_transport, url, args.n, args.stages)
+            out["zmq"] = _run(run_transport, url, args.n, args.stages)
     if args.transport in ("mqtt", "both"):
         with testing.mosquitto() as url:
-            out["mqtt"] = anyio.run(run_transport, url, args.n)
+            out["mqtt"] = _run(run_transport, url, args.n)
     for transport, res in out.items():
         for key in ("robobus_acked", "aio_acked", "raw_acked", "robobus_plain", "aio_plain",
                     "raw_plain"):
