@@ -261,7 +261,7 @@ class Hub:
                 return
             self.clients[ident] = Client(checked_will(hello.get("will")), timeout_s=2.5 * seconds)
             self.stats["hellos"] += 1
-            wire.send_frames(self.router, [ident, wire.HELLO])
+            wire.send_frames(self.router, [ident, wire.HELLO, wire.FEATURES])
         elif cmd == wire.DURABLE and args:
             self._attach_durable(args[0].decode(errors="replace"), ident)
         elif cmd == wire.DACK and args and self.replay is not None:

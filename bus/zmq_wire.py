@@ -45,6 +45,10 @@ DENY = b"DENY"
 #: ``DENY`` for each one its policy refuses. ``PUB ack_id topic header payload`` (answered
 #: ``ACK ack_id``) stays accepted.
 PUBS, ACKS = b"PUBS", b"ACKS"
+#: what a hub speaks beyond the first protocol, space-separated, after its answer to a HELLO:
+#: ``HELLO features``. A hub older than ``PUBS`` answers a bare ``HELLO``; its clients then send
+#: every acknowledged publish as a single ``PUB`` (a rolling upgrade, robots before the hub).
+FEATURES = PUBS
 #: a batch's entries: (topic, header, payload)
 Entry = tuple[bytes, bytes, bytes]
 #: readiness probes and snapshot fences: ``$robobus/probe/{client id}/...``

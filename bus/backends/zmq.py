@@ -256,6 +256,8 @@ class ZmqTransport:
             if snap is not None and not snap.done():
                 snap.set_result(frames[2])
         elif cmd == wire.HELLO:
+            # a hub older than PUBS answers a bare HELLO: send it single PUBs
+            self.outbox.batches = len(frames) > 1 and wire.PUBS in frames[1].split()
             if self._hello is not None and not self._hello.done():
                 self._hello.set_result(None)
         elif cmd == wire.DATA and len(frames) == 4 and self.durable is not None:

@@ -50,6 +50,8 @@ class AckedSender:
         self._room = asyncio.Event()  # set while fewer than MAX_IN_FLIGHT await their ack
         self._room.set()
         self.closed = False
+        #: the hub takes ``PUBS`` batches (its HELLO said so); False: one ``PUB`` each
+        self.batches = True
         #: control messages sent for acknowledged publishes (batches and resends), for tests
         self.sends = 0
 
@@ -115,6 +117,11 @@ class AckedSender:
         self.flush()
 
     def _send_run(self, first: int, entries: list[wire.Entry]) -> None:
+        if not self.batches:  # a hub older than PUBS
+            for ack_id, (topic, header, payload) in enumerate(entries, first):
+                self.sends += 1
+                self._send([wire.PUB, wire.pack_id(ack_id), topic, header, payload])
+            return
         self.sends += 1
         self._send([wire.PUBS, wire.pack_id(first), wire.encode_batch(entries)])
 

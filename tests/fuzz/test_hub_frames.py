@@ -82,7 +82,7 @@ def test_hello_with_a_keepalive_out_of_range_is_denied() -> None:
                 assert (cmd, what) == (b"DENY", b"HELLO"), keepalive
                 assert b"keepalive must be a finite number of seconds" in reason
                 assert ask([b"HB"]) == [b"WHO"]  # not registered: the hub asks who it is
-            assert ask([b"HELLO", msgspec.msgpack.encode({"keepalive": 0.5})]) == [b"HELLO"]
+            assert ask([b"HELLO", msgspec.msgpack.encode({"keepalive": 0.5})]) == [b"HELLO", b"PUBS"]
         finally:
             ctl.close(0)
             ctx.term()
