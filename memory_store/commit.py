@@ -10,6 +10,7 @@ acknowledgement.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -150,7 +151,10 @@ class GroupCommitter:
         task_status.started()
         try:
             while True:
-                await self._wake.wait()
+                # views a commit left unsaved (saved at most every views_every_s) are saved
+                # when due, even if no event comes to wake a commit
+                with anyio.move_on_after(self._views_due()):
+                    await self._wake.wait()
                 self._wake = anyio.Event()
                 with anyio.move_on_after(self.opts.window_s):
                     await self._full.wait()
@@ -164,6 +168,12 @@ class GroupCommitter:
             with anyio.CancelScope(shield=True):
                 self._views_at = 0.0
                 await self._commit_pending()
+
+    def _views_due(self) -> float:
+        """Seconds until unsaved views are due; infinite when none are unsaved."""
+        if self.views is None or not self.views.dirty:
+            return math.inf
+        return max(0.0, self._views_at - anyio.current_time())
 
     async def commit_now(self) -> None:
         """Commit what is pending right away (shutdown, after :meth:`run` has stopped)."""

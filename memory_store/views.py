@@ -394,6 +394,12 @@ class Views:
         return len(gone)
 
     # -- persistence hand-off ----------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        """Something changed since the last :meth:`take_dirty`."""
+        return bool(self._dirty_robots or self._dirty_tasks or self._world_dirty
+                    or self._scene_dirty)
+
     def take_dirty(self) -> Dirty:
         """Encode what changed since the last call (on the event loop, so it is consistent)."""
         enc = msgspec.msgpack.encode

@@ -76,3 +76,27 @@ async def test_views_are_saved_at_most_every_views_every_s_and_the_log_fills_the
                 rebuilt.observe(ev.topic, ev.payload, ev.ts_ns)
             assert rebuilt.robots["g2"].alive is True and rebuilt.robots["g2"].bd_seq == 2
             tg.cancel_scope.cancel()
+
+
+async def test_views_left_unsaved_are_saved_when_due_without_another_event(
+        tmp_path: Path) -> None:
+    """A commit that skipped the views (saved at most every ``views_every_s``) must not leave
+    them unsaved until the next event: an idle agent saves them when they are due."""
+    topics = Topics("p")
+    with memory_store.open(tmp_path / "s") as store:
+        views = Views(topics, live=True)
+        committer = GroupCommitter(store, views, CommitOptions(window_s=0.0, views_every_s=0.3))
+        async with anyio.create_task_group() as tg:
+            await tg.start(committer.run)
+            for i, online in enumerate((True, False)):
+                raw = msgspec.msgpack.encode(Alive(robot="g2", online=online, bd_seq=1))
+                committer.put(topics.alive("g2"), raw, T0 + i)
+                views.observe(topics.alive("g2"), raw, T0 + i)
+                await committer.flush()
+            stored = store.robot("g2")
+            assert stored is not None and stored.alive is True  # the second commit: log only
+            with anyio.fail_after(5):  # no event comes; the views are saved when due
+                while (stored := store.robot("g2")) is None or stored.alive:
+                    await anyio.sleep(0.05)
+            assert not views.dirty
+            tg.cancel_scope.cancel()
