@@ -3,9 +3,10 @@
     python -m bench.brain [--latency-n 300] [--out bench/results] [--skip-mqtt]
 
 * **Response latency**: a ``robobus hub`` (or Mosquitto), the memory agent and the brain run as
-  separate processes on the demo scene; this process plays the robots (retained registrations,
-  instant ``done`` feedback, so the world stays the same) and times each instruction from just
-  before its publish to the arrival of the first skill command of its task. Each is split at
+  separate processes on the demo scene; a process of its own plays the robots
+  (``bench/latency_robots.py``: retained registrations, skill commands only, instant ``done``
+  feedback, so the world stays the same), and each instruction is timed from just before its
+  publish here to the first skill command of its task read there. Each is split at
   the brain's intake (its ``accepted`` status is stamped there) and at the command's creation.
   Each instruction alternates with a raw round over the same hops (``bench/brain_floor.py``):
   pyzmq through the same hub, or paho through the same Mosquitto: the machine's floor,
@@ -33,11 +34,13 @@ import contextlib
 import glob
 import json
 import logging
+import multiprocessing as mp
 import os
 import secrets
 import statistics
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +49,7 @@ import msgspec
 import structlog
 import yaml
 
-from bench import brain_throughput, scenes
+from bench import brain_throughput, latency_robots, scenes
 from bench.brain_floor import MODES as FLOOR_MODES
 from bench.brain_floor import floor_for
 from robobus import testing
@@ -56,11 +59,8 @@ from robobus.brain_agent.planners.symbolic import SymbolicPlanner
 from robobus.bus import Bus, BusOptions
 from robobus.bus import run as run_on_uvloop
 from robobus.schemas.messages import (
-    Alive,
     Instruction,
-    RobotRegistration,
     SkillCommand,
-    SkillFeedback,
     TaskStatus,
 )
 from robobus.schemas.topics import Topics
@@ -82,17 +82,11 @@ def pct(values: list[float], q: float) -> float:
 
 # -- response latency over a real bus ----------------------------------------------------------
 class FakeFleet:
-    """Registers the demo robots and answers every skill command with an instant ``done``.
+    """What the bench learns of the robots: the first command of each task, stamped in the
+    robots' own process (bench/latency_robots.py), and each task's end, watched here."""
 
-    The robots' connection (``bus``) subscribes to skill commands only, as a robot's does; the
-    task statuses are watched on a connection of their own (``watch``). On one connection the
-    bench's robot read and decoded the task's ``accepted`` and ``planned`` ahead of the command
-    in the same batch, work no robot does and the raw floor's robot socket does not do either.
-    """
-
-    def __init__(self, bus: Bus, topics: Topics, watch: Bus | None = None) -> None:
-        self.bus, self.topics = bus, topics
-        self.watch = watch or bus
+    def __init__(self, watch: Bus, topics: Topics) -> None:
+        self.watch, self.topics = watch, topics
         self.first: dict[str, int] = {}
         # task -> (command created in the brain, read off the socket), wall-clock ns
         self.wire: dict[str, tuple[int, int]] = {}
@@ -111,30 +105,17 @@ class FakeFleet:
         await self.done.setdefault(task_id, anyio.Event()).wait()
         return task_id
 
-    async def register(self) -> None:
-        for spec in scenes.DEMO_ROBOTS:
-            reg: RobotRegistration = scenes.registration(spec)
-            await self.bus.publish(self.topics.registration(reg.robot), reg, retain=True, qos=1)
-            await self.bus.publish(self.topics.alive(reg.robot), Alive(reg.robot, True), retain=True,
-                                   qos=1)
-
-    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        async with self.bus.subscribe(self.topics.skill(), SkillCommand) as cmds, \
-                self.watch.subscribe(self.topics.task(), TaskStatus) as tasks, \
+    async def serve(self, conn: Connection, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+                    ) -> None:
+        async with self.watch.subscribe(self.topics.task(), TaskStatus) as tasks, \
                 anyio.create_task_group() as tg:
             task_status.started()
             tg.start_soon(self._tasks, tasks)
-            async for msg in cmds:
-                now = time.perf_counter_ns()
-                cmd: SkillCommand = msg.data
-                if cmd.task_id not in self.first:
-                    self.first[cmd.task_id or ""] = now
-                    self.wire[cmd.task_id or ""] = (cmd.ts_ns, msg.ts_ns)
-                    self.order.append(cmd.task_id or "")
-                robot = self.topics.robot_of(msg.topic) or ""
-                fb = SkillFeedback(cmd.command_id, robot, cmd.skill, "done", task_id=cmd.task_id,
-                                   step_id=cmd.step_id)
-                await self.bus.publish(self.topics.feedback(robot), fb, qos=1)
+            while True:
+                task, read, created, on_wire = await latency_robots.stamps(conn)
+                self.first[task] = read
+                self.wire[task] = (created, on_wire)
+                self.order.append(task)
 
     async def _tasks(self, sub: Any) -> None:
         async for msg in sub:
@@ -158,11 +139,18 @@ async def _latency_run(url: str, n: int, warmup: int, with_floor: bool) -> dict[
         scene_file = Path(tmp) / "scene.yaml"
         scene_file.write_text(yaml.safe_dump({"scene": scenes.DEMO_SCENE}))
         env = {"ROBOBUS_LOG": LOG_LEVEL}
+        spawn = mp.get_context("spawn")
+        mine, theirs = spawn.Pipe()
+        robots = spawn.Process(target=latency_robots.robots_process, args=(url, prefix, theirs),
+                               name="bench-robots", daemon=True)
+        robots.start()
+        stack.callback(robots.kill)
+        if not mine.poll(60):
+            raise RuntimeError("the robots process did not start")
+        mine.recv()
         async with Bus.connect(url, name="bench", options=BusOptions(prefix=prefix)) as bus, \
-                Bus.connect(url, name="bench-watch", options=BusOptions(prefix=prefix)) as watch, \
                 anyio.create_task_group() as tg:
-            fleet = FakeFleet(bus, topics, watch)
-            await fleet.register()
+            fleet = FakeFleet(bus, topics)
             stack.enter_context(testing.spawn(testing.robobus_cmd(
                 "memory", "--store", f"{tmp}/store", "--scene", str(scene_file), "--bus", url,
                 "--prefix", prefix), name="memory", env=env, log_dir=LOG_DIR))
@@ -176,7 +164,7 @@ async def _latency_run(url: str, n: int, warmup: int, with_floor: bool) -> dict[
                                   msgspec.msgpack.encode(_floor_command()))
                 stack.callback(floor.close)
                 floor.warm()
-            await tg.start(fleet.serve)
+            await tg.start(fleet.serve, mine)
             for i in range(n + warmup):
                 # a client's own id is checked against task memory first (a query round trip
                 # to the memory agent before planning); the brain's own needs no check
