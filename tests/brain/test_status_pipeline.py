@@ -82,7 +82,7 @@ async def test_flush_is_bounded_when_the_hub_stops_acknowledging(prefix: str) ->
     """A dispatch's flush waits at most ``flush_wait`` for the status window or the other
     drainer: with the hub stopped (SIGSTOP) the window stays full, and a skill command must not
     wait for the bus's whole ack timeout. Nothing queued is lost: once the hub runs again
-    every status arrives, in order."""
+    every status arrives, in order (a resent one may arrive twice: at least once)."""
     port = testing.free_port(span=3)
     url = f"zmq://{testing.LOOPBACK}:{port}"
     topics = Topics(prefix)
@@ -114,12 +114,15 @@ async def test_flush_is_bounded_when_the_hub_stops_acknowledging(prefix: str) ->
                     assert 0.4 <= waited < 3.0, waited
             finally:
                 os.killpg(hub.pid, signal.SIGCONT)
+            wanted = {task.id for task in tasks}
             with anyio.fail_after(20):
                 async for msg in sub:
                     seen.append(msg.data.task_id)
-                    if len(seen) == len(tasks):
+                    if wanted <= set(seen):
                         break
             publisher.close()
             tg.cancel_scope.cancel()
-    assert seen == [task.id for task in tasks]
+    # at least once: a status unacknowledged past the resend sweep (1 s) while the hub was
+    # stopped is sent again, and the hub then delivers both copies; first copies in order
+    assert list(dict.fromkeys(seen)) == [task.id for task in tasks], seen
     assert publisher.failures == 0
