@@ -43,18 +43,26 @@ def _topic(prefix: str, what: str, mode: str) -> bytes:
     return f"floor-{prefix}/{what}/{mode}".encode()
 
 
-def responder(url: str, prefix: str, command: bytes, stop: EventT) -> None:
-    """Answer every floor instruction at once, the way its topic names; acks are dropped."""
-    replies = {_topic(prefix, "instruction", m): _topic(prefix, "command", m) for m in MODES}
+def raw_client(url: str, subscribe: str) -> tuple[zmq.Context[Any], zmq.Socket[Any], zmq.Socket[Any],
+                                                  zmq.Socket[Any]]:
+    """Raw pyzmq on a hub's three endpoints: (context, SUB on the ``subscribe`` prefix, PUB,
+    control DEALER); the floor's responders and the hop bench's echoes."""
     ep = wire.endpoints(url)
-    ctx = zmq.Context()
+    ctx: zmq.Context[Any] = zmq.Context()
     sub = ctx.socket(zmq.SUB)
-    sub.subscribe(f"floor-{prefix}/instruction/")
+    sub.subscribe(subscribe)
     sub.connect(ep.subscribe)
     pub = ctx.socket(zmq.PUB)
     pub.connect(ep.publish)
     ctl = ctx.socket(zmq.DEALER)
     ctl.connect(ep.control)
+    return ctx, sub, pub, ctl
+
+
+def responder(url: str, prefix: str, command: bytes, stop: EventT) -> None:
+    """Answer every floor instruction at once, the way its topic names; acks are dropped."""
+    replies = {_topic(prefix, "instruction", m): _topic(prefix, "command", m) for m in MODES}
+    ctx, sub, pub, ctl = raw_client(url, f"floor-{prefix}/instruction/")
     poller = zmq.Poller()
     poller.register(sub, zmq.POLLIN)
     poller.register(ctl, zmq.POLLIN)

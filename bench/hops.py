@@ -46,7 +46,7 @@ import anyio
 import paho.mqtt.client as paho
 import zmq
 
-from bench.brain_floor import _paho
+from bench.brain_floor import _paho, raw_client
 from robobus import testing
 from robobus.bus import Bus, run
 from robobus.bus import zmq_wire as wire
@@ -124,15 +124,7 @@ async def _watch_stop(stop: EventT, scope: anyio.CancelScope) -> None:
 
 def zmq_echo(url: str, prefix: str, cpu: Any, stop: EventT) -> None:
     """Raw pyzmq through the same hub: the acked pong is the ``PUB`` control message."""
-    ep = wire.endpoints(url)
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.subscribe(f"raw-{prefix}/ping/")
-    sub.connect(ep.subscribe)
-    pub = ctx.socket(zmq.PUB)
-    pub.connect(ep.publish)
-    ctl = ctx.socket(zmq.DEALER)
-    ctl.connect(ep.control)
+    ctx, sub, pub, ctl = raw_client(url, f"raw-{prefix}/ping/")
     poller = zmq.Poller()
     poller.register(sub, zmq.POLLIN)
     poller.register(ctl, zmq.POLLIN)
@@ -163,15 +155,7 @@ def zmq_aio_echo(url: str, prefix: str, cpu: Any, stop: EventT) -> None:
 
 
 async def _zmq_aio_echo(url: str, prefix: str, cpu: Any, stop: EventT) -> None:
-    ep = wire.endpoints(url)
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.subscribe(f"aio-{prefix}/ping/")
-    sub.connect(ep.subscribe)
-    pub = ctx.socket(zmq.PUB)
-    pub.connect(ep.publish)
-    ctl = ctx.socket(zmq.DEALER)
-    ctl.connect(ep.control)
+    ctx, sub, pub, ctl = raw_client(url, f"aio-{prefix}/ping/")
     loop = asyncio.get_running_loop()
     seq = [0]
 
