@@ -45,7 +45,6 @@ class Roster:
     #: per robot, the same number for robots with the same world changes and durations: all the
     #: search's costing reads of a registration (:meth:`FleetIndex.twin_rank`)
     kind: np.ndarray
-    kinds: list[int]  # the same, as a list (read one robot at a time)
 
 
 def _build_roster(fleet: dict[str, RobotRegistration]) -> Roster:
@@ -59,7 +58,7 @@ def _build_roster(fleet: dict[str, RobotRegistration]) -> Roster:
     kind = np.fromiter((kinds.setdefault((*sorted(s), *sorted(d.items())), len(kinds))
                         for s, d in zip(skills, durations, strict=True)), np.int64, len(names))
     return Roster(dict(fleet), names, {n: i for i, n in enumerate(names)}, skills, durations, can,
-                  dur, kind, kind.tolist())
+                  dur, kind)
 
 
 class _RosterCache:
@@ -133,15 +132,23 @@ class FleetIndex:
                    list(r.holding), r.hands, r.mobile, max(r.speed, 1e-6),
                    self.roster.skills[i], self.roster.durations[i])
 
+    def _twin_columns(self) -> tuple[np.ndarray, ...]:
+        """What twins share, one array per field: skills and durations, place, position, busy
+        time, speed, free hands, moving, usable (:meth:`twins`, :meth:`twin_rank`)."""
+        return (self.roster.kind, self.place, self.x, self.y, self.t0, self.speed, self.free,
+                self.movers, self.usable)
+
+    def _odd(self, i: int) -> bool:
+        """Robot ``i`` is twin to none: at a place the world does not know, absent, or
+        holding something."""
+        r = self.rows[i]
+        return r is None or bool(r.holding) or self.place[i] == -3
+
     def twins(self, i: int, j: int) -> bool:
-        """Whether robots ``i`` and ``j`` are twins (:meth:`twin_rank`), both usable."""
-        a, b = self.rows[i], self.rows[j]
-        if a is None or b is None or a.holding or b.holding:
+        """Whether robots ``i`` and ``j`` are twins: :meth:`twin_rank`'s test for one pair."""
+        if self._odd(i) or self._odd(j):
             return False
-        kind, busy, names = self.roster.kinds, self.ctx.busy_until, self.names
-        return (a.place == b.place and a.position == b.position and a.speed == b.speed
-                and a.hands == b.hands and a.mobile == b.mobile and kind[i] == kind[j]
-                and busy.get(names[i], 0.0) == busy.get(names[j], 0.0))
+        return all(c[i] == c[j] for c in self._twin_columns())
 
     def twin_rank(self, rows: np.ndarray) -> np.ndarray:
         """For each of ``rows`` (ascending), how many of ``rows`` before it are its twins: robots
@@ -149,12 +156,8 @@ class FleetIndex:
         durations, place, position, speed, busy time, free hands, usable, holding nothing).
         Untouched twins cost the same for every want, so of a group only the first can win a tie
         by name (issue 16: 1,000 robots made of 333 copies of each demo robot)."""
-        odd = self.place[rows] == -3  # a place the world does not know: compared by name
-        odd |= np.fromiter((bool(r.holding) if (r := self.rows[i]) is not None else True
-                            for i in rows.tolist()), bool, len(rows))
-        cols = (np.where(odd, rows + 1, 0), self.roster.kind[rows], self.place[rows],
-                self.x[rows], self.y[rows], self.t0[rows], self.speed[rows], self.free[rows],
-                self.movers[rows], self.usable[rows])
+        odd = np.fromiter((self._odd(i) for i in rows.tolist()), bool, len(rows))
+        cols = (np.where(odd, rows + 1, 0), *(c[rows] for c in self._twin_columns()))
         order = np.lexsort((rows, *cols))  # groups together, each in row order
         new = np.ones(len(rows), bool)
         for c in cols:
